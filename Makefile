@@ -1,0 +1,110 @@
+# ember: the one entry point. See README.md.
+#
+#   make            build build/ember (and the other binaries)
+#   make deps       install every Debian package the project needs (idempotent)
+#   make guest      guest kernel (vmlinux + bzImage), rootfs.ext4, initramfs.cpio.gz
+#   make testhost   the nested KVM test host image (see tests/host/README.md)
+#   make test       everything CI runs: lint, unit, integration (KVM tests included)
+#   make run        deps + build + guest, then boot the default VM on this terminal
+#   make lint       clang-format (check mode) and cppcheck
+#   make clean      remove build/ (the kernel cache outside the tree is kept)
+#
+# Each directory adds itself through a module.mk fragment (see "Modules" below).
+
+BUILD      := build
+CC         ?= gcc
+PYTHON     := /usr/bin/python3
+EMBER_CACHE ?= /var/cache/ember
+export EMBER_CACHE
+
+CFLAGS_WARN := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wpointer-arith \
+	-Wmissing-prototypes -Wstrict-prototypes -Wundef
+CFLAGS_HARDEN := -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 $(CFLAGS_WARN) $(CFLAGS_HARDEN) -MMD -MP
+LDFLAGS += -pie -Wl,-z,relro,-z,now
+
+# ---- Modules --------------------------------------------------------------
+# A module.mk may append to:
+#   BINARIES      final programs built by `make` (e.g. build/ember)
+#   TEST_PROGRAMS helper programs the tests need (probes), built before tests
+#   LINT_SRCS     C sources and headers checked by `make lint` (default: all tracked *.c/*.h)
+# A unit test is tests/unit/test_NAME.c; the module that owns the code under test sets
+#   UNIT_DEPS_test_NAME := dir/file.c ...   (sources linked into the test)
+#   UNIT_LIBS_test_NAME := -lfoo            (extra libraries)
+BINARIES      :=
+TEST_PROGRAMS :=
+include $(sort $(wildcard */module.mk tests/*/module.mk))
+
+.DEFAULT_GOAL := all
+.PHONY: all deps guest testhost test unit integration lint run smoke clean format
+
+all: $(BINARIES)
+
+# Generic object rule: build/obj/<path>.o from <path>.c
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# ---- Unit tests (cmocka) ----------------------------------------------------
+UNIT_TEST_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_TESTS     := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_TEST_SRCS))
+.SECONDEXPANSION:
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $$(patsubst %.c,$(BUILD)/obj/%.o,$$(UNIT_DEPS_$$*))
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(UNIT_LIBS_$*) -lcmocka
+
+unit: $(UNIT_TESTS)
+	@set -e; fails=0; for t in $(UNIT_TESTS); do \
+		echo "== $$t"; $$t || fails=$$((fails+1)); done; \
+	if [ $$fails -ne 0 ]; then echo "unit: $$fails test program(s) failed"; exit 1; fi
+
+# ---- Set-up -----------------------------------------------------------------
+deps:
+	@tools/install-deps
+
+guest:
+	@rootfs-tools/build-guest
+
+testhost:
+	@tests/host/build-image
+
+# ---- Lint -------------------------------------------------------------------
+LINT_SRCS ?= $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+lint:
+	@echo "== clang-format --dry-run"
+	@clang-format --dry-run --Werror $(LINT_SRCS)
+	@echo "== cppcheck"
+	@cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+		--inline-suppr --std=c11 -D__x86_64__ -D__linux__ $(LINT_SRCS)
+	@echo "lint: ok"
+
+format:
+	clang-format -i $(LINT_SRCS)
+
+# ---- Tests ------------------------------------------------------------------
+# Integration tests: pytest on this machine for what needs no hardware-style KVM,
+# then the `kvm`-marked tests where a Linux guest can boot: directly when /dev/kvm is
+# hardware-backed, otherwise inside the nested test host (tests/host/run --auto).
+PYTEST := $(PYTHON) -m pytest -p no:cacheprovider -ra
+integration: all $(TEST_PROGRAMS) guest testhost
+	@echo "== pytest (this machine)"
+	$(PYTEST) -m "not kvm" tests/integration
+	@echo "== pytest (KVM tests: $$(tests/host/run --where))"
+	tests/host/run --auto --timeout 3000 -- $(PYTEST) -m kvm tests/integration
+
+test: deps
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory all $(TEST_PROGRAMS)
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+# ---- Running a VM -----------------------------------------------------------
+run: deps
+	@$(MAKE) --no-print-directory all guest testhost
+	@tools/run-default-vm
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
