@@ -7,6 +7,7 @@
 #   make test       everything CI runs: lint, unit, integration (KVM tests included)
 #   make run        deps + build + guest, then boot the default VM on this terminal
 #   make lint       clang-format (check mode) and cppcheck
+#   make install    install the binaries into $(PREFIX)/bin (default /usr/local)
 #   make clean      remove build/ (the kernel cache outside the tree is kept)
 #
 # Each directory adds itself through a module.mk fragment (see "Modules" below).
@@ -37,7 +38,7 @@ TEST_PROGRAMS :=
 include $(sort $(wildcard */module.mk tests/*/module.mk))
 
 .DEFAULT_GOAL := all
-.PHONY: all deps guest testhost test unit integration lint run smoke clean format
+.PHONY: all deps guest testhost test unit integration lint run smoke clean format install
 
 all: $(BINARIES)
 
@@ -103,6 +104,12 @@ test: deps
 run: deps
 	@$(MAKE) --no-print-directory all guest testhost
 	@tools/run-default-vm
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BINARIES) $(DESTDIR)$(PREFIX)/bin/
 
 clean:
 	rm -rf $(BUILD)
