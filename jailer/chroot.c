@@ -1,0 +1,250 @@
+/* chroot: the jail directory <base>/<exec>/<id>/root, the binary copy, and pivot_root into it. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "jailer.h"
+
+int chroot_resolve(struct jail *j, int *exit_code)
+{
+    const struct jail_args *a = j->args;
+    struct stat st;
+    char *slash;
+    int rc;
+
+    *exit_code = JEXIT_BAD_EXEC;
+    if (stat(a->exec_file, &st) != 0) {
+        rc = -errno;
+        env_log(rc, "--exec-file '%s'", a->exec_file);
+        return rc;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        env_log(0, "--exec-file '%s': not a regular file", a->exec_file);
+        return -EINVAL;
+    }
+    if (!realpath(a->exec_file, j->exec_path)) {
+        rc = -errno;
+        env_log(rc, "--exec-file '%s': resolving the path", a->exec_file);
+        return rc;
+    }
+    slash = strrchr(j->exec_path, '/');
+    j->exec_name = slash ? slash + 1 : j->exec_path;
+
+    *exit_code = JEXIT_BAD_CHROOT;
+    if (realpath(a->chroot_base, j->base) == NULL) {
+        if (errno != ENOENT) {
+            rc = -errno;
+            env_log(rc, "--chroot-base-dir '%s'", a->chroot_base);
+            return rc;
+        }
+        /* Created later; the argument is already absolute and free of '.' and '..'. */
+        env_path(j->base, sizeof(j->base), "%s", a->chroot_base);
+        for (size_t len = strlen(j->base); len > 1 && j->base[len - 1] == '/'; len--)
+            j->base[len - 1] = '\0';
+    } else if (stat(j->base, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        env_log(0, "--chroot-base-dir '%s': not a directory", a->chroot_base);
+        return -ENOTDIR;
+    }
+    /* Room for <root>/<exec_name>.pid and old_root as well. */
+    if (env_path(j->id_dir, sizeof(j->id_dir), "%s/%s/%s", strcmp(j->base, "/") ? j->base : "",
+                 j->exec_name, a->id) ||
+        strlen(j->id_dir) + 6 + strlen(j->exec_name) + 8 >= sizeof(j->root)) {
+        env_log(0, "--chroot-base-dir '%s': jail path too long", a->chroot_base);
+        return -ENAMETOOLONG;
+    }
+    env_path(j->root, sizeof(j->root), "%s/root", j->id_dir);
+
+    *exit_code = JEXIT_JAIL_EXISTS;
+    if (lstat(j->id_dir, &st) == 0) {
+        env_log(0, "jail %s already exists", j->id_dir);
+        return -EEXIST;
+    }
+    *exit_code = JEXIT_OK;
+    return 0;
+}
+
+/* mkdir -p for the directories above the id directory, remembering what we made. */
+static int make_parents(struct jail *j, const char *path)
+{
+    char buf[JAIL_PATH_MAX];
+    char *p;
+
+    env_path(buf, sizeof(buf), "%s", path);
+    for (p = buf + 1;; p++) {
+        bool end = (*p == '\0');
+        if (*p != '/' && !end)
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) == 0) {
+            /* umask is 077 here: directories on the path stay traversable by the jail uid. */
+            if (chmod(buf, 0755) != 0)
+                return -errno;
+            if (j->n_created >= (int)(sizeof(j->created) / sizeof(j->created[0])) ||
+                strlen(buf) >= sizeof(j->created[0]))
+                return -ENAMETOOLONG;
+            strcpy(j->created[j->n_created++], buf);
+        } else if (errno != EEXIST) {
+            return -errno;
+        }
+        if (end)
+            return 0;
+        *p = '/';
+    }
+}
+
+static int copy_binary(const struct jail *j)
+{
+    char dst[JAIL_PATH_MAX];
+    int in = -1, out = -1, rc = 0;
+    char buf[65536];
+
+    if (env_path(dst, sizeof(dst), "%s/%s", j->root, j->exec_name))
+        return -ENAMETOOLONG;
+    in = open(j->exec_path, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    if (out < 0) {
+        rc = -errno;
+        goto out_in;
+    }
+    for (;;) {
+        ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+        if (n == 0)
+            break;
+        if (n > 0)
+            continue;
+        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+            rc = -errno;
+            goto out_out;
+        }
+        /* Fallback: plain read/write from the current offsets. */
+        while ((n = read(in, buf, sizeof(buf))) > 0) {
+            for (ssize_t off = 0; off < n;) {
+                ssize_t w = write(out, buf + off, (size_t)(n - off));
+                if (w < 0) {
+                    rc = -errno;
+                    goto out_out;
+                }
+                off += w;
+            }
+        }
+        if (n < 0)
+            rc = -errno;
+        break;
+    }
+    /* Root-owned and read-only: the jailed process can run it but not rewrite it. */
+    if (rc == 0 && fchmod(out, 0555) != 0)
+        rc = -errno;
+out_out:
+    if (close(out) != 0 && rc == 0)
+        rc = -errno;
+out_in:
+    close(in);
+    return rc;
+}
+
+int chroot_create(struct jail *j)
+{
+    char parent[JAIL_PATH_MAX];
+    int rc;
+
+    env_path(parent, sizeof(parent), "%s", j->id_dir);
+    *strrchr(parent, '/') = '\0';
+    rc = make_parents(j, parent);
+    if (rc) {
+        env_log(rc, "creating %s", parent);
+        return rc;
+    }
+    /* mkdir of the id directory is the atomic claim on the jail. */
+    if (mkdir(j->id_dir, 0700) != 0) {
+        rc = -errno;
+        if (rc == -EEXIST)
+            env_log(0, "jail %s already exists", j->id_dir);
+        else
+            env_log(rc, "creating %s", j->id_dir);
+        return rc;
+    }
+    j->made_id_dir = true;
+    if (chmod(j->id_dir, 0755) != 0 || mkdir(j->root, 0700) != 0) {
+        rc = -errno;
+        env_log(rc, "creating %s", j->root);
+        return rc;
+    }
+    rc = copy_binary(j);
+    if (rc) {
+        env_log(rc, "copying %s into %s", j->exec_path, j->root);
+        return rc;
+    }
+    return 0;
+}
+
+void chroot_undo(struct jail *j)
+{
+    char path[JAIL_PATH_MAX];
+
+    if (j->pivoted)
+        return;
+    umount2(j->root, MNT_DETACH); /* our bind mount, if chroot_enter got that far */
+    if (j->made_id_dir) {
+        env_path(path, sizeof(path), "%s/%s", j->root, j->exec_name);
+        unlink(path);
+        env_path(path, sizeof(path), "%s/old_root", j->root);
+        rmdir(path);
+        rmdir(j->root);
+        rmdir(j->id_dir);
+        j->made_id_dir = false;
+    }
+    while (j->n_created > 0)
+        rmdir(j->created[--j->n_created]);
+}
+
+int chroot_enter(struct jail *j)
+{
+    const char *step;
+    int rc;
+
+    step = "unshare(CLONE_NEWNS)";
+    if (unshare(CLONE_NEWNS) != 0)
+        goto fail;
+    /* Nothing we mount from here on may propagate back to the host. */
+    step = "making mounts slave";
+    if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) != 0)
+        goto fail;
+    /* pivot_root needs the new root to be a mount point. */
+    step = "bind-mounting the jail";
+    if (mount(j->root, j->root, NULL, MS_BIND | MS_REC, NULL) != 0)
+        goto fail;
+    step = "chdir into the jail";
+    if (chdir(j->root) != 0)
+        goto fail;
+    step = "creating old_root";
+    if (mkdir("old_root", 0700) != 0)
+        goto fail;
+    step = "pivot_root";
+    if (syscall(SYS_pivot_root, ".", "old_root") != 0)
+        goto fail;
+    j->pivoted = true;
+    step = "chdir /";
+    if (chdir("/") != 0)
+        goto fail;
+    step = "detaching the old root";
+    if (umount2("/old_root", MNT_DETACH) != 0)
+        goto fail;
+    step = "removing /old_root";
+    if (rmdir("/old_root") != 0)
+        goto fail;
+    return 0;
+fail:
+    rc = -errno;
+    env_log(rc, "entering the jail %s: %s", j->root, step);
+    return rc;
+}
