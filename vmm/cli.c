@@ -1,0 +1,158 @@
+/* Command line → struct vm_config (the API will fill the same struct later), and the checks
+ * every configuration must pass whatever filled it. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm.h"
+
+void cfg_defaults(struct vm_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->vcpus = 1;
+    cfg->mem_mib = 128;
+    snprintf(cfg->cmdline, sizeof(cfg->cmdline), "%s", DEFAULT_CMDLINE);
+}
+
+int cfg_validate(const struct vm_config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->kernel_path[0])
+        return errf(err, errlen, -EINVAL, "--kernel PATH is required");
+    if (cfg->vcpus < 1 || cfg->vcpus > VCPUS_MAX)
+        return errf(err, errlen, -EINVAL, "vCPU count %u is out of range (1 to %d)", cfg->vcpus,
+                    VCPUS_MAX);
+    if (cfg->mem_mib < MEM_MIN_MIB || cfg->mem_mib > MEM_MAX_MIB)
+        return errf(err, errlen, -EINVAL, "memory size %llu MiB is out of range (%d to %d MiB)",
+                    (unsigned long long)cfg->mem_mib, MEM_MIN_MIB, MEM_MAX_MIB);
+    if (strnlen(cfg->cmdline, CMDLINE_MAX) >= CMDLINE_MAX)
+        return errf(err, errlen, -EINVAL, "kernel command line is longer than %d bytes",
+                    CMDLINE_MAX - 1);
+    return 0;
+}
+
+void cli_usage(void *out)
+{
+    fprintf(out,
+            "usage: ember run --kernel PATH [options]\n"
+            "       ember --version | --help\n"
+            "\n"
+            "Boots a Linux guest on KVM with its serial console on this terminal.\n"
+            "\n"
+            "  --kernel PATH     ELF vmlinux or bzImage (x86_64)\n"
+            "  --initrd PATH     initial ramdisk, loaded at the top of low RAM\n"
+            "  --cmdline STR     kernel command line (at most %d bytes); default:\n"
+            "                    \"%s\"\n"
+            "  --vcpus N         number of vCPUs, 1 to %d (default 1)\n"
+            "  --mem MiB         guest RAM in MiB, %d to %d (default 128)\n"
+            "  --console FILE    write the guest console to FILE instead of stdout\n"
+            "  --log-level LVL   error, warning, info (default) or debug\n"
+            "\n"
+            "The guest stops the VM with `reboot` (keyboard-controller reset, reboot=k), as with\n"
+            "Firecracker; a guest `poweroff` needs ACPI, which ember does not offer yet.\n"
+            "On a terminal, Ctrl-A x leaves and Ctrl-A Ctrl-A sends Ctrl-A.\n",
+            CMDLINE_MAX - 1, DEFAULT_CMDLINE, VCPUS_MAX, MEM_MIN_MIB, MEM_MAX_MIB);
+}
+
+/* A decimal number with nothing around it. */
+static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+
+    if (s[0] < '0' || s[0] > '9')
+        return -EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v > max)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+static int copy_arg(char *dst, size_t size, const char *opt, const char *val, char *err,
+                    size_t errlen)
+{
+    size_t len = strlen(val);
+    if (len >= size)
+        return errf(err, errlen, -EINVAL, "%s is %zu bytes long, the limit is %zu", opt, len,
+                    size - 1);
+    if (len == 0)
+        return errf(err, errlen, -EINVAL, "%s is empty", opt);
+    memcpy(dst, val, len + 1);
+    return 0;
+}
+
+int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_VCPUS, O_MEM, O_CONSOLE, O_LOG };
+    static const struct option opts[] = {
+            {"kernel", required_argument, NULL, O_KERNEL},
+            {"initrd", required_argument, NULL, O_INITRD},
+            {"cmdline", required_argument, NULL, O_CMDLINE},
+            {"vcpus", required_argument, NULL, O_VCPUS},
+            {"mem", required_argument, NULL, O_MEM},
+            {"console", required_argument, NULL, O_CONSOLE},
+            {"log-level", required_argument, NULL, O_LOG},
+            {"help", no_argument, NULL, 'h'},
+            {NULL, 0, NULL, 0},
+    };
+    static const char *const levels[] = {"error", "warning", "info", "debug"};
+    uint64_t v;
+    int c, ret = 0;
+
+    optind = 1;
+    opterr = 0;
+    while (!ret && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_KERNEL:
+            ret = copy_arg(cfg->kernel_path, sizeof(cfg->kernel_path), "--kernel", optarg, err,
+                           errlen);
+            break;
+        case O_INITRD:
+            ret = copy_arg(cfg->initrd_path, sizeof(cfg->initrd_path), "--initrd", optarg, err,
+                           errlen);
+            break;
+        case O_CONSOLE:
+            ret = copy_arg(cfg->console_path, sizeof(cfg->console_path), "--console", optarg, err,
+                           errlen);
+            break;
+        case O_CMDLINE:
+            ret = copy_arg(cfg->cmdline, sizeof(cfg->cmdline), "--cmdline", optarg, err, errlen);
+            break;
+        case O_VCPUS:
+            if (parse_u64(optarg, UINT32_MAX, &v))
+                return errf(err, errlen, -EINVAL, "--vcpus '%s' is not a number of vCPUs", optarg);
+            cfg->vcpus = (uint32_t)v;
+            break;
+        case O_MEM:
+            if (parse_u64(optarg, UINT64_MAX >> 20, &v))
+                return errf(err, errlen, -EINVAL, "--mem '%s' is not a size in MiB", optarg);
+            cfg->mem_mib = v;
+            break;
+        case O_LOG:
+            ret = -EINVAL;
+            for (int i = 0; i < 4; i++)
+                if (!strcmp(optarg, levels[i])) {
+                    log_level = (enum log_level)i;
+                    ret = 0;
+                }
+            if (ret)
+                return errf(err, errlen, ret,
+                            "--log-level '%s' is not one of error, warning, "
+                            "info, debug",
+                            optarg);
+            break;
+        case 'h':
+            cli_usage(stdout);
+            return 1;
+        case ':':
+            return errf(err, errlen, -EINVAL, "%s needs a value", argv[optind - 1]);
+        default:
+            return errf(err, errlen, -EINVAL, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (!ret && optind < argc)
+        return errf(err, errlen, -EINVAL, "unexpected argument '%s'", argv[optind]);
+    return ret;
+}

@@ -1,0 +1,77 @@
+/* Guest memory: one lazily-populated anonymous mapping, split into regions around the 32-bit
+ * MMIO hole, and gm_ptr(), the only way to turn a guest physical address into a pointer. */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "vmm.h"
+
+int gm_create(struct guest_mem *mem, uint64_t size)
+{
+    memset(mem, 0, sizeof(*mem));
+    if (size == 0 || size > (uint64_t)MEM_MAX_MIB << 20 || (size & 0xfff))
+        return -EINVAL;
+    /* MAP_NORESERVE and no MAP_POPULATE: pages are faulted in by the guest, so creating the
+     * VM costs the same for 128 MiB as for 64 GiB. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    mem->base = p;
+    mem->total = size;
+    uint64_t low = size < MMIO_HOLE_START ? size : MMIO_HOLE_START;
+    mem->regions[0] = (struct gm_region){.gpa = 0, .size = low, .host = p};
+    mem->nregions = 1;
+    if (size > low) {
+        mem->regions[1] = (struct gm_region){
+                .gpa = MMIO_HOLE_END, .size = size - low, .host = (uint8_t *)p + low};
+        mem->nregions = 2;
+    }
+    return 0;
+}
+
+void gm_destroy(struct guest_mem *mem)
+{
+    if (mem->base)
+        munmap(mem->base, mem->total);
+    memset(mem, 0, sizeof(*mem));
+}
+
+void *gm_ptr(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+    uint64_t last;
+    if (len == 0)
+        len = 1;
+    if (__builtin_add_overflow(gpa, len - 1, &last))
+        return NULL;
+    for (unsigned i = 0; i < mem->nregions && i < GM_MAX_REGIONS; i++) {
+        const struct gm_region *r = &mem->regions[i];
+        /* Written as offsets so that no sum can wrap. */
+        if (gpa >= r->gpa && gpa - r->gpa < r->size && last - r->gpa < r->size)
+            return r->host + (gpa - r->gpa);
+    }
+    return NULL;
+}
+
+int gm_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len)
+{
+    void *p = gm_ptr(mem, gpa, len);
+    if (!p)
+        return -EFAULT;
+    memcpy(p, src, len);
+    return 0;
+}
+
+int gm_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len)
+{
+    const void *p = gm_ptr(mem, gpa, len);
+    if (!p)
+        return -EFAULT;
+    memcpy(dst, p, len);
+    return 0;
+}
+
+uint64_t gm_low_end(const struct guest_mem *mem)
+{
+    return mem->nregions ? mem->regions[0].gpa + mem->regions[0].size : 0;
+}

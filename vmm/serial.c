@@ -1,0 +1,211 @@
+/* COM1: a 16550A-style UART at 0x3F8 (IRQ 4) — enough of it for Linux's 8250 driver and
+ * console. Output goes straight to a file descriptor; input arrives from the event loop. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmm.h"
+
+#define SERIAL_PORT 0x3f8
+#define IER_RDI     0x01
+#define IER_THRI    0x02
+#define IIR_NONE    0x01
+#define IIR_THRI    0x02
+#define IIR_RDI     0x04
+#define IIR_FIFO    0xc0
+#define LCR_DLAB    0x80
+#define LSR_DR      0x01
+#define LSR_THRE    0x20
+#define LSR_TEMT    0x40
+#define MCR_LOOP    0x10
+#define MSR_IDLE    0xb0 /* DCD | DSR | CTS */
+
+static void raise_irq(struct serial *s)
+{
+    uint64_t one = 1;
+    if (write(s->irq_fd, &one, sizeof(one)) < 0) {
+        /* eventfd counter saturation is impossible in practice; nothing to do */
+    }
+}
+
+/* Called with the lock held. Returns true when an interrupt should be raised. */
+static bool push_rx(struct serial *s, uint8_t b)
+{
+    if (s->rx_count >= SERIAL_FIFO)
+        return false;
+    s->rx[(s->rx_head + s->rx_count++) % SERIAL_FIFO] = b;
+    return (s->ier & IER_RDI) != 0;
+}
+
+static uint8_t read_reg(struct serial *s, uint64_t off, bool *wake_input)
+{
+    uint8_t v = 0;
+    bool dlab = s->lcr & LCR_DLAB;
+
+    switch (off) {
+    case 0:
+        if (dlab)
+            return s->dll;
+        if (s->rx_count) {
+            v = s->rx[s->rx_head];
+            s->rx_head = (s->rx_head + 1) % SERIAL_FIFO;
+            s->rx_count--;
+        }
+        if (s->rx_blocked && s->rx_count == 0) { /* let the host send more */
+            s->rx_blocked = false;
+            *wake_input = true;
+        }
+        return v;
+    case 1:
+        return dlab ? s->dlm : s->ier;
+    case 2:
+        if ((s->ier & IER_RDI) && s->rx_count) {
+            v = IIR_RDI;
+        } else if ((s->ier & IER_THRI) && s->iir_thri) {
+            v = IIR_THRI;
+            s->iir_thri = 0; /* reading IIR acknowledges THR-empty */
+        } else {
+            v = IIR_NONE;
+        }
+        return v | ((s->fcr & 1) ? IIR_FIFO : 0);
+    case 3:
+        return s->lcr;
+    case 4:
+        return s->mcr;
+    case 5:
+        return (s->rx_count ? LSR_DR : 0) | LSR_THRE | LSR_TEMT;
+    case 6:
+        if (!(s->mcr & MCR_LOOP))
+            return MSR_IDLE;
+        /* loopback: the modem outputs come back as inputs */
+        return (uint8_t)(((s->mcr & 0x02) << 3) | ((s->mcr & 0x01) << 5) | ((s->mcr & 0x04) << 4) |
+                         ((s->mcr & 0x08) << 4));
+    default:
+        return s->scr;
+    }
+}
+
+/* Returns true when an interrupt should be raised. */
+static bool write_reg(struct serial *s, uint64_t off, uint8_t v)
+{
+    bool dlab = s->lcr & LCR_DLAB;
+
+    switch (off) {
+    case 0:
+        if (dlab) {
+            s->dll = v;
+            return false;
+        }
+        if (s->mcr & MCR_LOOP) {
+            push_rx(s, v);
+        } else if (s->out_fd >= 0) {
+            while (write(s->out_fd, &v, 1) < 0 && errno == EINTR)
+                ;
+        }
+        s->iir_thri = 1;
+        return (s->ier & (IER_THRI | IER_RDI)) != 0;
+    case 1:
+        if (dlab) {
+            s->dlm = v;
+            return false;
+        }
+        s->ier = v & 0x0f;
+        if (s->ier & IER_THRI)
+            s->iir_thri = 1;
+        return (s->ier & IER_THRI) || ((s->ier & IER_RDI) && s->rx_count);
+    case 2:
+        s->fcr = v;
+        if (v & 0x02) { /* clear the receive FIFO */
+            s->rx_head = s->rx_count = 0;
+        }
+        return false;
+    case 3:
+        s->lcr = v;
+        return false;
+    case 4:
+        s->mcr = v & 0x1f;
+        return false;
+    case 7:
+        s->scr = v;
+        return false;
+    default: /* LSR and MSR are read-only */
+        return false;
+    }
+}
+
+static void serial_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
+{
+    struct serial *s = opaque;
+    bool wake = false;
+
+    memset(data, 0, len);
+    pthread_mutex_lock(&s->lock);
+    data[0] = read_reg(s, off, &wake);
+    pthread_mutex_unlock(&s->lock);
+    if (wake) {
+        uint64_t one = 1;
+        if (write(s->rx_ready_fd, &one, sizeof(one)) < 0) {
+            /* cannot fail for an eventfd well below its limit */
+        }
+    }
+}
+
+static void serial_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
+{
+    struct serial *s = opaque;
+    (void)len;
+    pthread_mutex_lock(&s->lock);
+    bool irq = write_reg(s, off, data[0]);
+    pthread_mutex_unlock(&s->lock);
+    if (irq)
+        raise_irq(s);
+}
+
+int serial_init(struct serial *s, int out_fd, int irq_fd, int rx_ready_fd)
+{
+    memset(s, 0, sizeof(*s));
+    s->out_fd = out_fd;
+    s->irq_fd = irq_fd;
+    s->rx_ready_fd = rx_ready_fd;
+    s->dll = 0x0c; /* 9600 baud, as after a BIOS */
+    s->lcr = 0x03; /* 8N1 */
+    s->mcr = 0x08; /* OUT2 */
+    return -pthread_mutex_init(&s->lock, NULL);
+}
+
+void serial_destroy(struct serial *s)
+{
+    pthread_mutex_destroy(&s->lock);
+}
+
+struct bus_dev serial_bus_dev(struct serial *s)
+{
+    return (struct bus_dev){
+            .base = SERIAL_PORT, .len = 8, .read = serial_read, .write = serial_write, .opaque = s};
+}
+
+size_t serial_input(struct serial *s, const uint8_t *buf, size_t len)
+{
+    size_t n = 0;
+    bool irq = false;
+
+    pthread_mutex_lock(&s->lock);
+    while (n < len && s->rx_count < SERIAL_FIFO)
+        irq |= push_rx(s, buf[n++]);
+    if (s->rx_count >= SERIAL_FIFO)
+        s->rx_blocked = true;
+    pthread_mutex_unlock(&s->lock);
+    if (irq)
+        raise_irq(s);
+    return n;
+}
+
+size_t serial_rx_space(struct serial *s)
+{
+    pthread_mutex_lock(&s->lock);
+    size_t space = SERIAL_FIFO - s->rx_count;
+    if (!space)
+        s->rx_blocked = true;
+    pthread_mutex_unlock(&s->lock);
+    return space;
+}

@@ -1,0 +1,277 @@
+/* The VM: open the host resources, load the kernel into fresh guest memory, then create the KVM
+ * VM (irqchip, PIT, memory slots), the legacy devices and the vCPUs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmm.h"
+
+#define GSI_I8042  1
+#define GSI_SERIAL 4
+
+static const struct {
+    int cap;
+    const char *what;
+} required_caps[] = {
+        {KVM_CAP_IRQCHIP, "in-kernel irqchip"},
+        {KVM_CAP_USER_MEMORY, "user memory regions"},
+        {KVM_CAP_SET_TSS_ADDR, "KVM_SET_TSS_ADDR"},
+        {KVM_CAP_SET_IDENTITY_MAP_ADDR, "KVM_SET_IDENTITY_MAP_ADDR"},
+        {KVM_CAP_PIT2, "in-kernel PIT (KVM_CREATE_PIT2)"},
+        {KVM_CAP_EXT_CPUID, "KVM_GET_SUPPORTED_CPUID"},
+        {KVM_CAP_IRQFD, "irqfd"},
+        {KVM_CAP_IOEVENTFD, "ioeventfd"},
+        {KVM_CAP_IMMEDIATE_EXIT, "immediate_exit"},
+};
+
+/* Opens a file given on the command line; it must be a non-empty regular file. */
+static int open_input(const char *what, const char *path, int *fd, uint64_t *size, char *err,
+                      size_t errlen)
+{
+    struct stat st;
+
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return errf(err, errlen, -errno, "%s %s: %s", what, path, strerror(errno));
+    if (fstat(*fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0)
+        return errf(err, errlen, -EINVAL, "%s %s: not a non-empty regular file", what, path);
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+/* Everything that depends only on the configuration: files, guest memory, kernel, initrd, boot
+ * structures. No KVM yet, so bad input is reported the same on any host. */
+static int vm_load(struct vm *vm, char *err, size_t errlen)
+{
+    const struct vm_config *cfg = vm->cfg;
+    int kfd = -1, ifd = -1, ret;
+    uint64_t ksize = 0, isize = 0;
+    char why[256];
+
+    ret = open_input("kernel", cfg->kernel_path, &kfd, &ksize, err, errlen);
+    if (!ret && cfg->initrd_path[0])
+        ret = open_input("initrd", cfg->initrd_path, &ifd, &isize, err, errlen);
+    if (!ret && cfg->console_path[0]) {
+        vm->console_fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (vm->console_fd < 0)
+            ret = errf(err, errlen, -errno, "console %s: %s", cfg->console_path, strerror(errno));
+    }
+    if (ret)
+        goto out;
+    ret = gm_create(&vm->mem, cfg->mem_mib << 20);
+    if (ret) {
+        errf(err, errlen, ret, "cannot map %llu MiB of guest memory: %s",
+             (unsigned long long)cfg->mem_mib, strerror(-ret));
+        goto out;
+    }
+    ret = loader_load_kernel(&vm->mem, kfd, ksize, &vm->boot, why, sizeof(why));
+    if (ret) {
+        errf(err, errlen, ret, "kernel %s: %s", cfg->kernel_path, why);
+        goto out;
+    }
+    if (ifd >= 0) {
+        ret = loader_load_initrd(&vm->mem, ifd, isize, &vm->boot, why, sizeof(why));
+        if (ret) {
+            errf(err, errlen, ret, "initrd %s: %s", cfg->initrd_path, why);
+            goto out;
+        }
+    }
+    ret = boot_setup(&vm->mem, &vm->boot, cfg->cmdline, cfg->vcpus);
+    if (ret)
+        errf(err, errlen, ret, "cannot write the boot structures: %s", strerror(-ret));
+out:
+    if (kfd >= 0)
+        close(kfd);
+    if (ifd >= 0)
+        close(ifd);
+    return ret;
+}
+
+static int kvm_open(struct vm *vm, char *err, size_t errlen)
+{
+    vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (vm->kvm_fd < 0) {
+        int e = errno;
+        return errf(err, errlen, -e, "/dev/kvm: %s%s", strerror(e),
+                    e == ENOENT   ? " (is the kvm module loaded? is virtualization enabled?)"
+                    : e == EACCES ? " (add your user to the kvm group)"
+                                  : "");
+    }
+    int api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+    if (api != KVM_API_VERSION)
+        return errf(err, errlen, -EINVAL, "KVM API version %d, need %d", api, KVM_API_VERSION);
+    for (size_t i = 0; i < sizeof(required_caps) / sizeof(required_caps[0]); i++)
+        if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, required_caps[i].cap) <= 0)
+            return errf(err, errlen, -ENOTSUP, "this host's KVM lacks %s", required_caps[i].what);
+    int max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+    if (max <= 0)
+        max = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+    if (max > 0 && vm->nvcpus > (unsigned)max)
+        return errf(err, errlen, -EINVAL, "%u vCPUs requested, this host's KVM allows %d",
+                    vm->nvcpus, max);
+    vm->tsc_deadline = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    int sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (sz < (int)sizeof(struct kvm_run))
+        return errf(err, errlen, -EINVAL, "KVM_GET_VCPU_MMAP_SIZE failed");
+    vm->run_size = (size_t)sz;
+    return 0;
+}
+
+static int get_cpuid(struct vm *vm)
+{
+    size_t sz = sizeof(struct kvm_cpuid2) + CPUID_MAX_ENTRIES * sizeof(struct kvm_cpuid_entry2);
+    vm->cpuid = calloc(1, sz);
+    if (!vm->cpuid)
+        return -ENOMEM;
+    vm->cpuid->nent = CPUID_MAX_ENTRIES;
+    return ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, vm->cpuid) < 0 ? -errno : 0;
+}
+
+static int kvm_vm(struct vm *vm, char *err, size_t errlen)
+{
+    uint64_t idmap = KVM_IDMAP_ADDR;
+    struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+
+    do
+        vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    while (vm->vm_fd < 0 && errno == EINTR);
+    if (vm->vm_fd < 0)
+        return errf(err, errlen, -errno, "KVM_CREATE_VM: %s", strerror(errno));
+    if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0 ||
+        ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+        return errf(err, errlen, -errno, "setting the TSS/identity map: %s", strerror(errno));
+    if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+        return errf(err, errlen, -errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+    if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+        return errf(err, errlen, -errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+    for (unsigned i = 0; i < vm->mem.nregions; i++) {
+        struct kvm_userspace_memory_region r = {
+                .slot = i,
+                .guest_phys_addr = vm->mem.regions[i].gpa,
+                .memory_size = vm->mem.regions[i].size,
+                .userspace_addr = (uint64_t)(uintptr_t)vm->mem.regions[i].host,
+        };
+        if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+            return errf(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
+    }
+    if (get_cpuid(vm))
+        return errf(err, errlen, -errno, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+    return 0;
+}
+
+/* One eventfd bound to a GSI through irqfd. */
+static int irq_line(struct vm *vm, unsigned gsi, int *fd)
+{
+    *fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (*fd < 0)
+        return -errno;
+    struct kvm_irqfd irqfd = {.fd = (uint32_t)*fd, .gsi = gsi};
+    return ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0 ? -errno : 0;
+}
+
+static int devices(struct vm *vm, char *err, size_t errlen)
+{
+    int ret = irq_line(vm, GSI_SERIAL, &vm->irq_fds[0]);
+    if (!ret)
+        ret = irq_line(vm, GSI_I8042, &vm->irq_fds[1]);
+    if (ret)
+        return errf(err, errlen, ret, "KVM_IRQFD: %s", strerror(-ret));
+    vm->serial_rx_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    vm->reset_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (vm->serial_rx_fd < 0 || vm->reset_fd < 0 || vm->stop_fd < 0)
+        return errf(err, errlen, -errno, "eventfd: %s", strerror(errno));
+    int out = vm->console_fd >= 0 ? vm->console_fd : STDOUT_FILENO;
+    if (serial_init(&vm->serial, out, vm->irq_fds[0], vm->serial_rx_fd) ||
+        i8042_init(&vm->i8042, vm->irq_fds[1], vm->reset_fd))
+        return errf(err, errlen, -ENOMEM, "device init failed");
+    struct bus_dev com1 = serial_bus_dev(&vm->serial), kbd = i8042_bus_dev(&vm->i8042);
+    struct bus_dev timer = boot_timer_bus_dev(&vm->boot_timer);
+    if (bus_add(&vm->pio, &com1) || bus_add(&vm->pio, &kbd) || bus_add(&vm->mmio, &timer))
+        return errf(err, errlen, -EBUSY, "device address conflict");
+    return 0;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+    int ret;
+
+    vm->cfg = cfg;
+    vm->nvcpus = cfg->vcpus;
+    vm->kvm_fd = vm->vm_fd = vm->console_fd = -1;
+    vm->irq_fds[0] = vm->irq_fds[1] = -1;
+    vm->serial_rx_fd = vm->reset_fd = vm->stop_fd = -1;
+    atomic_store(&vm->stop_reason, VM_STOP_NONE);
+    boot_timer_start(&vm->boot_timer); /* the InstanceStart equivalent */
+
+    ret = vm_load(vm, err, errlen);
+    if (ret) {
+        vm->config_error = true;
+        return ret;
+    }
+    ret = kvm_open(vm, err, errlen);
+    if (!ret)
+        ret = kvm_vm(vm, err, errlen);
+    if (!ret)
+        ret = devices(vm, err, errlen);
+    if (ret)
+        return ret;
+    vm->vcpus = calloc(vm->nvcpus, sizeof(*vm->vcpus));
+    if (!vm->vcpus)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    for (unsigned i = 0; i < vm->nvcpus; i++)
+        vm->vcpus[i].fd = -1;
+    for (unsigned i = 0; i < vm->nvcpus; i++) {
+        ret = vcpu_init(vm, &vm->vcpus[i], i);
+        if (ret)
+            return errf(err, errlen, ret, "KVM_CREATE_VCPU %u: %s", i, strerror(-ret));
+        ret = cpu_setup(vm, &vm->vcpus[i]);
+        if (ret)
+            return errf(err, errlen, ret, "vCPU %u setup failed: %s", i, strerror(-ret));
+    }
+    return 0;
+}
+
+void vm_destroy(struct vm *vm)
+{
+    if (vm->vcpus) {
+        for (unsigned i = 0; i < vm->nvcpus; i++)
+            vcpu_join(&vm->vcpus[i]);
+        for (unsigned i = 0; i < vm->nvcpus; i++)
+            if (vm->vcpus[i].fd >= 0)
+                vcpu_destroy(&vm->vcpus[i]);
+        free(vm->vcpus);
+        vm->vcpus = NULL;
+    }
+    if (vm->stop_fd >= 0) { /* devices were initialised */
+        serial_destroy(&vm->serial);
+        i8042_destroy(&vm->i8042);
+    }
+    int *fds[] = {&vm->irq_fds[0], &vm->irq_fds[1], &vm->serial_rx_fd, &vm->reset_fd,
+                  &vm->stop_fd,    &vm->vm_fd,      &vm->kvm_fd,       &vm->console_fd};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    free(vm->cpuid);
+    vm->cpuid = NULL;
+    gm_destroy(&vm->mem);
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop reason)
+{
+    int none = VM_STOP_NONE;
+    uint64_t one = 1;
+
+    atomic_compare_exchange_strong(&vm->stop_reason, &none, (int)reason);
+    if (vm->stop_fd >= 0 && write(vm->stop_fd, &one, sizeof(one)) < 0) {
+        /* the loop also checks stop_reason; nothing else to do */
+    }
+}
