@@ -1,0 +1,196 @@
+"""ember-jailer refuses bad input with one clear line and a distinct exit code, and leaves
+nothing half-made behind."""
+import os
+import pathlib
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from test_jailer_helpers import (EXEC_NAME, JAILER, PROBE, Launch, base_args, require_binaries,
+                                 run_jailer, v1_mount, v2_mount)
+
+# The exit codes of jailer/jailer.h (enum jail_exit).
+USAGE, BAD_ID, BAD_EXEC, BAD_UID_GID, BAD_CHROOT, BAD_NETNS = 2, 3, 4, 5, 6, 7
+BAD_CGROUP, CGROUP_FILE, BAD_RLIMIT, JAIL_EXISTS, NOT_ROOT = 8, 9, 10, 11, 12
+
+
+@pytest.fixture
+def base(tmp_path):
+    require_binaries()
+    path = tmp_path / "jails"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def new_id():
+    return "e-" + uuid.uuid4().hex[:12]
+
+
+def refused(result, code, message):
+    """One line on stderr naming the problem, the expected code, nothing on stdout."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ember-jailer: ")
+    assert message in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+def assert_empty(base):
+    assert list(pathlib.Path(base).iterdir()) == []
+
+
+def replace(args, flag, value):
+    args = list(args)
+    args[args.index(flag) + 1] = value
+    return args
+
+
+@pytest.mark.parametrize("flag,value,code,message", [
+    ("--id", "a/b", BAD_ID, "--id 'a/b'"),
+    ("--id", "../../etc", BAD_ID, "letters, digits or '-'"),
+    ("--id", "x" * 65, BAD_ID, "1 to 64"),
+    ("--id", "", BAD_ID, "--id ''"),
+    ("--id", "a_b", BAD_ID, "--id"),
+    ("--exec-file", "/nonexistent/ember", BAD_EXEC, "No such file or directory"),
+    ("--exec-file", "/tmp", BAD_EXEC, "not a regular file"),
+    ("--exec-file", str(PROBE.parent / ".." / "tests" / PROBE.name), BAD_EXEC, "'..'"),
+    ("--uid", "abc", BAD_UID_GID, "--uid 'abc'"),
+    ("--uid", "4294967295", BAD_UID_GID, "--uid"),
+    ("--gid", "-5", BAD_UID_GID, "--gid '-5'"),
+    ("--chroot-base-dir", "relative/dir", BAD_CHROOT, "absolute"),
+    ("--chroot-base-dir", "/tmp/../etc", BAD_CHROOT, "'..'"),
+])
+def test_bad_required_values(base, flag, value, code, message):
+    args = replace(base_args(base, new_id()), flag, value)
+    refused(run_jailer(args), code, message)
+    assert_empty(base)
+
+
+@pytest.mark.parametrize("extra,code,message", [
+    (["--netns", "/var/run/netns/ember-no-such-ns"], BAD_NETNS, "No such file or directory"),
+    (["--netns", "var/run/netns/x"], BAD_NETNS, "absolute"),
+    (["--cgroup", "cpuset.cpus"], BAD_CGROUP, "FILE=VALUE"),
+    (["--cgroup", "../../x.y=1"], BAD_CGROUP, "<controller>.<name>"),
+    (["--cgroup", "cpu.shares="], BAD_CGROUP, "non-empty"),
+    (["--cgroup-version", "3"], BAD_CGROUP, "1 or 2"),
+    (["--parent-cgroup", "../escape"], BAD_CGROUP, "relative path"),
+    (["--parent-cgroup", "/abs"], BAD_CGROUP, "relative path"),
+    (["--cgroup", "nosuchctl.max=1"], CGROUP_FILE, "'nosuchctl' is not mounted"),
+    (["--cgroup-version", "2", "--cgroup", "nosuchctl.max=1"], CGROUP_FILE, "not available"),
+    (["--cgroup-version", "2", "--parent-cgroup", "ember-no-such-cgroup"], CGROUP_FILE,
+     "No such file or directory"),
+    (["--resource-limit", "nofile=1"], BAD_RLIMIT, "no-file or fsize"),
+    (["--resource-limit", "fsize=big"], BAD_RLIMIT, "decimal"),
+    (["--bogus"], USAGE, "unknown argument '--bogus'"),
+    (["--daemonize=yes"], USAGE, "takes no value"),
+    (["--uid", "1"], USAGE, "more than once"),
+    (["--netns"], USAGE, "--netns needs a value"),
+])
+def test_bad_optional_values(base, extra, code, message):
+    refused(run_jailer([*base_args(base, new_id()), *extra]), code, message)
+    assert_empty(base)
+
+
+@pytest.mark.parametrize("missing", ["--id", "--exec-file", "--uid", "--gid"])
+def test_missing_required_flag(base, missing):
+    args = base_args(base, new_id())
+    i = args.index(missing)
+    del args[i:i + 2]
+    refused(run_jailer(args), USAGE, f"missing {missing}")
+    assert_empty(base)
+
+
+def test_netns_path_that_is_not_a_netns_undoes_the_jail(base):
+    not_ns = base.parent / "not-a-netns"
+    not_ns.write_text("")
+    refused(run_jailer([*base_args(base, new_id()), "--netns", str(not_ns)]), BAD_NETNS,
+            "joining the network namespace")
+    assert_empty(base)
+
+
+def test_cgroup_file_that_does_not_exist_v1_undoes_everything(base):
+    mnt = v1_mount("cpuset")
+    if mnt is None:
+        pytest.skip("this host has no cgroup v1 cpuset hierarchy (cgroup v2 only)")
+    top = "ember-test-" + uuid.uuid4().hex[:8]
+    before = set(os.listdir(mnt))
+    try:
+        result = run_jailer([*base_args(base, new_id()), "--parent-cgroup", f"{top}/vms",
+                             "--cgroup", "cpuset.cpus=0", "--cgroup", "cpuset.no_such_file=1"])
+        refused(result, CGROUP_FILE, "cpuset.no_such_file does not exist")
+        assert set(os.listdir(mnt)) == before
+        assert_empty(base)
+    finally:
+        for leaf in (mnt / top / "vms", mnt / top):
+            if leaf.exists():
+                for child in leaf.iterdir():
+                    if child.is_dir():
+                        child.rmdir()
+                leaf.rmdir()
+
+
+def test_cgroup_file_that_does_not_exist_v2_undoes_everything(base):
+    mnt = v2_mount()
+    if mnt is None:
+        pytest.skip("no cgroup v2 hierarchy mounted")
+    top = "ember-test-" + uuid.uuid4().hex[:8]
+    before = set(os.listdir(mnt))
+    try:
+        result = run_jailer([*base_args(base, new_id()), "--cgroup-version", "2",
+                             "--parent-cgroup", f"{top}/vms", "--cgroup", "cgroup.no_such=1"])
+        refused(result, CGROUP_FILE, "cgroup.no_such does not exist")
+        assert set(os.listdir(mnt)) == before
+        assert_empty(base)
+    finally:
+        for leaf in (mnt / top / "vms", mnt / top):
+            if leaf.exists():
+                for child in leaf.iterdir():
+                    if child.is_dir():
+                        child.rmdir()
+                leaf.rmdir()
+
+
+def test_existing_jail_is_refused_and_left_alone(base):
+    jail_id = new_id()
+    first = Launch(base, jail_id, base_args(base, jail_id))
+    try:
+        marker = first.root / "run" / "probe.json"
+        before = marker.read_bytes()
+        refused(run_jailer(base_args(base, jail_id)), JAIL_EXISTS, "already exists")
+        assert marker.read_bytes() == before
+        assert (first.root / EXEC_NAME).exists()
+    finally:
+        first.stop()
+
+
+def test_existing_jail_directory_without_root_is_refused(base):
+    jail_id = new_id()
+    (base / EXEC_NAME / jail_id).mkdir(parents=True)
+    refused(run_jailer(base_args(base, jail_id)), JAIL_EXISTS, "already exists")
+    assert list((base / EXEC_NAME / jail_id).iterdir()) == []
+
+
+def test_non_root_caller_is_refused(base):
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             str(JAILER), *base_args(base, new_id())],
+                            capture_output=True, text=True, timeout=15)
+    refused(result, NOT_ROOT, "must run as root")
+    assert_empty(base)
+
+
+def test_non_root_caller_may_ask_for_help():
+    require_binaries()
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             str(JAILER), "--help"], capture_output=True, text=True, timeout=15)
+    assert result.returncode == 0 and "--exec-file" in result.stdout
+
+
+def test_dynamic_binary_fails_at_exec_with_a_hint(base):
+    """A dynamically linked exec file finds no loader in the empty jail."""
+    jail_id = new_id()
+    args = replace(base_args(base, jail_id), "--exec-file", "/bin/true")
+    refused(run_jailer(args), 20, "build it static")
