@@ -2,27 +2,18 @@
 reports what it sees from inside and the test checks /proc/<pid> from outside."""
 import os
 import pathlib
-import shutil
 import stat
 import subprocess
 import uuid
 
 import pytest
 
+from test_jailer_helpers import base  # noqa: F401 (the --chroot-base-dir fixture)
 from test_jailer_helpers import (EXEC_NAME, PROBE, Launch, base_args, pid_alive,
                                  remove_cgroup_tree, require_binaries, run_jailer, v1_mount,
                                  v2_mount)
 
 UID, GID = 12345, 23456
-
-
-@pytest.fixture
-def base(tmp_path):
-    require_binaries()
-    path = tmp_path / "jails"
-    path.mkdir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

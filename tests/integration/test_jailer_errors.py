@@ -2,27 +2,18 @@
 nothing half-made behind."""
 import os
 import pathlib
-import shutil
 import subprocess
 import uuid
 
 import pytest
 
-from test_jailer_helpers import (EXEC_NAME, JAILER, PROBE, Launch, base_args, require_binaries,
-                                 run_jailer, v1_mount, v2_mount)
+from test_jailer_helpers import base  # noqa: F401 (the --chroot-base-dir fixture)
+from test_jailer_helpers import (EXEC_NAME, JAILER, PROBE, Launch, base_args,
+                                 require_binaries, rmdir_tree, run_jailer, v1_mount, v2_mount)
 
 # The exit codes of jailer/jailer.h (enum jail_exit).
 USAGE, BAD_ID, BAD_EXEC, BAD_UID_GID, BAD_CHROOT, BAD_NETNS = 2, 3, 4, 5, 6, 7
 BAD_CGROUP, CGROUP_FILE, BAD_RLIMIT, JAIL_EXISTS, NOT_ROOT = 8, 9, 10, 11, 12
-
-
-@pytest.fixture
-def base(tmp_path):
-    require_binaries()
-    path = tmp_path / "jails"
-    path.mkdir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def new_id():
@@ -125,12 +116,7 @@ def test_cgroup_file_that_does_not_exist_v1_undoes_everything(base):
         assert set(os.listdir(mnt)) == before
         assert_empty(base)
     finally:
-        for leaf in (mnt / top / "vms", mnt / top):
-            if leaf.exists():
-                for child in leaf.iterdir():
-                    if child.is_dir():
-                        child.rmdir()
-                leaf.rmdir()
+        rmdir_tree(mnt / top)  # only if the jailer failed to undo its work
 
 
 def test_cgroup_file_that_does_not_exist_v2_undoes_everything(base):
@@ -146,12 +132,7 @@ def test_cgroup_file_that_does_not_exist_v2_undoes_everything(base):
         assert set(os.listdir(mnt)) == before
         assert_empty(base)
     finally:
-        for leaf in (mnt / top / "vms", mnt / top):
-            if leaf.exists():
-                for child in leaf.iterdir():
-                    if child.is_dir():
-                        child.rmdir()
-                leaf.rmdir()
+        rmdir_tree(mnt / top)  # only if the jailer failed to undo its work
 
 
 def test_existing_jail_is_refused_and_left_alone(base):

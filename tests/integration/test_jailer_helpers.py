@@ -4,9 +4,12 @@ Not a conftest and holds no tests: imported by the other test_jailer*.py files."
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import time
+
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 JAILER = REPO / "build" / "ember-jailer"
@@ -20,6 +23,16 @@ TIMEOUT = 15  # seconds: bound for every wait
 def require_binaries():
     for path in (JAILER, PROBE):
         assert path.exists(), f"{path} is missing: run `make all build/tests/jail-probe`"
+
+
+@pytest.fixture
+def base(tmp_path):
+    """A fresh --chroot-base-dir, removed with everything in it afterwards."""
+    require_binaries()
+    path = tmp_path / "jails"
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def jail_root(base, jail_id):
@@ -130,3 +143,13 @@ def remove_cgroup_tree(top, leaf):
         if path == top or top not in path.parents:
             break
         path = path.parent
+
+
+def rmdir_tree(top):
+    """rmdir top and every directory below it, deepest first (cgroup directories hold
+    only virtual files, so rmdir is how they are removed)."""
+    top = pathlib.Path(top)
+    if not top.exists():
+        return
+    for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+        os.rmdir(dirpath)
