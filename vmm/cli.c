@@ -47,6 +47,8 @@ void cli_usage(void *out)
             "  --vcpus N         number of vCPUs, 1 to %d (default 1)\n"
             "  --mem MiB         guest RAM in MiB, %d to %d (default 128)\n"
             "  --console FILE    write the guest console to FILE instead of stdout\n"
+            "  --boot MODE       auto (default: PVH entry if the ELF has one), linux (64-bit\n"
+            "                    Linux boot protocol) or pvh\n"
             "  --log-level LVL   error, warning, info (default) or debug\n"
             "\n"
             "The guest stops the VM with `reboot` (keyboard-controller reset, reboot=k), as with\n"
@@ -85,7 +87,7 @@ static int copy_arg(char *dst, size_t size, const char *opt, const char *val, ch
 
 int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
-    enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_VCPUS, O_MEM, O_CONSOLE, O_LOG };
+    enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_VCPUS, O_MEM, O_CONSOLE, O_LOG, O_BOOT };
     static const struct option opts[] = {
             {"kernel", required_argument, NULL, O_KERNEL},
             {"initrd", required_argument, NULL, O_INITRD},
@@ -94,6 +96,7 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
             {"mem", required_argument, NULL, O_MEM},
             {"console", required_argument, NULL, O_CONSOLE},
             {"log-level", required_argument, NULL, O_LOG},
+            {"boot", required_argument, NULL, O_BOOT},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
@@ -142,6 +145,16 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
                             "--log-level '%s' is not one of error, warning, "
                             "info, debug",
                             optarg);
+            break;
+        case O_BOOT:
+            if (!strcmp(optarg, "auto"))
+                cfg->boot = BOOT_PREF_AUTO;
+            else if (!strcmp(optarg, "linux"))
+                cfg->boot = BOOT_PREF_LINUX;
+            else if (!strcmp(optarg, "pvh"))
+                cfg->boot = BOOT_PREF_PVH;
+            else
+                return errf(err, errlen, -EINVAL, "--boot '%s' is not auto, linux or pvh", optarg);
             break;
         case 'h':
             cli_usage(stdout);

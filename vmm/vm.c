@@ -82,6 +82,14 @@ static int vm_load(struct vm *vm, char *err, size_t errlen)
             goto out;
         }
     }
+    if (cfg->boot == BOOT_PREF_PVH && !vm->boot.pvh_entry) {
+        ret = errf(err, errlen, -EINVAL, "kernel %s has no PVH entry note", cfg->kernel_path);
+        goto out;
+    }
+    if (cfg->boot != BOOT_PREF_LINUX && vm->boot.pvh_entry) {
+        vm->boot.mode = BOOT_PVH;
+        vm->boot.entry = vm->boot.pvh_entry;
+    }
     ret = boot_setup(&vm->mem, &vm->boot, cfg->cmdline, cfg->vcpus);
     if (ret)
         errf(err, errlen, ret, "cannot write the boot structures: %s", strerror(-ret));

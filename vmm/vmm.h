@@ -29,6 +29,8 @@
     "console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux " \
     "i8042.dumbkbd swiotlb=noforce"
 
+enum boot_pref { BOOT_PREF_AUTO, BOOT_PREF_LINUX, BOOT_PREF_PVH };
+
 struct vm_config {
     char kernel_path[PATH_MAX];
     char initrd_path[PATH_MAX];  /* "" = none */
@@ -36,6 +38,7 @@ struct vm_config {
     char cmdline[CMDLINE_MAX];
     uint32_t vcpus;
     uint64_t mem_mib;
+    enum boot_pref boot; /* auto: PVH when the kernel has the PVH note (as Firecracker) */
 };
 
 /* cfg_defaults(cfg): fills in the defaults (1 vCPU, 128 MiB, default command line). */

@@ -1,0 +1,51 @@
+"""ember with the tiny probe guest (tests/guest/probe.S). It needs no hardware-backed KVM
+(PVM runs it), so these run wherever /dev/kvm exists: the VMM's own paths — 64-bit entry,
+COM1 output, the boot timer, i8042 reset → exit 0, triple fault → error, signals."""
+import os
+import subprocess
+
+import pytest
+
+from ember_vm import PROBE, ember_args, run, wait_for
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="no /dev/kvm on this host")
+
+
+def test_probe_boots_and_resets(tmp_path):
+    r = run(ember_args(PROBE), tmp_path, timeout=60)
+    assert r.code == 0, r
+    assert "ember-probe: hello" in r.console
+    assert r.boot_time_us() is not None, r
+    assert "i8042" in r.log
+
+
+def test_probe_with_more_vcpus_and_high_memory(tmp_path):
+    # 4 GiB puts 1 GiB above the MMIO hole; the APs wait for INIT-SIPI that never comes.
+    r = run(ember_args(PROBE, vcpus=4, mem=4096), tmp_path, timeout=60)
+    assert r.code == 0, r
+    assert "ember-probe: hello" in r.console
+
+
+def test_triple_fault_is_an_error(tmp_path):
+    r = run(ember_args(PROBE, cmdline="t"), tmp_path, timeout=60)
+    assert r.code == 1, r
+    assert "triple fault" in r.log and "RIP 0x" in r.log, r
+
+
+def test_sigterm_stops_a_running_guest(tmp_path):
+    def stop_when_up(proc, console):
+        assert wait_for(console, "ember-probe: hello", proc, 60), "probe never printed"
+        proc.terminate()
+
+    r = run(ember_args(PROBE, cmdline="i"), tmp_path, timeout=60, after_start=stop_when_up)
+    assert not r.timed_out, r
+    assert r.code == 128 + 15, r
+    assert "signal 15" in r.log
+
+
+def test_console_to_stdout(tmp_path):
+    r = subprocess.run(ember_args(PROBE), stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0
+    assert "ember-probe: hello" in r.stdout
+    assert "Guest-boot-time" in r.stderr
