@@ -53,7 +53,7 @@ int chroot_resolve(struct jail *j, int *exit_code)
         env_log(0, "--chroot-base-dir '%s': not a directory", a->chroot_base);
         return -ENOTDIR;
     }
-    /* Room for <root>/<exec_name>.pid and old_root as well. */
+    /* Room for <root>/<exec_name>.pid as well. */
     if (env_path(j->id_dir, sizeof(j->id_dir), "%s/%s/%s", strcmp(j->base, "/") ? j->base : "",
                  j->exec_name, a->id) ||
         strlen(j->id_dir) + 6 + strlen(j->exec_name) + 8 >= sizeof(j->root)) {
@@ -197,8 +197,6 @@ void chroot_undo(struct jail *j)
     if (j->made_id_dir) {
         env_path(path, sizeof(path), "%s/%s", j->root, j->exec_name);
         unlink(path);
-        env_path(path, sizeof(path), "%s/old_root", j->root);
-        rmdir(path);
         rmdir(j->root);
         rmdir(j->id_dir);
         j->made_id_dir = false;
@@ -226,21 +224,19 @@ int chroot_enter(struct jail *j)
     step = "chdir into the jail";
     if (chdir(j->root) != 0)
         goto fail;
-    step = "creating old_root";
-    if (mkdir("old_root", 0700) != 0)
-        goto fail;
+    /*
+     * pivot_root(".", ".") stacks the old root on top of the new one at "/"; detaching "."
+     * then drops it. Same result as an old_root directory, without creating and removing one.
+     */
     step = "pivot_root";
-    if (syscall(SYS_pivot_root, ".", "old_root") != 0)
+    if (syscall(SYS_pivot_root, ".", ".") != 0)
         goto fail;
     j->pivoted = true;
+    step = "detaching the old root";
+    if (umount2(".", MNT_DETACH) != 0)
+        goto fail;
     step = "chdir /";
     if (chdir("/") != 0)
-        goto fail;
-    step = "detaching the old root";
-    if (umount2("/old_root", MNT_DETACH) != 0)
-        goto fail;
-    step = "removing /old_root";
-    if (rmdir("/old_root") != 0)
         goto fail;
     return 0;
 fail:
