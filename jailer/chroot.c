@@ -35,6 +35,9 @@ int chroot_resolve(struct jail *j, int *exit_code)
         env_log(rc, "--exec-file '%s': resolving the path", a->exec_file);
         return rc;
     }
+    rc = elf_check_static(j->exec_path);
+    if (rc)
+        return rc;
     slash = strrchr(j->exec_path, '/');
     j->exec_name = slash ? slash + 1 : j->exec_path;
 

@@ -23,7 +23,7 @@ enum jail_exit {
     JEXIT_OK = 0,
     JEXIT_USAGE = 2,        /* unknown flag, missing value or required flag, repeated flag */
     JEXIT_BAD_ID = 3,       /* --id not [A-Za-z0-9-]{1,64} */
-    JEXIT_BAD_EXEC = 4,     /* --exec-file missing, not a regular file, or has '..' */
+    JEXIT_BAD_EXEC = 4,     /* --exec-file missing, not a regular file, '..', not static ELF */
     JEXIT_BAD_UID_GID = 5,  /* --uid/--gid not a number in range */
     JEXIT_BAD_CHROOT = 6,   /* --chroot-base-dir not absolute, has '..', or too long */
     JEXIT_BAD_NETNS = 7,    /* --netns path cannot be opened or is not a netns */
@@ -123,6 +123,10 @@ void env_log(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3))
 
 /* Formats a path into out. Returns 0, or -ENAMETOOLONG if it did not fit. */
 int env_path(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* elf.c */
+/* Checks that path is a static x86-64 ELF executable (no loader needed). Returns 0/-ENOEXEC. */
+int elf_check_static(const char *path);
 
 /* chroot.c */
 /* Resolves and checks exec file and base dir into j. Returns 0 or -errno (logged). */

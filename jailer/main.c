@@ -157,9 +157,6 @@ int main(int argc, char **argv)
     }
 
     rc = exec_binary(j);
-    env_log(rc, "executing /%s%s", j->exec_name,
-            rc == -ENOENT ? " (a dynamically linked binary needs its loader and libraries in "
-                            "the jail; build it static)"
-                          : "");
+    env_log(rc, "executing /%s", j->exec_name);
     return JEXIT_EXEC;
 }

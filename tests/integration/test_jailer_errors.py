@@ -170,8 +170,14 @@ def test_non_root_caller_may_ask_for_help():
     assert result.returncode == 0 and "--exec-file" in result.stdout
 
 
-def test_dynamic_binary_fails_at_exec_with_a_hint(base):
-    """A dynamically linked exec file finds no loader in the empty jail."""
-    jail_id = new_id()
-    args = replace(base_args(base, jail_id), "--exec-file", "/bin/true")
-    refused(run_jailer(args), 20, "build it static")
+@pytest.mark.parametrize("path,message", [
+    ("/bin/true", "is dynamically linked (loader /lib"),
+    ("/usr/bin/ldd", "is a script"),
+    ("/etc/passwd", "is not an x86-64 ELF executable"),
+])
+def test_exec_file_that_cannot_run_in_an_empty_jail(base, path, message):
+    """Found before anything is made: the empty jail has no loader, libraries or interpreter,
+    and an exec failing after pivot_root would leave the jail behind."""
+    args = replace(base_args(base, new_id()), "--exec-file", path)
+    refused(run_jailer(args), BAD_EXEC, message)
+    assert_empty(base)
