@@ -1,7 +1,9 @@
-/* env: a clean process to start from (no inherited fds above 2, no environment), clocks, log. */
+/* env: a clean process to start from (no inherited fds above 2, no environment, default signal
+ * handling), clocks, log. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,21 @@ static void close_slow(void)
         close(fd);
 }
 
+/* Blocked and ignored signals survive exec: give the VMM default dispositions, none blocked. */
+static int reset_signals(void)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigset_t none;
+
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL); /* fails only for numbers the kernel reserves */
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+        return -errno;
+    return 0;
+}
+
 int env_sanitize(void)
 {
     /* Unshare first so a file table shared with a parent (CLONE_FILES) is not affected. */
@@ -58,7 +75,7 @@ int env_sanitize(void)
     }
     if (clearenv() != 0)
         return -ENOMEM;
-    return 0;
+    return reset_signals();
 }
 
 static uint64_t clock_us(clockid_t clk)

@@ -112,7 +112,7 @@ bool args_no_dot_components(const char *path);
 void args_usage(FILE *f);
 
 /* env.c */
-/* Closes every fd above 2 and empties the environment. Returns 0 or -errno. */
+/* Closes fds above 2, empties the environment, resets signals. Returns 0 or -errno. */
 int env_sanitize(void);
 /* Returns the CLOCK_MONOTONIC time in microseconds. */
 uint64_t env_mono_us(void);

@@ -2,6 +2,7 @@
 reports what it sees from inside and the test checks /proc/<pid> from outside."""
 import os
 import pathlib
+import signal
 import stat
 import subprocess
 import uuid
@@ -54,11 +55,17 @@ def test_help_and_version():
 
 def test_jail_contents_and_credentials(base, launches):
     jail_id = new_id()
-    # An inherited fd above 2 and an environment variable: both must be gone in the jail.
+    # An inherited fd above 2, an environment variable, a blocked and an ignored signal:
+    # all must be gone in the jail.
     r, w = os.pipe()
+
+    def dirty_signals():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
     try:
         j = launch(launches, base, jail_id, extra=("extra-arg",), pass_fds=(r,),
-                   env={"SECRET": "x", "PATH": "/usr/bin"})
+                   env={"SECRET": "x", "PATH": "/usr/bin"}, preexec_fn=dirty_signals)
     finally:
         os.close(r)
         os.close(w)
@@ -89,6 +96,7 @@ def test_jail_contents_and_credentials(base, launches):
     # Clean process: only stdio, empty environment, default fd limit.
     assert rep["fds"] == [0, 1, 2]
     assert rep["env"] == [] and j.host["environ"] == ""
+    assert int(j.status("SigBlk"), 16) == 0 and int(j.status("SigIgn"), 16) == 0
     assert rep["rlimits"]["nofile"] == [2048, 2048]
     assert rep["rlimits"]["fsize"][0] == 2**64 - 1
 
