@@ -13,3 +13,4 @@ $(BUILD)/tests/jail-probe: $(BUILD)/obj/jailer/probe/jail-probe.o
 	$(CC) -static -o $@ $^
 
 UNIT_DEPS_test_jailer_args := jailer/args.c
+UNIT_DEPS_test_jailer_elf  := jailer/elf.c jailer/env.c
