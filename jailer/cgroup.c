@@ -259,8 +259,11 @@ static int join(struct jail *j, const char *mnt, const char *ctrl, const char *d
     int rc;
 
     f = fopen("/proc/self/cgroup", "re");
-    if (!f)
-        return -errno;
+    if (!f) {
+        rc = -errno;
+        env_log(rc, "reading /proc/self/cgroup");
+        return rc;
+    }
     while (fgets(line, sizeof(line), f)) {
         char *c1 = strchr(line, ':');
         char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
