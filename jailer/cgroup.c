@@ -149,8 +149,8 @@ int cgroup_check(struct jail *j)
     return 0;
 }
 
-/* mkdir, remembering the directory for cgroup_undo(). */
-static int make_dir(struct jail *j, const char *path, bool must_be_new)
+/* mkdir, remembering the directory (relative to mount mnt, the last one opened) for undo. */
+static int make_dir(struct jail *j, const char *mnt, const char *path, bool must_be_new)
 {
     if (mkdir(path, 0755) != 0) {
         if (errno == EEXIST && !must_be_new)
@@ -158,11 +158,11 @@ static int make_dir(struct jail *j, const char *path, bool must_be_new)
         return -errno;
     }
     if (j->n_cg_made >= (int)(sizeof(j->cg_made) / sizeof(j->cg_made[0])) ||
-        strlen(path) >= CG_PATH) {
+        env_path(j->cg_made[j->n_cg_made], sizeof(j->cg_made[0]), "%s", path + strlen(mnt) + 1)) {
         rmdir(path);
         return -ENAMETOOLONG;
     }
-    strcpy(j->cg_made[j->n_cg_made++], path);
+    j->cg_made_mount[j->n_cg_made++] = j->n_cg_mount - 1;
     return 0;
 }
 
@@ -181,6 +181,15 @@ static int make_tree(struct jail *j, const char *mnt, char *leaf, size_t size,
         return -ENAMETOOLONG;
     if (env_path(leaf, size, "%s", mnt))
         return -ENAMETOOLONG;
+    if (j->n_cg_mount >= JAIL_MAX_CGROUPS)
+        return -EMFILE;
+    j->cg_mount_fd[j->n_cg_mount] = open(mnt, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (j->cg_mount_fd[j->n_cg_mount] < 0) {
+        rc = -errno;
+        env_log(rc, "opening %s", mnt);
+        return rc;
+    }
+    j->n_cg_mount++;
     p = rel;
     for (;;) {
         char *slash = strchr(p, '/');
@@ -196,7 +205,7 @@ static int make_tree(struct jail *j, const char *mnt, char *leaf, size_t size,
             *slash = '\0';
         if (env_path(leaf + len, size - len, "/%s", p))
             return -ENAMETOOLONG;
-        rc = make_dir(j, leaf, last);
+        rc = make_dir(j, mnt, leaf, last);
         if (rc) {
             env_log(rc == -EEXIST ? 0 : rc, "%s %s",
                     rc == -EEXIST ? "cgroup already exists:" : "creating cgroup", leaf);
@@ -277,9 +286,12 @@ static int join(struct jail *j, const char *mnt, const char *ctrl, const char *d
             if (*q == ',')
                 *q = ' ';
         bool hit = ctrl ? has_word(c1 + 1, ctrl) : (c1[1] == '\0');
-        if (hit && j->n_cg_return < (int)(sizeof(j->cg_return) / sizeof(j->cg_return[0]))) {
-            env_path(j->cg_return[j->n_cg_return++], CG_PATH, "%s%s/cgroup.procs", mnt,
-                     strcmp(c2 + 1, "/") ? c2 + 1 : "");
+        if (hit && j->n_cg_return < JAIL_MAX_CGROUPS &&
+            !env_path(path, sizeof(path), "%s%s/cgroup.procs", mnt,
+                      strcmp(c2 + 1, "/") ? c2 + 1 : "")) {
+            int fd = open(path, O_WRONLY | O_CLOEXEC);
+            if (fd >= 0)
+                j->cg_return_fd[j->n_cg_return++] = fd;
             break;
         }
     }
@@ -423,12 +435,20 @@ int cgroup_setup(struct jail *j)
 void cgroup_undo(struct jail *j)
 {
     char pid[24];
+    int len = snprintf(pid, sizeof(pid), "%d", (int)getpid());
 
-    if (j->pivoted)
-        return;
-    snprintf(pid, sizeof(pid), "%d", (int)getpid());
-    while (j->n_cg_return > 0)
-        write_file(j->cg_return[--j->n_cg_return], pid);
-    while (j->n_cg_made > 0)
-        rmdir(j->cg_made[--j->n_cg_made]);
+    /* Leave first: a cgroup with a member cannot be removed. */
+    while (j->n_cg_return > 0) {
+        int fd = j->cg_return_fd[--j->n_cg_return];
+        if (write(fd, pid, (size_t)len) != len)
+            env_log(-errno, "returning to the original cgroup");
+        close(fd);
+    }
+    while (j->n_cg_made > 0) {
+        j->n_cg_made--;
+        unlinkat(j->cg_mount_fd[j->cg_made_mount[j->n_cg_made]], j->cg_made[j->n_cg_made],
+                 AT_REMOVEDIR);
+    }
+    while (j->n_cg_mount > 0)
+        close(j->cg_mount_fd[--j->n_cg_mount]);
 }

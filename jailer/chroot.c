@@ -155,6 +155,40 @@ out_in:
     return rc;
 }
 
+/*
+ * Opens (O_PATH) the deepest directory of path that already exists. Undo works relative to it,
+ * so it still reaches the jail after pivot_root, when the host's paths are gone.
+ */
+static int open_anchor(struct jail *j, const char *path)
+{
+    char buf[JAIL_PATH_MAX];
+
+    env_path(buf, sizeof(buf), "%s", path);
+    for (;;) {
+        char *slash;
+        int fd = open(buf, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+        if (fd >= 0) {
+            j->anchor_fd = fd;
+            j->anchor_len = strlen(buf);
+            return 0;
+        }
+        slash = strrchr(buf, '/');
+        if (errno != ENOENT || !slash || !strcmp(buf, "/"))
+            return -errno;
+        slash[slash == buf ? 1 : 0] = '\0';
+    }
+}
+
+/* Removes abs (a file or an empty directory at or below the anchor) through the anchor. */
+static void remove_anchored(const struct jail *j, const char *abs)
+{
+    const char *rel = abs + (j->anchor_len == 1 ? 1 : j->anchor_len + 1);
+
+    if (unlinkat(j->anchor_fd, rel, 0) != 0 && errno == EISDIR)
+        unlinkat(j->anchor_fd, rel, AT_REMOVEDIR);
+}
+
 int chroot_create(struct jail *j)
 {
     char parent[JAIL_PATH_MAX];
@@ -162,6 +196,11 @@ int chroot_create(struct jail *j)
 
     env_path(parent, sizeof(parent), "%s", j->id_dir);
     *strrchr(parent, '/') = '\0';
+    rc = open_anchor(j, parent);
+    if (rc) {
+        env_log(rc, "opening %s", parent);
+        return rc;
+    }
     rc = make_parents(j, parent);
     if (rc) {
         env_log(rc, "creating %s", parent);
@@ -192,20 +231,31 @@ int chroot_create(struct jail *j)
 
 void chroot_undo(struct jail *j)
 {
+    /* What the jailer may have put in the jail, innermost first; the exec name comes extra. */
+    static const char *const inner[] = {"dev/kvm", "dev/net/tun", "dev/urandom", "dev/userfaultfd",
+                                        "dev/net", "dev",         "run"};
     char path[JAIL_PATH_MAX];
 
-    if (j->pivoted)
+    if (j->anchor_fd < 0)
         return;
-    umount2(j->root, MNT_DETACH); /* our bind mount, if chroot_enter got that far */
+    if (!j->pivoted)
+        umount2(j->root, MNT_DETACH); /* our bind mount, if chroot_enter got that far */
     if (j->made_id_dir) {
-        env_path(path, sizeof(path), "%s/%s", j->root, j->exec_name);
-        unlink(path);
-        rmdir(j->root);
-        rmdir(j->id_dir);
+        if (!env_path(path, sizeof(path), "%s/%s", j->root, j->exec_name))
+            remove_anchored(j, path);
+        if (!env_path(path, sizeof(path), "%s/%s.pid", j->root, j->exec_name))
+            remove_anchored(j, path);
+        for (size_t i = 0; i < sizeof(inner) / sizeof(inner[0]); i++)
+            if (!env_path(path, sizeof(path), "%s/%s", j->root, inner[i]))
+                remove_anchored(j, path);
+        remove_anchored(j, j->root);
+        remove_anchored(j, j->id_dir);
         j->made_id_dir = false;
     }
     while (j->n_created > 0)
-        rmdir(j->created[--j->n_created]);
+        remove_anchored(j, j->created[--j->n_created]);
+    close(j->anchor_fd);
+    j->anchor_fd = -1;
 }
 
 int chroot_enter(struct jail *j)

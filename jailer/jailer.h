@@ -79,25 +79,30 @@ struct jail_args {
 /* Resolved state while the jail is being built; undo information for failures. */
 struct jail {
     const struct jail_args *args;
-    char exec_path[JAIL_PATH_MAX];       /* canonical --exec-file */
-    const char *exec_name;               /* its file name (points into exec_path) */
-    char base[JAIL_PATH_MAX];            /* canonical chroot base */
-    char id_dir[JAIL_PATH_MAX];          /* <base>/<exec_name>/<id> */
-    char root[JAIL_PATH_MAX];            /* <id_dir>/root */
+    char exec_path[JAIL_PATH_MAX]; /* canonical --exec-file */
+    const char *exec_name;         /* its file name (points into exec_path) */
+    char base[JAIL_PATH_MAX];      /* canonical chroot base */
+    char id_dir[JAIL_PATH_MAX];    /* <base>/<exec_name>/<id> */
+    char root[JAIL_PATH_MAX];      /* <id_dir>/root */
+    int anchor_fd;     /* O_PATH: deepest directory above the jail that existed (undo) */
+    size_t anchor_len; /* length of its path */
     char created[16][JAIL_PATH_MAX / 4]; /* directories above id_dir that we made */
     int n_created;
     bool made_id_dir;
-    bool pivoted; /* past pivot_root: host paths are gone, nothing can be undone */
+    bool pivoted; /* past pivot_root: host paths are gone, undo goes through fds */
     int netns_fd;
     int devnull_fd;
     int uffd_minor; /* -1 when the host has no /dev/userfaultfd */
     uint64_t start_us;
     uint64_t start_cpu_us;
     uint64_t jailer_cpu_us;
-    bool session_leader;
-    char cg_made[24][JAIL_PATH_MAX / 4]; /* cgroup directories we made, in creation order */
+    /* cgroup undo, through fds so that it also works after pivot_root */
+    int cg_mount_fd[JAIL_MAX_CGROUPS]; /* O_PATH of each hierarchy we made directories in */
+    int n_cg_mount;
+    char cg_made[24][JAIL_PATH_MAX / 4]; /* made directories, relative to their mount */
+    int cg_made_mount[24];               /* index into cg_mount_fd */
     int n_cg_made;
-    char cg_return[12][JAIL_PATH_MAX / 4]; /* cgroup.procs of the cgroups we left */
+    int cg_return_fd[JAIL_MAX_CGROUPS]; /* cgroup.procs of each cgroup we left */
     int n_cg_return;
 };
 
@@ -133,7 +138,7 @@ int elf_check_static(const char *path);
 int chroot_resolve(struct jail *j, int *exit_code);
 /* Creates <base>/<exec>/<id>/root and copies the binary in. Returns 0, -EEXIST, or -errno. */
 int chroot_create(struct jail *j);
-/* Removes what chroot_create made (best effort, before the pivot only). */
+/* Removes what chroot_create and devices_create made (best effort, also after the pivot). */
 void chroot_undo(struct jail *j);
 /* New mount namespace, slave mounts, bind the jail on itself, pivot_root. Returns 0/-errno. */
 int chroot_enter(struct jail *j);
@@ -143,7 +148,7 @@ int chroot_enter(struct jail *j);
 int cgroup_check(struct jail *j);
 /* Creates and joins the per-VM cgroup(s). Returns 0, -ENOENT (no such file), -EEXIST, -errno. */
 int cgroup_setup(struct jail *j);
-/* Moves the process back and removes the cgroups cgroup_setup made (before the pivot only). */
+/* Moves the process back and removes the cgroups cgroup_setup made (also after the pivot). */
 void cgroup_undo(struct jail *j);
 
 /* rlimits.c */

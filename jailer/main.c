@@ -15,7 +15,10 @@
 static struct jail_args g_args;
 static struct jail g_jail;
 
-/* Undoes what can be undone (nothing once past pivot_root) and returns the exit code. */
+/*
+ * Undoes what the jailer made and returns the exit code. Best effort: once the ids are
+ * switched (caps_clear_all, exec) there is no privilege left to undo with.
+ */
 static int fail(struct jail *j, int code)
 {
     cgroup_undo(j);
@@ -61,6 +64,7 @@ int main(int argc, char **argv)
     j->start_cpu_us = env_cpu_us();
     j->netns_fd = -1;
     j->devnull_fd = -1;
+    j->anchor_fd = -1;
     j->uffd_minor = -1;
     /* Files the jailer (and, inherited, the VMM) creates are private unless chmod'ed. */
     umask(077);
@@ -127,23 +131,23 @@ int main(int argc, char **argv)
     if (chroot_enter(j) != 0)
         return fail(j, JEXIT_JAIL);
 
-    /* From here on the host's paths are gone: failures leave the jail for the operator. */
+    /* From here on the host's paths are gone; undo works through fds opened before. */
     if (devices_create(j) != 0)
-        return JEXIT_DEVICES;
+        return fail(j, JEXIT_DEVICES);
     j->jailer_cpu_us = env_cpu_us() - j->start_cpu_us;
     if (ns_detach(j) != 0)
-        return JEXIT_DAEMON;
+        return fail(j, JEXIT_DAEMON);
 
     rc = caps_drop_inheritable();
     if (rc) {
         env_log(rc, "clearing the bounding, ambient and inheritable capability sets");
-        return JEXIT_PRIVS;
+        return fail(j, JEXIT_PRIVS);
     }
     rc = caps_set_ids(g_args.uid, g_args.gid);
     if (rc) {
         env_log(rc, "switching to uid %u gid %u", (unsigned int)g_args.uid,
                 (unsigned int)g_args.gid);
-        return JEXIT_PRIVS;
+        return fail(j, JEXIT_PRIVS);
     }
     rc = caps_clear_all();
     if (rc) {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "jailer.h"
@@ -93,23 +94,33 @@ static int new_pid_ns(struct jail *j)
     pid_t pid;
     int rc;
 
-    if (unshare(CLONE_NEWPID) != 0)
-        return -errno;
+    if (unshare(CLONE_NEWPID) != 0) {
+        rc = -errno;
+        env_log(rc, "entering a new PID namespace");
+        return rc;
+    }
     pid = fork();
-    if (pid < 0)
-        return -errno;
+    if (pid < 0) {
+        rc = -errno;
+        env_log(rc, "forking PID 1 of the new PID namespace");
+        return rc;
+    }
     if (pid > 0) {
         rc = write_pid_file(j, pid);
-        if (rc) {
-            env_log(rc, "writing /%s.pid", j->exec_name);
-            kill(pid, SIGKILL);
-            _exit(JEXIT_DAEMON);
-        }
-        _exit(0);
+        if (rc == 0)
+            _exit(0);
+        /* The caller undoes the jail, which needs the child gone from the cgroup first. */
+        env_log(rc, "writing /%s.pid", j->exec_name);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return rc;
     }
     /* Leave the jailer's session so its exit does not hang us up. */
-    if (leader && setsid() < 0)
-        return -errno;
+    if (leader && setsid() < 0) {
+        rc = -errno;
+        env_log(rc, "setsid in the new PID namespace");
+        return rc;
+    }
     return 0;
 }
 
@@ -124,12 +135,8 @@ int ns_detach(struct jail *j)
             return rc;
         }
     }
-    if (j->args->new_pid_ns) {
-        rc = new_pid_ns(j);
-        if (rc)
-            env_log(rc, "entering a new PID namespace");
-        return rc;
-    }
+    if (j->args->new_pid_ns)
+        return new_pid_ns(j);
     /* This pid becomes the exec'd binary's. */
     rc = write_pid_file(j, getpid());
     if (rc)

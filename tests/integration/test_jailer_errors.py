@@ -14,6 +14,7 @@ from test_jailer_helpers import (EXEC_NAME, JAILER, PROBE, Launch, base_args,
 # The exit codes of jailer/jailer.h (enum jail_exit).
 USAGE, BAD_ID, BAD_EXEC, BAD_UID_GID, BAD_CHROOT, BAD_NETNS = 2, 3, 4, 5, 6, 7
 BAD_CGROUP, CGROUP_FILE, BAD_RLIMIT, JAIL_EXISTS, NOT_ROOT = 8, 9, 10, 11, 12
+DAEMON = 18
 
 
 def new_id():
@@ -181,3 +182,34 @@ def test_exec_file_that_cannot_run_in_an_empty_jail(base, path, message):
     args = replace(base_args(base, new_id()), "--exec-file", path)
     refused(run_jailer(args), BAD_EXEC, message)
     assert_empty(base)
+
+
+def pids_cgroup():
+    """(--cgroup-version, mount of the hierarchy with the pids controller), or skip."""
+    if v1_mount("pids"):
+        return "1", v1_mount("pids")
+    mnt = v2_mount()
+    if mnt and "pids" in (mnt / "cgroup.controllers").read_text().split():
+        return "2", mnt
+    pytest.skip("no pids cgroup controller on this host")
+
+
+@pytest.mark.parametrize("detach", ["--daemonize", "--new-pid-ns"])
+def test_failure_after_pivot_root_is_undone(base, detach):
+    """pids.max=1 lets the jailer into its cgroup but not fork: it fails after pivot_root,
+    and still removes the jail (device nodes included) and the cgroup."""
+    version, mnt = pids_cgroup()
+    top = "ember-test-" + uuid.uuid4().hex[:8]
+    enabled = (mnt / "cgroup.subtree_control").read_text().split() if version == "2" else []
+    before = set(os.listdir(mnt))
+    try:
+        result = run_jailer([*base_args(base, new_id()), "--cgroup-version", version,
+                             "--parent-cgroup", f"{top}/vms", "--cgroup", "pids.max=1",
+                             detach])
+        refused(result, DAEMON, "Resource temporarily unavailable")
+        assert set(os.listdir(mnt)) == before
+        assert_empty(base)
+    finally:
+        rmdir_tree(mnt / top)  # only if the jailer failed to undo its work
+        if version == "2" and "pids" not in enabled:
+            (mnt / "cgroup.subtree_control").write_text("-pids")
