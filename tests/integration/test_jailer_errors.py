@@ -14,7 +14,7 @@ from test_jailer_helpers import (EXEC_NAME, JAILER, PROBE, Launch, base_args,
 # The exit codes of jailer/jailer.h (enum jail_exit).
 USAGE, BAD_ID, BAD_EXEC, BAD_UID_GID, BAD_CHROOT, BAD_NETNS = 2, 3, 4, 5, 6, 7
 BAD_CGROUP, CGROUP_FILE, BAD_RLIMIT, JAIL_EXISTS, NOT_ROOT = 8, 9, 10, 11, 12
-DAEMON = 18
+RLIMIT, DAEMON = 16, 18
 
 
 def new_id():
@@ -77,6 +77,8 @@ def test_bad_required_values(base, flag, value, code, message):
      "No such file or directory"),
     (["--resource-limit", "nofile=1"], BAD_RLIMIT, "no-file or fsize"),
     (["--resource-limit", "fsize=big"], BAD_RLIMIT, "decimal"),
+    # Above fs.nr_open: refused by setrlimit after the jail exists, which is then removed.
+    (["--resource-limit", "no-file=4294967296"], RLIMIT, "setting no-file=4294967296"),
     (["--bogus"], USAGE, "unknown argument '--bogus'"),
     (["--daemonize=yes"], USAGE, "takes no value"),
     (["--uid", "1"], USAGE, "more than once"),
