@@ -42,6 +42,9 @@ include $(sort $(wildcard */module.mk tests/*/module.mk))
 
 all: $(BINARIES)
 
+# Keep intermediate objects (unit-test objects are otherwise deleted after linking).
+.SECONDARY:
+
 # Generic object rule: build/obj/<path>.o from <path>.c
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -51,7 +54,8 @@ $(BUILD)/obj/%.o: %.c
 UNIT_TEST_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS     := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_TEST_SRCS))
 .SECONDEXPANSION:
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $$(patsubst %.c,$(BUILD)/obj/%.o,$$(UNIT_DEPS_$$*))
+# (% is substituted before the second expansion, so no patsubst with % here.)
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $$(addprefix $(BUILD)/obj/,$$(UNIT_DEPS_$$*:.c=.o))
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(UNIT_LIBS_$*) -lcmocka
 
@@ -87,7 +91,7 @@ format:
 # Integration tests: pytest on this machine for what needs no hardware-style KVM,
 # then the `kvm`-marked tests where a Linux guest can boot: directly when /dev/kvm is
 # hardware-backed, otherwise inside the nested test host (tests/host/run --auto).
-PYTEST := $(PYTHON) -m pytest -p no:cacheprovider -ra
+PYTEST := $(PYTHON) -m pytest -ra
 integration: all $(TEST_PROGRAMS) guest testhost
 	@echo "== pytest (this machine)"
 	$(PYTEST) -m "not kvm" tests/integration

@@ -1,0 +1,83 @@
+"""tests/host/run, the nested KVM test host: what a test relies on when it runs there.
+
+One boot checks the sharing contract (repository and /tmp writable at the same paths,
+the root read-only, the working directory kept, environment passed, exit status
+returned, /dev/kvm present with a hardware-style KVM, a Unix socket creatable in
+$EMBER_SCRATCH) and runs the KVM probe in there."""
+import os
+import pathlib
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import REPO
+
+RUN = REPO / "tests" / "host" / "run"
+
+pytestmark = pytest.mark.skipif(os.environ.get("EMBER_IN_TESTHOST") == "1",
+                                reason="checks the test host from the outside")
+
+
+def host_run(*args, timeout=600, env=None):
+    return subprocess.run([str(RUN), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_where_names_a_place():
+    r = host_run("--where")
+    assert r.returncode == 0
+    assert r.stdout.split()[0] in ("local", "testhost")
+
+
+def test_bad_usage_is_refused_without_booting():
+    r = host_run("--timeout", "soon", "--", "true")
+    assert r.returncode == 2
+    assert "take numbers" in r.stderr
+    r = host_run("--bogus", "true")
+    assert r.returncode == 2
+    assert "unknown option --bogus" in r.stderr
+    r = host_run()
+    assert r.returncode == 2
+
+
+def test_sharing_contract_probe_and_exit_status(tmp_path):
+    token = uuid.uuid4().hex
+    tmp_file = pathlib.Path("/tmp") / f"ember-testhost-{token}"
+    repo_file = REPO / "build" / f"testhost-{token}"
+    script = f"""
+set -u
+echo "cwd=$(pwd)"
+echo "in_testhost=$EMBER_IN_TESTHOST token=$EMBER_TEST_TOKEN"
+echo written-in-guest > {tmp_file}
+echo written-in-guest > {repo_file}
+if touch /etc/ember-testhost-{token} 2>/dev/null; then echo root=writable; else echo root=readonly; fi
+test -c /dev/kvm && echo kvm=present
+grep -qw svm /proc/cpuinfo && echo cpu=svm
+grep -q '^kvm_amd ' /proc/modules && echo module=kvm_amd
+python3 -c "import socket; s = socket.socket(socket.AF_UNIX); s.bind('$EMBER_SCRATCH/t.sock'); print('unix_socket=ok')"
+build/tests/kvm-probe
+exit 7
+"""
+    env = dict(os.environ, EMBER_TEST_TOKEN=token)
+    try:
+        r = host_run("--timeout", "600", "--", "bash", "-c", script, env=env)
+        out = r.stdout
+        assert r.returncode == 7, f"stdout:\n{out}\nstderr:\n{r.stderr}"
+        assert f"cwd={REPO}" in out
+        assert f"in_testhost=1 token={token}" in out
+        assert "root=readonly" in out
+        assert "kvm=present" in out and "cpu=svm" in out and "module=kvm_amd" in out
+        assert "unix_socket=ok" in out
+        assert "kvm-probe: ok: guest computed 4" in out
+        assert tmp_file.read_text() == "written-in-guest\n"
+        assert repo_file.read_text() == "written-in-guest\n"
+    finally:
+        tmp_file.unlink(missing_ok=True)
+        repo_file.unlink(missing_ok=True)
+
+
+def test_a_hung_command_is_stopped_by_the_timeout():
+    r = host_run("--timeout", "5", "--", "sleep", "600", timeout=120)
+    assert r.returncode == 124
+    assert "timed out after 5 s" in r.stderr
