@@ -54,8 +54,10 @@ $(BUILD)/obj/%.o: %.c
 UNIT_TEST_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS     := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_TEST_SRCS))
 .SECONDEXPANSION:
-# (% is substituted before the second expansion, so no patsubst with % here.)
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $$(addprefix $(BUILD)/obj/,$$(UNIT_DEPS_$$*:.c=.o))
+# Objects of a unit test's UNIT_DEPS. A function, because in the rule line make would
+# substitute the stem into a patsubst's % and read a ':' as a second target pattern.
+unit_dep_objs = $(addprefix $(BUILD)/obj/,$(patsubst %.c,%.o,$(UNIT_DEPS_$(1))))
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $$(call unit_dep_objs,$$*)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(UNIT_LIBS_$*) -lcmocka
 
