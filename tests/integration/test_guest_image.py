@@ -1,7 +1,10 @@
 """The guest assets from `make guest` (kernel, ext4 rootfs, initramfs, our init), booted
 by QEMU microvm under KVM: this checks the guest side on its own, independent of ember's
 VMM, and is the same setup `make bench` uses as the yardstick."""
+import os
+import select
 import subprocess
+import time
 
 import pytest
 
@@ -11,8 +14,7 @@ pytestmark = pytest.mark.kvm
 BASE_ARGS = "console=ttyS0 reboot=t panic=1 quiet"
 
 
-def boot(kernel, append, initrd=None, rootfs=None, stdin=None, timeout=300):
-    """Boot QEMU microvm with KVM; returns (returncode, console output)."""
+def qemu_args(kernel, append, initrd=None, rootfs=None):
     args = ["qemu-system-x86_64", "-M", "microvm,acpi=off,rtc=off,x-option-roms=off",
             "-accel", "kvm", "-cpu", "host", "-smp", "1", "-m", "256", "-nodefaults",
             "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio",
@@ -22,9 +24,39 @@ def boot(kernel, append, initrd=None, rootfs=None, stdin=None, timeout=300):
     if rootfs:
         args += ["-drive", f"id=root,file={rootfs},format=raw,if=none,snapshot=on",
                  "-device", "virtio-blk-device,drive=root"]
-    r = subprocess.run(args, input=stdin, stdin=None if stdin else subprocess.DEVNULL,
+    return args
+
+
+def boot(kernel, append, initrd=None, rootfs=None, timeout=240):
+    """Boot QEMU microvm with KVM, console output only; returns (returncode, output)."""
+    r = subprocess.run(qemu_args(kernel, append, initrd, rootfs), stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=timeout)
     return r.returncode, r.stdout.replace("\r\n", "\n") + r.stderr
+
+
+def boot_and_type(kernel, append, initrd, lines, timeout=240):
+    """Boot, wait for the guest shell's banner (from /etc/profile), then type lines.
+    Input sent before the shell opens the console would be lost."""
+    proc = subprocess.Popen(qemu_args(kernel, append, initrd), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = bytearray()
+    deadline = time.monotonic() + timeout
+    typed = False
+    try:
+        os.set_blocking(proc.stdout.fileno(), False)
+        while proc.poll() is None and time.monotonic() < deadline:
+            select.select([proc.stdout], [], [], 1.0)
+            out += proc.stdout.read() or b""
+            if not typed and b"stops the VM" in out:
+                proc.stdin.write("".join(line + "\n" for line in lines).encode())
+                proc.stdin.flush()
+                typed = True
+        out += proc.stdout.read() or b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return proc.returncode, out.decode(errors="replace").replace("\r\n", "\n")
 
 
 def test_initramfs_runs_ember_cmd_and_reports_its_status(guest_assets):
@@ -58,15 +90,15 @@ def test_bzimage_boots_too(guest_assets):
 
 
 def test_without_ember_cmd_a_shell_runs_on_the_console(guest_assets):
-    rc, out = boot(guest_assets["vmlinux"], "", initrd=guest_assets["initramfs"],
-                   stdin="echo shell-says-$((6*7))\nreboot -f\n")
+    rc, out = boot_and_type(guest_assets["vmlinux"], "", guest_assets["initramfs"],
+                            ["echo shell-says-$((6*7))", "reboot -f"])
     assert rc == 0, out
     assert "shell-says-42" in out
 
 
 def test_a_malformed_ember_cmd_falls_back_to_the_shell(guest_assets):
-    rc, out = boot(guest_assets["vmlinux"], 'ember.cmd="unterminated',
-                   initrd=guest_assets["initramfs"], stdin="echo still-$((1+1))\nreboot -f\n")
+    rc, out = boot_and_type(guest_assets["vmlinux"], 'ember.cmd="unterminated',
+                            guest_assets["initramfs"], ["echo still-$((1+1))", "reboot -f"])
     assert rc == 0, out
     assert "ignoring malformed ember.cmd" in out
     assert "still-2" in out
