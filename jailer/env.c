@@ -50,15 +50,24 @@ static void close_slow(void)
         close(fd);
 }
 
+/* The kernel's struct for rt_sigaction (x86_64): glibc's sigaction() refuses the two
+ * real-time signals it reserves (32, 33), but an ignored one survives exec all the same. */
+struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    unsigned long mask;
+};
+
 /* Blocked and ignored signals survive exec: give the VMM default dispositions, none blocked. */
 static int reset_signals(void)
 {
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    struct kernel_sigaction dfl = {.handler = SIG_DFL};
     sigset_t none;
 
-    for (int sig = 1; sig < NSIG; sig++)
+    for (int sig = 1; sig <= 64; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL); /* fails only for numbers the kernel reserves */
+            syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
     sigemptyset(&none);
     if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
         return -errno;
