@@ -78,7 +78,9 @@ int cpuid_normalize(struct kvm_cpuid2 *c, unsigned cap, unsigned index, unsigned
     int ret = 0;
 
     if ((e = find(c, 1, 0))) {
-        e->ebx = (e->ebx & 0xff) | (8u << 8) | ((nvcpus & 0xff) << 16) | (index << 24);
+        /* EBX[23:16]: addressable logical IDs per package, a power of two */
+        e->ebx = (e->ebx & 0xff) | (8u << 8) | (((1u << bits_for(nvcpus)) & 0xff) << 16) |
+                 (index << 24);
         e->ecx &= ~(1u << 15); /* PDCM: no perfmon capabilities MSR */
         e->ecx |= 1u << 31;    /* running under a hypervisor */
         if (tsc_deadline)

@@ -64,6 +64,10 @@ def run(args, tmp_path, timeout=BOOT_TIMEOUT, stdin=subprocess.DEVNULL, after_st
         timed_out = True
         proc.kill()
         out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:  # after_start failed: never leave a VM behind
+            proc.kill()
+            proc.communicate()
     text = console.read_text(errors="replace") if console.exists() else ""
     return Result(proc.returncode, text + out, err, timed_out)
 

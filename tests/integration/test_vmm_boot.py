@@ -56,3 +56,32 @@ def test_kernel_panic_ends_the_vm(guest_assets, tmp_path):
     assert not r.timed_out, r
     assert "Kernel panic" in r.console, r
     assert r.code == 0, r  # a panic reboot is a guest reset, as with Firecracker
+
+
+def test_console_input_reaches_the_guest_shell(guest_assets, tmp_path):
+    # Without ember.cmd the guest init starts a shell on the console; stdin is a pipe (a FIFO,
+    # which ember reads like a terminal). Type a command once the prompt shows.
+    import subprocess
+
+    from ember_vm import BOOT_TIMEOUT, wait_for
+
+    def type_when_prompted(proc, console):
+        def expect(text, timeout):
+            if not wait_for(console, text, proc, timeout):
+                raise AssertionError(f"{text!r} never showed; console:\n"
+                                     + console.read_text(errors="replace")[-3000:])
+
+        expect("# ", BOOT_TIMEOUT)
+        proc.stdin.write("echo typed-$((6*7))\n")
+        proc.stdin.flush()
+        expect("typed-42", 120)
+        proc.stdin.write("reboot -f\n")
+        proc.stdin.flush()
+
+    cmdline = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
+    r = run(ember_args(guest_assets["vmlinux"], initrd=guest_assets["initramfs"],
+                       cmdline=cmdline), tmp_path, stdin=subprocess.PIPE,
+            after_start=type_when_prompted)
+    assert not r.timed_out, r
+    assert r.code == 0, r
+    assert "typed-42" in r.console, r
