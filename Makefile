@@ -7,6 +7,7 @@
 #   make test       everything CI runs: lint, unit, integration (KVM tests included)
 #   make run        deps + build + guest, then boot the default VM on this terminal
 #   make lint       clang-format (check mode) and cppcheck
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS (make test runs them briefly)
 #   make install    install the binaries into $(PREFIX)/bin (default /usr/local)
 #   make clean      remove build/ (the kernel cache outside the tree is kept)
 #
@@ -38,7 +39,8 @@ TEST_PROGRAMS :=
 include $(sort $(wildcard */module.mk tests/*/module.mk))
 
 .DEFAULT_GOAL := all
-.PHONY: all deps guest testhost test unit integration lint run smoke clean format install
+.PHONY: all deps guest testhost test unit integration lint run smoke clean format install \
+	fuzz fuzz-short
 
 all: $(BINARIES)
 
@@ -65,6 +67,43 @@ unit: $(UNIT_TESTS)
 	@set -e; fails=0; for t in $(UNIT_TESTS); do \
 		echo "== $$t"; $$t || fails=$$((fails+1)); done; \
 	if [ $$fails -ne 0 ]; then echo "unit: $$fails test program(s) failed"; exit 1; fi
+
+# ---- Fuzzing (libFuzzer: clang, ASan + UBSan) ----------------------------------
+# A fuzz target is tests/fuzz/fuzz_NAME.c defining LLVMFuzzerTestOneInput; the module that
+# owns the code under test sets FUZZ_DEPS_fuzz_NAME := dir/file.c ... (compiled in with
+# the sanitizers) and optionally FUZZ_LIBS_fuzz_NAME. Seeds: tests/fuzz/corpus/NAME/.
+# `make test` runs each target FUZZ_SHORT seconds; `make fuzz` runs FUZZ_SECONDS each.
+FUZZ_CC      := clang
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -Wall -Wextra -Werror \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRCS    := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+FUZZ_SHORT   ?= 20
+FUZZ_SECONDS ?= 600
+fuzz_dep_srcs = $(FUZZ_DEPS_$(1))
+$(BUILD)/fuzz/%: tests/fuzz/%.c $$(call fuzz_dep_srcs,$$*)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $^ $(FUZZ_LIBS_$*)
+
+# run_fuzz(seconds): each target in turn; the corpus grows in build/fuzz-corpus/NAME,
+# a crash leaves its input in build/fuzz-artifacts/ and fails the run with the full log.
+define run_fuzz
+	@set -e; mkdir -p $(BUILD)/fuzz-artifacts; for t in $(FUZZ_TARGETS); do \
+		n=$${t##*/fuzz_}; corpus=$(BUILD)/fuzz-corpus/$$n; mkdir -p $$corpus; \
+		seeds=tests/fuzz/corpus/$$n; [ -d $$seeds ] || seeds=; \
+		echo "== $$t for $(1) s"; \
+		if ! $$t -max_total_time=$(1) -artifact_prefix=$(BUILD)/fuzz-artifacts/$$n- \
+			$$corpus $$seeds >$(BUILD)/fuzz-$$n.log 2>&1; then \
+			cat $(BUILD)/fuzz-$$n.log; echo "fuzz: $$n failed"; exit 1; fi; \
+		grep -E '^#[0-9]+.*DONE' $(BUILD)/fuzz-$$n.log || tail -n 1 $(BUILD)/fuzz-$$n.log; \
+	done
+endef
+
+fuzz-short: $(FUZZ_TARGETS)
+	$(call run_fuzz,$(FUZZ_SHORT))
+
+fuzz: $(FUZZ_TARGETS)
+	$(call run_fuzz,$(FUZZ_SECONDS))
 
 # ---- Set-up -----------------------------------------------------------------
 deps:
@@ -104,6 +143,7 @@ test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory all $(TEST_PROGRAMS)
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz-short
 	@$(MAKE) --no-print-directory integration
 
 # ---- Running a VM -----------------------------------------------------------

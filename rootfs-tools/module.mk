@@ -8,3 +8,4 @@ $(GUEST_INIT): rootfs-tools/init/init.c rootfs-tools/init/cmdline.c rootfs-tools
 	$(CC) -std=gnu11 -Os $(CFLAGS_WARN) -static -o $@ rootfs-tools/init/init.c rootfs-tools/init/cmdline.c
 
 UNIT_DEPS_test_init_cmdline := rootfs-tools/init/cmdline.c
+FUZZ_DEPS_fuzz_init_cmdline := rootfs-tools/init/cmdline.c
