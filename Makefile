@@ -6,6 +6,7 @@
 #   make testhost   the nested KVM test host image (see tests/host/README.md)
 #   make test       everything CI runs: lint, unit, integration (KVM tests included)
 #   make run        deps + build + guest, then boot the default VM on this terminal
+#   make smoke      the same without a terminal: run `uname -a` etc. in the guest, print it
 #   make lint       clang-format (check mode) and cppcheck
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS (make test runs them briefly)
 #   make install    install the binaries into $(PREFIX)/bin (default /usr/local)
@@ -150,6 +151,11 @@ test: deps
 run: deps
 	@$(MAKE) --no-print-directory all guest testhost
 	@tools/run-default-vm
+
+# Boot the default guest without a terminal, run a command in it, print what it said.
+smoke: deps
+	@$(MAKE) --no-print-directory all guest testhost
+	@tools/smoke
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
