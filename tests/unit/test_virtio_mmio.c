@@ -1,0 +1,341 @@
+/* The virtio-mmio register file (virtio/mmio.c): identification, the device-status state
+ * machine, feature and config writes in the wrong state, queue registers, activation, NEEDS_RESET
+ * with a config interrupt, interrupt acknowledgement, reset. A fake one-queue device. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "../../virtio/virtio.h"
+
+#define RAM 0x10000ULL
+
+static uint8_t ram[RAM] __attribute__((aligned(4096)));
+static struct guest_mem mem;
+static struct vmmio_dev t;
+
+static struct fake {
+    uint8_t config[8];
+    int activated, resets, processed;
+    int process_ret;
+} fake;
+
+static uint64_t fake_features(void *dev)
+{
+    (void)dev;
+    return 1ULL << VIRTIO_F_VERSION_1 | 1ULL << VIRTIO_F_RING_EVENT_IDX | 1ULL << 5;
+}
+
+static void fake_config_read(void *dev, uint64_t off, uint8_t *data, uint32_t len)
+{
+    struct fake *f = dev;
+    if (off < sizeof(f->config) && len <= sizeof(f->config) - off)
+        memcpy(data, f->config + off, len);
+}
+
+static void fake_config_write(void *dev, uint64_t off, const uint8_t *data, uint32_t len)
+{
+    struct fake *f = dev;
+    if (off < sizeof(f->config) && len <= sizeof(f->config) - off)
+        memcpy(f->config + off, data, len);
+}
+
+static int fake_activate(void *dev, struct vmmio_dev *tr)
+{
+    (void)tr;
+    ((struct fake *)dev)->activated++;
+    return 0;
+}
+
+static int fake_process(void *dev, struct vmmio_dev *tr, unsigned qi)
+{
+    struct fake *f = dev;
+    struct vq_chain c;
+    f->processed++;
+    int r;
+    while ((r = vq_pop(&tr->queues[qi], tr->mem, &c)) > 0)
+        vq_push(&tr->queues[qi], c.head, 0);
+    return r < 0 ? r : f->process_ret;
+}
+
+static void fake_reset(void *dev)
+{
+    ((struct fake *)dev)->resets++;
+}
+
+static const struct virtio_dev_ops fake_ops = {
+        .device_id = 2,
+        .nqueues = 1,
+        .features = fake_features,
+        .config_read = fake_config_read,
+        .config_write = fake_config_write,
+        .activate = fake_activate,
+        .process_queue = fake_process,
+        .reset = fake_reset,
+};
+
+static uint32_t rd(uint64_t off)
+{
+    uint32_t v;
+    vmmio_read(&t, off, (uint8_t *)&v, 4);
+    return v;
+}
+
+static void wr(uint64_t off, uint32_t v)
+{
+    vmmio_write(&t, off, (const uint8_t *)&v, 4);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(ram, 0, sizeof(ram));
+    memset(&fake, 0, sizeof(fake));
+    mem = (struct guest_mem){.nregions = 1};
+    mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
+    assert_int_equal(vmmio_init(&t, &fake_ops, &fake, &mem, 2), 0);
+    t.irq_fd = eventfd(0, EFD_NONBLOCK);
+    assert_true(t.irq_fd >= 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    vmmio_destroy(&t);
+    return 0;
+}
+
+static uint64_t irqs(void)
+{
+    uint64_t v = 0;
+    if (read(t.irq_fd, &v, sizeof(v)) != sizeof(v))
+        return 0;
+    return v;
+}
+
+/* The Linux driver's sequence up to FEATURES_OK. */
+static void negotiate(uint64_t features)
+{
+    wr(0x70, 1);
+    wr(0x70, 3);
+    wr(0x24, 0);
+    wr(0x20, (uint32_t)features);
+    wr(0x24, 1);
+    wr(0x20, (uint32_t)(features >> 32));
+    wr(0x70, 0xb);
+}
+
+static void setup_queue(uint32_t size)
+{
+    wr(0x30, 0);
+    assert_int_equal(rd(0x34), VQ_MAX_SIZE);
+    wr(0x38, size);
+    wr(0x80, 0x1000);
+    wr(0x84, 0);
+    wr(0x90, 0x2000);
+    wr(0x94, 0);
+    wr(0xa0, 0x3000);
+    wr(0xa4, 0);
+    wr(0x44, 1);
+}
+
+static void identification(void **state)
+{
+    (void)state;
+    assert_int_equal(rd(0x000), 0x74726976);
+    assert_int_equal(rd(0x004), 2);
+    assert_int_equal(rd(0x008), 2);
+    assert_int_equal(rd(0x00c), 0);
+    wr(0x14, 1);
+    assert_int_equal(rd(0x10), 1); /* VERSION_1 is bit 32 */
+    wr(0x14, 0);
+    assert_int_equal(rd(0x10), 1u << VIRTIO_F_RING_EVENT_IDX | 1u << 5);
+    wr(0x14, 7);
+    assert_int_equal(rd(0x10), 0);
+    assert_int_equal(t.base, 0xC0003000ULL);
+    assert_int_equal(t.gsi, 7);
+    char line[64];
+    vmmio_cmdline(&t, line, sizeof(line));
+    assert_string_equal(line, " virtio_mmio.device=4K@0xc0003000:7");
+    /* Registers are 32-bit: narrower reads see all-ones. */
+    uint8_t b = 0;
+    vmmio_read(&t, 0, &b, 1);
+    assert_int_equal(b, 0xff);
+}
+
+static void status_state_machine(void **state)
+{
+    (void)state;
+    wr(0x70, 2); /* DRIVER before ACKNOWLEDGE */
+    assert_int_equal(rd(0x70), 0);
+    wr(0x70, 1);
+    assert_int_equal(rd(0x70), 1);
+    wr(0x70, 0xb); /* skips DRIVER */
+    assert_int_equal(rd(0x70), 1);
+    wr(0x70, 3);
+    wr(0x70, 7); /* DRIVER_OK before FEATURES_OK */
+    assert_int_equal(rd(0x70), 3);
+    wr(0x70, 1); /* clearing a bit */
+    assert_int_equal(rd(0x70), 3);
+    /* FEATURES_OK without VERSION_1 is refused (a legacy driver). */
+    wr(0x70, 0xb);
+    assert_int_equal(rd(0x70), 3);
+    wr(0x24, 1);
+    wr(0x20, 1);
+    wr(0x70, 0xb);
+    assert_int_equal(rd(0x70), 0xb);
+    wr(0x70, 0xf);
+    assert_int_equal(rd(0x70), 0xf);
+    assert_int_equal(fake.activated, 1);
+    wr(0x70, 0x8f); /* FAILED is always accepted */
+    assert_int_equal(rd(0x70), 0x8f);
+    wr(0x70, 0);
+    assert_int_equal(rd(0x70), 0);
+    assert_int_equal(fake.resets, 1);
+}
+
+static void feature_writes_in_wrong_state(void **state)
+{
+    (void)state;
+    wr(0x24, 1);
+    wr(0x20, 1); /* before DRIVER: ignored */
+    assert_int_equal(t.drv_features, 0);
+    wr(0x70, 1);
+    wr(0x70, 3);
+    wr(0x24, 1);
+    wr(0x20, 1);
+    wr(0x24, 0);
+    wr(0x20, 1u << 7); /* not offered */
+    wr(0x70, 0xb);
+    assert_int_equal(rd(0x70), 3); /* FEATURES_OK refused */
+    wr(0x20, 1u << 5);
+    wr(0x70, 0xb);
+    assert_int_equal(rd(0x70), 0xb);
+    wr(0x20, 1u << VIRTIO_F_RING_EVENT_IDX); /* after FEATURES_OK: ignored */
+    assert_int_equal(t.drv_features, 1ULL << VIRTIO_F_VERSION_1 | 1ULL << 5);
+}
+
+static void config_space(void **state)
+{
+    (void)state;
+    memcpy(fake.config, "abcdefgh", 8);
+    uint8_t buf[4] = {0};
+    vmmio_read(&t, 0x104, buf, 4);
+    assert_memory_equal(buf, "efgh", 4);
+    wr(0x100, 0x31313131); /* before DRIVER: refused */
+    assert_memory_equal(fake.config, "abcd", 4);
+    wr(0x70, 1);
+    wr(0x70, 3);
+    wr(0x100, 0x31313131);
+    assert_memory_equal(fake.config, "1111", 4);
+    assert_int_equal(rd(0xfc), 0);
+}
+
+static void queue_registers_and_activation(void **state)
+{
+    (void)state;
+    negotiate(1ULL << VIRTIO_F_VERSION_1 | 1ULL << VIRTIO_F_RING_EVENT_IDX);
+    wr(0x30, 1); /* a queue the device does not have */
+    assert_int_equal(rd(0x34), 0);
+    wr(0x38, 16);
+    setup_queue(16);
+    assert_int_equal(rd(0x44), 1);
+    /* Once ready, the queue's registers are frozen. */
+    wr(0x38, 32);
+    wr(0x80, 0x5000);
+    assert_int_equal(t.queues[0].size, 16);
+    assert_int_equal(t.queues[0].desc_gpa, 0x1000);
+    wr(0x70, 0xf);
+    assert_int_equal(rd(0x70), 0xf);
+    assert_true(t.queues[0].active);
+    assert_true(t.queues[0].event_idx);
+    /* A notification runs the device; the avail ring is empty. */
+    vmmio_notify(&t, 0);
+    assert_int_equal(fake.processed, 1);
+    vmmio_notify(&t, 5);
+    assert_int_equal(fake.processed, 1);
+}
+
+static void bad_queue_at_driver_ok_needs_reset(void **state)
+{
+    (void)state;
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    setup_queue(3); /* not a power of two */
+    uint32_t gen = rd(0xfc);
+    wr(0x70, 0xf);
+    assert_int_equal(rd(0x70), 0x4f);
+    assert_int_equal(fake.activated, 0);
+    assert_int_equal(rd(0x60), VIRTIO_INT_CONFIG);
+    assert_int_equal(irqs(), 1);
+    assert_int_not_equal(rd(0xfc), gen);
+    wr(0x64, VIRTIO_INT_CONFIG);
+    assert_int_equal(rd(0x60), 0);
+    /* Nothing but a reset leaves NEEDS_RESET. */
+    wr(0x70, 0xf);
+    assert_int_equal(rd(0x70), 0x4f);
+    wr(0x70, 0);
+    assert_int_equal(rd(0x70), 0);
+    assert_int_equal(t.queues[0].size, 0);
+    assert_false(t.queues[0].ready);
+}
+
+static void malformed_ring_on_notify_needs_reset(void **state)
+{
+    (void)state;
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    setup_queue(8);
+    wr(0x70, 0xf);
+    uint16_t idx = 100; /* avail idx leaps past the queue size */
+    memcpy(ram + 0x2002, &idx, 2);
+    vmmio_notify(&t, 0);
+    assert_int_equal(rd(0x70) & VIRTIO_STATUS_NEEDS_RESET, VIRTIO_STATUS_NEEDS_RESET);
+    assert_int_equal(rd(0x60), VIRTIO_INT_CONFIG);
+    /* Further notifications do not run the device. */
+    vmmio_notify(&t, 0);
+    assert_int_equal(fake.processed, 1);
+    /* After a reset and a fresh set-up the device works again. */
+    wr(0x70, 0);
+    memset(ram, 0, sizeof(ram));
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    setup_queue(8);
+    wr(0x70, 0xf);
+    assert_int_equal(rd(0x70), 0xf);
+    vmmio_notify(&t, 0);
+    assert_int_equal(fake.processed, 2);
+}
+
+static void used_interrupt_and_ack(void **state)
+{
+    (void)state;
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    setup_queue(8);
+    wr(0x70, 0xf);
+    vq_push(&t.queues[0], 0, 0);
+    vmmio_used(&t, 0);
+    assert_int_equal(rd(0x60), VIRTIO_INT_USED);
+    assert_int_equal(irqs(), 1);
+    wr(0x64, VIRTIO_INT_USED);
+    assert_int_equal(rd(0x60), 0);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+            T(identification),
+            T(status_state_machine),
+            T(feature_writes_in_wrong_state),
+            T(config_space),
+            T(queue_registers_and_activation),
+            T(bad_queue_at_driver_ok_needs_reset),
+            T(malformed_ring_on_notify_needs_reset),
+            T(used_interrupt_and_ack),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,383 @@
+/* virtio-mmio version 2 transport (spec 4.2): the register file, the device-status state
+ * machine, queue set-up, ioeventfd per queue and one irqfd per device. vCPU threads reach the
+ * registers through the MMIO bus; the event loop runs the device when a queue is notified. Both
+ * hold the transport lock. */
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "virtio.h"
+
+/* Register offsets (spec 4.2.2). */
+enum {
+    REG_MAGIC = 0x000,
+    REG_VERSION = 0x004,
+    REG_DEVICE_ID = 0x008,
+    REG_VENDOR_ID = 0x00c,
+    REG_DEV_FEATURES = 0x010,
+    REG_DEV_FEATURES_SEL = 0x014,
+    REG_DRV_FEATURES = 0x020,
+    REG_DRV_FEATURES_SEL = 0x024,
+    REG_QUEUE_SEL = 0x030,
+    REG_QUEUE_NUM_MAX = 0x034,
+    REG_QUEUE_NUM = 0x038,
+    REG_QUEUE_READY = 0x044,
+    REG_QUEUE_NOTIFY = 0x050,
+    REG_INT_STATUS = 0x060,
+    REG_INT_ACK = 0x064,
+    REG_STATUS = 0x070,
+    REG_QUEUE_DESC_LO = 0x080,
+    REG_QUEUE_DESC_HI = 0x084,
+    REG_QUEUE_AVAIL_LO = 0x090,
+    REG_QUEUE_AVAIL_HI = 0x094,
+    REG_QUEUE_USED_LO = 0x0a0,
+    REG_QUEUE_USED_HI = 0x0a4,
+    REG_CONFIG_GEN = 0x0fc,
+    REG_CONFIG = 0x100,
+};
+
+#define MMIO_MAGIC   0x74726976 /* "virt" */
+#define MMIO_VERSION 2
+
+#define S_ACK VIRTIO_STATUS_ACKNOWLEDGE
+#define S_DRV VIRTIO_STATUS_DRIVER
+#define S_FOK VIRTIO_STATUS_FEATURES_OK
+#define S_DOK VIRTIO_STATUS_DRIVER_OK
+
+/* The driver's initialization sequence, one bit at a time (spec 3.1.1); FAILED may be set at
+ * any point, and 0 (reset) is always allowed. */
+static const struct {
+    uint32_t from, to;
+} vmmio_transitions[] = {
+        {0, S_ACK},
+        {S_ACK, S_ACK | S_DRV},
+        {S_ACK | S_DRV, S_ACK | S_DRV | S_FOK},
+        {S_ACK | S_DRV | S_FOK, S_ACK | S_DRV | S_FOK | S_DOK},
+};
+
+int vmmio_init(struct vmmio_dev *t, const struct virtio_dev_ops *ops, void *dev,
+               const struct guest_mem *mem, unsigned index)
+{
+    memset(t, 0, sizeof(*t));
+    if (index >= VIRTIO_MMIO_MAX_DEVS || ops->nqueues > VIRTIO_MAX_QUEUES)
+        return -EINVAL;
+    int ret = pthread_mutex_init(&t->lock, NULL);
+    if (ret)
+        return -ret;
+    t->ops = ops;
+    t->dev = dev;
+    t->mem = mem;
+    t->base = VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_LEN;
+    t->gsi = VIRTIO_MMIO_GSI_BASE + index;
+    t->irq_fd = -1;
+    for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
+        t->notify_fd[i] = -1;
+    return 0;
+}
+
+int vmmio_attach_kvm(struct vmmio_dev *t, int vm_fd)
+{
+    t->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (t->irq_fd < 0)
+        return -errno;
+    struct kvm_irqfd irqfd = {.fd = (uint32_t)t->irq_fd, .gsi = t->gsi};
+    if (ioctl(vm_fd, KVM_IRQFD, &irqfd) < 0)
+        return -errno;
+    for (unsigned i = 0; i < t->ops->nqueues; i++) {
+        t->notify_fd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (t->notify_fd[i] < 0)
+            return -errno;
+        /* The guest's QueueNotify write of i completes in KVM without a VM exit. */
+        struct kvm_ioeventfd io = {.datamatch = i,
+                                   .addr = t->base + REG_QUEUE_NOTIFY,
+                                   .len = 4,
+                                   .fd = t->notify_fd[i],
+                                   .flags = KVM_IOEVENTFD_FLAG_DATAMATCH};
+        if (ioctl(vm_fd, KVM_IOEVENTFD, &io) < 0)
+            return -errno;
+    }
+    return 0;
+}
+
+void vmmio_destroy(struct vmmio_dev *t)
+{
+    if (!t->ops)
+        return;
+    for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
+        if (t->notify_fd[i] >= 0)
+            close(t->notify_fd[i]);
+    if (t->irq_fd >= 0)
+        close(t->irq_fd);
+    pthread_mutex_destroy(&t->lock);
+    t->ops = NULL;
+}
+
+void vmmio_signal(struct vmmio_dev *t, unsigned bits)
+{
+    static const uint64_t one = 1;
+    atomic_fetch_or(&t->interrupt_status, bits);
+    if (t->irq_fd >= 0 && write(t->irq_fd, &one, sizeof(one)) < 0)
+        log_debug("virtio-mmio %#llx: irqfd: %s", (unsigned long long)t->base, strerror(errno));
+}
+
+void vmmio_fail(struct vmmio_dev *t)
+{
+    if (t->status & VIRTIO_STATUS_NEEDS_RESET)
+        return;
+    log_warn("virtio-mmio %#llx: bad queue, device needs a reset", (unsigned long long)t->base);
+    t->status |= VIRTIO_STATUS_NEEDS_RESET;
+    t->config_generation++;
+    vmmio_signal(t, VIRTIO_INT_CONFIG);
+}
+
+void vmmio_used(struct vmmio_dev *t, unsigned qi)
+{
+    if (qi < VIRTIO_MAX_QUEUES && vq_should_notify(&t->queues[qi]))
+        vmmio_signal(t, VIRTIO_INT_USED);
+}
+
+int vmmio_cmdline(const struct vmmio_dev *t, char *buf, size_t len)
+{
+    return snprintf(buf, len, " virtio_mmio.device=4K@0x%llx:%u", (unsigned long long)t->base,
+                    t->gsi);
+}
+
+static struct vq *selected(struct vmmio_dev *t)
+{
+    return t->queue_sel < t->ops->nqueues ? &t->queues[t->queue_sel] : NULL;
+}
+
+/* Device reset (spec 4.2.2.1: writing 0 to Status). */
+static void reset(struct vmmio_dev *t)
+{
+    if (t->ops->reset)
+        t->ops->reset(t->dev);
+    for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
+        vq_reset(&t->queues[i]);
+    t->status = 0;
+    t->queue_sel = t->dev_features_sel = t->drv_features_sel = 0;
+    t->drv_features = 0;
+    t->activated = false;
+    atomic_store(&t->interrupt_status, 0);
+}
+
+/* DRIVER_OK: map every queue the driver made ready, then start the device. */
+static int activate(struct vmmio_dev *t)
+{
+    bool event_idx = t->drv_features & (1ULL << VIRTIO_F_RING_EVENT_IDX);
+    for (unsigned i = 0; i < t->ops->nqueues; i++) {
+        struct vq *q = &t->queues[i];
+        if (!q->ready)
+            continue;
+        int ret = vq_activate(q, t->mem, event_idx);
+        if (ret)
+            return ret;
+    }
+    int ret = t->ops->activate ? t->ops->activate(t->dev, t) : 0;
+    if (!ret)
+        t->activated = true;
+    return ret;
+}
+
+static void write_status(struct vmmio_dev *t, uint32_t v)
+{
+    if (v == 0) {
+        reset(t);
+        return;
+    }
+    if (v == (t->status | VIRTIO_STATUS_FAILED)) {
+        t->status = v;
+        return;
+    }
+    for (size_t i = 0; i < sizeof(vmmio_transitions) / sizeof(vmmio_transitions[0]); i++) {
+        if (vmmio_transitions[i].from != t->status || vmmio_transitions[i].to != v)
+            continue;
+        if (v & S_FOK && !(t->status & S_FOK)) {
+            /* Spec 3.1.1 step 5-6: features outside the offer leave FEATURES_OK clear. */
+            uint64_t offered = t->ops->features(t->dev);
+            if ((t->drv_features & ~offered) || !(t->drv_features & (1ULL << VIRTIO_F_VERSION_1)))
+                return;
+        }
+        t->status = v;
+        if (v & S_DOK && activate(t))
+            vmmio_fail(t);
+        return;
+    }
+    log_debug("virtio-mmio %#llx: status %#x -> %#x refused", (unsigned long long)t->base,
+              t->status, v);
+}
+
+void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
+{
+    struct vmmio_dev *t = opaque;
+    uint32_t v = 0;
+
+    pthread_mutex_lock(&t->lock);
+    if (off >= REG_CONFIG) {
+        memset(data, 0, len);
+        if (t->ops->config_read)
+            t->ops->config_read(t->dev, off - REG_CONFIG, data, len);
+        goto out;
+    }
+    if (len != 4 || (off & 3)) { /* spec 4.2.2.2: 32-bit aligned accesses only */
+        memset(data, 0xff, len);
+        goto out;
+    }
+    struct vq *q = selected(t);
+    switch (off) {
+    case REG_MAGIC:
+        v = MMIO_MAGIC;
+        break;
+    case REG_VERSION:
+        v = MMIO_VERSION;
+        break;
+    case REG_DEVICE_ID:
+        v = t->ops->device_id;
+        break;
+    case REG_VENDOR_ID:
+        v = 0;
+        break;
+    case REG_DEV_FEATURES:
+        v = t->dev_features_sel < 2
+                    ? (uint32_t)(t->ops->features(t->dev) >> (32 * t->dev_features_sel))
+                    : 0;
+        break;
+    case REG_QUEUE_NUM_MAX:
+        v = q ? VQ_MAX_SIZE : 0;
+        break;
+    case REG_QUEUE_READY:
+        v = q ? q->ready : 0;
+        break;
+    case REG_INT_STATUS:
+        v = atomic_load(&t->interrupt_status);
+        break;
+    case REG_STATUS:
+        v = t->status;
+        break;
+    case REG_CONFIG_GEN:
+        v = t->config_generation;
+        break;
+    default:
+        break;
+    }
+    memcpy(data, &v, 4);
+out:
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* Queue registers may change only while the queue is not ready and the driver has not
+ * finished (spec 4.2.2.3). Returns the queue or NULL. */
+static struct vq *writable_queue(struct vmmio_dev *t)
+{
+    struct vq *q = selected(t);
+    if (!q || q->ready || t->status & (S_DOK | VIRTIO_STATUS_FAILED))
+        return NULL;
+    return q;
+}
+
+static void set_half(uint64_t *reg, bool hi, uint32_t v)
+{
+    *reg = hi ? (*reg & 0xffffffffULL) | (uint64_t)v << 32 : (*reg & ~0xffffffffULL) | v;
+}
+
+static void write_queue_reg(struct vmmio_dev *t, uint64_t off, uint32_t v)
+{
+    struct vq *q = writable_queue(t);
+    if (!q)
+        return;
+    switch (off) {
+    case REG_QUEUE_NUM:
+        q->size = v <= VQ_MAX_SIZE ? (uint16_t)v : 0;
+        break;
+    case REG_QUEUE_READY:
+        q->ready = v == 1;
+        break;
+    case REG_QUEUE_DESC_LO:
+    case REG_QUEUE_DESC_HI:
+        set_half(&q->desc_gpa, off == REG_QUEUE_DESC_HI, v);
+        break;
+    case REG_QUEUE_AVAIL_LO:
+    case REG_QUEUE_AVAIL_HI:
+        set_half(&q->avail_gpa, off == REG_QUEUE_AVAIL_HI, v);
+        break;
+    default:
+        set_half(&q->used_gpa, off == REG_QUEUE_USED_HI, v);
+        break;
+    }
+}
+
+void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
+{
+    struct vmmio_dev *t = opaque;
+    uint32_t v;
+
+    pthread_mutex_lock(&t->lock);
+    if (off >= REG_CONFIG) {
+        /* Config space belongs to a driver: refused before DRIVER and after FAILED. */
+        if ((t->status & S_DRV) && !(t->status & VIRTIO_STATUS_FAILED) && t->ops->config_write)
+            t->ops->config_write(t->dev, off - REG_CONFIG, data, len);
+        goto out;
+    }
+    if (len != 4 || (off & 3))
+        goto out;
+    memcpy(&v, data, 4);
+    switch (off) {
+    case REG_DEV_FEATURES_SEL:
+        t->dev_features_sel = v;
+        break;
+    case REG_DRV_FEATURES:
+        /* Features are written between DRIVER and FEATURES_OK only (spec 3.1.1). */
+        if ((t->status & (S_DRV | S_FOK | VIRTIO_STATUS_FAILED)) == S_DRV &&
+            t->drv_features_sel < 2)
+            set_half(&t->drv_features, t->drv_features_sel == 1, v);
+        break;
+    case REG_DRV_FEATURES_SEL:
+        t->drv_features_sel = v;
+        break;
+    case REG_QUEUE_SEL:
+        t->queue_sel = v;
+        break;
+    case REG_QUEUE_NUM:
+    case REG_QUEUE_READY:
+    case REG_QUEUE_DESC_LO:
+    case REG_QUEUE_DESC_HI:
+    case REG_QUEUE_AVAIL_LO:
+    case REG_QUEUE_AVAIL_HI:
+    case REG_QUEUE_USED_LO:
+    case REG_QUEUE_USED_HI:
+        write_queue_reg(t, off, v);
+        break;
+    case REG_QUEUE_NOTIFY:
+        /* Normally caught by the ioeventfd; without one (tests), kick the loop's fd. */
+        if (v < t->ops->nqueues && t->notify_fd[v] >= 0) {
+            uint64_t one = 1;
+            if (write(t->notify_fd[v], &one, sizeof(one)) < 0)
+                log_debug("virtio-mmio: notify: %s", strerror(errno));
+        }
+        break;
+    case REG_INT_ACK:
+        atomic_fetch_and(&t->interrupt_status, ~v);
+        break;
+    case REG_STATUS:
+        write_status(t, v);
+        break;
+    default:
+        break;
+    }
+out:
+    pthread_mutex_unlock(&t->lock);
+}
+
+void vmmio_notify(struct vmmio_dev *t, unsigned qi)
+{
+    pthread_mutex_lock(&t->lock);
+    if (t->activated && qi < t->ops->nqueues && t->queues[qi].active &&
+        !(t->status & VIRTIO_STATUS_NEEDS_RESET) && t->ops->process_queue &&
+        t->ops->process_queue(t->dev, t, qi) < 0)
+        vmmio_fail(t);
+    pthread_mutex_unlock(&t->lock);
+}

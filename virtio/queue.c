@@ -1,0 +1,178 @@
+/* The one split-virtqueue implementation (spec 2.7). The guest is hostile: every index is
+ * checked, every descriptor is copied once into a local before it is looked at, chains are
+ * bounded by the queue size, and buffers become iovecs only through gm_ptr(). A violation marks
+ * the queue broken and returns -EINVAL; the transport then asks the driver for a reset. */
+#include <errno.h>
+#include <string.h>
+
+#include "virtio.h"
+
+/* Offsets inside the rings (spec 2.7.6, 2.7.8). */
+#define AVAIL_FLAGS 0
+#define AVAIL_IDX   2
+#define AVAIL_RING  4
+#define USED_FLAGS  0
+#define USED_IDX    2
+#define USED_RING   4
+
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+
+struct desc {
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;
+    uint16_t next;
+};
+
+static uint16_t load16(const uint8_t *p)
+{
+    return __atomic_load_n((const uint16_t *)(const void *)p, __ATOMIC_ACQUIRE);
+}
+
+static void store16(uint8_t *p, uint16_t v)
+{
+    __atomic_store_n((uint16_t *)(void *)p, v, __ATOMIC_RELEASE);
+}
+
+static void store32(uint8_t *p, uint32_t v)
+{
+    __atomic_store_n((uint32_t *)(void *)p, v, __ATOMIC_RELAXED);
+}
+
+int vq_activate(struct vq *q, const struct guest_mem *mem, bool event_idx)
+{
+    uint64_t n = q->size;
+
+    q->active = false;
+    /* Spec 2.7: Queue Size is a power of two no larger than QueueNumMax (4.2.2.2). */
+    if (n == 0 || n > VQ_MAX_SIZE || (n & (n - 1)))
+        return -EINVAL;
+    /* Alignment: descriptor table 16, available ring 2, used ring 4 (spec 2.7). */
+    if ((q->desc_gpa & 15) || (q->avail_gpa & 1) || (q->used_gpa & 3))
+        return -EINVAL;
+    q->desc = gm_ptr(mem, q->desc_gpa, 16 * n);
+    q->avail = gm_ptr(mem, q->avail_gpa, 6 + 2 * n);
+    q->used = gm_ptr(mem, q->used_gpa, 6 + 8 * n);
+    if (!q->desc || !q->avail || !q->used) {
+        q->desc = q->avail = q->used = NULL;
+        return -EFAULT;
+    }
+    q->event_idx = event_idx;
+    q->broken = false;
+    q->last_avail = q->next_used = q->signalled_used = 0;
+    q->signalled_valid = false;
+    q->active = true;
+    return 0;
+}
+
+void vq_reset(struct vq *q)
+{
+    memset(q, 0, sizeof(*q));
+}
+
+static int broken(struct vq *q)
+{
+    q->broken = true;
+    return -EINVAL;
+}
+
+/* Re-arms the driver's notifications and says whether more work arrived meanwhile
+ * (spec 2.7.10: avail_event; 2.7.7: the used ring flags without EVENT_IDX). */
+static bool rearm_and_recheck(struct vq *q)
+{
+    if (q->event_idx)
+        store16(q->used + USED_RING + 8 * (size_t)q->size, q->last_avail);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return load16(q->avail + AVAIL_IDX) != q->last_avail;
+}
+
+/* Copies descriptor i into d (one read of guest memory). */
+static void read_desc(const struct vq *q, uint16_t i, struct desc *d)
+{
+    memcpy(d, q->desc + 16 * (size_t)i, sizeof(*d));
+}
+
+int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c)
+{
+    struct desc d;
+
+    if (!q->active || q->broken)
+        return q->broken ? -EINVAL : 0;
+    uint16_t avail_idx = load16(q->avail + AVAIL_IDX);
+    if (avail_idx == q->last_avail) {
+        if (!rearm_and_recheck(q))
+            return 0;
+        avail_idx = load16(q->avail + AVAIL_IDX);
+    }
+    /* The driver can be at most one ring ahead of us (spec 2.7.13.3: idx wraps at 2^16). */
+    if ((uint16_t)(avail_idx - q->last_avail) > q->size)
+        return broken(q);
+    uint16_t head = load16(q->avail + AVAIL_RING + 2 * (size_t)(q->last_avail % q->size));
+    if (head >= q->size)
+        return broken(q);
+
+    memset(c, 0, offsetof(struct vq_chain, iov));
+    c->head = head;
+    uint16_t i = head;
+    /* A chain visits at most size descriptors: a longer one loops (spec 2.7.5.2). */
+    for (unsigned ttl = q->size;; ttl--) {
+        if (ttl == 0)
+            return broken(q);
+        read_desc(q, i, &d);
+        /* VIRTIO_F_INDIRECT_DESC is not offered (spec 2.7.5.3.1). */
+        if (d.flags & VRING_DESC_F_INDIRECT)
+            return broken(q);
+        bool writable = d.flags & VRING_DESC_F_WRITE;
+        /* Device-readable descriptors come first (spec 2.7.4.2). */
+        if (!writable && c->niov > c->nout)
+            return broken(q);
+        uint32_t *total = writable ? &c->in_len : &c->out_len;
+        if (__builtin_add_overflow(*total, d.len, total))
+            return broken(q);
+        if (d.len) {
+            void *p = gm_ptr(mem, d.addr, d.len);
+            if (!p || c->niov >= VQ_MAX_SIZE)
+                return broken(q);
+            c->iov[c->niov].iov_base = p;
+            c->iov[c->niov].iov_len = d.len;
+            c->niov++;
+            if (!writable)
+                c->nout = c->niov;
+        }
+        if (!(d.flags & VRING_DESC_F_NEXT))
+            break;
+        if (d.next >= q->size)
+            return broken(q);
+        i = d.next;
+    }
+    q->last_avail++;
+    return 1;
+}
+
+void vq_push(struct vq *q, uint16_t head, uint32_t len)
+{
+    if (!q->active)
+        return;
+    uint8_t *e = q->used + USED_RING + 8 * (size_t)(q->next_used % q->size);
+    store32(e, head);
+    store32(e + 4, len);
+    q->next_used++;
+    /* The element is visible before the index that publishes it (spec 2.7.8.2). */
+    store16(q->used + USED_IDX, q->next_used);
+}
+
+bool vq_should_notify(struct vq *q)
+{
+    if (!q->active)
+        return false;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (!q->event_idx)
+        return !(load16(q->avail + AVAIL_FLAGS) & VRING_AVAIL_F_NO_INTERRUPT);
+    /* Spec 2.7.10: notify if used_event lies in [old, new). */
+    uint16_t event = load16(q->avail + AVAIL_RING + 2 * (size_t)q->size);
+    uint16_t old = q->signalled_used, now = q->next_used;
+    bool valid = q->signalled_valid;
+    q->signalled_used = now;
+    q->signalled_valid = true;
+    return !valid || (uint16_t)(now - event - 1) < (uint16_t)(now - old);
+}
