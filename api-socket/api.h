@@ -1,0 +1,241 @@
+/* ember API socket: the one internal header of api-socket/ (typed requests and responses,
+ * routing + strict JSON bodies, the request→configuration controller, the HTTP server). */
+#ifndef EMBER_API_H
+#define EMBER_API_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define API_PAYLOAD_MAX_DEFAULT 51200 /* --http-api-max-payload-size default, as Firecracker */
+#define API_ID_MAX              64    /* resource ids (drive_id ...) */
+#define API_CMDLINE_MAX         2048  /* boot_args, bytes including the NUL (x86) */
+#define API_DRIVES_MAX          16
+#define API_VCPUS_MAX           32
+#define API_ERR_MAX             512
+
+/* ---- typed requests ----------------------------------------------------------------------- */
+enum api_method { API_GET, API_PUT, API_PATCH, API_DELETE, API_METHOD_OTHER };
+
+enum api_kind {
+    API_REQ_INSTANCE_INFO, /* GET / */
+    API_REQ_VERSION,       /* GET /version */
+    API_REQ_VM_CONFIG,     /* GET /vm/config */
+    API_REQ_GET_MACHINE,   /* GET /machine-config */
+    API_REQ_PUT_MACHINE,   /* PUT /machine-config */
+    API_REQ_PATCH_MACHINE, /* PATCH /machine-config */
+    API_REQ_BOOT_SOURCE,   /* PUT /boot-source */
+    API_REQ_PUT_DRIVE,     /* PUT /drives/{id} */
+    API_REQ_PATCH_DRIVE,   /* PATCH /drives/{id} */
+    API_REQ_ACTION,        /* PUT /actions */
+    API_REQ_PATCH_VM,      /* PATCH /vm */
+    API_REQ_LOGGER,        /* PUT /logger */
+    API_REQ_METRICS,       /* PUT /metrics */
+    API_REQ_SERIAL,        /* PUT /serial */
+    API_REQ_KIND_COUNT
+};
+
+enum api_huge_pages { API_HUGE_NONE, API_HUGE_2M, API_HUGE_TRANSPARENT };
+enum api_cache_type { API_CACHE_UNSAFE, API_CACHE_WRITEBACK };
+enum api_io_engine { API_IO_SYNC, API_IO_ASYNC };
+enum api_action { API_ACTION_INSTANCE_START, API_ACTION_CTRL_ALT_DEL, API_ACTION_FLUSH_METRICS };
+enum api_log_level {
+    API_LOG_OFF,
+    API_LOG_ERROR,
+    API_LOG_WARN,
+    API_LOG_INFO,
+    API_LOG_DEBUG,
+    API_LOG_TRACE
+};
+
+struct api_machine {
+    bool has_vcpus, has_mem, has_smt, has_dirty, has_huge;
+    uint32_t vcpu_count;
+    uint64_t mem_size_mib;
+    bool smt, track_dirty_pages;
+    enum api_huge_pages huge_pages;
+};
+
+struct api_boot_source {
+    char kernel_image_path[PATH_MAX];
+    char initrd_path[PATH_MAX]; /* "" = none */
+    bool has_boot_args;
+    char boot_args[API_CMDLINE_MAX];
+};
+
+struct api_bucket {
+    bool set;
+    uint64_t size, one_time_burst, refill_time;
+};
+struct api_rate_limiter {
+    bool set;
+    struct api_bucket bandwidth, ops;
+};
+
+struct api_drive {
+    char drive_id[API_ID_MAX + 1];
+    bool has_path, has_rate_limiter;
+    char path_on_host[PATH_MAX];
+    char partuuid[API_ID_MAX + 1];
+    bool is_root_device, is_read_only;
+    enum api_cache_type cache_type;
+    enum api_io_engine io_engine;
+    struct api_rate_limiter rate_limiter;
+};
+
+struct api_logger {
+    bool has_path, has_level, has_show_level, has_show_origin;
+    char log_path[PATH_MAX];
+    enum api_log_level level;
+    bool show_level, show_log_origin;
+};
+
+struct api_metrics {
+    char metrics_path[PATH_MAX];
+    bool emit_id;
+    char properties[1024]; /* compact JSON object of strings, "" = none */
+};
+
+struct api_serial {
+    bool has_path;
+    char serial_out_path[PATH_MAX];
+};
+
+/* One request, parsed and validated; the union member is chosen by kind. */
+struct api_request {
+    enum api_kind kind;
+    union {
+        struct api_machine machine;
+        struct api_boot_source boot;
+        struct api_drive drive;
+        enum api_action action;
+        bool pause; /* PATCH /vm: true = Paused, false = Resumed */
+        struct api_logger logger;
+        struct api_metrics metrics;
+        struct api_serial serial;
+    } u;
+};
+
+/* One response: 200 with a JSON body, 204, or 400 with {"fault_message": ...}. */
+struct api_response {
+    int status;
+    char *body; /* malloc'd JSON text or NULL (204) */
+};
+
+/* ---- routing and bodies (routes.c, bodies.c): no VMM dependency -------------------------- */
+/* api_method_parse(s): Returns the method for an HTTP method name (API_METHOD_OTHER if none). */
+enum api_method api_method_parse(const char *s);
+/* api_method_name(m): Returns "Get", "Put", ... (as Firecracker's log lines spell them). */
+const char *api_method_name(enum api_method m);
+/* api_route(method, path, body, len, req, err, errlen): maps a request onto a typed
+ * api_request, validating the body strictly. Returns 0, or -EINVAL with the fault message in
+ * err (answered as 400), or -ENOMEM. */
+int api_route(const char *method, const char *path, const char *body, size_t len,
+              struct api_request *req, char *err, size_t errlen);
+/* api_parse_body(kind, obj, req, err, errlen): fills req from a parsed JSON body for kind
+ * (also used for --config-file sections). Returns 0 or -EINVAL with a message in err. */
+int api_parse_body(enum api_kind kind, const void *obj, struct api_request *req, char *err,
+                   size_t errlen);
+/* api_id_valid(id): Returns true for a non-empty id of [A-Za-z0-9_] up to API_ID_MAX chars. */
+bool api_id_valid(const char *id);
+
+/* The body parsers take a parsed JSON object (json_t *, as void * to keep jansson out of
+ * the header users' includes); each Returns 0 or -EINVAL with a fault message in err. */
+int body_machine(const void *obj, bool partial, struct api_machine *m, char *err, size_t errlen);
+int body_boot_source(const void *obj, struct api_boot_source *b, char *err, size_t errlen);
+int body_drive(const void *obj, bool partial, struct api_drive *d, char *err, size_t errlen);
+int body_action(const void *obj, enum api_action *a, char *err, size_t errlen);
+int body_vm_state(const void *obj, bool *pause, char *err, size_t errlen);
+int body_logger(const void *obj, struct api_logger *l, char *err, size_t errlen);
+int body_metrics(const void *obj, struct api_metrics *m, char *err, size_t errlen);
+int body_serial(const void *obj, struct api_serial *s, char *err, size_t errlen);
+
+/* ---- the controller (ctl.c): requests applied to the configuration, phase rules ---------- */
+enum api_vm_state { API_VM_NOT_STARTED, API_VM_RUNNING, API_VM_PAUSED };
+
+/* What the controller asks of the VMM. Each Returns 0 or -errno with a reason in err. */
+struct api_vmm_ops {
+    int (*start)(void *opaque, char *err, size_t errlen); /* build and run the VM */
+    int (*pause)(void *opaque, bool pause, char *err, size_t errlen);
+    int (*ctrl_alt_del)(void *opaque, char *err, size_t errlen);
+    int (*flush_metrics)(void *opaque, char *err, size_t errlen);
+    int (*logger)(void *opaque, const struct api_logger *l, char *err, size_t errlen);
+    int (*metrics)(void *opaque, const struct api_metrics *m, char *err, size_t errlen);
+};
+
+struct api_metrics_counters;
+
+/* The configuration as the API, --config-file and `ember run` build it. */
+struct api_ctl {
+    enum api_vm_state state;
+    const char *instance_id;
+    const char *version;
+    struct api_machine machine; /* all has_* set: defaults 1 vCPU, 128 MiB */
+    bool boot_set;
+    struct api_boot_source boot;
+    struct api_drive drives[API_DRIVES_MAX];
+    unsigned ndrives;
+    bool logger_set, metrics_set, serial_set;
+    struct api_logger logger;
+    struct api_metrics metrics;
+    struct api_serial serial;
+    const struct api_vmm_ops *ops;
+    void *opaque;
+    struct api_metrics_counters *counters; /* may be NULL */
+};
+
+/* ctl_init(c, id, version, ops, opaque): empty configuration, machine defaults. */
+void ctl_init(struct api_ctl *c, const char *id, const char *version, const struct api_vmm_ops *ops,
+              void *opaque);
+/* ctl_handle(c, req, resp): applies one request (phase rules, resources opened and checked
+ * now). Always fills resp; Returns 0 or -errno (resp then holds the 400). */
+int ctl_handle(struct api_ctl *c, const struct api_request *req, struct api_response *resp);
+/* ctl_vm_config_json(c): Returns the configuration in --config-file shape (malloc'd). */
+char *ctl_vm_config_json(const struct api_ctl *c);
+/* ctl_config_file(c, text, len, err, errlen): applies a --config-file (kebab-case sections);
+ * the caller then sends InstanceStart. Returns 0 or -errno with a reason in err. */
+int ctl_config_file(struct api_ctl *c, const char *text, size_t len, char *err, size_t errlen);
+
+/* ---- the HTTP server (http.c): the API thread ------------------------------------------ */
+struct MHD_Daemon;
+
+/* api_log_fn(level, fmt, ...): where the server writes its log lines. */
+typedef void (*api_log_fn)(enum api_log_level level, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+struct api_server {
+    struct MHD_Daemon *daemon;
+    int listen_fd;
+    int req_fd; /* eventfd: a request waits in the mailbox (the VMM thread polls it) */
+    char path[108];
+    size_t max_payload;
+    api_log_fn log; /* may be NULL */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct api_request *pending; /* the one-slot mailbox, guarded by lock */
+    struct api_response resp;
+    bool has_resp, stopping;
+    uint64_t last_latency_us; /* API thread: receive → response queued, last request */
+};
+
+/* api_server_start(s, path, max_payload, err, errlen): binds path (fails if it exists;
+ * mode 0600) and starts the API thread. Returns 0 or -errno with a reason in err. */
+int api_server_start(struct api_server *s, const char *path, size_t max_payload, char *err,
+                     size_t errlen);
+/* api_server_serve(s, c): on the VMM thread when s->req_fd is readable: runs the waiting
+ * request through the controller and wakes the API thread. Returns ctl_handle's result. */
+int api_server_serve(struct api_server *s, struct api_ctl *c);
+/* api_server_stop(s): stops the API thread, removes the socket file. */
+void api_server_stop(struct api_server *s);
+
+/* api_response_json(resp, status, fmt, ...): sets a response whose body is the JSON built
+ * by json_pack(fmt, ...). Returns 0 or -ENOMEM. */
+int api_response_json(struct api_response *resp, int status, const char *fmt, ...);
+/* api_response_fault(resp, msg): sets a 400 {"fault_message": msg}. Returns -EINVAL. */
+int api_response_fault(struct api_response *resp, const char *msg);
+/* api_response_free(resp): frees the body. */
+void api_response_free(struct api_response *resp);
+
+#endif

@@ -1,0 +1,404 @@
+/* Strict JSON bodies → typed structs: every key known, every type checked, every string
+ * bounded. Messages follow Firecracker's ("An error occurred when deserializing ..."). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "api.h"
+
+#define DESER "An error occurred when deserializing the json body of a request: "
+
+static int fault(char *err, size_t errlen, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static int fault(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(err, errlen, "%s", DESER);
+
+    if (n < 0 || (size_t)n >= errlen)
+        return -EINVAL;
+    va_start(ap, fmt);
+    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+/* Every key of obj must be one of allowed (NULL-terminated). */
+static int check_keys(const json_t *obj, const char *const *allowed, char *err, size_t errlen)
+{
+    const char *key;
+    json_t *val;
+
+    if (!json_is_object(obj))
+        return fault(err, errlen, "expected a JSON object.");
+    json_object_foreach((json_t *)obj, key, val)
+    {
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = !strcmp(key, *a);
+        if (!ok) {
+            char list[256] = "";
+            size_t used = 0;
+            for (const char *const *a = allowed; *a; a++) {
+                int n = snprintf(list + used, sizeof(list) - used, "%s`%s`",
+                                 a == allowed ? "" : ", ", *a);
+                if (n < 0 || (size_t)n >= sizeof(list) - used)
+                    break;
+                used += (size_t)n;
+            }
+            return fault(err, errlen, "unknown field `%.64s`, expected one of %s.", key, list);
+        }
+    }
+    return 0;
+}
+
+/* The value of key, or NULL when absent or null (an optional field left out). */
+static json_t *member(const json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+static int missing(const char *key, char *err, size_t errlen)
+{
+    return fault(err, errlen, "missing field `%s`.", key);
+}
+
+static int get_str(const json_t *obj, const char *key, bool required, char *dst, size_t size,
+                   bool *present, char *err, size_t errlen)
+{
+    json_t *v = member(obj, key);
+
+    if (present)
+        *present = v != NULL;
+    if (!v)
+        return required ? missing(key, err, errlen) : 0;
+    if (!json_is_string(v))
+        return fault(err, errlen, "invalid type for `%s`: expected a string.", key);
+    size_t len = json_string_length(v);
+    if (len >= size)
+        return fault(err, errlen, "`%s` is %zu bytes long, the limit is %zu.", key, len, size - 1);
+    memcpy(dst, json_string_value(v), len + 1);
+    return 0;
+}
+
+static int get_bool(const json_t *obj, const char *key, bool required, bool *dst, bool *present,
+                    char *err, size_t errlen)
+{
+    json_t *v = member(obj, key);
+
+    if (present)
+        *present = v != NULL;
+    if (!v)
+        return required ? missing(key, err, errlen) : 0;
+    if (!json_is_boolean(v))
+        return fault(err, errlen, "invalid type for `%s`: expected a boolean.", key);
+    *dst = json_is_true(v);
+    return 0;
+}
+
+static int get_u64(const json_t *obj, const char *key, bool required, uint64_t max, uint64_t *dst,
+                   bool *present, char *err, size_t errlen)
+{
+    json_t *v = member(obj, key);
+
+    if (present)
+        *present = v != NULL;
+    if (!v)
+        return required ? missing(key, err, errlen) : 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return fault(err, errlen, "invalid type for `%s`: expected a non-negative integer.", key);
+    if ((uint64_t)json_integer_value(v) > max)
+        return fault(err, errlen, "`%s` is out of range (at most %llu).", key,
+                     (unsigned long long)max);
+    *dst = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+/* A string that must be one of names[0..n); its index goes into *dst. */
+static int get_enum(const json_t *obj, const char *key, bool required, const char *const *names,
+                    unsigned n, unsigned *dst, bool *present, char *err, size_t errlen)
+{
+    char s[32];
+    bool have;
+    int ret = get_str(obj, key, required, s, sizeof(s), &have, err, errlen);
+
+    if (present)
+        *present = have;
+    if (ret == -EINVAL && json_is_string(member(obj, key)))
+        have = true, s[0] = '\0'; /* too long: cannot be a variant */
+    else if (ret || !have)
+        return ret;
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp(s, names[i])) {
+            *dst = i;
+            return 0;
+        }
+    char list[160] = "";
+    size_t used = 0;
+    for (unsigned i = 0; i < n; i++) {
+        int w = snprintf(list + used, sizeof(list) - used, "%s`%s`", i ? ", " : "", names[i]);
+        if (w < 0 || (size_t)w >= sizeof(list) - used)
+            break;
+        used += (size_t)w;
+    }
+    return fault(err, errlen, "unknown variant `%.31s` for `%s`, expected one of %s.", s, key,
+                 list);
+}
+
+int body_machine(const void *o, bool partial, struct api_machine *m, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"vcpu_count",        "mem_size_mib", "smt", "cpu_template",
+                                       "track_dirty_pages", "huge_pages",   NULL};
+    static const char *const huge[] = {"None", "2M", "Transparent"};
+    static const char *const tmpl[] = {"None"};
+    const json_t *obj = o;
+    uint64_t v = 0;
+    unsigned e = 0, t = 0;
+    bool has_tmpl;
+    int ret;
+
+    memset(m, 0, sizeof(*m));
+    if ((ret = check_keys(obj, keys, err, errlen)))
+        return ret;
+    if ((ret = get_u64(obj, "vcpu_count", !partial, API_VCPUS_MAX, &v, &m->has_vcpus, err, errlen)))
+        return ret;
+    m->vcpu_count = (uint32_t)v;
+    if ((ret = get_u64(obj, "mem_size_mib", !partial, UINT64_MAX >> 20, &m->mem_size_mib,
+                       &m->has_mem, err, errlen)))
+        return ret;
+    if ((ret = get_bool(obj, "smt", false, &m->smt, &m->has_smt, err, errlen)) ||
+        (ret = get_bool(obj, "track_dirty_pages", false, &m->track_dirty_pages, &m->has_dirty, err,
+                        errlen)) ||
+        (ret = get_enum(obj, "huge_pages", false, huge, 3, &e, &m->has_huge, err, errlen)) ||
+        (ret = get_enum(obj, "cpu_template", false, tmpl, 1, &t, &has_tmpl, err, errlen)))
+        return ret;
+    m->huge_pages = (enum api_huge_pages)e;
+    if (m->has_vcpus && m->vcpu_count == 0)
+        return fault(err, errlen, "`vcpu_count` must be at least 1.");
+    if (m->has_mem && m->mem_size_mib == 0)
+        return fault(err, errlen, "`mem_size_mib` must be at least 1.");
+    if (partial && !m->has_vcpus && !m->has_mem && !m->has_smt && !m->has_dirty && !m->has_huge &&
+        !has_tmpl)
+        return fault(err, errlen, "empty machine configuration update.");
+    return 0;
+}
+
+int body_boot_source(const void *o, struct api_boot_source *b, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"kernel_image_path", "initrd_path", "boot_args", NULL};
+    const json_t *obj = o;
+    int ret;
+
+    memset(b, 0, sizeof(*b));
+    if ((ret = check_keys(obj, keys, err, errlen)) ||
+        (ret = get_str(obj, "kernel_image_path", true, b->kernel_image_path,
+                       sizeof(b->kernel_image_path), NULL, err, errlen)) ||
+        (ret = get_str(obj, "initrd_path", false, b->initrd_path, sizeof(b->initrd_path), NULL, err,
+                       errlen)) ||
+        (ret = get_str(obj, "boot_args", false, b->boot_args, sizeof(b->boot_args),
+                       &b->has_boot_args, err, errlen)))
+        return ret;
+    return 0;
+}
+
+static int bucket(const json_t *obj, const char *key, struct api_bucket *b, char *err,
+                  size_t errlen)
+{
+    static const char *const keys[] = {"size", "one_time_burst", "refill_time", NULL};
+    const json_t *v = member(obj, key);
+    int ret;
+
+    memset(b, 0, sizeof(*b));
+    if (!v)
+        return 0;
+    b->set = true;
+    if ((ret = check_keys(v, keys, err, errlen)) ||
+        (ret = get_u64(v, "size", true, INT64_MAX, &b->size, NULL, err, errlen)) ||
+        (ret = get_u64(v, "refill_time", true, INT64_MAX, &b->refill_time, NULL, err, errlen)) ||
+        (ret = get_u64(v, "one_time_burst", false, INT64_MAX, &b->one_time_burst, NULL, err,
+                       errlen)))
+        return ret;
+    return 0;
+}
+
+static int rate_limiter(const json_t *obj, const char *key, struct api_rate_limiter *rl,
+                        bool *present, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"bandwidth", "ops", NULL};
+    const json_t *v = member(obj, key);
+    int ret;
+
+    memset(rl, 0, sizeof(*rl));
+    *present = v != NULL;
+    if (!v)
+        return 0;
+    rl->set = true;
+    if ((ret = check_keys(v, keys, err, errlen)) ||
+        (ret = bucket(v, "bandwidth", &rl->bandwidth, err, errlen)) ||
+        (ret = bucket(v, "ops", &rl->ops, err, errlen)))
+        return ret;
+    return 0;
+}
+
+int body_drive(const void *o, bool partial, struct api_drive *d, char *err, size_t errlen)
+{
+    static const char *const keys[] = {
+            "drive_id",     "partuuid",     "is_root_device", "cache_type", "is_read_only",
+            "path_on_host", "rate_limiter", "io_engine",      "socket",     NULL};
+    static const char *const pkeys[] = {"drive_id", "path_on_host", "rate_limiter", NULL};
+    static const char *const caches[] = {"Unsafe", "Writeback"};
+    static const char *const engines[] = {"Sync", "Async"};
+    const json_t *obj = o;
+    unsigned e;
+    int ret;
+
+    memset(d, 0, sizeof(*d));
+    if ((ret = check_keys(obj, partial ? pkeys : keys, err, errlen)) ||
+        (ret = get_str(obj, "drive_id", true, d->drive_id, sizeof(d->drive_id), NULL, err,
+                       errlen)) ||
+        (ret = get_str(obj, "path_on_host", !partial, d->path_on_host, sizeof(d->path_on_host),
+                       &d->has_path, err, errlen)) ||
+        (ret = rate_limiter(obj, "rate_limiter", &d->rate_limiter, &d->has_rate_limiter, err,
+                            errlen)))
+        return ret;
+    if (partial)
+        return 0;
+    if (member(obj, "socket"))
+        return fault(err, errlen, "vhost-user drives (`socket`) are not supported by ember.");
+    if ((ret = get_bool(obj, "is_root_device", true, &d->is_root_device, NULL, err, errlen)) ||
+        (ret = get_bool(obj, "is_read_only", true, &d->is_read_only, NULL, err, errlen)) ||
+        (ret = get_str(obj, "partuuid", false, d->partuuid, sizeof(d->partuuid), NULL, err,
+                       errlen)))
+        return ret;
+    e = API_CACHE_UNSAFE;
+    if ((ret = get_enum(obj, "cache_type", false, caches, 2, &e, NULL, err, errlen)))
+        return ret;
+    d->cache_type = e;
+    e = API_IO_SYNC;
+    if ((ret = get_enum(obj, "io_engine", false, engines, 2, &e, NULL, err, errlen)))
+        return ret;
+    d->io_engine = e;
+    return 0;
+}
+
+int body_action(const void *o, enum api_action *a, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"action_type", NULL};
+    static const char *const names[] = {"InstanceStart", "SendCtrlAltDel", "FlushMetrics"};
+    unsigned e = 0;
+    int ret;
+
+    if ((ret = check_keys(o, keys, err, errlen)) ||
+        (ret = get_enum(o, "action_type", true, names, 3, &e, NULL, err, errlen)))
+        return ret;
+    *a = e;
+    return 0;
+}
+
+int body_vm_state(const void *o, bool *pause, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"state", NULL};
+    static const char *const names[] = {"Paused", "Resumed"};
+    unsigned e = 0;
+    int ret;
+
+    if ((ret = check_keys(o, keys, err, errlen)) ||
+        (ret = get_enum(o, "state", true, names, 2, &e, NULL, err, errlen)))
+        return ret;
+    *pause = e == 0;
+    return 0;
+}
+
+int body_logger(const void *o, struct api_logger *l, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"log_path",        "level",  "show_level",
+                                       "show_log_origin", "module", NULL};
+    static const char *const names[] = {"off",   "error", "warning", "info",
+                                        "debug", "trace", "warn"};
+    const json_t *obj = o;
+    char level[16];
+    int ret;
+
+    memset(l, 0, sizeof(*l));
+    if ((ret = check_keys(obj, keys, err, errlen)) ||
+        (ret = get_str(obj, "log_path", false, l->log_path, sizeof(l->log_path), &l->has_path, err,
+                       errlen)) ||
+        (ret = get_bool(obj, "show_level", false, &l->show_level, &l->has_show_level, err,
+                        errlen)) ||
+        (ret = get_bool(obj, "show_log_origin", false, &l->show_log_origin, &l->has_show_origin,
+                        err, errlen)))
+        return ret;
+    if (member(obj, "module"))
+        return fault(err, errlen, "`module` filters are not supported by ember.");
+    if (get_str(obj, "level", false, level, sizeof(level), &l->has_level, err, errlen))
+        return fault(err, errlen,
+                     "`level` must be one of Error, Warning, Info, Debug, Trace, "
+                     "Off.");
+    if (!l->has_level)
+        return 0;
+    for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!strcasecmp(level, names[i])) {
+            l->level = i == 6 ? API_LOG_WARN : (enum api_log_level)i;
+            return 0;
+        }
+    return fault(err, errlen, "`level` must be one of Error, Warning, Info, Debug, Trace, Off.");
+}
+
+int body_metrics(const void *o, struct api_metrics *m, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"metrics_path", "emit_id", "properties", NULL};
+    const json_t *props;
+    const char *key;
+    json_t *val;
+    int ret;
+
+    memset(m, 0, sizeof(*m));
+    if ((ret = check_keys(o, keys, err, errlen)) ||
+        (ret = get_str(o, "metrics_path", true, m->metrics_path, sizeof(m->metrics_path), NULL, err,
+                       errlen)) ||
+        (ret = get_bool(o, "emit_id", false, &m->emit_id, NULL, err, errlen)))
+        return ret;
+    props = member(o, "properties");
+    if (!props)
+        return 0;
+    if (!json_is_object(props))
+        return fault(err, errlen, "invalid type for `properties`: expected an object.");
+    json_object_foreach((json_t *)props, key, val)
+    {
+        if (!json_is_string(val))
+            return fault(err, errlen, "invalid type for `properties.%.64s`: expected a string.",
+                         key);
+    }
+    char *text = json_dumps(props, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!text)
+        return -ENOMEM;
+    size_t len = strlen(text);
+    if (len < sizeof(m->properties))
+        memcpy(m->properties, text, len + 1);
+    free(text);
+    if (len >= sizeof(m->properties))
+        return fault(err, errlen, "`properties` is longer than %zu bytes.",
+                     sizeof(m->properties) - 1);
+    return 0;
+}
+
+int body_serial(const void *o, struct api_serial *s, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"serial_out_path", "rate_limiter", NULL};
+    struct api_bucket b;
+    int ret;
+
+    memset(s, 0, sizeof(*s));
+    if ((ret = check_keys(o, keys, err, errlen)) ||
+        (ret = bucket(o, "rate_limiter", &b, err, errlen)))
+        return ret;
+    if (b.set)
+        return fault(err, errlen, "serial `rate_limiter` is not supported by ember.");
+    return get_str(o, "serial_out_path", false, s->serial_out_path, sizeof(s->serial_out_path),
+                   &s->has_path, err, errlen);
+}

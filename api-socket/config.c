@@ -1,0 +1,177 @@
+/* The configuration in --config-file shape, both ways: GET /vm/config writes it, --config-file
+ * reads it. Reading goes section by section through the same body parsers and the same
+ * controller as the HTTP API, so all three entry points share one code path. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "api.h"
+
+static json_t *drive_json(const struct api_drive *d)
+{
+    static const char *const caches[] = {"Unsafe", "Writeback"};
+    static const char *const engines[] = {"Sync", "Async"};
+    json_t *o = json_pack("{s:s,s:b,s:s,s:b,s:s,s:s}", "drive_id", d->drive_id, "is_root_device",
+                          d->is_root_device, "cache_type", caches[d->cache_type], "is_read_only",
+                          d->is_read_only, "path_on_host", d->path_on_host, "io_engine",
+                          engines[d->io_engine]);
+    if (o && d->partuuid[0])
+        json_object_set_new(o, "partuuid", json_string(d->partuuid));
+    return o;
+}
+
+char *ctl_vm_config_json(const struct api_ctl *c)
+{
+    static const char *const huge[] = {"None", "2M", "Transparent"};
+    static const char *const levels[] = {"Off", "Error", "Warning", "Info", "Debug", "Trace"};
+    const struct api_machine *m = &c->machine;
+    json_t *drives = json_array();
+    char *text = NULL;
+
+    json_t *root = json_pack("{s:{s:I,s:I,s:b,s:b,s:s},s:o,s:[]}", "machine-config", "vcpu_count",
+                             (json_int_t)m->vcpu_count, "mem_size_mib", (json_int_t)m->mem_size_mib,
+                             "smt", m->smt, "track_dirty_pages", m->track_dirty_pages, "huge_pages",
+                             huge[m->huge_pages], "drives", drives, "network-interfaces");
+    if (!root)
+        return NULL;
+    for (unsigned i = 0; i < c->ndrives; i++)
+        json_array_append_new(drives, drive_json(&c->drives[i]));
+    if (c->boot_set) {
+        json_t *b = json_pack("{s:s}", "kernel_image_path", c->boot.kernel_image_path);
+        if (b && c->boot.initrd_path[0])
+            json_object_set_new(b, "initrd_path", json_string(c->boot.initrd_path));
+        if (b && c->boot.has_boot_args)
+            json_object_set_new(b, "boot_args", json_string(c->boot.boot_args));
+        json_object_set_new(root, "boot-source", b);
+    }
+    if (c->logger_set) {
+        const struct api_logger *l = &c->logger;
+        json_t *o = json_pack("{s:s,s:b,s:b}", "level", levels[l->has_level ? l->level : 3],
+                              "show_level", l->show_level, "show_log_origin", l->show_log_origin);
+        if (o && l->has_path)
+            json_object_set_new(o, "log_path", json_string(l->log_path));
+        json_object_set_new(root, "logger", o);
+    }
+    if (c->metrics_set)
+        json_object_set_new(root, "metrics",
+                            json_pack("{s:s}", "metrics_path", c->metrics.metrics_path));
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return text;
+}
+
+/* --config-file sections, in the order they are applied. */
+static const struct {
+    const char *key;
+    enum api_kind kind;
+    bool array;
+} sections[] = {
+        {"logger", API_REQ_LOGGER, false},
+        {"metrics", API_REQ_METRICS, false},
+        {"machine-config", API_REQ_PUT_MACHINE, false},
+        {"boot-source", API_REQ_BOOT_SOURCE, false},
+        {"drives", API_REQ_PUT_DRIVE, true},
+};
+
+static const char *const unsupported_sections[] = {
+        "balloon", "network-interfaces", "vsock",          "mmds-config", "entropy",
+        "pmem",    "cpu-config",         "memory-hotplug", NULL,
+};
+
+/* Parses and applies one section object through the controller. */
+static int apply(struct api_ctl *c, const char *key, enum api_kind kind, const json_t *obj,
+                 char *err, size_t errlen)
+{
+    static struct api_request req; /* large (paths); VMM thread only */
+    struct api_response resp = {0};
+    char why[API_ERR_MAX];
+
+    if (api_parse_body(kind, obj, &req, why, sizeof(why)))
+        return snprintf(err, errlen, "%s: %s", key, why), -EINVAL;
+    if (kind == API_REQ_PUT_DRIVE && !api_id_valid(req.u.drive.drive_id))
+        return snprintf(err, errlen,
+                        "%s: API Resource IDs can only contain alphanumeric characters and "
+                        "underscores.",
+                        key),
+               -EINVAL;
+    int ret = ctl_handle(c, &req, &resp);
+    if (ret) {
+        json_t *v = resp.body ? json_loads(resp.body, 0, NULL) : NULL;
+        const char *msg = json_string_value(json_object_get(v, "fault_message"));
+        snprintf(err, errlen, "%s: %s", key, msg ? msg : strerror(-ret));
+        json_decref(v);
+    }
+    api_response_free(&resp);
+    return ret;
+}
+
+int ctl_config_file(struct api_ctl *c, const char *text, size_t len, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    const char *key;
+    json_t *val;
+    int ret = 0;
+
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return snprintf(err, errlen, "invalid JSON: %s at line %d column %d", jerr.text, jerr.line,
+                        jerr.column),
+               -EINVAL;
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "the configuration must be a JSON object");
+        ret = -EINVAL;
+        goto out;
+    }
+    json_object_foreach(root, key, val)
+    {
+        bool known = false;
+        for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+            known |= !strcmp(key, sections[i].key);
+        for (const char *const *u = unsupported_sections; *u && !known; u++)
+            if (!strcmp(key, *u)) {
+                bool empty = json_is_null(val) || (json_is_array(val) && !json_array_size(val));
+                if (!empty) {
+                    snprintf(err, errlen, "'%s' is not supported by this build of ember", key);
+                    ret = -EINVAL;
+                    goto out;
+                }
+                known = true;
+            }
+        if (!known) {
+            snprintf(err, errlen, "unknown configuration section '%.64s'", key);
+            ret = -EINVAL;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]) && !ret; i++) {
+        json_t *s = json_object_get(root, sections[i].key);
+        if (!s || json_is_null(s))
+            continue;
+        if (!sections[i].array) {
+            ret = apply(c, sections[i].key, sections[i].kind, s, err, errlen);
+            continue;
+        }
+        if (!json_is_array(s)) {
+            snprintf(err, errlen, "'%s' must be an array", sections[i].key);
+            ret = -EINVAL;
+            break;
+        }
+        size_t j;
+        json_t *item;
+        json_array_foreach(s, j, item)
+        {
+            if (!ret)
+                ret = apply(c, sections[i].key, sections[i].kind, item, err, errlen);
+        }
+    }
+    if (!ret && !c->boot_set) {
+        snprintf(err, errlen, "'boot-source' is required");
+        ret = -EINVAL;
+    }
+out:
+    json_decref(root);
+    return ret;
+}

@@ -1,0 +1,202 @@
+/* Routing: method + path + body → one typed api_request, or a fault message. Everything here
+ * is pure (no VMM state), so it is unit-tested and fuzzed on its own. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "api.h"
+
+enum api_method api_method_parse(const char *s)
+{
+    static const char *const names[] = {"GET", "PUT", "PATCH", "DELETE"};
+
+    for (unsigned i = 0; i < 4; i++)
+        if (s && !strcmp(s, names[i]))
+            return (enum api_method)i;
+    return API_METHOD_OTHER;
+}
+
+const char *api_method_name(enum api_method m)
+{
+    static const char *const names[] = {"Get", "Put", "Patch", "Delete", "Other"};
+    return names[m <= API_METHOD_OTHER ? m : API_METHOD_OTHER];
+}
+
+bool api_id_valid(const char *id)
+{
+    size_t n = 0;
+
+    for (; id[n]; n++) {
+        char c = id[n];
+        if (n >= API_ID_MAX || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                 (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return n > 0;
+}
+
+struct route {
+    const char *path; /* exact path, or a prefix ending in '/' taking an id */
+    enum api_method method;
+    enum api_kind kind;
+};
+
+static const struct route routes[] = {
+        {"/", API_GET, API_REQ_INSTANCE_INFO},
+        {"/version", API_GET, API_REQ_VERSION},
+        {"/vm/config", API_GET, API_REQ_VM_CONFIG},
+        {"/machine-config", API_GET, API_REQ_GET_MACHINE},
+        {"/machine-config", API_PUT, API_REQ_PUT_MACHINE},
+        {"/machine-config", API_PATCH, API_REQ_PATCH_MACHINE},
+        {"/boot-source", API_PUT, API_REQ_BOOT_SOURCE},
+        {"/drives/", API_PUT, API_REQ_PUT_DRIVE},
+        {"/drives/", API_PATCH, API_REQ_PATCH_DRIVE},
+        {"/actions", API_PUT, API_REQ_ACTION},
+        {"/vm", API_PATCH, API_REQ_PATCH_VM},
+        {"/logger", API_PUT, API_REQ_LOGGER},
+        {"/metrics", API_PUT, API_REQ_METRICS},
+        {"/serial", API_PUT, API_REQ_SERIAL},
+};
+
+/* Firecracker endpoints whose device or feature this build does not have yet. */
+static const char *const unsupported[] = {
+        "/network-interfaces", "/vsock",   "/snapshot", "/mmds", "/balloon", "/entropy", "/pmem",
+        "/cpu-config",         "/hotplug", NULL,
+};
+
+static bool path_under(const char *path, const char *base)
+{
+    size_t n = strlen(base);
+    return !strncmp(path, base, n) && (path[n] == '\0' || path[n] == '/');
+}
+
+/* Matches path against r; *id points at the id part for id routes. */
+static bool route_match(const struct route *r, const char *path, const char **id)
+{
+    size_t n = strlen(r->path);
+
+    if (n > 1 && r->path[n - 1] == '/') {
+        if (strncmp(path, r->path, n))
+            return false;
+        *id = path + n;
+        return true;
+    }
+    return !strcmp(path, r->path);
+}
+
+int api_parse_body(enum api_kind kind, const void *obj, struct api_request *req, char *err,
+                   size_t errlen)
+{
+    req->kind = kind;
+    switch (kind) {
+    case API_REQ_PUT_MACHINE:
+    case API_REQ_PATCH_MACHINE:
+        return body_machine(obj, kind == API_REQ_PATCH_MACHINE, &req->u.machine, err, errlen);
+    case API_REQ_BOOT_SOURCE:
+        return body_boot_source(obj, &req->u.boot, err, errlen);
+    case API_REQ_PUT_DRIVE:
+    case API_REQ_PATCH_DRIVE:
+        return body_drive(obj, kind == API_REQ_PATCH_DRIVE, &req->u.drive, err, errlen);
+    case API_REQ_ACTION:
+        return body_action(obj, &req->u.action, err, errlen);
+    case API_REQ_PATCH_VM:
+        return body_vm_state(obj, &req->u.pause, err, errlen);
+    case API_REQ_LOGGER:
+        return body_logger(obj, &req->u.logger, err, errlen);
+    case API_REQ_METRICS:
+        return body_metrics(obj, &req->u.metrics, err, errlen);
+    case API_REQ_SERIAL:
+        return body_serial(obj, &req->u.serial, err, errlen);
+    default:
+        return 0;
+    }
+}
+
+int api_route(const char *method, const char *path, const char *body, size_t len,
+              struct api_request *req, char *err, size_t errlen)
+{
+    enum api_method m = api_method_parse(method);
+    const struct route *r = NULL;
+    const char *id = NULL;
+    json_error_t jerr;
+    int ret;
+
+    memset(req, 0, sizeof(*req));
+    if (!method || !path)
+        return snprintf(err, errlen, "Invalid request."), -EINVAL;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]) && !r; i++)
+        if (routes[i].method == m && route_match(&routes[i], path, &id))
+            r = &routes[i];
+    if (!r) {
+        for (const char *const *u = unsupported; *u; u++)
+            if (path_under(path, *u))
+                return snprintf(err, errlen,
+                                "The %s API (%.64s) is not supported by this build of ember.",
+                                *u + 1, path),
+                       -EINVAL;
+        return snprintf(err, errlen, "Invalid request method and/or path: %.16s %.128s.", method,
+                        path),
+               -EINVAL;
+    }
+    if (id && !api_id_valid(id))
+        return snprintf(err, errlen,
+                        "API Resource IDs can only contain alphanumeric characters and "
+                        "underscores."),
+               -EINVAL;
+    if (m == API_GET || m == API_DELETE) {
+        if (len)
+            return snprintf(err, errlen, "%s request cannot have a body.",
+                            m == API_GET ? "GET" : "DELETE"),
+                   -EINVAL;
+        req->kind = r->kind;
+        return 0;
+    }
+    if (!body || len == 0)
+        return snprintf(err, errlen, "Empty %s request.", m == API_PUT ? "PUT" : "PATCH"), -EINVAL;
+    json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!obj)
+        return snprintf(err, errlen,
+                        "An error occurred when deserializing the json body of a request: %s "
+                        "at line %d column %d.",
+                        jerr.text, jerr.line, jerr.column),
+               -EINVAL;
+    ret = api_parse_body(r->kind, obj, req, err, errlen);
+    json_decref(obj);
+    if (ret)
+        return ret;
+    if (id && strcmp(id, req->u.drive.drive_id))
+        return snprintf(err, errlen, "The id from the path does not match the id from the body!"),
+               -EINVAL;
+    return 0;
+}
+
+int api_response_json(struct api_response *resp, int status, const char *fmt, ...)
+{
+    va_list ap;
+    json_error_t jerr;
+
+    va_start(ap, fmt);
+    json_t *v = json_vpack_ex(&jerr, 0, fmt, ap);
+    va_end(ap);
+    resp->status = status;
+    resp->body = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    return resp->body ? 0 : -ENOMEM;
+}
+
+int api_response_fault(struct api_response *resp, const char *msg)
+{
+    api_response_json(resp, 400, "{s:s}", "fault_message", msg);
+    resp->status = 400;
+    return -EINVAL;
+}
+
+void api_response_free(struct api_response *resp)
+{
+    free(resp->body);
+    resp->body = NULL;
+}

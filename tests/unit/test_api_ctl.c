@@ -1,0 +1,279 @@
+/* api-socket controller: phase rules, resources checked at PUT time, GET bodies, and the
+ * --config-file path through the same controller. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "../../api-socket/api.h"
+
+static int starts, pauses, cads, flushes, loggers, metrics_calls;
+static int start_ret;
+
+static int op_start(void *o, char *err, size_t errlen)
+{
+    (void)o;
+    starts++;
+    if (start_ret)
+        snprintf(err, errlen, "start failed");
+    return start_ret;
+}
+static int op_pause(void *o, bool p, char *err, size_t errlen)
+{
+    (void)o, (void)p, (void)err, (void)errlen;
+    pauses++;
+    return 0;
+}
+static int op_cad(void *o, char *err, size_t errlen)
+{
+    (void)o, (void)err, (void)errlen;
+    cads++;
+    return 0;
+}
+static int op_flush(void *o, char *err, size_t errlen)
+{
+    (void)o, (void)err, (void)errlen;
+    flushes++;
+    return 0;
+}
+static int op_logger(void *o, const struct api_logger *l, char *err, size_t errlen)
+{
+    (void)o, (void)l, (void)err, (void)errlen;
+    loggers++;
+    return 0;
+}
+static int op_metrics(void *o, const struct api_metrics *m, char *err, size_t errlen)
+{
+    (void)o, (void)m, (void)err, (void)errlen;
+    metrics_calls++;
+    return 0;
+}
+
+static const struct api_vmm_ops ops = {op_start, op_pause, op_cad, op_flush, op_logger, op_metrics};
+static struct api_ctl ctl;
+static struct api_request req;
+static struct api_response resp;
+static char file[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    ctl_init(&ctl, "vm0", "1.2.3", &ops, NULL);
+    starts = pauses = cads = flushes = loggers = metrics_calls = start_ret = 0;
+    snprintf(file, sizeof(file), "/tmp/ember-test-api-ctl-%d", (int)getpid());
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("x", f);
+    fclose(f);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(file);
+    api_response_free(&resp);
+    return 0;
+}
+
+/* Routes and applies one request; Returns the HTTP status. */
+static int call(const char *method, const char *path, const char *body)
+{
+    char err[API_ERR_MAX];
+    api_response_free(&resp);
+    if (api_route(method, path, body, body ? strlen(body) : 0, &req, err, sizeof(err))) {
+        print_message("route: %s\n", err);
+        return -1;
+    }
+    ctl_handle(&ctl, &req, &resp);
+    return resp.status;
+}
+
+static void body_has(const char *want)
+{
+    if (!resp.body || !strstr(resp.body, want))
+        fail_msg("body \"%s\" lacks \"%s\"", resp.body ? resp.body : "(none)", want);
+}
+
+static void gets_before_boot(void **state)
+{
+    (void)state;
+    assert_int_equal(call("GET", "/", NULL), 200);
+    body_has("\"state\":\"Not started\"");
+    body_has("\"app_name\":\"Firecracker\"");
+    body_has("\"id\":\"vm0\"");
+    assert_int_equal(call("GET", "/version", NULL), 200);
+    body_has("\"firecracker_version\":\"1.2.3\"");
+    assert_int_equal(call("GET", "/machine-config", NULL), 200);
+    body_has("\"vcpu_count\":1");
+    body_has("\"mem_size_mib\":128");
+    assert_int_equal(call("GET", "/vm/config", NULL), 200);
+    body_has("\"machine-config\"");
+}
+
+static void machine_rules(void **state)
+{
+    (void)state;
+    assert_int_equal(call("PUT", "/machine-config",
+                          "{\"vcpu_count\":2,\"mem_size_mib\":256,\"track_dirty_pages\":true}"),
+                     204);
+    assert_null(resp.body);
+    assert_int_equal(call("PATCH", "/machine-config", "{\"vcpu_count\":4}"), 204);
+    assert_int_equal(call("GET", "/machine-config", NULL), 200);
+    body_has("\"vcpu_count\":4");
+    body_has("\"mem_size_mib\":256");
+    body_has("\"track_dirty_pages\":true");
+    /* PUT resets what it leaves out */
+    assert_int_equal(call("PUT", "/machine-config", "{\"vcpu_count\":1,\"mem_size_mib\":64}"), 204);
+    assert_int_equal(call("GET", "/machine-config", NULL), 200);
+    body_has("\"track_dirty_pages\":false");
+    assert_int_equal(call("PUT", "/machine-config",
+                          "{\"vcpu_count\":3,\"mem_size_mib\":64,"
+                          "\"smt\":true}"),
+                     400);
+    body_has("even number if SMT");
+    assert_int_equal(call("PUT", "/machine-config", "{\"vcpu_count\":1,\"mem_size_mib\":1}"), 400);
+    body_has("memory size");
+    assert_int_equal(call("PUT", "/machine-config",
+                          "{\"vcpu_count\":1,\"mem_size_mib\":64,\"huge_pages\":\"2M\"}"),
+                     400);
+    /* a refused call leaves the configuration alone */
+    assert_int_equal(call("GET", "/machine-config", NULL), 200);
+    body_has("\"mem_size_mib\":64");
+}
+
+static void resources_opened_at_put(void **state)
+{
+    char body[256];
+    (void)state;
+    assert_int_equal(call("PUT", "/boot-source", "{\"kernel_image_path\":\"/nonexistent/k\"}"),
+                     400);
+    body_has("kernel file cannot be opened");
+    assert_int_equal(call("PUT", "/boot-source", "{\"kernel_image_path\":\"/tmp\"}"), 400);
+    body_has("not a regular file");
+    snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\",\"initrd_path\":\"/no/i\"}", file);
+    assert_int_equal(call("PUT", "/boot-source", body), 400);
+    body_has("initrd file cannot be opened");
+    assert_false(ctl.boot_set);
+    snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\",\"boot_args\":\"a b\"}", file);
+    assert_int_equal(call("PUT", "/boot-source", body), 204);
+    assert_true(ctl.boot_set);
+    assert_int_equal(call("PUT", "/drives/r",
+                          "{\"drive_id\":\"r\",\"path_on_host\":\"/no/d\",\"is_root_device\":"
+                          "true,\"is_read_only\":true}"),
+                     400);
+    body_has("block device file cannot be opened");
+    snprintf(body, sizeof(body),
+             "{\"drive_id\":\"r\",\"path_on_host\":\"%s\",\"is_root_device\":true,"
+             "\"is_read_only\":false}",
+             file);
+    assert_int_equal(call("PUT", "/drives/r", body), 204);
+    assert_int_equal(call("PUT", "/drives/r", body), 204); /* replace */
+    assert_int_equal(ctl.ndrives, 1);
+    snprintf(body, sizeof(body),
+             "{\"drive_id\":\"s\",\"path_on_host\":\"%s\",\"is_root_device\":true,"
+             "\"is_read_only\":true}",
+             file);
+    assert_int_equal(call("PUT", "/drives/s", body), 400);
+    body_has("A root block device already exists!");
+    assert_int_equal(call("GET", "/vm/config", NULL), 200);
+    body_has("\"boot_args\":\"a b\"");
+    body_has("\"drive_id\":\"r\"");
+}
+
+static void phases(void **state)
+{
+    char body[256];
+    (void)state;
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"InstanceStart\"}"), 400);
+    body_has("without kernel configuration");
+    assert_int_equal(call("PATCH", "/vm", "{\"state\":\"Paused\"}"), 400);
+    body_has("not supported before starting");
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"FlushMetrics\"}"), 400);
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"SendCtrlAltDel\"}"), 400);
+    assert_int_equal(call("PATCH", "/drives/r", "{\"drive_id\":\"r\"}"), 400);
+    body_has("before starting");
+    assert_int_equal(call("PUT", "/logger", "{\"level\":\"Info\"}"), 204);
+    assert_int_equal(call("PUT", "/metrics", "{\"metrics_path\":\"/m\"}"), 204);
+    assert_int_equal(loggers, 1);
+    assert_int_equal(metrics_calls, 1);
+    snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\"}", file);
+    assert_int_equal(call("PUT", "/boot-source", body), 204);
+    start_ret = -EIO;
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"InstanceStart\"}"), 400);
+    body_has("start failed");
+    assert_int_equal(ctl.state, API_VM_NOT_STARTED);
+    start_ret = 0;
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"InstanceStart\"}"), 204);
+    assert_int_equal(starts, 2);
+    assert_int_equal(call("GET", "/", NULL), 200);
+    body_has("\"state\":\"Running\"");
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"InstanceStart\"}"), 400);
+    body_has("not supported after starting");
+    assert_int_equal(call("PUT", "/boot-source", body), 400);
+    assert_int_equal(call("PUT", "/machine-config", "{\"vcpu_count\":1,\"mem_size_mib\":64}"), 400);
+    assert_int_equal(call("PUT", "/logger", "{\"level\":\"Info\"}"), 400);
+    assert_int_equal(call("PUT", "/serial", "{\"serial_out_path\":\"/s\"}"), 400);
+    assert_int_equal(call("PATCH", "/vm", "{\"state\":\"Paused\"}"), 204);
+    assert_int_equal(call("GET", "/", NULL), 200);
+    body_has("\"state\":\"Paused\"");
+    assert_int_equal(call("PATCH", "/vm", "{\"state\":\"Resumed\"}"), 204);
+    assert_int_equal(pauses, 2);
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"SendCtrlAltDel\"}"), 204);
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"FlushMetrics\"}"), 204);
+    assert_int_equal(cads, 1);
+    assert_int_equal(flushes, 1);
+}
+
+static void config_file(void **state)
+{
+    char text[1024], err[API_ERR_MAX];
+    (void)state;
+    snprintf(text, sizeof(text),
+             "{\"boot-source\":{\"kernel_image_path\":\"%s\",\"boot_args\":\"x\"},"
+             "\"drives\":[{\"drive_id\":\"rootfs\",\"path_on_host\":\"%s\","
+             "\"is_root_device\":true,\"is_read_only\":true}],"
+             "\"machine-config\":{\"vcpu_count\":2,\"mem_size_mib\":64},"
+             "\"network-interfaces\":[]}",
+             file, file);
+    assert_int_equal(ctl_config_file(&ctl, text, strlen(text), err, sizeof(err)), 0);
+    assert_true(ctl.boot_set);
+    assert_int_equal(ctl.machine.vcpu_count, 2);
+    assert_int_equal(ctl.ndrives, 1);
+
+    ctl_init(&ctl, "vm0", "1", &ops, NULL);
+    const char *bad[][2] = {
+            {"{\"boot_source\":{}}", "unknown configuration section 'boot_source'"},
+            {"{\"machine-config\":{\"vcpu_count\":2}}", "machine-config: "},
+            {"{\"drives\":{}}", "must be an array"},
+            {"{\"vsock\":{\"guest_cid\":3,\"uds_path\":\"/v\"}}", "not supported"},
+            {"[]", "must be a JSON object"},
+            {"{", "invalid JSON"},
+            {"{}", "'boot-source' is required"},
+            {"{\"boot-source\":{\"kernel_image_path\":\"/no/k\"}}", "boot-source: The kernel"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_not_equal(ctl_config_file(&ctl, bad[i][0], strlen(bad[i][0]), err, sizeof(err)),
+                             0);
+        if (!strstr(err, bad[i][1]))
+            fail_msg("%s: \"%s\" lacks \"%s\"", bad[i][0], err, bad[i][1]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+            cmocka_unit_test_setup_teardown(gets_before_boot, setup, teardown),
+            cmocka_unit_test_setup_teardown(machine_rules, setup, teardown),
+            cmocka_unit_test_setup_teardown(resources_opened_at_put, setup, teardown),
+            cmocka_unit_test_setup_teardown(phases, setup, teardown),
+            cmocka_unit_test_setup_teardown(config_file, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
