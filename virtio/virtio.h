@@ -11,6 +11,19 @@
 
 #include "../vmm/vmm.h"
 
+#ifndef VM_DRIVES_MAX /* TODO(wiring): moves to vmm.h with struct vm_config's drive list */
+#define VM_DRIVES_MAX 8
+struct vm_bucket {
+    uint64_t size, one_time_burst, refill_time_ms; /* size 0 disables */
+};
+struct vm_drive {
+    char id[64];
+    char path[PATH_MAX];
+    bool root, read_only, writeback, async;
+    struct vm_bucket bw, ops;
+};
+#endif
+
 /* ---- split virtqueue (queue.c, spec 2.7) ------------------------------------------------- */
 #define VQ_MAX_SIZE 256 /* QueueNumMax, as Firecracker */
 
@@ -133,5 +146,81 @@ void vmmio_used(struct vmmio_dev *t, unsigned qi);
 void vmmio_fail(struct vmmio_dev *t);
 /* vmmio_cmdline(t, buf, len): Returns the snprintf count of " virtio_mmio.device=4K@0x…:N". */
 int vmmio_cmdline(const struct vmmio_dev *t, char *buf, size_t len);
+
+/* ---- token bucket (tbucket.c) ------------------------------------------------------------ */
+struct tbucket {
+    bool enabled;
+    int64_t size, tokens, burst;
+    uint64_t refill_ns, last_ns;
+};
+
+/* tb_init(b, cfg): a bucket as configured (size 0 or cfg NULL: disabled). */
+void tb_init(struct tbucket *b, const struct vm_bucket *cfg);
+/* tb_consume(b, n): takes n tokens. Returns 0 if taken, else the nanoseconds to wait before
+ * trying again (nothing taken). */
+uint64_t tb_consume(struct tbucket *b, uint64_t n);
+/* tb_refund(b, n): gives back n tokens taken by a request that then had to wait. */
+void tb_refund(struct tbucket *b, uint64_t n);
+
+/* ---- virtio-blk (blk.c, spec 5.2) -------------------------------------------------------- */
+#define VIRTIO_BLK_T_IN     0
+#define VIRTIO_BLK_T_OUT    1
+#define VIRTIO_BLK_T_FLUSH  4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_S_OK     0
+#define VIRTIO_BLK_S_IOERR  1
+#define VIRTIO_BLK_S_UNSUPP 2
+#define VIRTIO_BLK_ID_BYTES 20
+
+/* A parsed request: the header copied once, the data iovecs, where the status byte goes. */
+struct vblk_req {
+    uint32_t type;
+    uint64_t sector;
+    uint64_t len;    /* data bytes */
+    uint8_t *status; /* NULL: the chain has no room for a status byte */
+    unsigned niov;
+    struct iovec iov[VQ_MAX_SIZE]; /* last: parsing clears only what precedes it */
+};
+
+struct vblk;
+extern const struct virtio_dev_ops vblk_ops;
+
+/* vblk_parse(c, r): splits a chain into header, data and status byte (any layout, spec 5.2.6).
+ * Returns 0, or -EINVAL if the chain cannot hold a request (r->status set if it has one). */
+int vblk_parse(const struct vq_chain *c, struct vblk_req *r);
+/* vblk_check(r, capacity, read_only): Returns the status a well-formed request r would get
+ * before any I/O (VIRTIO_BLK_S_OK if it may go ahead). */
+uint8_t vblk_check(const struct vblk_req *r, uint64_t capacity, bool read_only);
+/* vblk_create(cfg, err, errlen): opens the backing file. Returns the device or NULL. */
+struct vblk *vblk_create(const struct vm_drive *cfg, char *err, size_t errlen);
+/* vblk_bind(b, t): the transport b answers through (before the VM runs). */
+void vblk_bind(struct vblk *b, struct vmmio_dev *t);
+/* vblk_destroy(b): closes everything (safe on NULL). */
+void vblk_destroy(struct vblk *b);
+/* vblk_fds(b, fds): the fds the event loop must watch besides the queue notifiers: the io_uring
+ * completion eventfd and the rate-limiter timer (-1 when unused). */
+void vblk_fds(const struct vblk *b, int fds[2]);
+/* vblk_event(b, which): fds[which] from vblk_fds() became readable (event loop). */
+void vblk_event(struct vblk *b, unsigned which);
+
+/* ---- the VM's device set (virtio.c) ------------------------------------------------------ */
+struct virtio_devs;
+
+/* virtio_open(drives, n, mem, err, errlen): opens every drive (root first) and sets up its
+ * transport. Returns the set, or NULL with a reason in err. */
+struct virtio_devs *virtio_open(const struct vm_drive *drives, unsigned n,
+                                const struct guest_mem *mem, char *err, size_t errlen);
+/* virtio_cmdline(v, cmdline, len): appends root= and one virtio_mmio.device= per device.
+ * Returns 0 or -ENAMETOOLONG. */
+int virtio_cmdline(const struct virtio_devs *v, char *cmdline, size_t len);
+/* virtio_attach(v, vm_fd, mmio): irqfds, ioeventfds, bus entries, the epoll set.
+ * Returns 0 or -errno. */
+int virtio_attach(struct virtio_devs *v, int vm_fd, struct bus *mmio);
+/* virtio_fd(v): Returns the epoll fd the event loop watches (-1 for no set). */
+int virtio_fd(const struct virtio_devs *v);
+/* virtio_poll(v): runs whatever is ready (event loop thread). */
+void virtio_poll(struct virtio_devs *v);
+/* virtio_destroy(v): closes everything (safe on NULL). */
+void virtio_destroy(struct virtio_devs *v);
 
 #endif

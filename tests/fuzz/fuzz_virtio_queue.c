@@ -1,4 +1,5 @@
-/* Fuzz target: the split-virtqueue walker (virtio/queue.c) over guest memory the input fills:
+/* Fuzz target: the split-virtqueue walker (virtio/queue.c) and virtio-blk request parsing
+ * (vblk_parse/vblk_check in virtio/blk.c) over guest memory the input fills:
  * the first bytes choose the queue size and ring addresses, the rest is guest RAM. Every iovec
  * handed out must lie inside the fake RAM. */
 #include <stdint.h>
@@ -22,6 +23,7 @@ static int in_ram(const struct iovec *v)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct vq_chain c;
+    static struct vblk_req r;
     struct guest_mem mem = {.nregions = 1};
     struct vq q;
     uint16_t hdr[4];
@@ -43,14 +45,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (vq_activate(&q, &mem, hdr[0] & 0x8000) != 0)
         return 0;
     for (int n = 0; n < 2 * VQ_MAX_SIZE; n++) {
-        int r = vq_pop(&q, &mem, &c);
-        if (r <= 0)
+        int got = vq_pop(&q, &mem, &c);
+        if (got <= 0)
             break;
         if (c.head >= q.size || c.niov > q.size || c.nout > c.niov)
             abort();
         for (unsigned i = 0; i < c.niov; i++)
             if (!in_ram(&c.iov[i]))
                 abort();
+        if (vblk_parse(&c, &r) == 0) {
+            uint64_t sum = 0;
+            for (unsigned i = 0; i < r.niov; i++) {
+                if (!in_ram(&r.iov[i]))
+                    abort();
+                sum += r.iov[i].iov_len;
+            }
+            if ((r.type == VIRTIO_BLK_T_IN || r.type == VIRTIO_BLK_T_OUT) && sum != r.len)
+                abort();
+            vblk_check(&r, hdr[1], hdr[2] & 1);
+        }
+        if (r.status && (r.status < ram || r.status >= ram + RAM))
+            abort();
         vq_push(&q, c.head, c.in_len);
         vq_should_notify(&q);
     }

@@ -1,0 +1,327 @@
+/* virtio-blk (virtio/blk.c) through the mmio transport over fake guest memory and a temporary
+ * backing file: request parsing, bounds, read-only, GET_ID, FLUSH, both engines; and the token
+ * bucket (virtio/tbucket.c), checked through the waits it asks for, not through time. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <poll.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "../../virtio/virtio.h"
+
+#define RAM   0x40000ULL
+#define DESC  0x1000ULL
+#define AVAIL 0x2000ULL
+#define USED  0x3000ULL
+#define HDR   0x4000ULL /* request headers, 16 bytes each */
+#define STAT  0x5000ULL /* status bytes */
+#define DATA  0x10000ULL
+#define QSIZE 16
+#define DISK  (64 * 512)
+
+static uint8_t ram[RAM] __attribute__((aligned(4096)));
+static struct guest_mem mem;
+static struct vmmio_dev t;
+static struct vblk *blk;
+static char path[64];
+static uint16_t next_avail, next_desc;
+
+static void wr(uint64_t off, uint32_t v)
+{
+    vmmio_write(&t, off, (const uint8_t *)&v, 4);
+}
+
+static uint32_t rd(uint64_t off)
+{
+    uint32_t v;
+    vmmio_read(&t, off, (uint8_t *)&v, 4);
+    return v;
+}
+
+static void start(struct vm_drive *d)
+{
+    char err[256];
+    memset(ram, 0, sizeof(ram));
+    next_avail = next_desc = 0;
+    mem = (struct guest_mem){.nregions = 1};
+    mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
+    strcpy(path, "/tmp/ember-test-blk-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    uint8_t buf[DISK];
+    for (unsigned i = 0; i < DISK; i++)
+        buf[i] = (uint8_t)(i / 512);
+    assert_int_equal(write(fd, buf, DISK), DISK);
+    close(fd);
+    snprintf(d->path, sizeof(d->path), "%s", path);
+    blk = vblk_create(d, err, sizeof(err));
+    assert_non_null(blk);
+    assert_int_equal(vmmio_init(&t, &vblk_ops, blk, &mem, 0), 0);
+    vblk_bind(blk, &t);
+    /* The driver's initialization (spec 3.1.1). */
+    wr(0x70, 1);
+    wr(0x70, 3);
+    wr(0x24, 1);
+    wr(0x20, 1);
+    wr(0x70, 0xb);
+    wr(0x30, 0);
+    wr(0x38, QSIZE);
+    wr(0x80, DESC);
+    wr(0x90, AVAIL);
+    wr(0xa0, USED);
+    wr(0x44, 1);
+    wr(0x70, 0xf);
+    assert_int_equal(rd(0x70), 0xf);
+}
+
+static int stop(void **state)
+{
+    (void)state;
+    vmmio_destroy(&t);
+    vblk_destroy(blk);
+    unlink(path);
+    return 0;
+}
+
+static uint16_t desc(uint64_t addr, uint32_t len, uint16_t flags)
+{
+    uint16_t i = next_desc++ % QSIZE;
+    uint16_t next = (uint16_t)((i + 1) % QSIZE);
+    uint8_t *d = ram + DESC + 16 * i;
+    memcpy(d, &addr, 8);
+    memcpy(d + 8, &len, 4);
+    memcpy(d + 12, &flags, 2);
+    memcpy(d + 14, &next, 2);
+    return i;
+}
+
+/* Queues one request with a 16-byte header, one data buffer and a status byte. */
+static uint16_t request(uint32_t type, uint64_t sector, uint64_t data, uint32_t len, bool write)
+{
+    uint16_t n = next_avail;
+    uint64_t hdr = HDR + 16 * (n % QSIZE);
+    memcpy(ram + hdr, &type, 4);
+    memset(ram + hdr + 4, 0, 4);
+    memcpy(ram + hdr + 8, &sector, 8);
+    ram[STAT + n % QSIZE] = 0xee;
+    uint16_t head = desc(hdr, 16, VRING_DESC_F_NEXT);
+    if (len)
+        desc(data, len, VRING_DESC_F_NEXT | (write ? 0 : VRING_DESC_F_WRITE));
+    desc(STAT + n % QSIZE, 1, VRING_DESC_F_WRITE);
+    memcpy(ram + AVAIL + 4 + 2 * (n % QSIZE), &head, 2);
+    next_avail++;
+    memcpy(ram + AVAIL + 2, &next_avail, 2);
+    return n;
+}
+
+static uint16_t used_idx(void)
+{
+    uint16_t v;
+    memcpy(&v, ram + USED + 2, 2);
+    return v;
+}
+
+/* Notifies and, for the async engine, waits (bounded) for every completion. */
+static void kick(uint16_t want)
+{
+    int fds[2];
+    vmmio_notify(&t, 0);
+    vblk_fds(blk, fds);
+    for (int tries = 0; used_idx() != want && tries < 100; tries++) {
+        struct pollfd p = {.fd = fds[0] >= 0 ? fds[0] : fds[1], .events = POLLIN};
+        if (poll(&p, 1, 100) > 0)
+            vblk_event(blk, fds[0] >= 0 ? 0 : 1);
+    }
+    assert_int_equal(used_idx(), want);
+}
+
+static uint8_t status(uint16_t n)
+{
+    return ram[STAT + n % QSIZE];
+}
+
+static void file_bytes(uint64_t off, uint8_t *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, len, (off_t)off), (ssize_t)len);
+    close(fd);
+}
+
+static void read_write(bool async)
+{
+    struct vm_drive d = {.id = "d", .async = async, .writeback = true};
+    start(&d);
+    uint8_t cap[8];
+    vmmio_read(&t, 0x100, cap, 8);
+    uint64_t c;
+    memcpy(&c, cap, 8);
+    assert_int_equal(c, DISK / 512);
+    /* Read sectors 3..4. */
+    uint16_t r = request(VIRTIO_BLK_T_IN, 3, DATA, 1024, false);
+    kick(1);
+    assert_int_equal(status(r), VIRTIO_BLK_S_OK);
+    assert_int_equal(ram[DATA], 3);
+    assert_int_equal(ram[DATA + 1023], 4);
+    uint32_t len;
+    memcpy(&len, ram + USED + 8, 4);
+    assert_int_equal(len, 1025);
+    /* Write sector 7. */
+    memset(ram + DATA, 0xab, 512);
+    r = request(VIRTIO_BLK_T_OUT, 7, DATA, 512, true);
+    uint16_t f = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    kick(3);
+    assert_int_equal(status(r), VIRTIO_BLK_S_OK);
+    assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+    uint8_t buf[514];
+    file_bytes(7 * 512 - 1, buf, sizeof(buf));
+    assert_int_equal(buf[0], 6);
+    assert_int_equal(buf[1], 0xab);
+    assert_int_equal(buf[512], 0xab);
+    assert_int_equal(buf[513], 8);
+    /* Past the end, not a sector multiple, unknown type. */
+    uint16_t e1 = request(VIRTIO_BLK_T_IN, DISK / 512 - 1, DATA, 1024, false);
+    uint16_t e2 = request(VIRTIO_BLK_T_OUT, 0, DATA, 100, true);
+    uint16_t e3 = request(99, 0, 0, 0, false);
+    uint16_t e4 = request(VIRTIO_BLK_T_IN, UINT64_MAX, DATA, 512, false);
+    kick(7);
+    assert_int_equal(status(e1), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(status(e2), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(status(e3), VIRTIO_BLK_S_UNSUPP);
+    assert_int_equal(status(e4), VIRTIO_BLK_S_IOERR);
+    /* GET_ID: 20 bytes, not NUL-terminated when full. */
+    memset(ram + DATA, 0, 32);
+    uint16_t g = request(VIRTIO_BLK_T_GET_ID, 0, DATA, 20, false);
+    kick(8);
+    assert_int_equal(status(g), VIRTIO_BLK_S_OK);
+    assert_true(ram[DATA] >= '0' && ram[DATA] <= '9');
+    assert_int_equal(rd(0x70), 0xf);
+}
+
+static void sync_engine(void **state)
+{
+    (void)state;
+    read_write(false);
+}
+
+static void async_engine(void **state)
+{
+    (void)state;
+    read_write(true);
+}
+
+static void read_only(void **state)
+{
+    (void)state;
+    struct vm_drive d = {.id = "ro", .read_only = true};
+    start(&d);
+    wr(0x14, 0);
+    assert_true(rd(0x10) & (1u << 5));  /* VIRTIO_BLK_F_RO */
+    assert_false(rd(0x10) & (1u << 9)); /* no FLUSH without Writeback */
+    memset(ram + DATA, 0xcd, 512);
+    uint16_t r = request(VIRTIO_BLK_T_OUT, 1, DATA, 512, true);
+    kick(1);
+    assert_int_equal(status(r), VIRTIO_BLK_S_IOERR);
+    uint8_t b;
+    file_bytes(512, &b, 1);
+    assert_int_equal(b, 1);
+}
+
+static void short_chains_get_no_status(void **state)
+{
+    (void)state;
+    struct vm_drive d = {.id = "s"};
+    start(&d);
+    /* A header-only chain has no status byte: returned with length 0, device still fine. */
+    uint16_t head = desc(HDR, 16, 0);
+    memcpy(ram + AVAIL + 4, &head, 2);
+    next_avail = 1;
+    memcpy(ram + AVAIL + 2, &next_avail, 2);
+    kick(1);
+    uint32_t len;
+    memcpy(&len, ram + USED + 8, 4);
+    assert_int_equal(len, 0);
+    assert_int_equal(rd(0x70), 0xf);
+    /* A malformed ring: NEEDS_RESET. */
+    next_avail = 200;
+    memcpy(ram + AVAIL + 2, &next_avail, 2);
+    vmmio_notify(&t, 0);
+    assert_int_equal(rd(0x70), 0x4f);
+}
+
+static void parse_any_layout(void **state)
+{
+    (void)state;
+    static struct vq_chain c;
+    static struct vblk_req r;
+    uint8_t hdr[16] = {1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0};
+    uint8_t body[1040], st = 0xee;
+    memcpy(body, hdr + 5, 11); /* header split 5 + 11, then 1024 bytes of data */
+    c.niov = 3;
+    c.nout = 2;
+    c.iov[0] = (struct iovec){hdr, 5};
+    c.iov[1] = (struct iovec){body, 11 + 1024};
+    c.iov[2] = (struct iovec){&st, 1};
+    c.out_len = 1040;
+    c.in_len = 1;
+    assert_int_equal(vblk_parse(&c, &r), 0);
+    assert_int_equal(r.type, VIRTIO_BLK_T_OUT);
+    assert_int_equal(r.sector, 9);
+    assert_int_equal(r.len, 1024);
+    assert_int_equal(r.niov, 1);
+    assert_ptr_equal(r.iov[0].iov_base, body + 11);
+    assert_ptr_equal(r.status, &st);
+    assert_int_equal(vblk_check(&r, 10, false), VIRTIO_BLK_S_IOERR); /* 9 + 2 > 10 */
+    assert_int_equal(vblk_check(&r, 11, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(vblk_check(&r, 11, true), VIRTIO_BLK_S_IOERR);
+    c.out_len = 15;
+    assert_int_equal(vblk_parse(&c, &r), -EINVAL);
+    /* No device-writable byte: no status pointer, even after a request that had one. */
+    c.out_len = 1040;
+    c.niov = c.nout = 2;
+    c.in_len = 0;
+    assert_int_equal(vblk_parse(&c, &r), -EINVAL);
+    assert_null(r.status);
+}
+
+static void token_bucket(void **state)
+{
+    (void)state;
+    struct tbucket b;
+    struct vm_bucket cfg = {.size = 1000, .refill_time_ms = 1000, .one_time_burst = 500};
+    tb_init(&b, NULL);
+    assert_int_equal(tb_consume(&b, 1ULL << 40), 0); /* disabled */
+    tb_init(&b, &cfg);
+    assert_int_equal(tb_consume(&b, 500), 0);  /* the burst */
+    assert_int_equal(tb_consume(&b, 1000), 0); /* the bucket */
+    uint64_t wait = tb_consume(&b, 500);
+    /* 500 tokens at 1000 per second: about half a second (less what already refilled). */
+    assert_true(wait > 400000000ULL && wait <= 500000000ULL);
+    tb_refund(&b, 1000);
+    assert_int_equal(tb_consume(&b, 500), 0);
+    /* A request larger than the bucket goes through a full bucket and leaves a debt. */
+    tb_init(&b, &(struct vm_bucket){.size = 100, .refill_time_ms = 100});
+    assert_int_equal(tb_consume(&b, 1000), 0);
+    wait = tb_consume(&b, 1);
+    assert_true(wait > 800000000ULL && wait <= 910000000ULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+            cmocka_unit_test_teardown(sync_engine, stop),
+            cmocka_unit_test_teardown(async_engine, stop),
+            cmocka_unit_test_teardown(read_only, stop),
+            cmocka_unit_test_teardown(short_chains_get_no_status, stop),
+            cmocka_unit_test(parse_any_layout),
+            cmocka_unit_test(token_bucket),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,77 @@
+/* Token buckets for the rate limiter (as Firecracker's: size tokens refilled over
+ * refill_time_ms, plus a one-time burst spent first). A request larger than the bucket is let
+ * through when the bucket is full and leaves it in debt, so the long-run rate stays exact and no
+ * request is ever dropped. */
+#include <errno.h>
+#include <string.h>
+
+#include "virtio.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void tb_init(struct tbucket *b, const struct vm_bucket *cfg)
+{
+    memset(b, 0, sizeof(*b));
+    if (!cfg || cfg->size == 0 || cfg->refill_time_ms == 0)
+        return; /* zero disables */
+    b->enabled = true;
+    b->size = cfg->size > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)cfg->size;
+    b->refill_ns = cfg->refill_time_ms * 1000000ULL;
+    b->tokens = b->size;
+    b->burst = cfg->one_time_burst > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)cfg->one_time_burst;
+    b->last_ns = now_ns();
+}
+
+static void refill(struct tbucket *b, uint64_t now)
+{
+    uint64_t dt = now - b->last_ns;
+    /* tokens += size * dt / refill_ns, without overflow and without losing fractions. */
+    unsigned __int128 add = (unsigned __int128)b->size * dt / b->refill_ns;
+    if (add == 0)
+        return;
+    uint64_t used_ns = (uint64_t)((unsigned __int128)add * b->refill_ns / (uint64_t)b->size);
+    b->last_ns += used_ns;
+    if (add >= (unsigned __int128)(b->size - b->tokens)) {
+        b->tokens = b->size;
+        b->last_ns = now;
+    } else {
+        b->tokens += (int64_t)add;
+    }
+}
+
+uint64_t tb_consume(struct tbucket *b, uint64_t n)
+{
+    if (!b->enabled || n == 0)
+        return 0;
+    uint64_t now = now_ns();
+    refill(b, now);
+    int64_t want = n > (uint64_t)INT64_MAX / 4 ? INT64_MAX / 4 : (int64_t)n;
+    if (b->burst > 0) { /* the one-time burst goes first */
+        int64_t take = want < b->burst ? want : b->burst;
+        b->burst -= take;
+        want -= take;
+        if (want == 0)
+            return 0;
+    }
+    /* Enough tokens, or a full bucket for a request bigger than the bucket. */
+    int64_t need = want < b->size ? want : b->size;
+    if (b->tokens >= need) {
+        b->tokens -= want;
+        return 0;
+    }
+    /* Time until the bucket holds need tokens. */
+    uint64_t missing = (uint64_t)(need - b->tokens);
+    uint64_t wait = (uint64_t)((unsigned __int128)missing * b->refill_ns / (uint64_t)b->size);
+    return wait ? wait : 1;
+}
+
+void tb_refund(struct tbucket *b, uint64_t n)
+{
+    if (b->enabled)
+        b->tokens += n > (uint64_t)b->size ? b->size : (int64_t)n;
+}
