@@ -8,3 +8,12 @@ UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/queue.c vmm/memory.c vmm/log
 UNIT_DEPS_test_virtio_blk   := virtio/blk.c virtio/tbucket.c virtio/mmio.c virtio/queue.c \
 	vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_blk   := -luring
+
+# A guest-side probe (static) that hands a virtio-blk device hostile queues through /dev/mem;
+# the integration tests copy it onto a drive image.
+VQ_CORRUPT := $(BUILD)/tests/guest/vq_corrupt
+TEST_PROGRAMS += $(VQ_CORRUPT)
+$(VQ_CORRUPT): tests/guest/vq_corrupt.c virtio/module.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
+UNIT_DEPS_test_virtio_drive := virtio/drive.c vmm/log.c

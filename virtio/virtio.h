@@ -203,6 +203,11 @@ void vblk_fds(const struct vblk *b, int fds[2]);
 /* vblk_event(b, which): fds[which] from vblk_fds() became readable (event loop). */
 void vblk_event(struct vblk *b, unsigned which);
 
+/* ---- drive options (drive.c) ------------------------------------------------------------- */
+/* drive_parse(d, spec, root, err, errlen): fills d from a --drive spec, or from a --rootfs path
+ * when root. Returns 0, or -EINVAL with a reason in err. */
+int drive_parse(struct vm_drive *d, const char *spec, bool root, char *err, size_t errlen);
+
 /* ---- the VM's device set (virtio.c) ------------------------------------------------------ */
 struct virtio_devs;
 
