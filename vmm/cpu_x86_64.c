@@ -156,31 +156,18 @@ static int setup_cpuid(struct vm *vm, struct vcpu *vcpu)
 
 int cpu_setup(struct vm *vm, struct vcpu *vcpu)
 {
-    static const char *const step[] = {"CPUID", "MSRs", "special registers", "registers",
-                                       "FPU/LAPIC"};
-    int ret = 0;
-    unsigned i;
+    const char *step = "CPUID";
+    int ret = setup_cpuid(vm, vcpu);
 
-    for (i = 0; i < 5 && !ret; i++) {
-        switch (i) {
-        case 0:
-            ret = setup_cpuid(vm, vcpu);
-            break;
-        case 1:
-            ret = setup_msrs(vcpu);
-            break;
-        case 2:
-            ret = setup_sregs(vm, vcpu);
-            break;
-        case 3:
-            ret = setup_regs(vm, vcpu);
-            break;
-        default:
-            ret = setup_fpu_lapic(vcpu);
-            break;
-        }
-    }
+    if (!ret && (ret = setup_msrs(vcpu)))
+        step = "MSRs";
+    if (!ret && (ret = setup_sregs(vm, vcpu)))
+        step = "special registers";
+    if (!ret && (ret = setup_regs(vm, vcpu)))
+        step = "registers";
+    if (!ret && (ret = setup_fpu_lapic(vcpu)))
+        step = "FPU/LAPIC";
     if (ret)
-        log_err("vCPU %u: setting up %s failed: %s", vcpu->index, step[i - 1], strerror(-ret));
+        log_err("vCPU %u: setting up %s failed: %s", vcpu->index, step, strerror(-ret));
     return ret;
 }
