@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -165,7 +166,29 @@ struct api_vmm_ops {
     int (*metrics)(void *opaque, const struct api_metrics *m, char *err, size_t errlen);
 };
 
-struct api_metrics_counters;
+/* ---- metrics (metrics.c): Firecracker's key names for what ember has ---------------------- */
+enum metric_id {
+#define METRIC(id, section, name, counter) id,
+#include "metrics.def"
+#undef METRIC
+    M_COUNT
+};
+
+struct api_metrics_counters {
+    _Atomic uint64_t v[M_COUNT]; /* bumped from any thread */
+    uint64_t flushed[M_COUNT];   /* counters: value at the last flush (VMM thread) */
+};
+
+/* metrics_add(m, id, n): adds n to a counter (or sets a store metric with metrics_set). */
+void metrics_add(struct api_metrics_counters *m, enum metric_id id, uint64_t n);
+void metrics_set(struct api_metrics_counters *m, enum metric_id id, uint64_t v);
+/* metrics_count_request(m, req, failed): counts one API request as Firecracker does. */
+void metrics_count_request(struct api_metrics_counters *m, const struct api_request *req,
+                           bool failed);
+/* metrics_flush(m, fd, id, props): writes one JSON line (counters as deltas since the last
+ * flush); id is emitted when non-NULL, props (a JSON object text) when non-empty.
+ * Returns 0 or -errno. */
+int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const char *props);
 
 /* The configuration as the API, --config-file and `ember run` build it. */
 struct api_ctl {
@@ -198,12 +221,32 @@ char *ctl_vm_config_json(const struct api_ctl *c);
  * the caller then sends InstanceStart. Returns 0 or -errno with a reason in err. */
 int ctl_config_file(struct api_ctl *c, const char *text, size_t len, char *err, size_t errlen);
 
+/* ---- the firecracker command line (args.c) ----------------------------------------------- */
+#define API_SOCK_DEFAULT        "/run/firecracker.socket"
+#define API_INSTANCE_ID_DEFAULT "anonymous-instance"
+
+struct api_args {
+    const char *api_sock, *id, *config_file, *log_path, *metrics_path, *seccomp_filter;
+    bool no_api, boot_timer, show_level, show_log_origin, no_seccomp;
+    bool has_level;
+    enum api_log_level level;
+    size_t max_payload;
+    uint64_t start_time_us, start_time_cpu_us, parent_cpu_time_us;
+    bool has_start_time_us, has_start_time_cpu_us, has_parent_cpu_time_us;
+};
+
+/* args_parse(a, argc, argv, err, errlen): parses Firecracker's flags (argv[0] is the program).
+ * Returns 0, 1 for --help, 2 for --version, or -EINVAL with a reason in err (exit 153). */
+int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errlen);
+/* args_usage(out): prints the usage text to a FILE *. */
+void args_usage(void *out);
+
 /* ---- the HTTP server (http.c): the API thread ------------------------------------------ */
 struct MHD_Daemon;
 
-/* api_log_fn(level, fmt, ...): where the server writes its log lines. */
-typedef void (*api_log_fn)(enum api_log_level level, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
+/* api_log_fn(level, file, line, fmt, ...): where the server writes its log lines. */
+typedef void (*api_log_fn)(enum api_log_level level, const char *file, int line, const char *fmt,
+                           ...) __attribute__((format(printf, 4, 5)));
 
 struct api_server {
     struct MHD_Daemon *daemon;

@@ -260,6 +260,7 @@ int ctl_handle(struct api_ctl *c, const struct api_request *req, struct api_resp
     resp->status = 500;
     resp->body = NULL;
     int ret = dispatch(c, req, resp, err, sizeof(err));
+    metrics_count_request(c->counters, req, ret != 0);
     if (ret) {
         api_response_free(resp);
         if (!err[0])

@@ -1,11 +1,14 @@
 # api-socket/: Firecracker's HTTP API on a Unix socket (libmicrohttpd + jansson).
 # The sources are linked into build/ember by vmm/module.mk (EMBER_SRCS); here: their tests.
-API_PURE_SRCS := api-socket/routes.c api-socket/bodies.c
+API_PURE_SRCS := api-socket/routes.c api-socket/bodies.c api-socket/ctl.c api-socket/config.c \
+	api-socket/metrics.c
 
 UNIT_DEPS_test_api_routes := $(API_PURE_SRCS)
 UNIT_LIBS_test_api_routes := -ljansson
-UNIT_DEPS_test_api_ctl    := $(API_PURE_SRCS) api-socket/ctl.c api-socket/config.c
+UNIT_DEPS_test_api_ctl    := $(API_PURE_SRCS)
 UNIT_LIBS_test_api_ctl    := -ljansson
+UNIT_DEPS_test_api_args   := $(API_PURE_SRCS) api-socket/args.c
+UNIT_LIBS_test_api_args   := -ljansson
 
-FUZZ_DEPS_fuzz_api_routes := $(API_PURE_SRCS) api-socket/ctl.c api-socket/config.c
+FUZZ_DEPS_fuzz_api_routes := $(API_PURE_SRCS)
 FUZZ_LIBS_fuzz_api_routes := -ljansson

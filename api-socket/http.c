@@ -1,0 +1,328 @@
+/* The HTTP server: libmicrohttpd on the Unix socket, on its one internal thread (the API
+ * thread). Each request is routed and validated here, then handed to the VMM thread through a
+ * one-slot mailbox + eventfd; the API thread waits for the typed response and writes it, so
+ * requests are processed one at a time, in order. */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "api.h"
+
+#define API_CONN_LIMIT 64 /* Firecracker allows 10; more costs nothing here */
+#define BODY_LOG_MAX   256
+
+/* A log line with its origin, when the server has a logger. */
+#define SLOG(s, level, ...)                                   \
+    do {                                                      \
+        if ((s)->log)                                         \
+            (s)->log(level, __FILE__, __LINE__, __VA_ARGS__); \
+    } while (0)
+
+/* What the API thread keeps per HTTP request while the body arrives. */
+struct upload {
+    char *buf;
+    size_t len;
+    bool too_big;
+    uint64_t length_hdr;
+};
+
+static void logf_cb(void *cls, const char *fmt, va_list ap)
+{
+    struct api_server *s = cls;
+    char line[256];
+
+    vsnprintf(line, sizeof(line), fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    if (s->log)
+        SLOG(s, API_LOG_DEBUG, "libmicrohttpd: %s", line);
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *conn, int status, char *body)
+{
+    struct MHD_Response *r;
+
+    if (body)
+        r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    else
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Server", "Firecracker API");
+    if (body)
+        MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_fault(struct MHD_Connection *conn, const char *msg)
+{
+    struct api_response resp = {0};
+    api_response_fault(&resp, msg);
+    return send_json(conn, 400, resp.body);
+}
+
+/* Hands req to the VMM thread and waits for its response (API thread). */
+static int hand_off(struct api_server *s, struct api_request *req, struct api_response *resp)
+{
+    uint64_t one = 1;
+
+    pthread_mutex_lock(&s->lock);
+    s->pending = req;
+    s->has_resp = false;
+    if (write(s->req_fd, &one, sizeof(one)) != sizeof(one)) {
+        s->pending = NULL;
+        pthread_mutex_unlock(&s->lock);
+        return -EIO;
+    }
+    while (!s->has_resp && !s->stopping)
+        pthread_cond_wait(&s->cond, &s->lock);
+    int ret = s->has_resp ? 0 : -ESHUTDOWN;
+    if (s->has_resp)
+        *resp = s->resp;
+    s->pending = NULL;
+    s->has_resp = false;
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static void log_request(struct api_server *s, const char *method, const char *url,
+                        const struct upload *u)
+{
+    if (!s->log)
+        return;
+    if (u->len)
+        SLOG(s, API_LOG_INFO,
+             "The API server received a %s request on \"%.128s\" with body \"%.*s\".",
+             api_method_name(api_method_parse(method)), url,
+             (int)(u->len > BODY_LOG_MAX ? BODY_LOG_MAX : u->len), u->buf);
+    else
+        SLOG(s, API_LOG_INFO, "The API server received a %s request on \"%.128s\".",
+             api_method_name(api_method_parse(method)), url);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct api_server *s = cls;
+    struct upload *u = *con_cls;
+    char err[API_ERR_MAX];
+    static __thread bool named;
+    (void)version;
+
+    if (!named) { /* the API thread, as Firecracker names it in log lines */
+        pthread_setname_np(pthread_self(), "fc_api");
+        named = true;
+    }
+    if (!u) { /* headers are in: check the announced size before any 100 Continue */
+        u = calloc(1, sizeof(*u));
+        if (!u)
+            return MHD_NO;
+        *con_cls = u;
+        const char *cl =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            errno = 0;
+            u->length_hdr = strtoull(cl, &end, 10);
+            if (errno || *end)
+                u->length_hdr = UINT64_MAX;
+        }
+        if (u->length_hdr > s->max_payload) {
+            snprintf(err, sizeof(err),
+                     "Request payload with size %llu is larger than the limit of %zu allowed by "
+                     "server.",
+                     (unsigned long long)u->length_hdr, s->max_payload);
+            return send_fault(conn, err);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) { /* a piece of the body */
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (u->too_big || u->len + n > s->max_payload) {
+            u->too_big = true;
+            return MHD_YES;
+        }
+        char *grown = realloc(u->buf, u->len + n + 1);
+        if (!grown)
+            return MHD_NO;
+        u->buf = grown;
+        memcpy(u->buf + u->len, upload_data, n);
+        u->len += n;
+        u->buf[u->len] = '\0';
+        return MHD_YES;
+    }
+    if (u->too_big) {
+        snprintf(err, sizeof(err),
+                 "Request payload is larger than the limit of %zu allowed by server.",
+                 s->max_payload);
+        return send_fault(conn, err);
+    }
+
+    /* The whole request is in: route, validate, hand over. */
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    log_request(s, method, url, u);
+    struct api_request *req = malloc(sizeof(*req));
+    if (!req)
+        return MHD_NO;
+    struct api_response resp = {0};
+    int ret = api_route(method, url, u->buf, u->len, req, err, sizeof(err));
+    if (!ret)
+        ret = hand_off(s, req, &resp);
+    else if (ret == -EINVAL)
+        api_response_fault(&resp, err);
+    free(req);
+    if (ret && ret != -EINVAL) {
+        snprintf(err, sizeof(err), "Internal error: %s", strerror(-ret));
+        api_response_fault(&resp, err);
+    }
+    if (s->log) {
+        if (resp.status >= 400)
+            SLOG(s, API_LOG_ERROR, "Received Error. Status code: 400 Bad Request. Message: %s",
+                 resp.body ? resp.body : "");
+        else if (resp.status == 204)
+            SLOG(s, API_LOG_INFO,
+                 "The request was executed successfully. Status code: 204 No Content.");
+        else
+            SLOG(s, API_LOG_INFO, "The request was executed successfully. Status code: 200 OK.");
+    }
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    s->last_latency_us =
+            (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)) / 1000;
+    return send_json(conn, resp.status, resp.body);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct upload *u = *con_cls;
+    (void)cls, (void)conn, (void)toe;
+
+    if (u) {
+        free(u->buf);
+        free(u);
+        *con_cls = NULL;
+    }
+}
+
+/* Creates the socket: fails if the path exists (as Firecracker), mode 0600. */
+static int listen_unix(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (strlen(path) >= sizeof(addr.sun_path))
+        return snprintf(err, errlen, "API socket path is too long (%zu bytes, at most %zu): %s",
+                        strlen(path), sizeof(addr.sun_path) - 1, path),
+               -ENAMETOOLONG;
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return snprintf(err, errlen, "cannot create the API socket: %s", strerror(errno)), -errno;
+    mode_t old = umask(0177); /* the socket file is created 0600 */
+    int r = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    int e = errno;
+    umask(old);
+    if (r < 0) {
+        close(fd);
+        snprintf(err, errlen, "Failed to open the API socket at %s: %s%s", path, strerror(e),
+                 e == EADDRINUSE ? " (remove the stale socket file first)" : "");
+        return -e;
+    }
+    if (listen(fd, 64) < 0) {
+        e = errno;
+        close(fd);
+        unlink(path);
+        return snprintf(err, errlen, "cannot listen on the API socket: %s", strerror(e)), -e;
+    }
+    return fd;
+}
+
+int api_server_start(struct api_server *s, const char *path, size_t max_payload, char *err,
+                     size_t errlen)
+{
+    int ret;
+
+    s->listen_fd = s->req_fd = -1;
+    s->max_payload = max_payload;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->req_fd < 0)
+        return snprintf(err, errlen, "eventfd: %s", strerror(errno)), -errno;
+    ret = listen_unix(path, err, errlen);
+    if (ret < 0)
+        return ret;
+    s->listen_fd = ret;
+    snprintf(s->path, sizeof(s->path), "%s", path);
+    s->daemon = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                    MHD_USE_SUPPRESS_DATE_NO_CLOCK,
+            0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, logf_cb, s,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
+    if (!s->daemon) {
+        unlink(s->path);
+        return snprintf(err, errlen, "cannot start the HTTP server on %s", path), -EIO;
+    }
+    return 0;
+}
+
+int api_server_serve(struct api_server *s, struct api_ctl *c)
+{
+    uint64_t v;
+    struct api_response resp;
+
+    if (read(s->req_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        return -errno;
+    pthread_mutex_lock(&s->lock);
+    struct api_request *req = s->pending;
+    pthread_mutex_unlock(&s->lock);
+    if (!req)
+        return 0;
+    int ret = ctl_handle(c, req, &resp);
+    pthread_mutex_lock(&s->lock);
+    s->resp = resp;
+    s->has_resp = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+void api_server_stop(struct api_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (s->daemon) { /* MHD closes the listening socket it was given */
+        MHD_stop_daemon(s->daemon);
+        s->listen_fd = -1;
+    }
+    s->daemon = NULL;
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    if (s->path[0])
+        unlink(s->path);
+    if (s->req_fd >= 0)
+        close(s->req_fd);
+    s->listen_fd = s->req_fd = -1;
+}
