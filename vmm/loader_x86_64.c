@@ -110,6 +110,7 @@ static int load_elf(const struct guest_mem *mem, int fd, uint64_t size, struct b
             return errf(err, errlen, -EINVAL,
                         "ELF segment %u [0x%llx, +0x%llx) is outside guest RAM or in the MMIO hole",
                         i, (unsigned long long)pa, (unsigned long long)memsz);
+        gm_prefault(mem, pa, filesz);
         ret = img_read(fd, size, ph[i].p_offset, dst, filesz);
         if (ret < 0)
             return errf(err, errlen, -EINVAL, "ELF segment %u lies outside the file", i);
@@ -178,6 +179,7 @@ static int load_bzimage(const struct guest_mem *mem, int fd, uint64_t size, stru
         return errf(err, errlen, -EINVAL,
                     "bzImage needs [0x%llx, +%llu MiB) which is not in guest RAM",
                     (unsigned long long)load, (unsigned long long)(need >> 20) + 1);
+    gm_prefault(mem, load, payload);
     if (img_read(fd, size, setup_size, dst, payload) < 0)
         return errf(err, errlen, -EIO, "cannot read the bzImage payload");
 
@@ -237,6 +239,7 @@ int loader_load_initrd(const struct guest_mem *mem, int fd, uint64_t size, struc
     uint8_t *dst = gm_ptr(mem, addr, size);
     if (!dst)
         return errf(err, errlen, -EFAULT, "initrd does not fit in guest RAM");
+    gm_prefault(mem, addr, size);
     if (img_read(fd, size, 0, dst, size) < 0)
         return errf(err, errlen, -EIO, "cannot read the initrd");
     bi->initrd_addr = addr;

@@ -96,6 +96,9 @@ void *gm_ptr(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 /* gm_write(mem, gpa, src, len) / gm_read(...): Returns 0 or -EFAULT. */
 int gm_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len);
 int gm_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len);
+/* gm_prefault(mem, gpa, len): populates the pages of a range about to be written in bulk (the
+ * kernel and initrd images), which is much cheaper than faulting them one by one. */
+void gm_prefault(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 /* gm_low_end(mem): Returns the end GPA of the RAM below the MMIO hole. */
 uint64_t gm_low_end(const struct guest_mem *mem);
 
