@@ -15,10 +15,14 @@
 
 #include "virtio.h"
 
-#define SECTOR             512
-#define VIRTIO_BLK_F_RO    5
-#define VIRTIO_BLK_F_FLUSH 9
-#define RING_ENTRIES       VQ_MAX_SIZE
+#define SECTOR               512
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_RO      5
+#define VIRTIO_BLK_F_FLUSH   9
+#define RING_ENTRIES         VQ_MAX_SIZE
+/* Data segments per request (config seg_max): a 1 MiB request is then one chain, not one per
+ * page, and with the header and status byte it still fits a 128-entry queue (as QEMU). */
+#define SEG_MAX 126
 
 struct slot {
     uint16_t head;
@@ -144,7 +148,8 @@ uint8_t vblk_check(const struct vblk_req *r, uint64_t capacity, bool read_only)
 static uint64_t features(void *dev)
 {
     const struct vblk *b = dev;
-    uint64_t f = 1ULL << VIRTIO_F_VERSION_1 | 1ULL << VIRTIO_F_RING_EVENT_IDX;
+    uint64_t f = 1ULL << VIRTIO_F_VERSION_1 | 1ULL << VIRTIO_F_RING_EVENT_IDX |
+                 1ULL << VIRTIO_BLK_F_SEG_MAX;
     if (b->cfg.read_only)
         f |= 1ULL << VIRTIO_BLK_F_RO;
     if (b->cfg.writeback)
@@ -152,12 +157,14 @@ static uint64_t features(void *dev)
     return f;
 }
 
-/* Config space (spec 5.2.4): only capacity, in 512-byte sectors. */
+/* Config space (spec 5.2.4): capacity in 512-byte sectors, size_max (not offered), seg_max. */
 static void config_read(void *dev, uint64_t off, uint8_t *data, uint32_t len)
 {
     const struct vblk *b = dev;
-    uint8_t cfg[8];
-    memcpy(cfg, &b->capacity, sizeof(cfg));
+    uint8_t cfg[16] = {0};
+    uint32_t seg_max = SEG_MAX;
+    memcpy(cfg, &b->capacity, 8);
+    memcpy(cfg + 12, &seg_max, 4);
     if (off < sizeof(cfg) && len <= sizeof(cfg) - off)
         memcpy(data, cfg + off, len);
 }

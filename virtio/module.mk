@@ -17,3 +17,10 @@ $(VQ_CORRUPT): tests/guest/vq_corrupt.c virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
 UNIT_DEPS_test_virtio_drive := virtio/drive.c vmm/log.c
+
+# blkbench: a static guest-side block benchmark (tests/bench, `make bench-blk`).
+BLKBENCH := $(BUILD)/tests/guest/blkbench
+TEST_PROGRAMS += $(BLKBENCH)
+$(BLKBENCH): tests/guest/blkbench.c virtio/module.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<

@@ -133,10 +133,10 @@ static int hostile(const char *name, void (*build)(void))
     }
     build();
     uint32_t s = wait_status(0x40);
-    uint32_t isr = reg_read(0x60);
-    printf("vq_corrupt: %s status=0x%x isr=0x%x\n", name, s, isr);
-    reg_write(0x64, isr);
-    return (s & 0x40) && (isr & 2) ? 0 : -1;
+    /* The guest kernel's handler for this GSI acknowledges the config interrupt itself, so
+     * only NEEDS_RESET is checked here (the interrupt is checked by the unit tests). */
+    printf("vq_corrupt: %s status=0x%x\n", name, s);
+    return s & 0x40 ? 0 : -1;
 }
 
 static void loop_chain(void)

@@ -164,6 +164,9 @@ static void read_write(bool async)
     uint64_t c;
     memcpy(&c, cap, 8);
     assert_int_equal(c, DISK / 512);
+    uint32_t seg_max;
+    vmmio_read(&t, 0x10c, (uint8_t *)&seg_max, 4);
+    assert_int_equal(seg_max, 126);
     /* Read sectors 3..4. */
     uint16_t r = request(VIRTIO_BLK_T_IN, 3, DATA, 1024, false);
     kick(1);
