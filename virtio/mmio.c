@@ -216,6 +216,13 @@ void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
     struct vmmio_dev *t = opaque;
     uint32_t v = 0;
 
+    /* The interrupt handler's register, read on every interrupt: lock-free, so a vCPU never
+     * waits for the event loop's I/O. */
+    if (off == REG_INT_STATUS && len == 4) {
+        v = atomic_load(&t->interrupt_status);
+        memcpy(data, &v, 4);
+        return;
+    }
     pthread_mutex_lock(&t->lock);
     if (off >= REG_CONFIG) {
         memset(data, 0, len);
@@ -251,9 +258,6 @@ void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
         break;
     case REG_QUEUE_READY:
         v = q ? q->ready : 0;
-        break;
-    case REG_INT_STATUS:
-        v = atomic_load(&t->interrupt_status);
         break;
     case REG_STATUS:
         v = t->status;
@@ -315,6 +319,11 @@ void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
     struct vmmio_dev *t = opaque;
     uint32_t v;
 
+    if (off == REG_INT_ACK && len == 4) { /* lock-free, as the status read */
+        memcpy(&v, data, 4);
+        atomic_fetch_and(&t->interrupt_status, ~v);
+        return;
+    }
     pthread_mutex_lock(&t->lock);
     if (off >= REG_CONFIG) {
         /* Config space belongs to a driver: refused before DRIVER and after FAILED. */
@@ -358,9 +367,6 @@ void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
             if (write(t->notify_fd[v], &one, sizeof(one)) < 0)
                 log_debug("virtio-mmio: notify: %s", strerror(errno));
         }
-        break;
-    case REG_INT_ACK:
-        atomic_fetch_and(&t->interrupt_status, ~v);
         break;
     case REG_STATUS:
         write_status(t, v);
