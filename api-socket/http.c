@@ -275,9 +275,9 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
     s->daemon = MHD_start_daemon(
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                     MHD_USE_SUPPRESS_DATE_NO_CLOCK,
-            0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
-            on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, logf_cb, s,
+            0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, logf_cb, s,
+            MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_CONNECTION_LIMIT,
+            (unsigned)API_CONN_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
     if (!s->daemon) {
         unlink(s->path);
