@@ -42,8 +42,8 @@ static int check_file(const char *what, const char *path, bool writable, char *e
 
     if (fd < 0) {
         int e = errno;
-        snprintf(err, errlen, "The %s file cannot be opened: %s (os error %d)", what, strerror(e),
-                 e);
+        snprintf(err, errlen, "The %s file %.256s cannot be opened: %s (os error %d)", what, path,
+                 strerror(e), e);
         return -e;
     }
     int ret = fstat(fd, &st) ? -errno : 0;
@@ -120,9 +120,6 @@ static int set_drive(struct api_ctl *c, const struct api_drive *d, char *err, si
     if (i == c->ndrives && c->ndrives == API_DRIVES_MAX)
         return snprintf(err, errlen, "Too many drives (ember supports %d).", API_DRIVES_MAX),
                -ENOSPC;
-    if (d->io_engine == API_IO_ASYNC)
-        return snprintf(err, errlen, "The Async io_engine is not supported by this build."),
-               -EINVAL;
     int ret = check_file("block device", d->path_on_host, !d->is_read_only, err, errlen);
     if (ret)
         return ret;

@@ -10,7 +10,7 @@
 
 #include "vmm.h"
 
-enum ev_kind { EV_STOP, EV_RESET, EV_SIGNAL, EV_STDIN, EV_SERIAL_RX };
+enum ev_kind { EV_STOP, EV_RESET, EV_SIGNAL, EV_STDIN, EV_SERIAL_RX, EV_API };
 
 #define ESCAPE_KEY 0x01 /* Ctrl-A, then x: leave (as QEMU) */
 
@@ -96,6 +96,9 @@ static void dispatch(struct loop *l, const struct epoll_event *ev)
     case EV_STDIN:
         on_stdin(l);
         break;
+    case EV_API: /* the API socket's mailbox (api-socket/run.c) */
+        l->vm->api_serve(l->vm->api_opaque);
+        break;
     case EV_SERIAL_RX:
         drain(l->vm->serial_rx_fd);
         if (!l->stdin_armed && watch(l, EPOLL_CTL_MOD, STDIN_FILENO, EV_STDIN, EPOLLIN) == 0)
@@ -128,6 +131,8 @@ static int loop_setup(struct loop *l)
         ret = watch(l, EPOLL_CTL_ADD, l->sigfd, EV_SIGNAL, EPOLLIN);
     if (!ret)
         ret = watch(l, EPOLL_CTL_ADD, vm->serial_rx_fd, EV_SERIAL_RX, EPOLLIN);
+    if (!ret && vm->api_serve)
+        ret = watch(l, EPOLL_CTL_ADD, vm->api_fd, EV_API, EPOLLIN);
     if (ret)
         return ret;
     /* Input comes from stdin when it is a terminal or a FIFO (as Firecracker). */

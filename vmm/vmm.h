@@ -55,12 +55,20 @@ void cli_usage(void *out);
 /* ---- logging ---------------------------------------------------------------------------- */
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 extern enum log_level log_level;
-/* log_msg(level, fmt, ...): one line on stderr, "ember: [level: ]message". */
+/* log_msg(level, fmt, ...): one line on stderr, "ember: [level: ]message"; once log_configure
+ * ran, Firecracker's "<ts> [<id>:<thread>[:<LEVEL>][:<file>:<line>]] message" on its sink. */
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#define log_err(...)   log_msg(LOG_ERROR, __VA_ARGS__)
-#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
-#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
-#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+/* log_at(level, file, line, fmt, ...): log_msg with the origin (the log_* macros). */
+void log_at(enum log_level level, const char *file, int line, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+/* log_configure(id, fd, level, off, show_level, show_origin): switches to Firecracker's line
+ * format on fd (-1: stdout); off silences everything. */
+void log_configure(const char *id, int fd, enum log_level level, bool off, bool show_level,
+                   bool show_origin);
+#define log_err(...)   log_at(LOG_ERROR, __FILE__, __LINE__, __VA_ARGS__)
+#define log_warn(...)  log_at(LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
+#define log_info(...)  log_at(LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
+#define log_debug(...) log_at(LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
 /* errf(err, errlen, code, fmt, ...): formats a one-line reason into err. Returns code. */
 int errf(char *err, size_t errlen, int code, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
@@ -276,6 +284,10 @@ struct vm {
     int stop_signal;
     bool config_error; /* vm_create failed on the configuration, not on KVM */
     struct timespec process_start;
+    /* The API: when api_serve is set, the event loop calls it whenever api_fd is readable. */
+    int api_fd;
+    void (*api_serve)(void *opaque);
+    void *api_opaque;
 };
 
 /* vm_create(vm, cfg, err, errlen): opens /dev/kvm, checks capabilities, creates the VM with
@@ -310,6 +322,15 @@ void vcpu_destroy(struct vcpu *vcpu);
 int vcpu_signal_init(void);
 
 /* ---- event loop and terminal -------------------------------------------------------------- */
+/* api_main(argc, argv, t0): the firecracker-compatible process (`ember --api-sock ...`,
+ * api-socket/run.c). Returns the exit code. */
+int api_main(int argc, char **argv, const struct timespec *t0);
+/* api_run_cli(cfg, t0): `ember run`: the options go through the API's configuration path,
+ * then the VM runs. Returns the exit code. */
+int api_run_cli(const struct vm_config *cfg, const struct timespec *t0);
+/* args_usage(out): the firecracker flags' usage text (api-socket/args.c). */
+void args_usage(void *out);
+
 /* loop_run(vm): runs the VMM event loop until the VM stops. Returns the process exit code. */
 int loop_run(struct vm *vm);
 

@@ -153,12 +153,12 @@ static void resources_opened_at_put(void **state)
     (void)state;
     assert_int_equal(call("PUT", "/boot-source", "{\"kernel_image_path\":\"/nonexistent/k\"}"),
                      400);
-    body_has("kernel file cannot be opened");
+    body_has("kernel file /nonexistent/k cannot be opened");
     assert_int_equal(call("PUT", "/boot-source", "{\"kernel_image_path\":\"/tmp\"}"), 400);
     body_has("not a regular file");
     snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\",\"initrd_path\":\"/no/i\"}", file);
     assert_int_equal(call("PUT", "/boot-source", body), 400);
-    body_has("initrd file cannot be opened");
+    body_has("initrd file /no/i cannot be opened");
     assert_false(ctl.boot_set);
     snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\",\"boot_args\":\"a b\"}", file);
     assert_int_equal(call("PUT", "/boot-source", body), 204);
@@ -167,7 +167,7 @@ static void resources_opened_at_put(void **state)
                           "{\"drive_id\":\"r\",\"path_on_host\":\"/no/d\",\"is_root_device\":"
                           "true,\"is_read_only\":true}"),
                      400);
-    body_has("block device file cannot be opened");
+    body_has("block device file /no/d cannot be opened");
     snprintf(body, sizeof(body),
              "{\"drive_id\":\"r\",\"path_on_host\":\"%s\",\"is_root_device\":true,"
              "\"is_read_only\":false}",

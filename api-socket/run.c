@@ -1,0 +1,614 @@
+/* The firecracker-compatible process: `ember --api-sock PATH ...`. Order: parse flags → logger
+ * and metrics → --config-file (boots at once) → API thread → pre-boot loop serving requests
+ * on the VMM thread until InstanceStart → the VMM event loop (which keeps serving the API).
+ * `ember run` enters through run_vm too, so the three front ends share one configuration path. */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "../vmm/vmm.h"
+#include "api.h"
+
+#define CONFIG_FILE_MAX  (1 << 20)
+#define METRICS_PERIOD_S 60
+
+/* Everything one VMM process owns (the only instance lives in api_main / run_vm). */
+struct run {
+    struct api_ctl ctl;
+    struct api_server srv;
+    bool srv_up;
+    struct api_metrics_counters counters;
+    int metrics_fd, timer_fd;
+    const char *id;
+    bool emit_id;
+    char props[1024];
+    int poll_fd; /* epoll: API mailbox + metrics timer, nested in the VMM event loop */
+    struct vm_config cfg;
+    struct vm vm;
+    bool vm_built;
+    bool fc_mode; /* the firecracker front end: log the exit line tools wait for */
+    enum boot_pref boot;
+};
+
+static enum log_level to_vmm_level(enum api_log_level l)
+{
+    switch (l) {
+    case API_LOG_OFF:
+    case API_LOG_ERROR:
+        return LOG_ERROR;
+    case API_LOG_WARN:
+        return LOG_WARN;
+    case API_LOG_INFO:
+        return LOG_INFO;
+    default:
+        return LOG_DEBUG;
+    }
+}
+
+static void server_log(enum api_log_level level, const char *file, int line, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    log_at(to_vmm_level(level), file, line, "%s", text);
+}
+
+/* The one configuration → struct vm_config translation (API, --config-file, ember run). */
+static int run_vm_config(struct run *r, char *err, size_t errlen)
+{
+    const struct api_ctl *c = &r->ctl;
+    struct vm_config *cfg = &r->cfg;
+
+    cfg_defaults(cfg);
+    cfg->boot = r->boot;
+    cfg->vcpus = c->machine.vcpu_count;
+    cfg->mem_mib = c->machine.mem_size_mib;
+    snprintf(cfg->kernel_path, sizeof(cfg->kernel_path), "%s", c->boot.kernel_image_path);
+    snprintf(cfg->initrd_path, sizeof(cfg->initrd_path), "%s", c->boot.initrd_path);
+    if (c->boot.has_boot_args)
+        snprintf(cfg->cmdline, sizeof(cfg->cmdline), "%s", c->boot.boot_args);
+    if (c->serial_set && c->serial.has_path)
+        snprintf(cfg->console_path, sizeof(cfg->console_path), "%s", c->serial.serial_out_path);
+#ifdef VM_DRIVES_MAX /* TODO(wiring): unconditional once struct vm_config's drives are in */
+    if (c->ndrives > VM_DRIVES_MAX)
+        return snprintf(err, errlen, "Too many drives: %u (ember attaches at most %d).", c->ndrives,
+                        VM_DRIVES_MAX),
+               -EINVAL;
+    cfg->ndrives = 0;
+    for (int root = 1; root >= 0; root--) /* the root drive first: /dev/vda */
+        for (unsigned i = 0; i < c->ndrives; i++) {
+            const struct api_drive *d = &c->drives[i];
+            if (d->is_root_device != (bool)root)
+                continue;
+            struct vm_drive *v = &cfg->drives[cfg->ndrives++];
+            memset(v, 0, sizeof(*v));
+            snprintf(v->id, sizeof(v->id), "%s", d->drive_id);
+            snprintf(v->path, sizeof(v->path), "%s", d->path_on_host);
+            v->root = d->is_root_device;
+            v->read_only = d->is_read_only;
+            v->writeback = d->cache_type == API_CACHE_WRITEBACK;
+            v->async = d->io_engine == API_IO_ASYNC;
+            v->bw = (struct vm_bucket){d->rate_limiter.bandwidth.size,
+                                       d->rate_limiter.bandwidth.one_time_burst,
+                                       d->rate_limiter.bandwidth.refill_time};
+            v->ops =
+                    (struct vm_bucket){d->rate_limiter.ops.size, d->rate_limiter.ops.one_time_burst,
+                                       d->rate_limiter.ops.refill_time};
+        }
+#else
+    if (c->ndrives)
+        return snprintf(err, errlen,
+                        "Drives are configured but this build of ember has no block device "
+                        "yet."),
+               -ENOTSUP;
+#endif
+    return cfg_validate(cfg, err, errlen);
+}
+
+/* The fault message of a refused request (or its status when there is none). */
+static void fault_text(const struct api_response *resp, int ret, char *out, size_t len)
+{
+    json_t *v = resp->body ? json_loads(resp->body, 0, NULL) : NULL;
+    const char *msg = json_string_value(json_object_get(v, "fault_message"));
+
+    snprintf(out, len, "%s", msg ? msg : strerror(ret < 0 ? -ret : EINVAL));
+    json_decref(v);
+}
+
+static int flush_metrics(struct run *r)
+{
+    if (r->metrics_fd < 0)
+        return 0;
+    return metrics_flush(&r->counters, r->metrics_fd, r->emit_id ? r->id : NULL, r->props);
+}
+
+enum run_ev { RUN_EV_API = 1, RUN_EV_TIMER, RUN_EV_SIGNAL };
+
+/* Serves whatever is ready on poll_fd (VMM thread). */
+static void run_serve(void *opaque)
+{
+    struct run *r = opaque;
+    struct epoll_event evs[4];
+    uint64_t ticks;
+
+    int n = epoll_wait(r->poll_fd, evs, 4, 0);
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.u32 == RUN_EV_API) {
+            api_server_serve(&r->srv, &r->ctl);
+            metrics_set(&r->counters, M_LAT_API_REQUEST, r->srv.last_latency_us);
+        } else if (evs[i].data.u32 == RUN_EV_TIMER) {
+            if (read(r->timer_fd, &ticks, sizeof(ticks)) > 0)
+                flush_metrics(r);
+        }
+    }
+}
+
+static int op_start(void *opaque, char *err, size_t errlen)
+{
+    struct run *r = opaque;
+    int ret = run_vm_config(r, err, errlen);
+
+    if (ret)
+        return ret;
+    struct timespec start = r->vm.process_start;
+    memset(&r->vm, 0, sizeof(r->vm));
+    r->vm.process_start = start;
+    ret = vm_create(&r->vm, &r->cfg, err, errlen);
+    if (ret) {
+        vm_destroy(&r->vm);
+        return ret;
+    }
+    r->vm_built = true;
+    r->vm.api_fd = r->poll_fd; /* the event loop now serves the API and the metrics timer */
+    r->vm.api_serve = run_serve;
+    r->vm.api_opaque = r;
+    flush_metrics(r); /* Firecracker flushes once when the VM starts */
+    return 0;
+}
+
+static int op_pause(void *opaque, bool pause, char *err, size_t errlen)
+{
+    struct run *r = opaque;
+    struct timespec t0;
+    (void)err, (void)errlen;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 0; i < r->vm.nvcpus; i++)
+        vcpu_request(&r->vm.vcpus[i], pause ? VCPU_CMD_PAUSE : VCPU_CMD_RUN);
+    for (unsigned i = 0; i < r->vm.nvcpus; i++)
+        vcpu_wait_state(&r->vm.vcpus[i], pause ? VCPU_PAUSED : VCPU_RUNNING);
+    uint64_t us = log_us_since(&t0, CLOCK_MONOTONIC);
+    metrics_set(&r->counters, pause ? M_LAT_VMM_PAUSE : M_LAT_VMM_RESUME, us);
+    metrics_set(&r->counters, pause ? M_LAT_PAUSE : M_LAT_RESUME, us);
+    log_info("%s the microVM.", pause ? "Paused" : "Resumed");
+    return 0;
+}
+
+static int op_ctrl_alt_del(void *opaque, char *err, size_t errlen)
+{
+    struct run *r = opaque;
+    int ret = i8042_ctrl_alt_del(&r->vm.i8042);
+
+    if (ret)
+        snprintf(err, errlen, "Failed to send Ctrl-Alt-Del: the i8042 buffer is full.");
+    return ret;
+}
+
+static int op_flush(void *opaque, char *err, size_t errlen)
+{
+    struct run *r = opaque;
+
+    if (r->metrics_fd < 0)
+        return snprintf(err, errlen, "Metrics are not configured."), -EINVAL;
+    int ret = flush_metrics(r);
+    if (ret)
+        snprintf(err, errlen, "Failed to write metrics: %s", strerror(-ret));
+    return ret;
+}
+
+static int open_sink(const char *what, const char *path, char *err, size_t errlen)
+{
+    /* O_NONBLOCK: a FIFO nobody reads must not stop the VMM (lines are dropped instead) */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0600);
+
+    if (fd < 0)
+        return snprintf(err, errlen, "Failed to open the %s file %.256s: %s", what, path,
+                        strerror(errno)),
+               -errno;
+    return fd;
+}
+
+static int op_logger(void *opaque, const struct api_logger *l, char *err, size_t errlen)
+{
+    struct run *r = opaque;
+    int fd = -1;
+
+    if (l->has_path && (fd = open_sink("log", l->log_path, err, errlen)) < 0)
+        return fd;
+    log_configure(r->id, fd, l->has_level ? to_vmm_level(l->level) : LOG_INFO,
+                  l->has_level && l->level == API_LOG_OFF, l->show_level, l->show_log_origin);
+    return 0;
+}
+
+static int op_metrics(void *opaque, const struct api_metrics *m, char *err, size_t errlen)
+{
+    struct run *r = opaque;
+
+    if (r->metrics_fd >= 0)
+        return snprintf(err, errlen, "Reinitialization of metrics not allowed."), -EINVAL;
+    int fd = open_sink("metrics", m->metrics_path, err, errlen);
+    if (fd < 0)
+        return fd;
+    r->metrics_fd = fd;
+    r->emit_id = m->emit_id;
+    snprintf(r->props, sizeof(r->props), "%s", m->properties);
+    return 0;
+}
+
+static const struct api_vmm_ops run_ops = {op_start, op_pause,  op_ctrl_alt_del,
+                                           op_flush, op_logger, op_metrics};
+
+/* Fatal signals: log and leave with Firecracker's exit code (async-signal-safe only). */
+static void on_fatal_signal(int sig)
+{
+    static const struct {
+        int sig, code;
+        const char *msg;
+    } codes[] = {
+            {SIGBUS, 149, "Shutting down VM after intercepting signal SIGBUS.\n"},
+            {SIGSEGV, 150, "Shutting down VM after intercepting signal SIGSEGV.\n"},
+            {SIGXFSZ, 151, "Shutting down VM after intercepting signal SIGXFSZ.\n"},
+            {SIGXCPU, 154, "Shutting down VM after intercepting signal SIGXCPU.\n"},
+            {SIGILL, 157, "Shutting down VM after intercepting signal SIGILL.\n"},
+    };
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (codes[i].sig == sig) {
+            ssize_t w = write(STDERR_FILENO, codes[i].msg, strlen(codes[i].msg));
+            (void)w;
+            _exit(codes[i].code);
+        }
+    _exit(EXIT_GENERIC);
+}
+
+static int signals_setup(sigset_t *term)
+{
+    static const int fatal[] = {SIGBUS, SIGSEGV, SIGXFSZ, SIGXCPU, SIGILL};
+    struct sigaction sa = {.sa_handler = on_fatal_signal};
+
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+        sigaction(fatal[i], &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill us */
+    sigemptyset(term);
+    sigaddset(term, SIGTERM);
+    sigaddset(term, SIGINT);
+    sigaddset(term, SIGHUP);
+    sigaddset(term, SIGQUIT);
+    /* Blocked before any thread exists, so every thread inherits the mask; the event loop
+     * (and the pre-boot loop) read them from a signalfd. */
+    pthread_sigmask(SIG_BLOCK, term, NULL);
+    return vcpu_signal_init();
+}
+
+static int watch(int epfd, int fd, uint32_t tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Before InstanceStart: serve the API until the VM is built, or a signal ends us.
+ * Returns 0 when the VM was built, or the exit code. */
+static int preboot_loop(struct run *r, const sigset_t *term)
+{
+    struct epoll_event ev;
+    struct signalfd_siginfo si;
+    int sfd = signalfd(-1, term, SFD_CLOEXEC | SFD_NONBLOCK);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    int ret = 0;
+
+    if (sfd < 0 || epfd < 0 || watch(epfd, sfd, RUN_EV_SIGNAL) ||
+        watch(epfd, r->poll_fd, RUN_EV_API)) {
+        log_err("cannot set up the pre-boot loop: %s", strerror(errno));
+        ret = EXIT_GENERIC;
+    }
+    while (!ret && !r->vm_built) {
+        int n = epoll_wait(epfd, &ev, 1, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            ret = EXIT_GENERIC;
+            break;
+        }
+        if (ev.data.u32 == RUN_EV_SIGNAL) {
+            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                log_info("received signal %u before the VM started: exiting", si.ssi_signo);
+                ret = 128 + (int)si.ssi_signo;
+            }
+        } else {
+            run_serve(r);
+        }
+    }
+    if (sfd >= 0)
+        close(sfd);
+    if (epfd >= 0)
+        close(epfd);
+    return ret;
+}
+
+static void startup_metrics(struct run *r, const struct api_args *a, const struct timespec *t0)
+{
+    struct timespec now, cpu;
+    uint64_t wall_us, cpu_us;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    wall_us = log_us_since(t0, CLOCK_MONOTONIC);
+    if (a && a->has_start_time_us) { /* the jailer's CLOCK_MONOTONIC stamp before exec */
+        uint64_t now_us = (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+        wall_us = now_us > a->start_time_us ? now_us - a->start_time_us : 0;
+    }
+    cpu_us = (uint64_t)cpu.tv_sec * 1000000 + (uint64_t)cpu.tv_nsec / 1000;
+    if (a && a->has_parent_cpu_time_us)
+        cpu_us += a->parent_cpu_time_us;
+    metrics_set(&r->counters, M_STARTUP_US, wall_us);
+    metrics_set(&r->counters, M_STARTUP_CPU_US, cpu_us);
+}
+
+static int run_setup(struct run *r, const char *id, const struct timespec *t0)
+{
+    memset(r, 0, sizeof(*r));
+    r->metrics_fd = r->timer_fd = r->poll_fd = -1;
+    r->srv.listen_fd = r->srv.req_fd = -1;
+    r->id = id;
+    r->vm.process_start = *t0;
+    ctl_init(&r->ctl, id, EMBER_VERSION, &run_ops, r);
+    r->ctl.counters = &r->counters;
+    r->poll_fd = epoll_create1(EPOLL_CLOEXEC);
+    r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (r->poll_fd < 0 || r->timer_fd < 0)
+        return -errno;
+    struct itimerspec period = {{METRICS_PERIOD_S, 0}, {METRICS_PERIOD_S, 0}};
+    timerfd_settime(r->timer_fd, 0, &period, NULL);
+    return watch(r->poll_fd, r->timer_fd, RUN_EV_TIMER);
+}
+
+static int run_finish(struct run *r, int code)
+{
+    if (r->vm_built) {
+        flush_metrics(r);
+        vm_destroy(&r->vm);
+    }
+    if (r->srv_up)
+        api_server_stop(&r->srv);
+    int *fds[] = {&r->metrics_fd, &r->timer_fd, &r->poll_fd};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        if (*fds[i] >= 0)
+            close(*fds[i]), *fds[i] = -1;
+    if (r->fc_mode && code == EXIT_OK)
+        log_info("ember exiting successfully. exit_code=0");
+    else if (r->fc_mode)
+        log_info("ember exiting with error. exit_code=%d", code);
+    return code;
+}
+
+static int read_config_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+
+    if (fd < 0)
+        return snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno)), -errno;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > CONFIG_FILE_MAX) {
+        close(fd);
+        return snprintf(err, errlen, "%s is not a regular file of at most %d bytes", path,
+                        CONFIG_FILE_MAX),
+               -EINVAL;
+    }
+    *text = malloc((size_t)st.st_size + 1);
+    ssize_t got = *text ? read(fd, *text, (size_t)st.st_size) : -1;
+    close(fd);
+    if (got != st.st_size) {
+        free(*text);
+        *text = NULL;
+        return snprintf(err, errlen, "cannot read %s", path), -EIO;
+    }
+    *len = (size_t)got;
+    return 0;
+}
+
+/* InstanceStart through the controller, as the API would send it. */
+static int start_instance(struct run *r, char *err, size_t errlen)
+{
+    struct api_request req = {.kind = API_REQ_ACTION, .u.action = API_ACTION_INSTANCE_START};
+    struct api_response resp;
+
+    int ret = ctl_handle(&r->ctl, &req, &resp);
+    if (ret)
+        fault_text(&resp, ret, err, errlen);
+    api_response_free(&resp);
+    return ret;
+}
+
+static struct run the_run; /* large (paths, the VM): not on the stack */
+
+int api_main(int argc, char **argv, const struct timespec *t0)
+{
+    struct run *r = &the_run;
+    struct api_args a;
+    char err[API_ERR_MAX];
+    sigset_t term;
+    int ret = args_parse(&a, argc, argv, err, sizeof(err));
+
+    if (ret == 1 || ret == 2) {
+        if (ret == 1)
+            args_usage(stdout);
+        else
+            printf("Firecracker v%s (ember %s)\n", EMBER_VERSION, EMBER_VERSION);
+        return EXIT_OK;
+    }
+    if (ret) {
+        log_err("%s", err);
+        return EXIT_BAD_ARGS;
+    }
+    pthread_setname_np(pthread_self(), "fc_vmm");
+    if (run_setup(r, a.id, t0) || signals_setup(&term)) {
+        log_err("cannot set up the process: %s", strerror(errno));
+        return EXIT_GENERIC;
+    }
+    r->fc_mode = true;
+    struct api_logger lg = {.has_path = a.log_path != NULL,
+                            .has_level = true,
+                            .level = a.level,
+                            .show_level = a.show_level,
+                            .show_log_origin = a.show_log_origin};
+    if (a.log_path)
+        snprintf(lg.log_path, sizeof(lg.log_path), "%s", a.log_path);
+    if (op_logger(r, &lg, err, sizeof(err))) {
+        log_err("%s", err);
+        return run_finish(r, EXIT_BAD_CONFIG);
+    }
+    log_info("Running ember v%s (Firecracker API)", EMBER_VERSION);
+    if (a.seccomp_filter || !a.no_seccomp)
+        log_warn("seccomp filters are not installed by this build of ember");
+    if (a.metrics_path) {
+        struct api_metrics m = {0};
+        snprintf(m.metrics_path, sizeof(m.metrics_path), "%s", a.metrics_path);
+        if (op_metrics(r, &m, err, sizeof(err))) {
+            log_err("%s", err);
+            return run_finish(r, EXIT_BAD_CONFIG);
+        }
+        r->ctl.metrics = m;
+        r->ctl.metrics_set = true;
+    }
+    r->boot = BOOT_PREF_AUTO;
+    if (a.config_file) {
+        char *text = NULL;
+        size_t len = 0;
+        ret = read_config_file(a.config_file, &text, &len, err, sizeof(err));
+        if (!ret)
+            ret = ctl_config_file(&r->ctl, text, len, err, sizeof(err));
+        free(text);
+        if (!ret)
+            ret = start_instance(r, err, sizeof(err));
+        if (ret) {
+            log_err("Building VMM configured from cmdline json failed: %s", err);
+            return run_finish(r, EXIT_BAD_CONFIG);
+        }
+    }
+    if (!a.no_api) {
+        r->srv.log = server_log;
+        ret = api_server_start(&r->srv, a.api_sock, a.max_payload, err, sizeof(err));
+        if (ret) {
+            log_err("%s", err);
+            return run_finish(r, EXIT_GENERIC);
+        }
+        r->srv_up = true;
+        watch(r->poll_fd, r->srv.req_fd, RUN_EV_API);
+        startup_metrics(r, &a, t0);
+        log_info("API server started.");
+        log_debug("Process startup: %" PRIu64 " us wall, %" PRIu64 " us CPU.",
+                  (uint64_t)atomic_load(&r->counters.v[M_STARTUP_US]),
+                  (uint64_t)atomic_load(&r->counters.v[M_STARTUP_CPU_US]));
+    } else {
+        startup_metrics(r, &a, t0);
+    }
+    if (!r->vm_built) {
+        ret = preboot_loop(r, &term);
+        if (ret)
+            return run_finish(r, ret);
+    }
+    return run_finish(r, loop_run(&r->vm));
+}
+
+int api_run_cli(const struct vm_config *cli, const struct timespec *t0)
+{
+    struct run *r = &the_run;
+    static struct api_request req;
+    struct api_response resp;
+    char err[API_ERR_MAX];
+    sigset_t term;
+
+    if (run_setup(r, "ember", t0) || signals_setup(&term)) {
+        log_err("cannot set up the process: %s", strerror(errno));
+        return EXIT_GENERIC;
+    }
+    r->boot = cli->boot;
+    /* The `ember run` options as the API requests they stand for. */
+    memset(&req, 0, sizeof(req));
+    req.kind = API_REQ_PUT_MACHINE;
+    req.u.machine = (struct api_machine){.has_vcpus = true,
+                                         .has_mem = true,
+                                         .vcpu_count = cli->vcpus,
+                                         .mem_size_mib = cli->mem_mib};
+    int ret = ctl_handle(&r->ctl, &req, &resp);
+    if (!ret) {
+        api_response_free(&resp);
+        memset(&req, 0, sizeof(req));
+        req.kind = API_REQ_BOOT_SOURCE;
+        snprintf(req.u.boot.kernel_image_path, PATH_MAX, "%s", cli->kernel_path);
+        snprintf(req.u.boot.initrd_path, PATH_MAX, "%s", cli->initrd_path);
+        snprintf(req.u.boot.boot_args, API_CMDLINE_MAX, "%s", cli->cmdline);
+        req.u.boot.has_boot_args = true;
+        ret = ctl_handle(&r->ctl, &req, &resp);
+    }
+#ifdef VM_DRIVES_MAX
+    for (unsigned i = 0; !ret && i < cli->ndrives; i++) {
+        const struct vm_drive *v = &cli->drives[i];
+        struct api_drive *d = &req.u.drive;
+        api_response_free(&resp);
+        memset(&req, 0, sizeof(req));
+        req.kind = API_REQ_PUT_DRIVE;
+        snprintf(d->drive_id, sizeof(d->drive_id), "%s", v->id);
+        if (!api_id_valid(d->drive_id))
+            snprintf(d->drive_id, sizeof(d->drive_id), "drive%u", i);
+        snprintf(d->path_on_host, sizeof(d->path_on_host), "%s", v->path);
+        d->has_path = true;
+        d->is_root_device = v->root;
+        d->is_read_only = v->read_only;
+        d->cache_type = v->writeback ? API_CACHE_WRITEBACK : API_CACHE_UNSAFE;
+        d->io_engine = v->async ? API_IO_ASYNC : API_IO_SYNC;
+        d->rate_limiter.bandwidth = (struct api_bucket){v->bw.size != 0, v->bw.size,
+                                                        v->bw.one_time_burst, v->bw.refill_time_ms};
+        d->rate_limiter.ops = (struct api_bucket){v->ops.size != 0, v->ops.size,
+                                                  v->ops.one_time_burst, v->ops.refill_time_ms};
+        ret = ctl_handle(&r->ctl, &req, &resp);
+    }
+#endif
+    if (!ret && cli->console_path[0]) {
+        api_response_free(&resp);
+        memset(&req, 0, sizeof(req));
+        req.kind = API_REQ_SERIAL;
+        req.u.serial.has_path = true;
+        snprintf(req.u.serial.serial_out_path, PATH_MAX, "%s", cli->console_path);
+        ret = ctl_handle(&r->ctl, &req, &resp);
+    }
+    if (ret) {
+        fault_text(&resp, ret, err, sizeof(err));
+        log_err("%s", err);
+        api_response_free(&resp);
+        return run_finish(r, EXIT_BAD_CONFIG);
+    }
+    api_response_free(&resp);
+    ret = start_instance(r, err, sizeof(err));
+    if (ret) {
+        log_err("%s", err);
+        return run_finish(r, r->vm.config_error ? EXIT_BAD_CONFIG : EXIT_GENERIC);
+    }
+    return run_finish(r, loop_run(&r->vm));
+}

@@ -1,0 +1,172 @@
+"""Booting Linux through the API socket, exactly as a Firecracker user would (curl), and
+through --config-file. Needs a KVM that can boot Linux (run through tests/host/run); boots
+are slow there, so each test checks several things in one boot."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from api_client import Ember, fault
+from ember_vm import BOOT_TIMEOUT, wait_for
+
+pytestmark = pytest.mark.kvm
+
+# The guest prints its uptime every second until it is told to stop.
+TICKER = "while true; do cat /proc/uptime; sleep 1; done"
+BASE_ARGS = "console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd"
+
+
+def curl(sock, method, path, body=None):
+    """One request with curl, as in Firecracker's getting-started guide. Returns
+    (status, body text)."""
+    args = ["curl", "-sS", "--unix-socket", str(sock), "-X", method,
+            "-w", "\n%{http_code}", f"http://localhost{path}"]
+    if body is not None:
+        args[1:1] = ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r
+    text, _, code = r.stdout.rpartition("\n")
+    return int(code), text
+
+
+def expect(console, text, proc, timeout=BOOT_TIMEOUT):
+    if not wait_for(console, text, proc, timeout):
+        raise AssertionError(f"{text!r} never showed; console:\n"
+                             + (console.read_text(errors="replace")[-3000:]
+                                if console.exists() else "(none)"))
+
+
+def uptimes(console):
+    out = []
+    for line in console.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out.append(float(parts[0]))
+            except ValueError:
+                pass
+    return out
+
+
+def ctrl_alt_del_ends(vm):
+    """After SendCtrlAltDel the guest init reboots and ember exits 0."""
+    code = vm.wait(BOOT_TIMEOUT / 4)
+    if code is None:
+        # Until vmm/i8042.c raises IRQ 1 again while bytes remain (the guest reads one byte per
+        # edge), only the first scancode arrives. Requested from the VMM owner.
+        vm.close()
+        pytest.xfail("Ctrl-Alt-Del did not reach the guest: i8042 raises one IRQ per injection")
+    assert code == 0, vm.output()
+
+
+def test_curl_boot_pause_resume_ctrl_alt_del(ember_bin, scratch, guest_assets, tmp_path):
+    vm = Ember.start(ember_bin, scratch, "--id", "curl-vm", "--boot-timer")
+    try:
+        sock, console = vm.sock, tmp_path / "console.txt"
+        log, metrics = tmp_path / "fc.log", tmp_path / "metrics.json"
+        assert curl(sock, "PUT", "/logger", {"log_path": str(log), "level": "Info",
+                                             "show_level": True,
+                                             "show_log_origin": True})[0] == 204
+        assert curl(sock, "PUT", "/metrics", {"metrics_path": str(metrics)})[0] == 204
+        assert curl(sock, "PUT", "/boot-source", {
+            "kernel_image_path": str(guest_assets["vmlinux"]),
+            "initrd_path": str(guest_assets["initramfs"]),
+            "boot_args": f'{BASE_ARGS} ember.cmd="{TICKER}"'})[0] == 204
+        assert curl(sock, "PUT", "/machine-config", {"vcpu_count": 2, "mem_size_mib": 256,
+                                                     "smt": False})[0] == 204
+        assert curl(sock, "PUT", "/serial", {"serial_out_path": str(console)})[0] == 204
+        assert curl(sock, "PUT", "/actions", {"action_type": "InstanceStart"})[0] == 204
+
+        code, body = curl(sock, "GET", "/")
+        assert code == 200 and json.loads(body)["state"] == "Running"
+        # post-boot rules
+        code, body = curl(sock, "PUT", "/boot-source",
+                          {"kernel_image_path": str(guest_assets["vmlinux"])})
+        assert code == 400 and "after starting" in body
+        code, body = curl(sock, "PUT", "/actions", {"action_type": "InstanceStart"})
+        assert code == 400 and "after starting" in body
+
+        # the guest runs: its uptime advances
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while len(uptimes(console)) < 3 and time.monotonic() < deadline:
+            assert vm.proc.poll() is None, vm.output()
+            time.sleep(0.2)
+        assert len(uptimes(console)) >= 3, console.read_text(errors="replace")[-3000:]
+
+        # pause: no more output and the state says Paused; resume: output again
+        assert curl(sock, "PATCH", "/vm", {"state": "Paused"})[0] == 204
+        assert json.loads(curl(sock, "GET", "/")[1])["state"] == "Paused"
+        time.sleep(0.5)  # a line in flight at the pause may still land
+        seen = len(uptimes(console))
+        time.sleep(5)
+        assert len(uptimes(console)) == seen, "the guest ran while paused"
+        assert curl(sock, "PATCH", "/vm", {"state": "Paused"})[0] == 204  # idempotent
+        assert curl(sock, "PATCH", "/vm", {"state": "Resumed"})[0] == 204
+        assert json.loads(curl(sock, "GET", "/")[1])["state"] == "Running"
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while len(uptimes(console)) <= seen + 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = uptimes(console)
+        assert len(after) > seen + 1, "the guest did not run again after Resumed"
+        assert after[-1] > after[seen - 1]
+
+        assert curl(sock, "PUT", "/actions", {"action_type": "FlushMetrics"})[0] == 204
+        # Ctrl-Alt-Del: the guest init reboots, and ember exits 0
+        assert curl(sock, "PUT", "/actions", {"action_type": "SendCtrlAltDel"})[0] == 204
+        ctrl_alt_del_ends(vm)
+
+        text = log.read_text()
+        assert 'The API server received a Put request on "/actions" with body' in text, text
+        assert "[curl-vm:fc_api:INFO:api-socket/http.c:" in text, text
+        assert "ember exiting successfully. exit_code=0" in text, text
+        lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+        assert len(lines) >= 2  # at boot, FlushMetrics (and at exit)
+        assert lines[0]["put_api_requests"]["boot_source_count"] == 1
+        assert lines[0]["api_server"]["process_startup_time_us"] > 0
+        # deltas: the second line counts only the refused post-boot PUT /boot-source
+        assert lines[1]["put_api_requests"]["boot_source_count"] == 1
+        assert lines[1]["put_api_requests"]["boot_source_fails"] == 1
+        assert lines[0]["put_api_requests"]["boot_source_fails"] == 0
+        assert sum(x["put_api_requests"]["actions_count"] for x in lines) >= 2
+    finally:
+        vm.close()
+
+
+def test_config_file_boot_and_api_after_boot(ember_bin, scratch, guest_assets, tmp_path):
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": str(guest_assets["vmlinux"]),
+                        "initrd_path": str(guest_assets["initramfs"]),
+                        "boot_args": f'{BASE_ARGS} ember.cmd="echo config-file-$((6*7))"'},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+        "drives": [],
+        "network-interfaces": [],
+    }))
+    # --no-api: the guest runs its command and reboots; ember exits 0 with no API call
+    r = subprocess.run([str(ember_bin), "--no-api", "--config-file", str(cfg)],
+                       capture_output=True, text=True, timeout=BOOT_TIMEOUT,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r
+    assert "config-file-42" in r.stdout and "ember.exit=0" in r.stdout, r
+
+    # with the API: the VM is running at once; post-boot requests are served
+    cfg.write_text(cfg.read_text().replace("echo config-file-$((6*7))", TICKER))
+    vm = Ember.start(ember_bin, scratch, "--config-file", cfg, wait=False)
+    try:
+        vm.wait_ready()
+        info = vm.get("/").json()
+        assert info["state"] == "Running"
+        assert "after starting" in fault(vm.put("/machine-config", {"vcpu_count": 1,
+                                                                   "mem_size_mib": 64}))
+        assert vm.get("/vm/config").json()["machine-config"]["mem_size_mib"] == 128
+        assert "not configured" in fault(vm.put("/actions", {"action_type": "FlushMetrics"}))
+        # Ctrl-Alt-Del once the guest init runs (before, the keyboard driver would drop it)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not uptimes(vm.log_path) and time.monotonic() < deadline:
+            assert vm.proc.poll() is None, vm.output()
+            time.sleep(0.2)
+        assert vm.put("/actions", {"action_type": "SendCtrlAltDel"}).status_code == 204
+        ctrl_alt_del_ends(vm)
+    finally:
+        vm.close()

@@ -1,0 +1,324 @@
+"""The API socket at the HTTP level and before boot: every endpoint's success path, every
+validation failure, keep-alive, parallel connections, hostile clients. No guest is booted,
+so none of this needs a hardware-backed KVM."""
+import os
+import socket
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from api_client import Ember, Swagger, fault
+
+MAX_PAYLOAD = 51200
+
+
+@pytest.fixture(scope="module")
+def swagger():
+    return Swagger()
+
+
+@pytest.fixture
+def vm(ember_bin, scratch):
+    e = Ember.start(ember_bin, scratch, "--id", "test-vm1")
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Regular files that stand in for a kernel, an initrd and a disk at PUT time."""
+    out = {}
+    for name in ("kernel", "initrd", "disk", "disk2"):
+        p = tmp_path / name
+        p.write_bytes(b"\0" * 4096)
+        out[name] = str(p)
+    return out
+
+
+def test_socket_mode_and_info(vm, swagger):
+    assert stat.S_IMODE(os.stat(vm.sock).st_mode) == 0o600
+    r = vm.get("/")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+    assert r.headers["Server"] == "Firecracker API"
+    info = r.json()
+    swagger.validate("InstanceInfo", info)
+    assert info["state"] == "Not started" and info["app_name"] == "Firecracker"
+    assert info["id"] == "test-vm1"
+    r = vm.get("/version")
+    assert r.status_code == 200
+    swagger.validate("FirecrackerVersion", r.json())
+    r = vm.get("/machine-config")
+    assert r.status_code == 200
+    swagger.validate("MachineConfiguration", r.json())
+    assert r.json()["vcpu_count"] == 1 and r.json()["mem_size_mib"] == 128
+    r = vm.get("/vm/config")
+    assert r.status_code == 200
+    swagger.validate("FullVmConfiguration", r.json())
+
+
+def test_machine_config(vm, swagger):
+    body = {"vcpu_count": 2, "mem_size_mib": 256, "smt": False, "track_dirty_pages": True}
+    swagger.validate("MachineConfiguration", body)
+    r = vm.put("/machine-config", body)
+    assert r.status_code == 204 and r.text == "" and "Content-Type" not in r.headers
+    r = vm.patch("/machine-config", {"mem_size_mib": 512})
+    assert r.status_code == 204
+    got = vm.get("/machine-config").json()
+    swagger.validate("MachineConfiguration", got)
+    assert (got["vcpu_count"], got["mem_size_mib"], got["track_dirty_pages"]) == (2, 512, True)
+    for bad, words in [
+        ({"vcpu_count": 2}, "missing field `mem_size_mib`"),
+        ({"vcpu_count": "2", "mem_size_mib": 1}, "invalid type for `vcpu_count`"),
+        ({"vcpu_count": 33, "mem_size_mib": 128}, "vcpu_count"),
+        ({"vcpu_count": 0, "mem_size_mib": 128}, "vcpu_count"),
+        ({"vcpu_count": 1, "mem_size_mib": 128, "foo": 1}, "unknown field `foo`"),
+        ({"vcpu_count": 3, "mem_size_mib": 128, "smt": True}, "SMT"),
+        ({"vcpu_count": 1, "mem_size_mib": 1}, "memory size"),
+        ({"vcpu_count": 1, "mem_size_mib": 128, "huge_pages": "1G"}, "unknown variant"),
+    ]:
+        assert words in fault(vm.put("/machine-config", bad)), bad
+    assert "empty" in fault(vm.patch("/machine-config", {}))
+    assert vm.get("/machine-config").json()["mem_size_mib"] == 512  # refused calls change nothing
+
+
+def test_boot_source_and_drives(vm, swagger, files):
+    body = {"kernel_image_path": files["kernel"], "boot_args": "console=ttyS0 reboot=k",
+            "initrd_path": files["initrd"]}
+    swagger.validate("BootSource", body)
+    assert vm.put("/boot-source", body).status_code == 204
+    assert "cannot be opened" in fault(vm.put("/boot-source", {"kernel_image_path": "/no/k"}))
+    assert "initrd" in fault(vm.put("/boot-source", {"kernel_image_path": files["kernel"],
+                                                     "initrd_path": "/no/i"}))
+    assert "missing field `kernel_image_path`" in fault(vm.put("/boot-source", {"boot_args": ""}))
+    assert "2047" in fault(vm.put("/boot-source", {"kernel_image_path": files["kernel"],
+                                                   "boot_args": "a" * 2048}))
+    drive = {"drive_id": "rootfs", "path_on_host": files["disk"], "is_root_device": True,
+             "is_read_only": False, "cache_type": "Writeback",
+             "rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}}
+    swagger.validate("Drive", drive)
+    assert vm.put("/drives/rootfs", drive).status_code == 204
+    assert vm.put("/drives/rootfs", drive).status_code == 204  # replace
+    second = dict(drive, drive_id="data", path_on_host=files["disk2"])
+    assert "root block device already exists" in fault(vm.put("/drives/data", second))
+    assert vm.put("/drives/data", dict(second, is_root_device=False)).status_code == 204
+    assert "does not match" in fault(vm.put("/drives/other", drive))
+    assert "alphanumeric" in fault(vm.put("/drives/bad-id", dict(drive, drive_id="bad-id")))
+    assert "missing field `is_read_only`" in fault(
+        vm.put("/drives/x", {"drive_id": "x", "path_on_host": files["disk"],
+                             "is_root_device": False}))
+    assert "cannot be opened" in fault(vm.put("/drives/x", dict(drive, drive_id="x",
+                                                                 is_root_device=False,
+                                                                 path_on_host="/no/disk")))
+    cfg = vm.get("/vm/config").json()
+    swagger.validate("FullVmConfiguration", cfg)
+    assert cfg["boot-source"]["kernel_image_path"] == files["kernel"]
+    assert [d["drive_id"] for d in cfg["drives"]] == ["rootfs", "data"]
+    # The stand-in kernel is no kernel: InstanceStart fails clearly and nothing changes.
+    msg = fault(vm.put("/actions", {"action_type": "InstanceStart"}))
+    assert "not a kernel" in msg or "block device" in msg, msg
+    assert vm.get("/").json()["state"] == "Not started"
+    assert vm.put("/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}).status_code == 204
+
+
+def test_phase_rules_before_boot(vm, files):
+    msg = "not supported before starting the microVM"
+    assert msg in fault(vm.patch("/vm", {"state": "Paused"}))
+    assert msg in fault(vm.put("/actions", {"action_type": "FlushMetrics"}))
+    assert msg in fault(vm.put("/actions", {"action_type": "SendCtrlAltDel"}))
+    assert msg in fault(vm.patch("/drives/rootfs", {"drive_id": "rootfs"}))
+    assert "kernel" in fault(vm.put("/actions", {"action_type": "InstanceStart"}))
+    assert "unknown variant" in fault(vm.put("/actions", {"action_type": "Reboot"}))
+
+
+def test_logger_metrics_serial(vm, tmp_path, swagger):
+    log = tmp_path / "fc.log"
+    body = {"log_path": str(log), "level": "Debug", "show_level": True, "show_log_origin": True}
+    swagger.validate("Logger", body)
+    assert vm.put("/logger", body).status_code == 204
+    assert vm.get("/").status_code == 200
+    text = log.read_text()
+    assert 'The API server received a Get request on "/".' in text, text
+    line = [x for x in text.splitlines() if "received a Get" in x][0]
+    # <ts> [<id>:<thread>:<LEVEL>:<file>:<line>] msg
+    ts, tag, _ = line.split(" ", 2)
+    assert ts[:4].isdigit() and "T" in ts, line
+    assert tag.startswith("[test-vm1:fc_api:INFO:api-socket/http.c:") and tag.endswith("]"), line
+    assert "`level` must be one of" in fault(vm.put("/logger", {"level": "Loud"}))
+    metrics = tmp_path / "metrics.json"
+    assert vm.put("/metrics", {"metrics_path": str(metrics)}).status_code == 204
+    assert "not allowed" in fault(vm.put("/metrics", {"metrics_path": str(metrics)}))
+    serial = {"serial_out_path": str(tmp_path / "console")}
+    swagger.validate("SerialDevice", serial)
+    assert vm.put("/serial", serial).status_code == 204
+
+
+@pytest.mark.parametrize("path", ["/network-interfaces/eth0", "/vsock", "/snapshot/create",
+                                  "/snapshot/load", "/mmds", "/balloon", "/entropy"])
+def test_not_yet_supported_endpoints(vm, path):
+    assert "not supported by this build" in fault(vm.put(path, {"x": 1}))
+
+
+def test_http_level_errors(vm):
+    assert "Invalid request method and/or path: GET /nope." in fault(vm.get("/nope"))
+    assert "Invalid request method and/or path: POST /actions." in fault(
+        vm.request("POST", "/actions", json={"action_type": "InstanceStart"}))
+    assert "Invalid request method and/or path: DELETE /machine-config." in fault(
+        vm.request("DELETE", "/machine-config"))
+    assert "GET request cannot have a body." in fault(vm.request("GET", "/", data=b"{}"))
+    assert "Empty PUT request." in fault(vm.request("PUT", "/boot-source", data=b""))
+    assert "Empty PATCH request." in fault(vm.request("PATCH", "/vm", data=b""))
+    assert "deserializing" in fault(vm.request("PUT", "/boot-source", data=b"{not json"))
+    assert "deserializing" in fault(vm.request("PUT", "/boot-source", data=b"[1,2]"))
+    big = b'{"kernel_image_path":"' + b"a" * MAX_PAYLOAD + b'"}'
+    assert "larger than the limit" in fault(vm.request("PUT", "/boot-source", data=big))
+    assert vm.get("/").status_code == 200
+
+
+def test_payload_limit_flag(ember_bin, scratch):
+    e = Ember.start(ember_bin, scratch, "--http-api-max-payload-size", "100")
+    try:
+        assert "larger than the limit of 100" in fault(
+            e.request("PUT", "/logger", data=b'{"level":"' + b"x" * 200 + b'"}'))
+        assert e.put("/logger", {"level": "Info"}).status_code == 204
+    finally:
+        e.close()
+
+
+def test_expect_100_continue(vm):
+    body = b'{"vcpu_count":1,"mem_size_mib":128}'
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(vm.sock))
+        s.sendall(b"PUT /machine-config HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        first = s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 100"), first
+        s.sendall(body)
+        rest = s.recv(4096)
+        assert rest.startswith(b"HTTP/1.1 204"), rest
+
+
+def test_keep_alive_many_requests(vm):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(vm.sock))
+        f = s.makefile("rb")
+        for i in range(200):
+            s.sendall(b"GET /machine-config HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            status = f.readline()
+            assert status.startswith(b"HTTP/1.1 200"), (i, status)
+            length = None
+            while True:
+                h = f.readline()
+                if h in (b"\r\n", b""):
+                    break
+                if h.lower().startswith(b"content-length:"):
+                    length = int(h.split(b":")[1])
+            assert length and b"vcpu_count" in f.read(length)
+    for _ in range(100):  # and through the keep-alive session of requests
+        assert vm.get("/").status_code == 200
+
+
+def test_eleven_parallel_connections(vm):
+    socks = []
+    try:
+        for _ in range(11):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(30)
+            s.connect(str(vm.sock))
+            socks.append(s)
+        results = [None] * len(socks)
+
+        def ask(i):
+            socks[i].sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            results[i] = socks[i].recv(4096)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(socks))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for r in results:
+            assert r and r.startswith(b"HTTP/1.1 200") and b"firecracker_version" in r, results
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_hostile_clients(vm):
+    # disconnect mid-headers, mid-body, after a request line; garbage; a huge header line
+    vm.raw(b"PUT /machine-config HTTP/1.1\r\nContent-Len", read=False)
+    vm.raw(b"PUT /machine-config HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"vcpu", read=False)
+    vm.raw(b"GET / HTTP/1.1\r\n", read=False)
+    out = vm.raw(bytes(range(256)) * 8, timeout=5)
+    assert out == b"" or out.startswith(b"HTTP/1.1 4"), out[:200]
+    vm.raw(b"\r\n\r\n\0\0\0GET / HTTP/9.9\r\n\r\n", timeout=5)
+    vm.raw(b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\n\r\n", timeout=5)
+    vm.raw(b"PUT /logger HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", timeout=5)
+    vm.raw(b"PUT /logger HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"ffffffff\r\n" + b"x" * 60000, timeout=5)
+    r = vm.get("/")
+    assert r.status_code == 200 and r.json()["state"] == "Not started"
+
+
+def test_socket_path_exists(ember_bin, scratch):
+    sock = scratch / "api.sock"
+    sock.write_text("")
+    r = subprocess.run([str(ember_bin), "--api-sock", str(sock)], capture_output=True,
+                       text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r
+    assert "Address already in use" in r.stdout + r.stderr, r
+
+
+def test_sigterm_before_boot(ember_bin, scratch):
+    e = Ember.start(ember_bin, scratch)
+    try:
+        e.proc.terminate()
+        code = e.wait(30)
+        assert code is not None and code == 128 + 15, e.output()
+        assert not e.sock.exists()
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("args,code,words", [
+    (["--bogus"], 153, "Found argument '--bogus'"),
+    (["--no-api"], 153, "--no-api requires --config-file"),
+    (["--id", "bad id!"], 153, "Invalid instance ID"),
+    (["--level", "loud"], 153, "--level"),
+    (["--http-api-max-payload-size", "x"], 153, "not a number"),
+    (["--seccomp-filter", "f", "--no-seccomp"], 153, "conflict"),
+    (["--no-api", "--config-file", "/nonexistent.json"], 152, "nonexistent"),
+])
+def test_cli_errors(ember_bin, scratch, args, code, words):
+    r = subprocess.run([str(ember_bin), "--api-sock", str(scratch / "s"), *args],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == code, r
+    assert words in r.stdout + r.stderr, r
+
+
+def test_config_file_errors(ember_bin, scratch, tmp_path):
+    for text, words in [("{", "invalid JSON"),
+                        ('{"boot-source": {"kernel_image_path": "/no/k"}}', "kernel"),
+                        ('{"machine_config": {}}', "unknown configuration section"),
+                        ('{"boot-source": {"kernel_image_path": "/bin/true", "x": 1}}',
+                         "unknown field `x`")]:
+        cfg = tmp_path / "vm.json"
+        cfg.write_text(text)
+        r = subprocess.run([str(ember_bin), "--no-api", "--config-file", str(cfg)],
+                           capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 152, r
+        assert words in r.stdout + r.stderr, (words, r)
+
+
+def test_version_and_help_flags(ember_bin, scratch):
+    r = subprocess.run([str(ember_bin), "--api-sock", str(scratch / "s"), "--version"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("Firecracker v"), r
+    r = subprocess.run([str(ember_bin), "--api-sock", str(scratch / "s"), "--help"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "--config-file" in r.stdout, r
