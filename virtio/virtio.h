@@ -11,19 +11,6 @@
 
 #include "../vmm/vmm.h"
 
-#ifndef VM_DRIVES_MAX /* TODO(wiring): moves to vmm.h with struct vm_config's drive list */
-#define VM_DRIVES_MAX 8
-struct vm_bucket {
-    uint64_t size, one_time_burst, refill_time_ms; /* size 0 disables */
-};
-struct vm_drive {
-    char id[64];
-    char path[PATH_MAX];
-    bool root, read_only, writeback, async;
-    struct vm_bucket bw, ops;
-};
-#endif
-
 /* ---- split virtqueue (queue.c, spec 2.7) ------------------------------------------------- */
 #define VQ_MAX_SIZE 256 /* QueueNumMax, as Firecracker */
 

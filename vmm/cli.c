@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "vmm.h"
+#include "../virtio/virtio.h"
 
 void cfg_defaults(struct vm_config *cfg)
 {
@@ -46,6 +47,11 @@ void cli_usage(void *out)
             "                    \"%s\"\n"
             "  --vcpus N         number of vCPUs, 1 to %d (default 1)\n"
             "  --mem MiB         guest RAM in MiB, %d to %d (default 128)\n"
+            "  --rootfs PATH     root file system image: the first drive (/dev/vda), root=\n"
+            "                    /dev/vda rw on the kernel command line\n"
+            "  --drive SPEC      another drive (repeatable, in order): path=PATH[,ro]\n"
+            "                    [,engine=sync|async][,cache=unsafe|writeback][,bw=BYTES/s]\n"
+            "                    [,iops=N][,id=ID]\n"
             "  --console FILE    write the guest console to FILE instead of stdout\n"
             "  --boot MODE       auto (default: PVH entry if the ELF has one), linux (64-bit\n"
             "                    Linux boot protocol) or pvh\n"
@@ -87,7 +93,18 @@ static int copy_arg(char *dst, size_t size, const char *opt, const char *val, ch
 
 int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
-    enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_VCPUS, O_MEM, O_CONSOLE, O_LOG, O_BOOT };
+    enum {
+        O_KERNEL = 256,
+        O_INITRD,
+        O_CMDLINE,
+        O_VCPUS,
+        O_MEM,
+        O_CONSOLE,
+        O_LOG,
+        O_BOOT,
+        O_ROOTFS,
+        O_DRIVE
+    };
     static const struct option opts[] = {
             {"kernel", required_argument, NULL, O_KERNEL},
             {"initrd", required_argument, NULL, O_INITRD},
@@ -97,6 +114,8 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
             {"console", required_argument, NULL, O_CONSOLE},
             {"log-level", required_argument, NULL, O_LOG},
             {"boot", required_argument, NULL, O_BOOT},
+            {"rootfs", required_argument, NULL, O_ROOTFS},
+            {"drive", required_argument, NULL, O_DRIVE},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
@@ -119,6 +138,14 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
         case O_CONSOLE:
             ret = copy_arg(cfg->console_path, sizeof(cfg->console_path), "--console", optarg, err,
                            errlen);
+            break;
+        case O_ROOTFS:
+        case O_DRIVE:
+            if (cfg->ndrives >= VM_DRIVES_MAX)
+                return errf(err, errlen, -EINVAL, "at most %d drives", VM_DRIVES_MAX);
+            ret = drive_parse(&cfg->drives[cfg->ndrives], optarg, c == O_ROOTFS, err, errlen);
+            if (!ret)
+                cfg->ndrives++;
             break;
         case O_CMDLINE:
             ret = copy_arg(cfg->cmdline, sizeof(cfg->cmdline), "--cmdline", optarg, err, errlen);

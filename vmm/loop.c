@@ -9,8 +9,9 @@
 #include <unistd.h>
 
 #include "vmm.h"
+#include "../virtio/virtio.h"
 
-enum ev_kind { EV_STOP, EV_RESET, EV_SIGNAL, EV_STDIN, EV_SERIAL_RX, EV_API };
+enum ev_kind { EV_STOP, EV_RESET, EV_SIGNAL, EV_STDIN, EV_SERIAL_RX, EV_VIRTIO, EV_API };
 
 #define ESCAPE_KEY 0x01 /* Ctrl-A, then x: leave (as QEMU) */
 
@@ -96,6 +97,9 @@ static void dispatch(struct loop *l, const struct epoll_event *ev)
     case EV_STDIN:
         on_stdin(l);
         break;
+    case EV_VIRTIO: /* queue notifications, io_uring completions, rate-limiter timers */
+        virtio_poll(l->vm->virtio);
+        break;
     case EV_API: /* the API socket's mailbox (api-socket/run.c) */
         l->vm->api_serve(l->vm->api_opaque);
         break;
@@ -133,6 +137,8 @@ static int loop_setup(struct loop *l)
         ret = watch(l, EPOLL_CTL_ADD, vm->serial_rx_fd, EV_SERIAL_RX, EPOLLIN);
     if (!ret && vm->api_serve)
         ret = watch(l, EPOLL_CTL_ADD, vm->api_fd, EV_API, EPOLLIN);
+    if (!ret && virtio_fd(vm->virtio) >= 0)
+        ret = watch(l, EPOLL_CTL_ADD, virtio_fd(vm->virtio), EV_VIRTIO, EPOLLIN);
     if (ret)
         return ret;
     /* Input comes from stdin when it is a terminal or a FIFO (as Firecracker). */

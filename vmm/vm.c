@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "vmm.h"
+#include "../virtio/virtio.h"
 
 #define GSI_I8042  1
 #define GSI_SERIAL 4
@@ -90,7 +91,22 @@ static int vm_load(struct vm *vm, char *err, size_t errlen)
         vm->boot.mode = BOOT_PVH;
         vm->boot.entry = vm->boot.pvh_entry;
     }
-    ret = boot_setup(&vm->mem, &vm->boot, cfg->cmdline, cfg->vcpus);
+    /* Drives: opened now (before KVM), announced on the command line (root= too). */
+    vm->virtio = virtio_open(cfg->drives, cfg->ndrives, &vm->mem, err, errlen);
+    if (!vm->virtio) {
+        ret = -EINVAL;
+        goto out;
+    }
+    char cmdline[CMDLINE_MAX];
+    memcpy(cmdline, cfg->cmdline, sizeof(cmdline));
+    cmdline[sizeof(cmdline) - 1] = '\0';
+    ret = virtio_cmdline(vm->virtio, cmdline, sizeof(cmdline));
+    if (ret) {
+        errf(err, errlen, ret, "kernel command line with the devices is longer than %d bytes",
+             CMDLINE_MAX - 1);
+        goto out;
+    }
+    ret = boot_setup(&vm->mem, &vm->boot, cmdline, cfg->vcpus);
     if (ret)
         errf(err, errlen, ret, "cannot write the boot structures: %s", strerror(-ret));
 out:
@@ -203,6 +219,9 @@ static int devices(struct vm *vm, char *err, size_t errlen)
     struct bus_dev timer = boot_timer_bus_dev(&vm->boot_timer);
     if (bus_add(&vm->pio, &com1) || bus_add(&vm->pio, &kbd) || bus_add(&vm->mmio, &timer))
         return errf(err, errlen, -EBUSY, "device address conflict");
+    ret = virtio_attach(vm->virtio, vm->vm_fd, &vm->mmio);
+    if (ret)
+        return errf(err, errlen, ret, "virtio devices: %s", strerror(-ret));
     return 0;
 }
 
@@ -257,6 +276,8 @@ void vm_destroy(struct vm *vm)
         free(vm->vcpus);
         vm->vcpus = NULL;
     }
+    virtio_destroy(vm->virtio); /* after the vCPUs: they reach the registers */
+    vm->virtio = NULL;
     if (vm->stop_fd >= 0) { /* devices were initialised */
         serial_destroy(&vm->serial);
         i8042_destroy(&vm->i8042);

@@ -31,6 +31,18 @@
 
 enum boot_pref { BOOT_PREF_AUTO, BOOT_PREF_LINUX, BOOT_PREF_PVH };
 
+/* Block devices (virtio/blk.c); a rate limiter bucket with size 0 is disabled. */
+#define VM_DRIVES_MAX 8
+struct vm_bucket {
+    uint64_t size, one_time_burst, refill_time_ms;
+};
+struct vm_drive {
+    char id[64];
+    char path[PATH_MAX];
+    bool root, read_only, writeback, async; /* writeback: FLUSH → fdatasync; async: io_uring */
+    struct vm_bucket bw, ops;
+};
+
 struct vm_config {
     char kernel_path[PATH_MAX];
     char initrd_path[PATH_MAX];  /* "" = none */
@@ -39,6 +51,8 @@ struct vm_config {
     uint32_t vcpus;
     uint64_t mem_mib;
     enum boot_pref boot; /* auto: PVH when the kernel has the PVH note (as Firecracker) */
+    struct vm_drive drives[VM_DRIVES_MAX]; /* attach order: the root drive first */
+    unsigned ndrives;
 };
 
 /* cfg_defaults(cfg): fills in the defaults (1 vCPU, 128 MiB, default command line). */
@@ -239,6 +253,7 @@ enum vcpu_state { VCPU_PAUSED, VCPU_RUNNING, VCPU_EXITING, VCPU_EXITED };
 enum vcpu_cmd { VCPU_CMD_NONE, VCPU_CMD_RUN, VCPU_CMD_PAUSE, VCPU_CMD_EXIT };
 
 struct vm;
+struct virtio_devs;
 
 struct vcpu {
     struct vm *vm;
@@ -277,6 +292,8 @@ struct vm {
     struct serial serial;
     struct i8042 i8042;
     struct boot_timer boot_timer;
+    /* virtio-mmio devices (virtio/virtio.c) */
+    struct virtio_devs *virtio;
     int console_fd; /* file opened for --console, or -1 */
     int irq_fds[2]; /* eventfds bound to GSI 4 (serial) and GSI 1 (i8042) */
     int serial_rx_fd, reset_fd, stop_fd;

@@ -71,8 +71,15 @@ def test_command_line_too_long():
     one_line_error(ember("run", "--kernel", PROBE, "--cmdline", "a" * 2048), "--cmdline", "2047")
 
 
+def test_drive_options():
+    one_line_error(ember("run", "--kernel", PROBE, "--rootfs", "/nonexistent.ext4"),
+                   "/nonexistent.ext4")
+    one_line_error(ember("run", "--kernel", PROBE, "--drive", "path=x,engine=aio"), "engine")
+    one_line_error(ember("run", "--kernel", PROBE, "--drive", "ro"), "path=")
+
+
 def test_unknown_option_and_missing_value():
-    one_line_error(ember("run", "--kernel", PROBE, "--rootfs", "x"), "--rootfs")
+    one_line_error(ember("run", "--kernel", PROBE, "--no-such-option", "x"), "--no-such-option")
     one_line_error(ember("run", "--kernel"), "needs a value")
 
 
