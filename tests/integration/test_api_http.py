@@ -160,8 +160,10 @@ def test_not_yet_supported_endpoints(vm, path):
     assert "not supported by this build" in fault(vm.put(path, {"x": 1}))
 
 
-def test_http_level_errors(vm):
-    assert "Invalid request method and/or path: GET /nope." in fault(vm.get("/nope"))
+def test_http_level_errors(vm, swagger):
+    r = vm.get("/nope")
+    swagger.validate("Error", r.json())
+    assert "Invalid request method and/or path: GET /nope." in fault(r)
     assert "Invalid request method and/or path: POST /actions." in fault(
         vm.request("POST", "/actions", json={"action_type": "InstanceStart"}))
     assert "Invalid request method and/or path: DELETE /machine-config." in fault(
