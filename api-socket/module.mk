@@ -12,3 +12,7 @@ UNIT_LIBS_test_api_args   := -ljansson
 
 FUZZ_DEPS_fuzz_api_routes := $(API_PURE_SRCS)
 FUZZ_LIBS_fuzz_api_routes := -ljansson
+
+# The logger's Firecracker line format (vmm/log.c, owned with this issue).
+UNIT_DEPS_test_api_log    := vmm/log.c
+UNIT_LIBS_test_api_log    := -lpthread
