@@ -50,8 +50,10 @@ def test_bzimage_one_vcpu_128m(guest_assets, tmp_path):
 
 def test_kernel_panic_ends_the_vm(guest_assets, tmp_path):
     # No initrd and a root= that does not exist: the kernel panics; panic=1 reboots it.
+    # (This boot also covers vmlinux through the 64-bit Linux boot protocol, not PVH.)
     r = run(ember_args(guest_assets["vmlinux"],
-                       cmdline="console=ttyS0 reboot=k panic=1 pci=off root=/dev/nonexistent"),
+                       cmdline="console=ttyS0 reboot=k panic=1 pci=off root=/dev/nonexistent",
+                       extra=["--boot", "linux"]),
             tmp_path)
     assert not r.timed_out, r
     assert "Kernel panic" in r.console, r
