@@ -4,7 +4,8 @@
  *   'h' (default) print "ember-probe: hello" on COM1, write 123 to the boot timer, then reset
  *       through the i8042 (port 0x64, 0xFE)
  *   't' triple fault (load an empty IDT and raise an exception)
- *   'i' the same as 'h' but hang instead of resetting (for signal/timeout tests) */
+ *   'i' the same as 'h' but hang instead of resetting (for signal/timeout tests)
+ *   'e' the same as 'h', then echo COM1 input back (polling) until it reads 'q', then reset */
     .code64
     .section .text
     .globl _start
@@ -34,6 +35,19 @@ _start:
 
     cmp     $'i', %r12d
     je      idle
+    cmp     $'e', %r12d
+    jne     reset
+echo:
+    mov     $0x3fd, %dx             /* LSR: wait for data ready */
+    in      %dx, %al
+    test    $1, %al
+    jz      echo
+    mov     $0x3f8, %dx
+    in      %dx, %al
+    out     %al, %dx                /* echo it */
+    cmp     $'q', %al
+    jne     echo
+reset:
     mov     $0xfe, %al
     out     %al, $0x64
 idle:

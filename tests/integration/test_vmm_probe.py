@@ -49,3 +49,57 @@ def test_console_to_stdout(tmp_path):
     assert r.returncode == 0
     assert "ember-probe: hello" in r.stdout
     assert "Guest-boot-time" in r.stderr
+
+
+def _on_a_terminal(cmdline, keys_after_hello, until, timeout=60):
+    """Runs the probe with a pseudo-terminal as stdin/stdout; types keys once it says hello.
+    Returns (exit code, everything the terminal showed)."""
+    import pty
+    import select
+    import time
+
+    from ember_vm import EMBER
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(str(EMBER), ["ember", "run", "--kernel", str(PROBE), "--cmdline", cmdline])
+    out, typed, deadline, status = b"", False, time.monotonic() + timeout, None
+    try:
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not typed and b"hello" in out:
+                os.write(fd, keys_after_hello)
+                typed = True
+            if until in out.split(b"hello")[-1]:
+                break
+        deadline, status = time.monotonic() + 10, None
+        while time.monotonic() < deadline and status is None:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            status = st if done else None
+            time.sleep(0.05)
+    finally:
+        if status is None:
+            os.kill(pid, 9)
+            _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_terminal_input_is_raw_and_reaches_the_guest():
+    # 'e': the probe echoes COM1 input until 'q'. Ctrl-A Ctrl-A sends one Ctrl-A.
+    code, out = _on_a_terminal("e", b"ab\r\x01\x01zq", b"guest reset")
+    assert code == 0, out
+    assert b"ab\r\x01zq" in out, out  # raw: no echo by the host tty, CR kept, one Ctrl-A
+
+
+def test_ctrl_a_x_leaves():
+    code, out = _on_a_terminal("e", b"\x01x", b"Ctrl-A x")
+    assert code == 0, out
+    assert b"Ctrl-A x" in out, out
