@@ -104,6 +104,7 @@ static bool data(struct i8042 *k, uint8_t v)
 static void i8042_read(void *opaque, uint64_t off, uint8_t *out, uint32_t len)
 {
     struct i8042 *k = opaque;
+    bool irq = false;
 
     memset(out, 0xff, len);
     pthread_mutex_lock(&k->lock);
@@ -115,10 +116,15 @@ static void i8042_read(void *opaque, uint64_t off, uint8_t *out, uint32_t len)
         } else {
             out[0] = 0;
         }
+        /* The IRQ is an edge and Linux reads one byte per interrupt: raise it again while
+         * bytes are left (a Ctrl-Alt-Del is four of them). */
+        irq = k->count && (k->ctr & CTR_KBD_INT);
     } else if (off == 4) {
         out[0] = (uint8_t)(k->status | (k->count ? ST_OBF : 0));
     }
     pthread_mutex_unlock(&k->lock);
+    if (irq)
+        kick(k->irq_fd);
 }
 
 static void i8042_write(void *opaque, uint64_t off, const uint8_t *in, uint32_t len)

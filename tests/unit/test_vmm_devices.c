@@ -119,9 +119,13 @@ static void keyboard_controller(void **state)
     assert_int_equal(i8042_ctrl_alt_del(&k), 0);
     assert_true(efd_count(irq) > 0);
     assert_int_equal(inb(0x60), 0x14);
+    assert_true(efd_count(irq) > 0); /* one interrupt per byte still queued */
     assert_int_equal(inb(0x60), 0x11);
+    assert_true(efd_count(irq) > 0);
     assert_int_equal(inb(0x60), 0xe0);
+    assert_true(efd_count(irq) > 0);
     assert_int_equal(inb(0x60), 0x71);
+    assert_int_equal(efd_count(irq), 0); /* nothing left: no interrupt */
     assert_int_equal(efd_count(reset), 0);
     outb(0x64, 0xfe); /* CPU reset */
     assert_int_equal(efd_count(reset), 1);
