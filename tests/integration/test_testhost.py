@@ -5,6 +5,8 @@ the root read-only, the working directory kept, environment passed, exit status
 returned, /dev/kvm present with a hardware-style KVM, a Unix socket creatable in
 $EMBER_SCRATCH) and runs the KVM probe in there."""
 import os
+import signal
+import time
 import pathlib
 import subprocess
 import uuid
@@ -81,3 +83,52 @@ def test_a_hung_command_is_stopped_by_the_timeout():
     r = host_run("--timeout", "5", "--", "sleep", "600", timeout=120)
     assert r.returncode == 124
     assert "timed out after 5 s" in r.stderr
+
+
+def _descendants(pid):
+    """PIDs of every process below pid (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def test_sigterm_stops_the_test_host_and_leaves_no_qemu():
+    proc = subprocess.Popen([str(RUN), "--timeout", "600", "--", "sleep", "600"], cwd=REPO,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        qemu = []
+        deadline = time.monotonic() + 60
+        while not qemu and time.monotonic() < deadline:
+            time.sleep(0.5)
+            qemu = [p for p in _descendants(proc.pid) if _comm(p) == "qemu-system-x86"]
+        assert qemu, "no QEMU process started"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _comm(qemu[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _comm(qemu[0]) is None, "QEMU outlived tests/host/run"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
