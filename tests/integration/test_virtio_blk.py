@@ -184,14 +184,15 @@ def test_rate_limiter(guest_assets, tmp_path):
     iops = 200
     a = make_file(tmp_path / "bw.img", pattern(16 * MiB, "bw"))
     b = make_file(tmp_path / "ops.img", size=8 * MiB)
-    # The first 2 MiB and the first 200 ops go fast (bucket full at start): measure after them.
-    cmd = ("dd if=/dev/vdb of=/dev/null bs=64k count=32 iflag=direct 2>/dev/null; "
+    # The buckets start full: warm up with twice their size, so that the measured part starts
+    # with an empty bucket (steady state).
+    cmd = ("dd if=/dev/vdb of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null; "
            "t0=$(cut -d' ' -f1 /proc/uptime); "
-           "dd if=/dev/vdb of=/dev/null bs=64k count=192 skip=32 iflag=direct 2>/dev/null; "
+           "dd if=/dev/vdb of=/dev/null bs=64k count=160 skip=64 iflag=direct 2>/dev/null; "
            "echo bw=$t0 $(cut -d' ' -f1 /proc/uptime); "
-           "dd if=/dev/vdc of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null; "
+           "dd if=/dev/vdc of=/dev/null bs=4k count=400 iflag=direct 2>/dev/null; "
            "t0=$(cut -d' ' -f1 /proc/uptime); "
-           "dd if=/dev/vdc of=/dev/null bs=4k count=1200 skip=200 iflag=direct 2>/dev/null; "
+           "dd if=/dev/vdc of=/dev/null bs=4k count=1200 skip=400 iflag=direct 2>/dev/null; "
            "echo ops=$t0 $(cut -d' ' -f1 /proc/uptime)")
     r = boot(guest_assets, tmp_path, cmd, rootfs_copy(guest_assets, tmp_path), [
         f"path={a},ro,bw={bw}",
@@ -199,7 +200,7 @@ def test_rate_limiter(guest_assets, tmp_path):
     ])
     assert not r.timed_out, r
     assert "ember.exit=0" in r.console, r
-    rate = 192 * 65536 / guest_seconds(r.console, "bw")
+    rate = 160 * 65536 / guest_seconds(r.console, "bw")
     ops = 1200 / guest_seconds(r.console, "ops")
     print(f"rate limiter: bandwidth {rate / MiB:.3f} MiB/s (want 2), {ops:.1f} ops/s (want {iops})")
     assert 0.85 * bw <= rate <= 1.15 * bw, f"bandwidth {rate / MiB:.2f} MiB/s, want 2"
