@@ -86,7 +86,6 @@ static int run_vm_config(struct run *r, char *err, size_t errlen)
         snprintf(cfg->cmdline, sizeof(cfg->cmdline), "%s", c->boot.boot_args);
     if (c->serial_set && c->serial.has_path)
         snprintf(cfg->console_path, sizeof(cfg->console_path), "%s", c->serial.serial_out_path);
-#ifdef VM_DRIVES_MAX /* TODO(wiring): unconditional once struct vm_config's drives are in */
     if (c->ndrives > VM_DRIVES_MAX)
         return snprintf(err, errlen, "Too many drives: %u (ember attaches at most %d).", c->ndrives,
                         VM_DRIVES_MAX),
@@ -112,13 +111,6 @@ static int run_vm_config(struct run *r, char *err, size_t errlen)
                     (struct vm_bucket){d->rate_limiter.ops.size, d->rate_limiter.ops.one_time_burst,
                                        d->rate_limiter.ops.refill_time};
         }
-#else
-    if (c->ndrives)
-        return snprintf(err, errlen,
-                        "Drives are configured but this build of ember has no block device "
-                        "yet."),
-               -ENOTSUP;
-#endif
     return cfg_validate(cfg, err, errlen);
 }
 
@@ -567,7 +559,6 @@ int api_run_cli(const struct vm_config *cli, const struct timespec *t0)
         req.u.boot.has_boot_args = true;
         ret = ctl_handle(&r->ctl, &req, &resp);
     }
-#ifdef VM_DRIVES_MAX
     for (unsigned i = 0; !ret && i < cli->ndrives; i++) {
         const struct vm_drive *v = &cli->drives[i];
         struct api_drive *d = &req.u.drive;
@@ -589,7 +580,6 @@ int api_run_cli(const struct vm_config *cli, const struct timespec *t0)
                                                   v->ops.one_time_burst, v->ops.refill_time_ms};
         ret = ctl_handle(&r->ctl, &req, &resp);
     }
-#endif
     if (!ret && cli->console_path[0]) {
         api_response_free(&resp);
         memset(&req, 0, sizeof(req));

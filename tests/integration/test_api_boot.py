@@ -2,6 +2,7 @@
 through --config-file. Needs a KVM that can boot Linux (run through tests/host/run); boots
 are slow there, so each test checks several things in one boot."""
 import json
+import shutil
 import subprocess
 import time
 
@@ -139,24 +140,37 @@ def test_curl_boot_pause_resume_ctrl_alt_del(ember_bin, scratch, guest_assets, t
 
 
 def test_config_file_boot_and_api_after_boot(ember_bin, scratch, guest_assets, tmp_path):
+    # --no-api, booting from the ext4 root file system as a Firecracker config does: the guest
+    # runs its command and reboots; ember exits 0 with no API call
+    rootfs = tmp_path / "rootfs.ext4"
+    shutil.copy(guest_assets["rootfs"], rootfs)
     cfg = tmp_path / "vm.json"
     cfg.write_text(json.dumps({
         "boot-source": {"kernel_image_path": str(guest_assets["vmlinux"]),
-                        "initrd_path": str(guest_assets["initramfs"]),
-                        "boot_args": f'{BASE_ARGS} ember.cmd="echo config-file-$((6*7))"'},
+                        "boot_args": f'{BASE_ARGS} ember.cmd="echo config-file-$((6*7)); '
+                                     'cat /proc/cmdline"'},
         "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
-        "drives": [],
+        "drives": [{"drive_id": "rootfs", "path_on_host": str(rootfs), "is_root_device": True,
+                    "is_read_only": True}],
         "network-interfaces": [],
     }))
-    # --no-api: the guest runs its command and reboots; ember exits 0 with no API call
     r = subprocess.run([str(ember_bin), "--no-api", "--config-file", str(cfg)],
                        capture_output=True, text=True, timeout=BOOT_TIMEOUT,
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r
-    assert "config-file-42" in r.stdout and "ember.exit=0" in r.stdout, r
+    assert "config-file-42" in r.stdout, r.stdout[-3000:]
+    assert "ember.exit=0" in r.stdout, r.stdout[-3000:]
+    assert "root=/dev/vda ro" in r.stdout, r.stdout[-3000:]
+    assert "VFS: Mounted root (ext4 filesystem) readonly" in r.stdout, r.stdout[-3000:]
+
+    cfg.write_text(json.dumps({
+        "boot-source": {"kernel_image_path": str(guest_assets["vmlinux"]),
+                        "initrd_path": str(guest_assets["initramfs"]),
+                        "boot_args": f'{BASE_ARGS} ember.cmd="{TICKER}"'},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+    }))
 
     # with the API: the VM is running at once; post-boot requests are served
-    cfg.write_text(cfg.read_text().replace("echo config-file-$((6*7))", TICKER))
     vm = Ember.start(ember_bin, scratch, "--config-file", cfg, wait=False)
     try:
         vm.wait_ready()
