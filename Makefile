@@ -8,6 +8,7 @@
 #   make run        deps + build + guest, then boot the default VM on this terminal
 #   make smoke      the same without a terminal: run `uname -a` etc. in the guest, print it
 #   make lint       clang-format (check mode) and cppcheck
+#   make bench      boot time, memory and block I/O: ember beside QEMU microvm (ratios)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS (make test runs them briefly)
 #   make install    install the binaries into $(PREFIX)/bin (default /usr/local)
 #   make clean      remove build/ (the kernel cache outside the tree is kept)
@@ -41,7 +42,7 @@ include $(sort $(wildcard */module.mk tests/*/module.mk))
 
 .DEFAULT_GOAL := all
 .PHONY: all deps guest testhost test unit integration lint run smoke clean format install \
-	fuzz fuzz-short
+	fuzz fuzz-short bench bench-boot bench-blk
 
 all: $(BINARIES)
 
@@ -146,6 +147,17 @@ test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz-short
 	@$(MAKE) --no-print-directory integration
+
+# ---- Benchmarks (never part of `make test`) -----------------------------------
+# ember beside QEMU microvm on the same kernel and rootfs, in the same run, where Linux can
+# boot under KVM (the test host on our PVM machines): compare the ratios, not the times.
+bench: bench-boot bench-blk
+
+bench-boot: all $(TEST_PROGRAMS) guest testhost
+	tests/host/run --auto --timeout 3000 -- tests/guest/measure-boot --runs 5
+
+bench-blk: all $(TEST_PROGRAMS) guest testhost
+	tests/host/run --auto --timeout 3000 -- tests/bench/blk-vs-qemu
 
 # ---- Running a VM -----------------------------------------------------------
 run: deps
