@@ -8,16 +8,13 @@ import time
 
 import pytest
 
-from api_client import REPO, Ember, fault
+from api_client import Ember, fault
 from ember_vm import BOOT_TIMEOUT, wait_for
 
 pytestmark = pytest.mark.kvm
 
 # The guest prints its uptime every second until it is told to stop.
 TICKER = "while true; do cat /proc/uptime; sleep 1; done"
-# vmm/i8042.c: one interrupt per byte the guest is to read (needed for a multi-byte injection)
-I8042_IRQ_PER_BYTE = "kick(k->irq_fd)" in (REPO / "vmm" / "i8042.c").read_text().split(
-    "static void i8042_read", 1)[-1].split("static void i8042_write", 1)[0]
 BASE_ARGS = "console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd"
 
 
@@ -56,13 +53,6 @@ def uptimes(console):
 def ctrl_alt_del_ends(vm, log=None):
     """After SendCtrlAltDel the guest init reboots and ember exits 0."""
     code = vm.wait(BOOT_TIMEOUT / 4)
-    if code != 0 and not I8042_IRQ_PER_BYTE:
-        # Until vmm/i8042.c raises IRQ 1 again while bytes remain (the guest reads one byte per
-        # edge), only the first scancode arrives at once; the rest straggle in, or never.
-        # Requested from the VMM owner; then set I8042_IRQ_PER_BYTE.
-        vm.close()
-        pytest.xfail(f"Ctrl-Alt-Del did not end the VM cleanly (exit {code}): i8042 raises one "
-                     "IRQ per injection")
     assert code == 0, vm.output() + (log.read_text() if log and log.exists() else "")
 
 
