@@ -139,7 +139,9 @@ integration: all $(TEST_PROGRAMS) guest testhost
 	@echo "== pytest (this machine)"
 	$(PYTEST) -m "not kvm" tests/integration
 	@echo "== pytest (KVM tests: $$(tests/host/run --where))"
-	tests/host/run --auto --timeout 3000 -- $(PYTEST) -m kvm tests/integration
+	@# --reruns 1: a guest boot in the test host occasionally stalls with no output (cause
+	@# not found yet, see the open issues); a real failure still fails twice and is reported.
+	tests/host/run --auto --timeout 3000 -- $(PYTEST) --reruns 1 -m kvm tests/integration
 
 test: deps
 	@$(MAKE) --no-print-directory lint
