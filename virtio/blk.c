@@ -38,7 +38,8 @@ struct vblk {
     int fd;
     uint64_t capacity; /* sectors */
     char id[VIRTIO_BLK_ID_BYTES];
-    struct vmmio_dev *t; /* set at activation */
+    struct vmmio_dev *t;    /* set at activation */
+    struct vm_stats *stats; /* may be NULL */
     struct tbucket bw, ops;
     int timer_fd;
     bool throttled, has_pending;
@@ -368,9 +369,10 @@ static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
     return run_queue(dev);
 }
 
-void vblk_bind(struct vblk *b, struct vmmio_dev *t)
+void vblk_bind(struct vblk *b, struct vmmio_dev *t, struct vm_stats *stats)
 {
     b->t = t;
+    b->stats = stats;
 }
 
 /* Reaps io_uring completions (event loop, transport lock held). Returns the count. */

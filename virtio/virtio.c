@@ -24,7 +24,8 @@ struct virtio_devs {
 };
 
 struct virtio_devs *virtio_open(const struct vm_drive *drives, unsigned n,
-                                const struct guest_mem *mem, char *err, size_t errlen)
+                                const struct guest_mem *mem, struct vm_stats *stats, char *err,
+                                size_t errlen)
 {
     struct virtio_devs *v = calloc(1, sizeof(*v));
     const struct vm_drive *order[VIRTIO_MMIO_MAX_DEVS];
@@ -65,7 +66,7 @@ struct virtio_devs *virtio_open(const struct vm_drive *drives, unsigned n,
             goto fail;
         }
         v->d[i].inited = true;
-        vblk_bind(v->d[i].blk, &v->d[i].t);
+        vblk_bind(v->d[i].blk, &v->d[i].t, stats);
     }
     return v;
 fail:

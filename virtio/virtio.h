@@ -180,8 +180,9 @@ int vblk_parse(const struct vq_chain *c, struct vblk_req *r);
 uint8_t vblk_check(const struct vblk_req *r, uint64_t capacity, bool read_only);
 /* vblk_create(cfg, err, errlen): opens the backing file. Returns the device or NULL. */
 struct vblk *vblk_create(const struct vm_drive *cfg, char *err, size_t errlen);
-/* vblk_bind(b, t): the transport b answers through (before the VM runs). */
-void vblk_bind(struct vblk *b, struct vmmio_dev *t);
+/* vblk_bind(b, t, stats): the transport b answers through (before the VM runs), and the block
+ * counters it bumps (NULL: none). */
+void vblk_bind(struct vblk *b, struct vmmio_dev *t, struct vm_stats *stats);
 /* vblk_destroy(b): closes everything (safe on NULL). */
 void vblk_destroy(struct vblk *b);
 /* vblk_fds(b, fds): the fds the event loop must watch besides the queue notifiers: the io_uring
@@ -198,10 +199,12 @@ int drive_parse(struct vm_drive *d, const char *spec, bool root, char *err, size
 /* ---- the VM's device set (virtio.c) ------------------------------------------------------ */
 struct virtio_devs;
 
-/* virtio_open(drives, n, mem, err, errlen): opens every drive (root first) and sets up its
- * transport. Returns the set, or NULL with a reason in err. */
+/* virtio_open(drives, n, mem, stats, err, errlen): opens every drive (root first) and sets up
+ * its transport; the devices bump stats (may be NULL). Returns the set, or NULL with a reason
+ * in err. */
 struct virtio_devs *virtio_open(const struct vm_drive *drives, unsigned n,
-                                const struct guest_mem *mem, char *err, size_t errlen);
+                                const struct guest_mem *mem, struct vm_stats *stats, char *err,
+                                size_t errlen);
 /* virtio_cmdline(v, cmdline, len): appends root= and one virtio_mmio.device= per device.
  * Returns 0 or -ENAMETOOLONG. */
 int virtio_cmdline(const struct virtio_devs *v, char *cmdline, size_t len);

@@ -92,7 +92,7 @@ static int vm_load(struct vm *vm, char *err, size_t errlen)
         vm->boot.entry = vm->boot.pvh_entry;
     }
     /* Drives: opened now (before KVM), announced on the command line (root= too). */
-    vm->virtio = virtio_open(cfg->drives, cfg->ndrives, &vm->mem, err, errlen);
+    vm->virtio = virtio_open(cfg->drives, cfg->ndrives, &vm->mem, &vm->stats, err, errlen);
     if (!vm->virtio) {
         ret = -EINVAL;
         goto out;

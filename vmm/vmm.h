@@ -43,6 +43,25 @@ struct vm_drive {
     struct vm_bucket bw, ops;
 };
 
+/* Counters with Firecracker's metric names (docs/metrics.md: vcpu, block, uart, i8042), bumped
+ * from any thread with relaxed atomics. The VMM never reads them; the API layer copies them into
+ * its metrics at each flush, so the VMM and devices need not know about metrics files. */
+struct vm_stats {
+    _Atomic uint64_t vcpu_exit_io_in, vcpu_exit_io_out, vcpu_exit_mmio_read, vcpu_exit_mmio_write,
+            vcpu_failures;
+    _Atomic uint64_t block_read_bytes, block_write_bytes, block_read_count, block_write_count,
+            block_flush_count, block_invalid_reqs;
+    _Atomic uint64_t uart_read, uart_write, uart_errors;
+    _Atomic uint64_t i8042_reset, i8042_read, i8042_write, i8042_missed_read, i8042_missed_write,
+            i8042_errors;
+};
+/* STAT_ADD(stats, field, n): adds n to one counter (stats may be NULL: unit tests). */
+#define STAT_ADD(stats, field, n)                                                  \
+    do {                                                                           \
+        if (stats)                                                                 \
+            atomic_fetch_add_explicit(&(stats)->field, (n), memory_order_relaxed); \
+    } while (0)
+
 struct vm_config {
     char kernel_path[PATH_MAX];
     char initrd_path[PATH_MAX];  /* "" = none */
@@ -292,6 +311,7 @@ struct vm {
     struct serial serial;
     struct i8042 i8042;
     struct boot_timer boot_timer;
+    struct vm_stats stats;
     /* virtio-mmio devices (virtio/virtio.c) */
     struct virtio_devs *virtio;
     int console_fd; /* file opened for --console, or -1 */

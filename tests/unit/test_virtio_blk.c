@@ -64,7 +64,7 @@ static void start(struct vm_drive *d)
     blk = vblk_create(d, err, sizeof(err));
     assert_non_null(blk);
     assert_int_equal(vmmio_init(&t, &vblk_ops, blk, &mem, 0), 0);
-    vblk_bind(blk, &t);
+    vblk_bind(blk, &t, NULL);
     /* The driver's initialization (spec 3.1.1). */
     wr(0x70, 1);
     wr(0x70, 3);
