@@ -167,3 +167,13 @@ void virtio_destroy(struct virtio_devs *v)
     }
     free(v);
 }
+
+/* Placeholder until the block device can swap its file and buckets live (issue 4). */
+int virtio_drive_update(struct virtio_devs *v, const char *id, const char *path,
+                        const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
+                        size_t errlen)
+{
+    (void)v, (void)id, (void)path, (void)bw, (void)ops;
+    errf(err, errlen, -ENOTSUP, "updating a drive after boot is not supported by this build");
+    return -ENOTSUP;
+}

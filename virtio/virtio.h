@@ -215,6 +215,13 @@ int virtio_attach(struct virtio_devs *v, int vm_fd, struct bus *mmio);
 int virtio_fd(const struct virtio_devs *v);
 /* virtio_poll(v): runs whatever is ready (event loop thread). */
 void virtio_poll(struct virtio_devs *v);
+/* virtio_drive_update(v, id, path, bw, ops, err, errlen): PATCH /drives/{id} on a running VM
+ * (event-loop thread). path (NULL: unchanged) swaps the backing file: capacity re-read, config
+ * generation bumped, config-change interrupt. bw/ops (NULL: unchanged) replace the rate
+ * limiter's buckets. Returns 0, -ENOENT for an unknown id, or -errno with a reason in err. */
+int virtio_drive_update(struct virtio_devs *v, const char *id, const char *path,
+                        const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
+                        size_t errlen);
 /* virtio_destroy(v): closes everything (safe on NULL). */
 void virtio_destroy(struct virtio_devs *v);
 
