@@ -173,9 +173,10 @@ smoke: deps
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+# Stripped: ember-jailer copies ember into every jail (1.2 MB instead of 1.8 MB).
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(BINARIES) $(DESTDIR)$(PREFIX)/bin/
+	install -s -m 0755 $(BINARIES) $(DESTDIR)$(PREFIX)/bin/
 
 clean:
 	rm -rf $(BUILD)

@@ -1,5 +1,6 @@
 """ember-jailer builds the jail it promises: the probe binary, exec'd in place of ember,
 reports what it sees from inside and the test checks /proc/<pid> from outside."""
+import json
 import os
 import pathlib
 import signal
@@ -10,9 +11,9 @@ import uuid
 import pytest
 
 from test_jailer_helpers import base  # noqa: F401 (the --chroot-base-dir fixture)
-from test_jailer_helpers import (EXEC_NAME, PROBE, Launch, base_args, pid_alive,
-                                 remove_cgroup_tree, require_binaries, run_jailer, v1_mount,
-                                 v2_mount)
+from test_jailer_helpers import (EXEC_NAME, JAILER, PROBE, TIMEOUT, Launch, base_args,
+                                 pid_alive, remove_cgroup_tree, require_binaries, run_jailer,
+                                 v1_mount, v2_mount, wait_for)
 
 UID, GID = 12345, 23456
 
@@ -304,3 +305,37 @@ def test_default_base_dir_layout_is_per_exec_name_and_id(base, launches):
     assert (ja.root / EXEC_NAME).stat().st_ino != (jb.root / EXEC_NAME).stat().st_ino
     assert stat.S_IMODE(ja.root.stat().st_mode) == 0o700
     assert (ja.root.stat().st_uid, ja.root.stat().st_gid) == (UID, GID)
+
+
+def test_jailed_ember_serves_its_api_in_the_jail(base):
+    """The real, static ember in a jail: its API socket appears under the jail's /run, it got
+    --id from the jailer, it runs as the VM's uid with no capabilities, and SIGTERM ends it.
+    (Booting a guest this way needs Linux-capable KVM: test_jailer_boot.py.)"""
+    ember = PROBE.parents[1] / "ember"
+    jail_id = new_id()
+    root = base / "ember" / jail_id / "root"
+    sock = root / "run" / "api.sock"
+    proc = subprocess.Popen([str(JAILER), *base_args(base, jail_id, UID, GID)[:2], "--exec-file",
+                             str(ember), *base_args(base, jail_id, UID, GID)[4:], "--",
+                             "--api-sock", "/run/api.sock"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, "ember's API socket")
+        assert proc.poll() is None, proc.communicate()[0]
+        r = subprocess.run(["curl", "-sS", "--unix-socket", str(sock), "http://localhost/"],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        info = json.loads(r.stdout)
+        assert info["id"] == jail_id and info["state"] == "Not started", r
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600 and sock.stat().st_uid == UID
+        with open(f"/proc/{proc.pid}/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+        assert status["Uid"].split()[:3] == [str(UID)] * 3
+        assert status["CapEff"] == "0000000000000000" and status["NoNewPrivs"] == "1"
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=TIMEOUT)[0]
+        assert proc.returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM), out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
