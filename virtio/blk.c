@@ -1,37 +1,25 @@
 /* virtio-blk (spec 5.2): a file-backed block device with one queue. Requests run on the event
- * loop, either synchronously (preadv/pwritev) or through io_uring with completions arriving on
- * an eventfd; a token-bucket rate limiter holds requests back (never drops them) and wakes the
- * device with a timerfd. */
+ * loop, either synchronously (preadv/pwritev) or through the io_uring engine (blk_uring.c) with
+ * completions arriving on an eventfd; a token-bucket rate limiter holds requests back (never
+ * drops them) and wakes the device with a timerfd. PATCH /drives swaps the backing file and the
+ * buckets of a running device (vblk_update). */
 #include <errno.h>
 #include <fcntl.h>
-#include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "virtio.h"
 
-#define SECTOR               512
 #define VIRTIO_BLK_F_SEG_MAX 2
 #define VIRTIO_BLK_F_RO      5
 #define VIRTIO_BLK_F_FLUSH   9
-#define RING_ENTRIES         VQ_MAX_SIZE
 /* Data segments per request (config seg_max): a 1 MiB request is then one chain, not one per
  * page, and with the header and status byte it still fits a 128-entry queue (as QEMU). */
 #define SEG_MAX 126
-
-struct slot {
-    uint16_t head;
-    uint8_t *status;
-    uint32_t used_len;
-    uint64_t expect; /* bytes the operation must transfer */
-    unsigned niov;
-    struct iovec iov[VQ_MAX_SIZE];
-};
 
 struct vblk {
     struct vm_drive cfg;
@@ -45,104 +33,8 @@ struct vblk {
     bool throttled, has_pending;
     struct vq_chain chain; /* the chain being handled (kept while it waits) */
     struct vblk_req req;
-    /* Async engine */
-    bool ring_ok;
-    struct io_uring ring;
-    int ring_fd; /* completion eventfd */
-    struct slot *slots;
-    uint16_t free_list[VQ_MAX_SIZE];
-    unsigned nfree, inflight;
+    struct uring_eng eng; /* Async engine (eng.on) */
 };
-
-/* ---- request parsing (pure: unit-tested and fuzzed) ---------------------------------------- */
-
-/* Copies the iovecs covering [skip, skip + len) of src into dst. Returns the count. */
-static unsigned iov_slice(const struct iovec *src, unsigned n, uint64_t skip, uint64_t len,
-                          struct iovec *dst)
-{
-    unsigned k = 0;
-    for (unsigned i = 0; i < n && len; i++) {
-        uint64_t l = src[i].iov_len;
-        if (skip >= l) {
-            skip -= l;
-            continue;
-        }
-        uint64_t take = l - skip < len ? l - skip : len;
-        dst[k].iov_base = (uint8_t *)src[i].iov_base + skip;
-        dst[k].iov_len = take;
-        k++;
-        len -= take;
-        skip = 0;
-    }
-    return k;
-}
-
-int vblk_parse(const struct vq_chain *c, struct vblk_req *r)
-{
-    struct {
-        uint32_t type, reserved;
-        uint64_t sector;
-    } hdr; /* struct virtio_blk_req's header, spec 5.2.6 */
-    struct iovec part[VQ_MAX_SIZE];
-    const struct iovec *in = c->iov + c->nout;
-    unsigned nin = c->niov - c->nout;
-
-    memset(r, 0, offsetof(struct vblk_req, iov));
-    r->status = NULL;
-    if (c->in_len >= 1) { /* the status byte is the last device-writable byte */
-        const struct iovec *last = &in[nin - 1];
-        r->status = (uint8_t *)last->iov_base + last->iov_len - 1;
-    }
-    if (c->out_len < sizeof(hdr) || !r->status)
-        return -EINVAL;
-    /* The header is copied once; only the copy is looked at. */
-    unsigned k = iov_slice(c->iov, c->nout, 0, sizeof(hdr), part);
-    uint8_t *dst = (uint8_t *)&hdr;
-    for (unsigned i = 0; i < k; i++) {
-        memcpy(dst, part[i].iov_base, part[i].iov_len);
-        dst += part[i].iov_len;
-    }
-    r->type = hdr.type;
-    r->sector = hdr.sector;
-    switch (r->type) {
-    case VIRTIO_BLK_T_IN:
-    case VIRTIO_BLK_T_GET_ID:
-        if (c->out_len != sizeof(hdr))
-            return -EINVAL;
-        r->len = c->in_len - 1;
-        r->niov = iov_slice(in, nin, 0, r->len, r->iov);
-        break;
-    case VIRTIO_BLK_T_OUT:
-        if (c->in_len != 1)
-            return -EINVAL;
-        r->len = c->out_len - sizeof(hdr);
-        r->niov = iov_slice(c->iov, c->nout, sizeof(hdr), r->len, r->iov);
-        break;
-    default:
-        break;
-    }
-    return 0;
-}
-
-uint8_t vblk_check(const struct vblk_req *r, uint64_t capacity, bool read_only)
-{
-    switch (r->type) {
-    case VIRTIO_BLK_T_OUT:
-        if (read_only)
-            return VIRTIO_BLK_S_IOERR;
-        /* fallthrough */
-    case VIRTIO_BLK_T_IN:
-        /* Spec 5.2.6.1: data is a multiple of 512 bytes; it must fit the disk. */
-        if (r->len % SECTOR || r->sector > capacity || r->len / SECTOR > capacity - r->sector)
-            return VIRTIO_BLK_S_IOERR;
-        return VIRTIO_BLK_S_OK;
-    case VIRTIO_BLK_T_FLUSH:
-    case VIRTIO_BLK_T_GET_ID:
-        return VIRTIO_BLK_S_OK;
-    default:
-        return VIRTIO_BLK_S_UNSUPP;
-    }
-}
 
 /* ---- the device ------------------------------------------------------------------------- */
 
@@ -170,25 +62,11 @@ static void config_read(void *dev, uint64_t off, uint8_t *data, uint32_t len)
         memcpy(data, cfg + off, len);
 }
 
-/* Moves an iovec array forward by n bytes. */
-static void iov_advance(struct iovec **iov, unsigned *n, size_t done)
-{
-    while (*n && done >= (*iov)->iov_len) {
-        done -= (*iov)->iov_len;
-        (*iov)++;
-        (*n)--;
-    }
-    if (*n && done) {
-        (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + done;
-        (*iov)->iov_len -= done;
-    }
-}
-
 static uint8_t sync_rw(struct vblk *b, struct vblk_req *r)
 {
     struct iovec *iov = r->iov;
     unsigned n = r->niov;
-    off_t off = (off_t)(r->sector * SECTOR);
+    off_t off = (off_t)(r->sector * VBLK_SECTOR);
     uint64_t left = r->len;
 
     while (left) {
@@ -200,23 +78,31 @@ static uint8_t sync_rw(struct vblk *b, struct vblk_req *r)
             return VIRTIO_BLK_S_IOERR;
         left -= (uint64_t)got;
         off += got;
-        iov_advance(&iov, &n, (size_t)got);
+        vblk_iov_advance(&iov, &n, (size_t)got);
     }
     return VIRTIO_BLK_S_OK;
 }
 
-static uint8_t get_id(struct vblk *b, struct vblk_req *r, uint32_t *used)
+/* Counts a request that completed (Firecracker's block metrics: only successful I/O counts). */
+static void account(struct vblk *b, uint32_t type, uint64_t len, uint8_t s)
 {
-    struct iovec part[VQ_MAX_SIZE];
-    uint64_t len = r->len < sizeof(b->id) ? r->len : sizeof(b->id);
-    unsigned k = iov_slice(r->iov, r->niov, 0, len, part);
-    const uint8_t *src = (const uint8_t *)b->id;
-    for (unsigned i = 0; i < k; i++) {
-        memcpy(part[i].iov_base, src, part[i].iov_len);
-        src += part[i].iov_len;
+    if (s != VIRTIO_BLK_S_OK)
+        return;
+    switch (type) {
+    case VIRTIO_BLK_T_IN:
+        STAT_ADD(b->stats, block_read_count, 1);
+        STAT_ADD(b->stats, block_read_bytes, len);
+        break;
+    case VIRTIO_BLK_T_OUT:
+        STAT_ADD(b->stats, block_write_count, 1);
+        STAT_ADD(b->stats, block_write_bytes, len);
+        break;
+    case VIRTIO_BLK_T_FLUSH:
+        STAT_ADD(b->stats, block_flush_count, 1);
+        break;
+    default:
+        break;
     }
-    *used += (uint32_t)len;
-    return VIRTIO_BLK_S_OK;
 }
 
 static void complete(struct vblk *b, uint16_t head, uint8_t *status, uint8_t s, uint32_t used)
@@ -228,36 +114,13 @@ static void complete(struct vblk *b, uint16_t head, uint8_t *status, uint8_t s, 
     vq_push(&b->t->queues[0], head, used);
 }
 
-/* Async: queues one read, write or flush. Returns 1 if submitted, 0 if no slot (retry later). */
-static int async_submit(struct vblk *b, struct vblk_req *r)
+/* An io_uring completion (uring_done_fn). */
+static void async_done(void *ctx, const struct uring_op *op, bool ok)
 {
-    if (!b->nfree)
-        return 0;
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
-    if (!sqe) {
-        io_uring_submit(&b->ring);
-        sqe = io_uring_get_sqe(&b->ring);
-        if (!sqe)
-            return 0;
-    }
-    uint16_t i = b->free_list[--b->nfree];
-    struct slot *s = &b->slots[i];
-    s->head = b->chain.head;
-    s->status = r->status;
-    s->used_len = r->type == VIRTIO_BLK_T_IN ? (uint32_t)r->len : 0;
-    s->expect = r->len;
-    s->niov = r->niov;
-    memcpy(s->iov, r->iov, r->niov * sizeof(r->iov[0]));
-    off_t off = (off_t)(r->sector * SECTOR);
-    if (r->type == VIRTIO_BLK_T_IN)
-        io_uring_prep_readv(sqe, b->fd, s->iov, s->niov, (uint64_t)off);
-    else if (r->type == VIRTIO_BLK_T_OUT)
-        io_uring_prep_writev(sqe, b->fd, s->iov, s->niov, (uint64_t)off);
-    else
-        io_uring_prep_fsync(sqe, b->fd, IORING_FSYNC_DATASYNC);
-    io_uring_sqe_set_data64(sqe, i);
-    b->inflight++;
-    return 1;
+    struct vblk *b = ctx;
+    uint8_t s = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
+    account(b, op->type, op->len, s);
+    complete(b, op->head, op->status, s, ok && op->type == VIRTIO_BLK_T_IN ? (uint32_t)op->len : 0);
 }
 
 /* Charges the rate limiter. Returns 0, or the nanoseconds to wait (nothing charged). */
@@ -282,6 +145,14 @@ static void throttle(struct vblk *b, uint64_t ns)
         log_warn("drive %s: timerfd: %s", b->cfg.id, strerror(errno));
 }
 
+static void unthrottle(struct vblk *b)
+{
+    struct itimerspec off = {0};
+    if (b->timer_fd >= 0)
+        timerfd_settime(b->timer_fd, 0, &off, NULL);
+    b->throttled = false;
+}
+
 /* Handles one request of b->chain. Returns 1 if done, 0 if it must wait (kept pending). */
 static int handle(struct vblk *b)
 {
@@ -289,11 +160,13 @@ static int handle(struct vblk *b)
     uint32_t used = 0;
 
     if (vblk_parse(&b->chain, r) < 0) {
+        STAT_ADD(b->stats, block_invalid_reqs, 1);
         complete(b, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0);
         return 1;
     }
     uint8_t s = vblk_check(r, b->capacity, b->cfg.read_only);
     if (s != VIRTIO_BLK_S_OK) {
+        STAT_ADD(b->stats, block_invalid_reqs, 1);
         complete(b, b->chain.head, r->status, s, 0);
         return 1;
     }
@@ -304,10 +177,10 @@ static int handle(struct vblk *b)
     }
     bool io = r->type == VIRTIO_BLK_T_IN || r->type == VIRTIO_BLK_T_OUT ||
               (r->type == VIRTIO_BLK_T_FLUSH && b->cfg.writeback);
-    if (io && b->ring_ok) {
-        if (async_submit(b, r))
+    if (io && b->eng.on) {
+        if (uring_queue(&b->eng, r, b->chain.head))
             return 1;
-        tb_refund(&b->bw, r->len);
+        tb_refund(&b->bw, r->type == VIRTIO_BLK_T_FLUSH ? 0 : r->len);
         tb_refund(&b->ops, 1);
         return 0; /* retried when a completion frees a slot */
     }
@@ -322,15 +195,14 @@ static int handle(struct vblk *b)
     case VIRTIO_BLK_T_FLUSH: /* spec 5.2.6.2; without Writeback caching there is nothing to do */
         s = b->cfg.writeback && fdatasync(b->fd) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
         break;
-    default:
-        s = get_id(b, r, &used);
+    default: /* GET_ID */
+        used = (uint32_t)vblk_iov_fill(r->iov, r->niov, b->id, sizeof(b->id));
         break;
     }
+    account(b, r->type, r->len, s);
     complete(b, b->chain.head, r->status, s, used);
     return 1;
 }
-
-static unsigned reap(struct vblk *b, bool push);
 
 /* Runs the queue until it is empty, throttled or out of async slots. Returns 0 or -EINVAL. */
 static int run_queue(struct vblk *b)
@@ -351,11 +223,11 @@ static int run_queue(struct vblk *b)
         b->has_pending = false;
         done++;
     }
-    if (b->ring_ok && b->inflight) {
-        io_uring_submit(&b->ring);
-        /* Page-cache hits complete inside the submit: answer them in this same interrupt
-         * (the eventfd only reports completions that happen later). */
-        done += reap(b, true);
+    if (b->eng.on && b->eng.inflight) {
+        /* One submit for the whole drain of the queue. Page-cache hits complete inside it:
+         * answer them in this same interrupt (the eventfd only reports later completions). */
+        uring_submit(&b->eng);
+        done += uring_reap(&b->eng, async_done, b);
     }
     if (done)
         vmmio_used(b->t, 0);
@@ -375,60 +247,37 @@ void vblk_bind(struct vblk *b, struct vmmio_dev *t, struct vm_stats *stats)
     b->stats = stats;
 }
 
-/* Reaps io_uring completions (event loop, transport lock held). Returns the count. */
-static unsigned reap(struct vblk *b, bool push)
-{
-    struct io_uring_cqe *cqe;
-    unsigned n = 0;
-
-    while (io_uring_peek_cqe(&b->ring, &cqe) == 0) {
-        uint64_t i = io_uring_cqe_get_data64(cqe);
-        int res = cqe->res;
-        io_uring_cqe_seen(&b->ring, cqe);
-        if (i >= VQ_MAX_SIZE)
-            continue;
-        struct slot *s = &b->slots[i];
-        bool ok = res >= 0 && (uint64_t)res == s->expect;
-        if (push)
-            complete(b, s->head, s->status, ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR,
-                     ok ? s->used_len : 0);
-        b->free_list[b->nfree++] = (uint16_t)i;
-        b->inflight--;
-        n++;
-    }
-    return n;
-}
-
 static void reset(void *dev)
 {
     struct vblk *b = dev;
     /* In-flight requests point into buffers the driver is taking back: wait for them. */
-    while (b->ring_ok && b->inflight) {
-        struct io_uring_cqe *cqe;
-        if (io_uring_wait_cqe(&b->ring, &cqe) < 0)
-            break;
-        reap(b, false);
-    }
-    struct itimerspec off = {0};
-    if (b->timer_fd >= 0)
-        timerfd_settime(b->timer_fd, 0, &off, NULL);
-    b->throttled = b->has_pending = false;
+    if (b->eng.on)
+        uring_drain(&b->eng, NULL, NULL);
+    unthrottle(b);
+    b->has_pending = false;
+}
+
+static bool running(const struct vmmio_dev *t)
+{
+    return t && t->activated && !(t->status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
 void vblk_event(struct vblk *b, unsigned which)
 {
+    struct vmmio_dev *t = b->t;
     uint64_t v;
-    int fd = which == 0 ? b->ring_fd : b->timer_fd;
-    if (fd < 0 || read(fd, &v, sizeof(v)) < 0) {
+    if (which == 1 && read(b->timer_fd, &v, sizeof(v)) < 0) {
         /* spurious wake-up */
     }
-    struct vmmio_dev *t = b->t;
     if (!t)
         return;
     pthread_mutex_lock(&t->lock);
-    if (t->activated && !(t->status & VIRTIO_STATUS_NEEDS_RESET)) {
-        if (which == 0 && reap(b, true))
-            vmmio_used(t, 0);
+    /* The ring is watched level-triggered: its completions are always taken off, answered only
+     * while the device runs (otherwise the driver is about to reset it). */
+    if (which == 0 && b->eng.on && uring_reap(&b->eng, running(t) ? async_done : NULL, b) &&
+        running(t))
+        vmmio_used(t, 0);
+    if (running(t)) {
         if (which == 1)
             b->throttled = false;
         if (run_queue(b) < 0)
@@ -439,62 +288,107 @@ void vblk_event(struct vblk *b, unsigned which)
 
 void vblk_fds(const struct vblk *b, int fds[2])
 {
-    fds[0] = b->ring_ok ? b->ring_fd : -1;
+    fds[0] = uring_fd(&b->eng);
     fds[1] = b->timer_fd;
 }
 
-static int open_async(struct vblk *b)
+const char *vblk_id(const struct vblk *b)
 {
-    b->ring_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (b->ring_fd < 0)
-        return -errno;
-    int ret = io_uring_queue_init(RING_ENTRIES, &b->ring, 0);
-    if (ret < 0)
-        return ret;
-    b->ring_ok = true;
-    ret = io_uring_register_eventfd_async(&b->ring, b->ring_fd);
-    if (ret < 0)
-        return ret;
-    b->slots = calloc(VQ_MAX_SIZE, sizeof(*b->slots));
-    if (!b->slots)
-        return -ENOMEM;
-    for (unsigned i = 0; i < VQ_MAX_SIZE; i++)
-        b->free_list[i] = (uint16_t)(VQ_MAX_SIZE - 1 - i);
-    b->nfree = VQ_MAX_SIZE;
+    return b->cfg.id;
+}
+
+/* Opens a backing file as the drive's mode says and reads its size and identity.
+ * Returns the fd, or -errno with a reason in err. */
+static int open_backing(const struct vm_drive *cfg, const char *path, uint64_t *sectors,
+                        char id[VIRTIO_BLK_ID_BYTES], char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = open(path, (cfg->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fd < 0)
+        return errf(err, errlen, -errno, "drive %s: %s: %s", cfg->id, path, strerror(errno));
+    if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+        close(fd);
+        return errf(err, errlen, -EINVAL, "drive %s: %s: not a regular file", cfg->id, path);
+    }
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size < 0) {
+        int e = errno;
+        close(fd);
+        return errf(err, errlen, -e, "drive %s: %s: %s", cfg->id, path, strerror(e));
+    }
+    *sectors = (uint64_t)size / VBLK_SECTOR;
+    vblk_disk_id(&st, id);
+    return fd;
+}
+
+/* Swaps the backing file (vblk_update). Returns 0 or -errno (the old file kept). */
+static int swap_file(struct vblk *b, const char *path, char *err, size_t errlen)
+{
+    uint64_t sectors;
+    char id[VIRTIO_BLK_ID_BYTES];
+    if (strlen(path) >= sizeof(b->cfg.path))
+        return errf(err, errlen, -ENAMETOOLONG, "drive %s: path too long", b->cfg.id);
+    int fd = open_backing(&b->cfg, path, &sectors, id, err, errlen);
+    if (fd < 0)
+        return fd;
+    if (b->eng.on) {
+        /* Requests already submitted finish on the old file and are answered first. */
+        if (uring_drain(&b->eng, running(b->t) ? async_done : NULL, b) && running(b->t))
+            vmmio_used(b->t, 0);
+        int ret = uring_set_file(&b->eng, fd, err, errlen);
+        if (ret < 0) {
+            close(fd);
+            return ret;
+        }
+    }
+    close(b->fd);
+    b->fd = fd;
+    b->capacity = sectors;
+    memcpy(b->id, id, sizeof(id));
+    snprintf(b->cfg.path, sizeof(b->cfg.path), "%s", path);
+    if (b->t) { /* spec 4.2.2: a config change bumps the generation and interrupts */
+        b->t->config_generation++;
+        if (b->t->activated)
+            vmmio_signal(b->t, VIRTIO_INT_CONFIG);
+    }
+    return 0;
+}
+
+int vblk_update(struct vblk *b, const char *path, const struct vm_bucket *bw,
+                const struct vm_bucket *ops, char *err, size_t errlen)
+{
+    if (path) {
+        int ret = swap_file(b, path, err, errlen);
+        if (ret < 0)
+            return ret;
+    }
+    if (bw) {
+        b->cfg.bw = *bw;
+        tb_init(&b->bw, bw);
+    }
+    if (ops) {
+        b->cfg.ops = *ops;
+        tb_init(&b->ops, ops);
+    }
+    if (bw || ops)
+        unthrottle(b); /* a waiting request is charged again against the new buckets */
+    if (running(b->t) && run_queue(b) < 0)
+        vmmio_fail(b->t);
     return 0;
 }
 
 struct vblk *vblk_create(const struct vm_drive *cfg, char *err, size_t errlen)
 {
-    struct stat st;
     struct vblk *b = calloc(1, sizeof(*b));
     if (!b) {
         errf(err, errlen, -ENOMEM, "out of memory");
         return NULL;
     }
     b->cfg = *cfg;
-    b->ring_fd = b->timer_fd = -1;
-    b->fd = open(cfg->path, (cfg->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-    if (b->fd < 0) {
-        errf(err, errlen, -errno, "drive %s: %s", cfg->path, strerror(errno));
+    b->timer_fd = -1;
+    b->fd = open_backing(cfg, cfg->path, &b->capacity, b->id, err, errlen);
+    if (b->fd < 0)
         goto fail;
-    }
-    if (fstat(b->fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
-        errf(err, errlen, -EINVAL, "drive %s: not a regular file", cfg->path);
-        goto fail;
-    }
-    off_t size = lseek(b->fd, 0, SEEK_END);
-    if (size < 0) {
-        errf(err, errlen, -errno, "drive %s: %s", cfg->path, strerror(errno));
-        goto fail;
-    }
-    b->capacity = (uint64_t)size / SECTOR;
-    /* GET_ID: the backing file's identity, as kvmtool and Firecracker. */
-    char id[64];
-    snprintf(id, sizeof(id), "%llu%llu%llu", (unsigned long long)st.st_dev,
-             (unsigned long long)st.st_rdev, (unsigned long long)st.st_ino);
-    size_t idlen = strlen(id);
-    memcpy(b->id, id, idlen < sizeof(b->id) ? idlen : sizeof(b->id));
     tb_init(&b->bw, &cfg->bw);
     tb_init(&b->ops, &cfg->ops);
     b->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -503,9 +397,10 @@ struct vblk *vblk_create(const struct vm_drive *cfg, char *err, size_t errlen)
         goto fail;
     }
     if (cfg->async) {
-        int ret = open_async(b);
+        char why[200];
+        int ret = uring_open(&b->eng, b->fd, why, sizeof(why));
         if (ret < 0) {
-            errf(err, errlen, ret, "drive %s: io_uring: %s", cfg->path, strerror(-ret));
+            errf(err, errlen, ret, "drive %s: %s", cfg->id, why);
             goto fail;
         }
     }
@@ -519,13 +414,11 @@ void vblk_destroy(struct vblk *b)
 {
     if (!b)
         return;
-    if (b->ring_ok)
-        io_uring_queue_exit(&b->ring);
-    int fds[] = {b->fd, b->ring_fd, b->timer_fd};
-    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-    free(b->slots);
+    uring_close(&b->eng);
+    if (b->fd >= 0)
+        close(b->fd);
+    if (b->timer_fd >= 0)
+        close(b->timer_fd);
     free(b);
 }
 

@@ -1,12 +1,10 @@
 # virtio/: the virtqueue, the virtio-mmio transport and the devices (linked into build/ember
 # through vmm/module.mk). Unit tests and fuzz targets of this directory:
 UNIT_DEPS_test_virtio_queue := virtio/queue.c vmm/memory.c
-FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk.c virtio/tbucket.c virtio/mmio.c \
-	vmm/memory.c vmm/log.c
-FUZZ_LIBS_fuzz_virtio_queue := -luring
+FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk_req.c vmm/memory.c
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/queue.c vmm/memory.c vmm/log.c
-UNIT_DEPS_test_virtio_blk   := virtio/blk.c virtio/tbucket.c virtio/mmio.c virtio/queue.c \
-	vmm/memory.c vmm/log.c
+UNIT_DEPS_test_virtio_blk   := virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/tbucket.c \
+	virtio/mmio.c virtio/queue.c virtio/virtio.c vmm/memory.c vmm/log.c vmm/bus.c
 UNIT_LIBS_test_virtio_blk   := -luring
 
 # A guest-side probe (static) that hands a virtio-blk device hostile queues through /dev/mem;

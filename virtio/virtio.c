@@ -96,7 +96,7 @@ int virtio_cmdline(const struct virtio_devs *v, char *cmdline, size_t len)
 
 /* Queue notifiers are edge-triggered and never read: every guest kick is an event of its own,
  * and a wake-up runs the queue until it is empty, so nothing is lost (one syscall less per
- * kick). */
+ * kick). The device fds (io_uring ring, rate-limiter timer) are level-triggered. */
 static int watch(struct virtio_devs *v, int fd, unsigned dev, unsigned slot)
 {
     uint32_t events = slot < TOK_DEV_FD ? EPOLLIN | EPOLLET : EPOLLIN;
@@ -168,12 +168,18 @@ void virtio_destroy(struct virtio_devs *v)
     free(v);
 }
 
-/* Placeholder until the block device can swap its file and buckets live (issue 4). */
 int virtio_drive_update(struct virtio_devs *v, const char *id, const char *path,
                         const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
                         size_t errlen)
 {
-    (void)v, (void)id, (void)path, (void)bw, (void)ops;
-    errf(err, errlen, -ENOTSUP, "updating a drive after boot is not supported by this build");
-    return -ENOTSUP;
+    for (unsigned i = 0; v && id && i < v->n; i++) {
+        if (strcmp(vblk_id(v->d[i].blk), id) != 0)
+            continue;
+        struct vmmio_dev *t = &v->d[i].t;
+        pthread_mutex_lock(&t->lock); /* vCPU threads read the config space meanwhile */
+        int ret = vblk_update(v->d[i].blk, path, bw, ops, err, errlen);
+        pthread_mutex_unlock(&t->lock);
+        return ret;
+    }
+    return errf(err, errlen, -ENOENT, "no drive with id %s", id ? id : "(none)");
 }

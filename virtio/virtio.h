@@ -3,6 +3,7 @@
 #ifndef EMBER_VIRTIO_H
 #define EMBER_VIRTIO_H
 
+#include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -77,6 +78,17 @@ bool vq_should_notify(struct vq *q);
 
 struct vmmio_dev;
 
+/* A rate limit for one log line (mmio.c). */
+struct ratelog {
+    bool used;
+    uint64_t last_ns, suppressed;
+};
+/* ratelog_allow(r, now_ns, interval_ns, suppressed): Returns true if the line may be logged now
+ * (none in the last interval_ns), with *suppressed the lines dropped since the last one;
+ * otherwise counts one more dropped line. */
+bool ratelog_allow(struct ratelog *r, uint64_t now_ns, uint64_t interval_ns, uint64_t *suppressed);
+#define VMMIO_FAIL_LOG_NS (10 * 1000000000ULL)
+
 /* A device: a const ops table; the transport owns registers, status and queues. */
 struct virtio_dev_ops {
     uint32_t device_id;
@@ -108,6 +120,8 @@ struct vmmio_dev {
     uint64_t drv_features;
     atomic_uint interrupt_status;
     bool activated;
+    uint64_t fail_count;     /* NEEDS_RESET transitions */
+    struct ratelog fail_log; /* their log line */
     struct vq queues[VIRTIO_MAX_QUEUES];
 };
 
@@ -172,21 +186,85 @@ struct vblk_req {
 struct vblk;
 extern const struct virtio_dev_ops vblk_ops;
 
+/* Requests, the pure part (blk_req.c). */
+#define VBLK_SECTOR 512
 /* vblk_parse(c, r): splits a chain into header, data and status byte (any layout, spec 5.2.6).
  * Returns 0, or -EINVAL if the chain cannot hold a request (r->status set if it has one). */
 int vblk_parse(const struct vq_chain *c, struct vblk_req *r);
 /* vblk_check(r, capacity, read_only): Returns the status a well-formed request r would get
  * before any I/O (VIRTIO_BLK_S_OK if it may go ahead). */
 uint8_t vblk_check(const struct vblk_req *r, uint64_t capacity, bool read_only);
+/* vblk_iov_slice(src, n, skip, len, dst): the iovecs covering [skip, skip + len) of src into
+ * dst (room for n). Returns their count. */
+unsigned vblk_iov_slice(const struct iovec *src, unsigned n, uint64_t skip, uint64_t len,
+                        struct iovec *dst);
+/* vblk_iov_advance(iov, n, done): moves an iovec array forward by done bytes. */
+void vblk_iov_advance(struct iovec **iov, unsigned *n, size_t done);
+/* vblk_iov_fill(iov, n, src, len): copies up to len bytes of src into the iovecs.
+ * Returns the bytes copied. */
+uint64_t vblk_iov_fill(const struct iovec *iov, unsigned n, const void *src, uint64_t len);
+struct stat;
+/* vblk_disk_id(st, id): GET_ID's 20 bytes for a backing file, as Firecracker (and kvmtool):
+ * decimal st_dev, st_rdev, st_ino run together, truncated, zero-padded. */
+void vblk_disk_id(const struct stat *st, char id[VIRTIO_BLK_ID_BYTES]);
+
+/* The Async engine (blk_uring.c): one restricted io_uring per drive. */
+struct uring_op { /* a request in flight */
+    uint16_t head;
+    uint8_t *status;
+    uint32_t type;
+    uint64_t len;
+    unsigned niov;
+    struct iovec iov[VQ_MAX_SIZE];
+};
+struct uring_eng {
+    bool on;
+    struct io_uring ring;
+    struct uring_op *ops;
+    uint16_t free_list[VQ_MAX_SIZE];
+    unsigned nfree, inflight;
+};
+/* uring_done_fn(ctx, op, ok): one completion; ok when it transferred everything. */
+typedef void uring_done_fn(void *ctx, const struct uring_op *op, bool ok);
+/* uring_open(e, fd, err, errlen): a ring allowed only READV/WRITEV/FSYNC on fd.
+ * Returns 0, or -errno with a reason in err (e then needs uring_close). */
+int uring_open(struct uring_eng *e, int fd, char *err, size_t errlen);
+/* uring_fd(e): Returns the fd the event loop watches for completions (level-triggered), or -1. */
+int uring_fd(const struct uring_eng *e);
+/* uring_set_file(e, fd, err, errlen): the ring's file becomes fd, once nothing is in flight
+ * (uring_drain). Returns 0, or -errno with a reason (the old file kept). */
+int uring_set_file(struct uring_eng *e, int fd, char *err, size_t errlen);
+/* uring_queue(e, r, head): queues request r of chain head (submitted by uring_submit).
+ * Returns 1, or 0 when no room is left (retry after a completion). */
+int uring_queue(struct uring_eng *e, const struct vblk_req *r, uint16_t head);
+/* uring_submit(e): submits whatever was queued (one syscall for the batch). */
+void uring_submit(struct uring_eng *e);
+/* uring_reap(e, done, ctx): hands every completion so far to done (may be NULL).
+ * Returns the count. */
+unsigned uring_reap(struct uring_eng *e, uring_done_fn *done, void *ctx);
+/* uring_drain(e, done, ctx): submits and waits until nothing is in flight. Returns the count. */
+unsigned uring_drain(struct uring_eng *e, uring_done_fn *done, void *ctx);
+/* uring_close(e): closes the ring (safe on a zeroed e). */
+void uring_close(struct uring_eng *e);
+
+/* The device (blk.c). */
 /* vblk_create(cfg, err, errlen): opens the backing file. Returns the device or NULL. */
 struct vblk *vblk_create(const struct vm_drive *cfg, char *err, size_t errlen);
 /* vblk_bind(b, t, stats): the transport b answers through (before the VM runs), and the block
  * counters it bumps (NULL: none). */
 void vblk_bind(struct vblk *b, struct vmmio_dev *t, struct vm_stats *stats);
+/* vblk_id(b): Returns the drive's id (its drive_id). */
+const char *vblk_id(const struct vblk *b);
+/* vblk_update(b, path, bw, ops, err, errlen): PATCH /drives/{id} (transport lock held): path
+ * (NULL: unchanged) swaps the backing file once in-flight I/O on the old one is done (capacity
+ * and GET_ID re-read, config generation bumped, config-change interrupt); bw/ops (NULL:
+ * unchanged) replace the buckets. Returns 0, or -errno with a reason in err (nothing changed). */
+int vblk_update(struct vblk *b, const char *path, const struct vm_bucket *bw,
+                const struct vm_bucket *ops, char *err, size_t errlen);
 /* vblk_destroy(b): closes everything (safe on NULL). */
 void vblk_destroy(struct vblk *b);
 /* vblk_fds(b, fds): the fds the event loop must watch besides the queue notifiers: the io_uring
- * completion eventfd and the rate-limiter timer (-1 when unused). */
+ * ring (level-triggered, never read) and the rate-limiter timer (-1 when unused). */
 void vblk_fds(const struct vblk *b, int fds[2]);
 /* vblk_event(b, which): fds[which] from vblk_fds() became readable (event loop). */
 void vblk_event(struct vblk *b, unsigned which);

@@ -1,5 +1,5 @@
 /* Fuzz target: the split-virtqueue walker (virtio/queue.c) and virtio-blk request parsing
- * (vblk_parse/vblk_check in virtio/blk.c) over guest memory the input fills:
+ * (vblk_parse/vblk_check in virtio/blk_req.c) over guest memory the input fills:
  * the first bytes choose the queue size and ring addresses, the rest is guest RAM. Every iovec
  * handed out must lie inside the fake RAM. */
 #include <stdint.h>

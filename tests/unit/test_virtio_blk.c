@@ -1,6 +1,8 @@
 /* virtio-blk (virtio/blk.c) through the mmio transport over fake guest memory and a temporary
- * backing file: request parsing, bounds, read-only, GET_ID, FLUSH, both engines; and the token
- * bucket (virtio/tbucket.c), checked through the waits it asks for, not through time. */
+ * backing file: request parsing, bounds, read-only, GET_ID, FLUSH, both engines, the block
+ * counters, swapping the backing file and the buckets of a running device (PATCH /drives), the
+ * io_uring restrictions, the NEEDS_RESET log limit; and the token bucket (virtio/tbucket.c),
+ * checked through the waits it asks for, not through time. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -30,8 +33,9 @@ static uint8_t ram[RAM] __attribute__((aligned(4096)));
 static struct guest_mem mem;
 static struct vmmio_dev t;
 static struct vblk *blk;
-static char path[64];
+static char path[64], path2[64];
 static uint16_t next_avail, next_desc;
+static struct vm_stats stats;
 
 static void wr(uint64_t off, uint32_t v)
 {
@@ -45,27 +49,25 @@ static uint32_t rd(uint64_t off)
     return v;
 }
 
-static void start(struct vm_drive *d)
+/* A temporary backing file of sectors sectors, sector i filled with (i ^ xor) & 0xff. */
+static void make_file(char *p, unsigned sectors, uint8_t xor)
 {
-    char err[256];
-    memset(ram, 0, sizeof(ram));
-    next_avail = next_desc = 0;
-    mem = (struct guest_mem){.nregions = 1};
-    mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
-    strcpy(path, "/tmp/ember-test-blk-XXXXXX");
-    int fd = mkstemp(path);
+    strcpy(p, "/tmp/ember-test-blk-XXXXXX");
+    int fd = mkstemp(p);
     assert_true(fd >= 0);
-    uint8_t buf[DISK];
-    for (unsigned i = 0; i < DISK; i++)
-        buf[i] = (uint8_t)(i / 512);
-    assert_int_equal(write(fd, buf, DISK), DISK);
+    uint8_t buf[512];
+    for (unsigned i = 0; i < sectors; i++) {
+        memset(buf, (uint8_t)(i ^ xor), sizeof(buf));
+        assert_int_equal(write(fd, buf, sizeof(buf)), sizeof(buf));
+    }
     close(fd);
-    snprintf(d->path, sizeof(d->path), "%s", path);
-    blk = vblk_create(d, err, sizeof(err));
-    assert_non_null(blk);
-    assert_int_equal(vmmio_init(&t, &vblk_ops, blk, &mem, 0), 0);
-    vblk_bind(blk, &t, NULL);
-    /* The driver's initialization (spec 3.1.1). */
+}
+
+/* The driver's initialization (spec 3.1.1). */
+static void driver_init(void)
+{
+    next_avail = next_desc = 0;
+    memset(ram + AVAIL, 0, 0x3000);
     wr(0x70, 1);
     wr(0x70, 3);
     wr(0x24, 1);
@@ -81,12 +83,31 @@ static void start(struct vm_drive *d)
     assert_int_equal(rd(0x70), 0xf);
 }
 
+static void start(struct vm_drive *d)
+{
+    char err[256];
+    memset(ram, 0, sizeof(ram));
+    memset(&stats, 0, sizeof(stats));
+    path2[0] = 0;
+    mem = (struct guest_mem){.nregions = 1};
+    mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
+    make_file(path, DISK / 512, 0);
+    snprintf(d->path, sizeof(d->path), "%s", path);
+    blk = vblk_create(d, err, sizeof(err));
+    assert_non_null(blk);
+    assert_int_equal(vmmio_init(&t, &vblk_ops, blk, &mem, 0), 0);
+    vblk_bind(blk, &t, &stats);
+    driver_init();
+}
+
 static int stop(void **state)
 {
     (void)state;
     vmmio_destroy(&t);
     vblk_destroy(blk);
     unlink(path);
+    if (path2[0])
+        unlink(path2);
     return 0;
 }
 
@@ -134,7 +155,7 @@ static void kick(uint16_t want)
     int fds[2];
     vmmio_notify(&t, 0);
     vblk_fds(blk, fds);
-    for (int tries = 0; used_idx() != want && tries < 100; tries++) {
+    for (int tries = 0; used_idx() != want && tries < 100; tries++) { /* a bound, not a timing */
         struct pollfd p = {.fd = fds[0] >= 0 ? fds[0] : fds[1], .events = POLLIN};
         if (poll(&p, 1, 100) > 0)
             vblk_event(blk, fds[0] >= 0 ? 0 : 1);
@@ -155,8 +176,23 @@ static void file_bytes(uint64_t off, uint8_t *buf, size_t len)
     close(fd);
 }
 
-static void read_write(bool async)
+/* GET_ID's answer at DATA is Firecracker's: decimal st_dev, st_rdev, st_ino of the backing
+ * file run together, the first 20 bytes, zero-padded. */
+static void expect_disk_id(const char *file)
 {
+    struct stat st;
+    char want[64] = {0};
+    assert_int_equal(stat(file, &st), 0);
+    snprintf(want, sizeof(want), "%llu%llu%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_rdev, (unsigned long long)st.st_ino);
+    memset(want + VIRTIO_BLK_ID_BYTES, 0, sizeof(want) - VIRTIO_BLK_ID_BYTES);
+    assert_memory_equal(ram + DATA, want, VIRTIO_BLK_ID_BYTES);
+}
+
+/* Both engines: state points at the drive's async flag. */
+static void read_write(void **state)
+{
+    bool async = *(bool *)*state;
     struct vm_drive d = {.id = "d", .async = async, .writeback = true};
     start(&d);
     uint8_t cap[8];
@@ -204,20 +240,15 @@ static void read_write(bool async)
     uint16_t g = request(VIRTIO_BLK_T_GET_ID, 0, DATA, 20, false);
     kick(8);
     assert_int_equal(status(g), VIRTIO_BLK_S_OK);
-    assert_true(ram[DATA] >= '0' && ram[DATA] <= '9');
+    expect_disk_id(path);
     assert_int_equal(rd(0x70), 0xf);
-}
-
-static void sync_engine(void **state)
-{
-    (void)state;
-    read_write(false);
-}
-
-static void async_engine(void **state)
-{
-    (void)state;
-    read_write(true);
+    /* Counters: successful I/O only, bytes actually done; the four bad requests are invalid. */
+    assert_int_equal(stats.block_read_count, 1);
+    assert_int_equal(stats.block_read_bytes, 1024);
+    assert_int_equal(stats.block_write_count, 1);
+    assert_int_equal(stats.block_write_bytes, 512);
+    assert_int_equal(stats.block_flush_count, 1);
+    assert_int_equal(stats.block_invalid_reqs, 4);
 }
 
 static void read_only(void **state)
@@ -294,6 +325,186 @@ static void parse_any_layout(void **state)
     assert_null(r.status);
 }
 
+static uint64_t capacity(void)
+{
+    uint64_t c;
+    vmmio_read(&t, 0x100, (uint8_t *)&c, 8);
+    return c;
+}
+
+/* PATCH /drives/{id} with a new path_on_host: reads come from the new file, capacity and GET_ID
+ * follow it, the driver gets a config-change interrupt and a new config generation; a path
+ * that cannot be used changes nothing. */
+static void swap_backing_file(void **state)
+{
+    bool async = *(bool *)*state;
+    struct vm_drive d = {.id = "d", .async = async};
+    char err[256];
+    start(&d);
+    make_file(path2, 2 * DISK / 512, 0xc0);
+    uint32_t gen = rd(0xfc);
+    assert_int_equal(rd(0x60) & 2, 0);
+    pthread_mutex_lock(&t.lock);
+    int ret = vblk_update(blk, path2, NULL, NULL, err, sizeof(err));
+    pthread_mutex_unlock(&t.lock);
+    assert_int_equal(ret, 0);
+    assert_int_equal(capacity(), 2 * DISK / 512);
+    assert_int_equal(rd(0xfc), gen + 1);
+    assert_int_equal(rd(0x60) & 2, 2); /* VIRTIO_MMIO_INT_CONFIG */
+    /* Sector 100 lies past the old end: it comes from the new file. */
+    uint16_t r = request(VIRTIO_BLK_T_IN, 100, DATA, 1024, false);
+    memset(ram + DATA + 0x1000, 0, 32);
+    uint16_t g = request(VIRTIO_BLK_T_GET_ID, 0, DATA + 0x1000, 20, false);
+    kick(2);
+    assert_int_equal(status(r), VIRTIO_BLK_S_OK);
+    assert_int_equal(ram[DATA], 100 ^ 0xc0);
+    assert_int_equal(ram[DATA + 1023], 101 ^ 0xc0);
+    assert_int_equal(status(g), VIRTIO_BLK_S_OK);
+    memmove(ram + DATA, ram + DATA + 0x1000, 20);
+    expect_disk_id(path2);
+    /* Unusable paths: an error, and the drive keeps the file it had. */
+    assert_true(vblk_update(blk, "/nonexistent/ember", NULL, NULL, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "/nonexistent/ember"));
+    assert_true(vblk_update(blk, "/tmp", NULL, NULL, err, sizeof(err)) < 0);
+    assert_int_equal(capacity(), 2 * DISK / 512);
+    assert_int_equal(rd(0xfc), gen + 1);
+    r = request(VIRTIO_BLK_T_IN, 120, DATA, 512, false);
+    kick(3);
+    assert_int_equal(status(r), VIRTIO_BLK_S_OK);
+    assert_int_equal(ram[DATA], 120 ^ 0xc0);
+    /* Writes go to the new file too. */
+    memset(ram + DATA, 0x5e, 512);
+    r = request(VIRTIO_BLK_T_OUT, 127, DATA, 512, true);
+    kick(4);
+    assert_int_equal(status(r), VIRTIO_BLK_S_OK);
+    int fd = open(path2, O_RDONLY);
+    uint8_t b = 0;
+    assert_int_equal(pread(fd, &b, 1, 127 * 512), 1);
+    close(fd);
+    assert_int_equal(b, 0x5e);
+    assert_int_equal(rd(0x70), 0xf);
+}
+
+/* New buckets replace the old ones at once: a request the old ops bucket holds back (one
+ * operation per 100 s) goes ahead when PATCH disables the limiter, without waiting for the
+ * timer. */
+static void update_buckets(void **state)
+{
+    (void)state;
+    struct vm_drive d = {.id = "rl", .ops = {.size = 1, .refill_time_ms = 100000}};
+    char err[256];
+    start(&d);
+    request(VIRTIO_BLK_T_IN, 0, DATA, 512, false);
+    request(VIRTIO_BLK_T_IN, 1, DATA + 512, 512, false);
+    vmmio_notify(&t, 0);
+    assert_int_equal(used_idx(), 1); /* the second one waits for a token */
+    struct vm_bucket off = {0};
+    pthread_mutex_lock(&t.lock);
+    assert_int_equal(vblk_update(blk, NULL, NULL, &off, err, sizeof(err)), 0);
+    pthread_mutex_unlock(&t.lock);
+    assert_int_equal(used_idx(), 2);
+    assert_int_equal(status(1), VIRTIO_BLK_S_OK);
+    assert_int_equal(ram[DATA + 512], 1);
+}
+
+/* virtio_drive_update finds drives by id; an unknown id is -ENOENT. */
+static void drive_update_by_id(void **state)
+{
+    (void)state;
+    char err[256];
+    struct vm_drive d[2] = {{.id = "a"}, {.id = "b", .root = true}};
+    make_file(path, 8, 0);
+    make_file(path2, 16, 0);
+    snprintf(d[0].path, sizeof(d[0].path), "%s", path);
+    snprintf(d[1].path, sizeof(d[1].path), "%s", path);
+    struct virtio_devs *v = virtio_open(d, 2, &mem, NULL, err, sizeof(err));
+    assert_non_null(v);
+    assert_int_equal(virtio_drive_update(v, "c", path2, NULL, NULL, err, sizeof(err)), -ENOENT);
+    assert_int_equal(virtio_drive_update(v, "a", path2, NULL, NULL, err, sizeof(err)), 0);
+    assert_true(virtio_drive_update(v, "b", "/nonexistent", NULL, NULL, err, sizeof(err)) < 0);
+    virtio_destroy(v);
+    unlink(path);
+    unlink(path2);
+}
+
+static void uring_done(void *ctx, const struct uring_op *op, bool ok)
+{
+    (void)op;
+    *(int *)ctx += ok ? 1 : 100;
+}
+
+/* The Async engine's ring runs READV/WRITEV/FSYNC on its registered file and nothing else:
+ * another opcode, a plain fd, or a new registration is refused by the kernel. */
+static void uring_restricted(void **state)
+{
+    (void)state;
+    struct uring_eng e;
+    char err[256];
+    uint8_t buf[512];
+    make_file(path, 4, 0x33);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(uring_open(&e, fd, err, sizeof(err)), 0);
+    /* Allowed: a read of the registered file through the engine. */
+    struct vblk_req r = {.type = VIRTIO_BLK_T_IN, .sector = 2, .len = 512, .niov = 1};
+    r.iov[0] = (struct iovec){buf, sizeof(buf)};
+    int done = 0;
+    assert_int_equal(uring_queue(&e, &r, 0), 1);
+    assert_int_equal(uring_drain(&e, uring_done, &done), 1);
+    assert_int_equal(done, 1);
+    assert_int_equal(buf[0], 2 ^ 0x33);
+    /* Refused: NOP, and a read of a plain (unregistered) fd. */
+    for (int i = 0; i < 2; i++) { /* one at a time: a refused SQE ends the submission */
+        struct io_uring_cqe *cqe;
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&e.ring);
+        if (i == 0)
+            io_uring_prep_nop(sqe);
+        else
+            io_uring_prep_read(sqe, fd, buf, sizeof(buf), 0);
+        io_uring_sqe_set_data64(sqe, 1000);
+        assert_int_equal(io_uring_submit(&e.ring), 1);
+        assert_int_equal(io_uring_wait_cqe(&e.ring, &cqe), 0);
+        assert_int_equal(cqe->res, -EACCES);
+        io_uring_cqe_seen(&e.ring, cqe);
+    }
+    assert_int_equal(io_uring_register_files_update(&e.ring, 0, &fd, 1), 1); /* allowed */
+    assert_int_equal(io_uring_register_buffers(&e.ring, &r.iov[0], 1), -EACCES);
+    assert_int_equal(io_uring_unregister_files(&e.ring), -EACCES);
+    uring_close(&e);
+    close(fd);
+    unlink(path);
+}
+
+/* The NEEDS_RESET line: at most one per interval, with the count of lines left out. */
+static void fail_log_limit(void **state)
+{
+    (void)state;
+    struct ratelog r = {0};
+    uint64_t n = 99, s = 1000000000ULL;
+    assert_true(ratelog_allow(&r, 5 * s, 10 * s, &n));
+    assert_int_equal(n, 0);
+    for (int i = 0; i < 1000; i++)
+        assert_false(ratelog_allow(&r, 5 * s + (uint64_t)i * 1000000ULL, 10 * s, &n));
+    assert_false(ratelog_allow(&r, 15 * s - 1, 10 * s, &n));
+    assert_true(ratelog_allow(&r, 15 * s, 10 * s, &n));
+    assert_int_equal(n, 1001);
+    assert_true(ratelog_allow(&r, 40 * s, 10 * s, &n));
+    assert_int_equal(n, 0);
+    /* Through the transport: each break is counted, each goes through the limiter. */
+    struct vm_drive d = {.id = "f"};
+    start(&d);
+    for (int i = 0; i < 3; i++) {
+        uint16_t leap = 200;
+        memcpy(ram + AVAIL + 2, &leap, 2);
+        vmmio_notify(&t, 0);
+        assert_int_equal(rd(0x70), 0x4f);
+        wr(0x70, 0); /* reset */
+        driver_init();
+    }
+    assert_int_equal(t.fail_count, 3);
+    assert_true(t.fail_log.used);
+}
+
 static void token_bucket(void **state)
 {
     (void)state;
@@ -318,11 +529,18 @@ static void token_bucket(void **state)
 
 int main(void)
 {
+    static bool sync_engine = false, async_engine = true;
     const struct CMUnitTest tests[] = {
-            cmocka_unit_test_teardown(sync_engine, stop),
-            cmocka_unit_test_teardown(async_engine, stop),
+            {"sync_engine", read_write, NULL, stop, &sync_engine},
+            {"async_engine", read_write, NULL, stop, &async_engine},
             cmocka_unit_test_teardown(read_only, stop),
             cmocka_unit_test_teardown(short_chains_get_no_status, stop),
+            {"swap_file_sync", swap_backing_file, NULL, stop, &sync_engine},
+            {"swap_file_async", swap_backing_file, NULL, stop, &async_engine},
+            cmocka_unit_test_teardown(update_buckets, stop),
+            cmocka_unit_test(drive_update_by_id),
+            cmocka_unit_test(uring_restricted),
+            cmocka_unit_test_teardown(fail_log_limit, stop),
             cmocka_unit_test(parse_any_layout),
             cmocka_unit_test(token_bucket),
     };
