@@ -164,6 +164,9 @@ struct api_vmm_ops {
     int (*flush_metrics)(void *opaque, char *err, size_t errlen);
     int (*logger)(void *opaque, const struct api_logger *l, char *err, size_t errlen);
     int (*metrics)(void *opaque, const struct api_metrics *m, char *err, size_t errlen);
+    /* PATCH /drives/{id} on the running VM: d names the drive; has_path and has_rate_limiter
+     * (with each bucket's set) say what changes */
+    int (*update_drive)(void *opaque, const struct api_drive *d, char *err, size_t errlen);
 };
 
 /* ---- metrics (metrics.c): Firecracker's key names for what ember has ---------------------- */
@@ -185,9 +188,13 @@ void metrics_set(struct api_metrics_counters *m, enum metric_id id, uint64_t v);
 /* metrics_count_request(m, req, failed): counts one API request as Firecracker does. */
 void metrics_count_request(struct api_metrics_counters *m, const struct api_request *req,
                            bool failed);
+struct vm_stats;
+/* metrics_from_vm_stats(m, s): copies the VMM's device and vCPU counters (absolute values) into
+ * their metrics, before a flush turns them into deltas. */
+void metrics_from_vm_stats(struct api_metrics_counters *m, const struct vm_stats *s);
 /* metrics_flush(m, fd, id, props): writes one JSON line (counters as deltas since the last
- * flush); id is emitted when non-NULL, props (a JSON object text) when non-empty.
- * Returns 0 or -errno. */
+ * flush); id is emitted when non-NULL, props (a JSON object text) when non-empty. Allocates
+ * nothing and uses no stdio (a fatal-signal handler calls it). Returns 0 or -errno. */
 int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const char *props);
 
 /* The configuration as the API, --config-file and `ember run` build it. */
@@ -248,10 +255,16 @@ struct MHD_Daemon;
 typedef void (*api_log_fn)(enum api_log_level level, const char *file, int line, const char *fmt,
                            ...) __attribute__((format(printf, 4, 5)));
 
+#define API_CONN_LIMIT 64 /* open connections; Firecracker allows 10 (the 11th gets a 503) */
+
 struct api_server {
     struct MHD_Daemon *daemon;
     int listen_fd;
-    int req_fd; /* eventfd: a request waits in the mailbox (the VMM thread polls it) */
+    int stop_fd; /* eventfd: the acceptor thread leaves */
+    pthread_t acceptor;
+    bool acceptor_up;
+    atomic_uint conns; /* connections libmicrohttpd has open */
+    int req_fd;        /* eventfd: a request waits in the mailbox (the VMM thread polls it) */
     char path[108];
     size_t max_payload;
     api_log_fn log; /* may be NULL */
@@ -272,6 +285,13 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
 int api_server_serve(struct api_server *s, struct api_ctl *c);
 /* api_server_stop(s): stops the API thread, removes the socket file. */
 void api_server_stop(struct api_server *s);
+
+/* api_acceptor_start(s, err, errlen): starts the thread that accepts on s->listen_fd and hands
+ * connections to s->daemon, answering 503 beyond API_CONN_LIMIT (accept.c). Returns 0 or
+ * -errno with a reason in err. */
+int api_acceptor_start(struct api_server *s, char *err, size_t errlen);
+/* api_acceptor_stop(s): stops and joins it (safe if it never started). */
+void api_acceptor_stop(struct api_server *s);
 
 /* api_response_json(resp, status, fmt, ...): sets a response whose body is the JSON built
  * by json_pack(fmt, ...). Returns 0 or -ENOMEM. */

@@ -129,6 +129,42 @@ static int set_drive(struct api_ctl *c, const struct api_drive *d, char *err, si
     return 0;
 }
 
+/* PATCH /drives/{id} after boot: the new file is checked as PUT checks it, the VMM swaps it
+ * or the rate limiter, and the configuration follows (GET /vm/config). */
+static int patch_drive(struct api_ctl *c, const struct api_drive *d, char *err, size_t errlen)
+{
+    unsigned i;
+
+    if (!d->has_path && !d->has_rate_limiter)
+        return snprintf(err, errlen,
+                        "Please specify at least one property to patch: path_on_host, "
+                        "rate_limiter."),
+               -EINVAL;
+    for (i = 0; i < c->ndrives && strcmp(c->drives[i].drive_id, d->drive_id); i++)
+        ;
+    if (i == c->ndrives)
+        return snprintf(err, errlen, "Invalid block device ID: no drive `%s` was configured.",
+                        d->drive_id),
+               -ENOENT;
+    struct api_drive *cur = &c->drives[i];
+    int ret = d->has_path
+                      ? check_file("block device", d->path_on_host, !cur->is_read_only, err, errlen)
+                      : 0;
+    if (!ret)
+        ret = c->ops->update_drive(c->opaque, d, err, errlen);
+    if (ret)
+        return ret;
+    if (d->has_path)
+        memcpy(cur->path_on_host, d->path_on_host, sizeof(cur->path_on_host));
+    if (d->rate_limiter.bandwidth.set)
+        cur->rate_limiter.bandwidth = d->rate_limiter.bandwidth;
+    if (d->rate_limiter.ops.set)
+        cur->rate_limiter.ops = d->rate_limiter.ops;
+    cur->rate_limiter.set = cur->rate_limiter.bandwidth.set || cur->rate_limiter.ops.set;
+    cur->has_rate_limiter = cur->rate_limiter.set;
+    return 0;
+}
+
 static int machine_json(const struct api_machine *m, struct api_response *resp)
 {
     static const char *const huge[] = {"None", "2M", "Transparent"};
@@ -207,10 +243,9 @@ static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_r
                   : (snprintf(err, errlen, NOT_AFTER), -EINVAL);
         break;
     case API_REQ_PATCH_DRIVE:
-        if (pre)
-            return snprintf(err, errlen, NOT_BEFORE), -EINVAL;
-        return snprintf(err, errlen, "Updating drives is not supported by this build of ember."),
-               -EINVAL;
+        ret = pre ? (snprintf(err, errlen, NOT_BEFORE), -EINVAL)
+                  : patch_drive(c, &r->u.drive, err, errlen);
+        break;
     case API_REQ_ACTION:
         ret = action(c, r->u.action, err, errlen);
         break;

@@ -19,8 +19,8 @@
 
 #include "api.h"
 
-#define API_CONN_LIMIT 64 /* Firecracker allows 10; more costs nothing here */
-#define BODY_LOG_MAX   256
+#define CONN_SLACK   4 /* libmicrohttpd's own limit is above ours: it never refuses silently */
+#define BODY_LOG_MAX 256
 
 /* A log line with its origin, when the server has a logger. */
 #define SLOG(s, level, ...)                                   \
@@ -209,6 +209,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return send_json(conn, resp.status, resp.body);
 }
 
+/* A connection the acceptor counted is gone. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct api_server *s = cls;
+    (void)conn, (void)socket_context;
+
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        atomic_fetch_sub(&s->conns, 1);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -260,7 +271,7 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
 {
     int ret;
 
-    s->listen_fd = s->req_fd = -1;
+    s->listen_fd = s->req_fd = s->stop_fd = -1;
     s->max_payload = max_payload;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
@@ -272,18 +283,26 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
         return ret;
     s->listen_fd = ret;
     snprintf(s->path, sizeof(s->path), "%s", path);
+    /* No listen socket for libmicrohttpd: accept.c accepts and hands connections over. */
     s->daemon = MHD_start_daemon(
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-                    MHD_USE_SUPPRESS_DATE_NO_CLOCK,
+                    MHD_USE_SUPPRESS_DATE_NO_CLOCK | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
             0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, logf_cb, s,
-            MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_CONNECTION_LIMIT,
-            (unsigned)API_CONN_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)(API_CONN_LIMIT + CONN_SLACK),
+            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
+            on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+            MHD_OPTION_END);
     if (!s->daemon) {
         unlink(s->path);
         return snprintf(err, errlen, "cannot start the HTTP server on %s", path), -EIO;
     }
-    return 0;
+    ret = api_acceptor_start(s, err, errlen);
+    if (ret) {
+        MHD_stop_daemon(s->daemon);
+        s->daemon = NULL;
+        unlink(s->path);
+    }
+    return ret;
 }
 
 int api_server_serve(struct api_server *s, struct api_ctl *c)
@@ -313,10 +332,9 @@ void api_server_stop(struct api_server *s)
     s->stopping = true;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
-    if (s->daemon) { /* MHD closes the listening socket it was given */
+    api_acceptor_stop(s); /* first: it hands connections to the daemon */
+    if (s->daemon)
         MHD_stop_daemon(s->daemon);
-        s->listen_fd = -1;
-    }
     s->daemon = NULL;
     if (s->listen_fd >= 0)
         close(s->listen_fd);

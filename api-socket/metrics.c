@@ -1,15 +1,17 @@
 /* Metrics: one JSON line per flush in Firecracker's shape ({"utc_timestamp_ms": ..., "<section>":
  * {"<name>": n}}); counters are reported as the delta since the previous flush, stored values
- * (startup time, latencies) as they are. */
+ * (startup time, latencies) as they are. The line is built in a stack buffer with no allocation
+ * and no stdio, so a fatal-signal handler can flush too (as Firecracker does before it exits). */
 #include <errno.h>
-#include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
+#include "../vmm/vmm.h"
 #include "api.h"
+
+#define LINE_MAX_BYTES 8192 /* ~3.5 KiB of metrics + properties (≤ 1 KiB) + id */
 
 static const struct {
     const char *section, *name;
@@ -62,50 +64,128 @@ void metrics_count_request(struct api_metrics_counters *m, const struct api_requ
         metrics_add(m, id + 1, 1);
 }
 
+void metrics_from_vm_stats(struct api_metrics_counters *m, const struct vm_stats *s)
+{
+#define STAT(id, field)                      \
+    {                                        \
+        id, offsetof(struct vm_stats, field) \
+    }
+    static const struct {
+        enum metric_id id;
+        size_t off;
+    } map[] = {
+            STAT(M_VCPU_IO_IN, vcpu_exit_io_in),
+            STAT(M_VCPU_IO_OUT, vcpu_exit_io_out),
+            STAT(M_VCPU_MMIO_READ, vcpu_exit_mmio_read),
+            STAT(M_VCPU_MMIO_WRITE, vcpu_exit_mmio_write),
+            STAT(M_VCPU_FAILURES, vcpu_failures),
+            STAT(M_BLOCK_READ_BYTES, block_read_bytes),
+            STAT(M_BLOCK_WRITE_BYTES, block_write_bytes),
+            STAT(M_BLOCK_READ_COUNT, block_read_count),
+            STAT(M_BLOCK_WRITE_COUNT, block_write_count),
+            STAT(M_BLOCK_FLUSH_COUNT, block_flush_count),
+            STAT(M_BLOCK_INVALID, block_invalid_reqs),
+            STAT(M_UART_READ, uart_read),
+            STAT(M_UART_WRITE, uart_write),
+            STAT(M_UART_ERRORS, uart_errors),
+            STAT(M_I8042_RESET, i8042_reset),
+            STAT(M_I8042_READ, i8042_read),
+            STAT(M_I8042_WRITE, i8042_write),
+            STAT(M_I8042_MISSED_READ, i8042_missed_read),
+            STAT(M_I8042_MISSED_WRITE, i8042_missed_write),
+            STAT(M_I8042_ERRORS, i8042_errors),
+    };
+#undef STAT
+    if (!m || !s)
+        return;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        const _Atomic uint64_t *v = (const _Atomic uint64_t *)((const char *)s + map[i].off);
+        metrics_set(m, map[i].id, atomic_load_explicit(v, memory_order_relaxed));
+    }
+}
+
+/* A bounded line buffer; overflow is sticky and checked once at the end. */
+struct line {
+    char buf[LINE_MAX_BYTES];
+    size_t len;
+    bool overflow;
+};
+
+static void put(struct line *l, const char *s, size_t n)
+{
+    if (l->overflow || n > sizeof(l->buf) - l->len) {
+        l->overflow = true;
+        return;
+    }
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+static void put_s(struct line *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+static void put_u64(struct line *l, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+
+    do
+        digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    put(l, digits + sizeof(digits) - n, n);
+}
+
 int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const char *props)
 {
+    struct line l = {.len = 0};
     struct timespec now;
-    int ret = 0;
+    const char *section = NULL;
 
     clock_gettime(CLOCK_REALTIME, &now);
-    json_t *root = json_pack("{s:I}", "utc_timestamp_ms",
-                             (json_int_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
-    if (!root)
-        return -ENOMEM;
-    if (id)
-        json_object_set_new(root, "id", json_string(id));
-    if (props && props[0])
-        json_object_set_new(root, "properties", json_loads(props, 0, NULL));
+    put_s(&l, "{\"utc_timestamp_ms\":");
+    put_u64(&l, (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
+    if (id) { /* instance ids are [A-Za-z0-9-]: nothing to escape */
+        put_s(&l, ",\"id\":\"");
+        put_s(&l, id);
+        put_s(&l, "\"");
+    }
+    if (props && props[0]) { /* compact JSON text, made by the body parser */
+        put_s(&l, ",\"properties\":");
+        put_s(&l, props);
+    }
+    /* metrics.def lists each section's metrics together, so one pass makes the objects */
     for (unsigned i = 0; i < M_COUNT; i++) {
-        uint64_t v = atomic_load(&m->v[i]);
-        uint64_t out = v;
+        uint64_t v = atomic_load(&m->v[i]), out = v;
         if (metrics[i].counter) {
             out = v - m->flushed[i];
             m->flushed[i] = v;
         }
-        json_t *sec = json_object_get(root, metrics[i].section);
-        if (!sec) {
-            sec = json_object();
-            json_object_set_new(root, metrics[i].section, sec);
+        bool first = !section || strcmp(section, metrics[i].section) != 0;
+        if (first) {
+            put_s(&l, section ? "}," : ",");
+            put_s(&l, "\"");
+            put_s(&l, metrics[i].section);
+            put_s(&l, "\":{");
+            section = metrics[i].section;
+        } else {
+            put_s(&l, ",");
         }
-        json_object_set_new(sec, metrics[i].name, json_integer((json_int_t)out));
+        put_s(&l, "\"");
+        put_s(&l, metrics[i].name);
+        put_s(&l, "\":");
+        put_u64(&l, out);
     }
-    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(root);
-    if (!text)
-        return -ENOMEM;
-    size_t len = strlen(text);
-    char *line = realloc(text, len + 2); /* one write per line, newline included */
-    if (!line) {
-        free(text);
-        return -ENOMEM;
+    put_s(&l, section ? "}}\n" : "}\n");
+    if (l.overflow) {
+        metrics_add(m, M_LOG_METRICS_FAILS, 1);
+        return -ENOSPC;
     }
-    line[len++] = '\n';
-    line[len] = '\0';
-    if (fd >= 0 && write(fd, line, len) != (ssize_t)len) {
-        ret = errno == EAGAIN ? -EAGAIN : -EIO;
+    if (fd >= 0 && write(fd, l.buf, l.len) != (ssize_t)l.len) { /* one write per line */
+        int ret = errno == EAGAIN ? -EAGAIN : -EIO;
         metrics_add(m, ret == -EAGAIN ? M_LOG_MISSED_METRICS : M_LOG_METRICS_FAILS, 1);
+        return ret;
     }
-    free(line);
-    return ret;
+    return 0;
 }

@@ -16,3 +16,7 @@ FUZZ_LIBS_fuzz_api_routes := -ljansson
 # The logger's Firecracker line format (vmm/log.c, owned with this issue).
 UNIT_DEPS_test_api_log    := vmm/log.c
 UNIT_LIBS_test_api_log    := -lpthread
+
+# Metrics lines and the VMM's counters in them.
+UNIT_DEPS_test_api_metrics := api-socket/metrics.c
+UNIT_LIBS_test_api_metrics := -ljansson

@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "../virtio/virtio.h"
 #include "../vmm/vmm.h"
 #include "api.h"
 
@@ -40,9 +41,13 @@ struct run {
     struct vm_config cfg;
     struct vm vm;
     bool vm_built;
-    bool fc_mode; /* the firecracker front end: log the exit line tools wait for */
+    bool fc_mode;    /* the firecracker front end: log the exit line tools wait for */
+    bool boot_timer; /* --boot-timer: keep the boot-timer device (ember run always has it) */
+    int raise_sig;   /* SIGTERM/SIGINT: after the clean stop, die by it (as Firecracker) */
     enum boot_pref boot;
 };
+
+static struct run the_run; /* large (paths, the VM): not on the stack; signal handlers reach it */
 
 static enum log_level to_vmm_level(enum api_log_level l)
 {
@@ -124,10 +129,14 @@ static void fault_text(const struct api_response *resp, int ret, char *out, size
     json_decref(v);
 }
 
+/* Async-signal-safe (the fatal-signal handler flushes too). */
 static int flush_metrics(struct run *r)
 {
     if (r->metrics_fd < 0)
         return 0;
+    if (r->vm_built)
+        metrics_from_vm_stats(&r->counters, &r->vm.stats);
+    metrics_set(&r->counters, M_LOG_MISSED_LOG, log_missed());
     return metrics_flush(&r->counters, r->metrics_fd, r->emit_id ? r->id : NULL, r->props);
 }
 
@@ -168,6 +177,8 @@ static int op_start(void *opaque, char *err, size_t errlen)
         return ret;
     }
     r->vm_built = true;
+    if (r->fc_mode && !r->boot_timer) /* Firecracker attaches it only with --boot-timer */
+        boot_timer_detach(&r->vm.mmio, &r->vm.boot_timer);
     r->vm.api_fd = r->poll_fd; /* the event loop now serves the API and the metrics timer */
     r->vm.api_serve = run_serve;
     r->vm.api_opaque = r;
@@ -254,39 +265,78 @@ static int op_metrics(void *opaque, const struct api_metrics *m, char *err, size
     return 0;
 }
 
-static const struct api_vmm_ops run_ops = {op_start, op_pause,  op_ctrl_alt_del,
-                                           op_flush, op_logger, op_metrics};
+static void to_vm_bucket(const struct api_bucket *in, struct vm_bucket *out)
+{
+    bool on = in->size && in->refill_time; /* zero size or refill time disables (Firecracker) */
+    *out = (struct vm_bucket){on ? in->size : 0, on ? in->one_time_burst : 0,
+                              on ? in->refill_time : 0};
+}
 
-/* Fatal signals: log and leave with Firecracker's exit code (async-signal-safe only). */
+static int op_update_drive(void *opaque, const struct api_drive *d, char *err, size_t errlen)
+{
+    struct run *r = opaque;
+    struct vm_bucket bw, ops;
+
+    to_vm_bucket(&d->rate_limiter.bandwidth, &bw);
+    to_vm_bucket(&d->rate_limiter.ops, &ops);
+    int ret = virtio_drive_update(r->vm.virtio, d->drive_id, d->has_path ? d->path_on_host : NULL,
+                                  d->rate_limiter.bandwidth.set ? &bw : NULL,
+                                  d->rate_limiter.ops.set ? &ops : NULL, err, errlen);
+    if (ret && !err[0])
+        snprintf(err, errlen, "Failed to update the block device %s: %s", d->drive_id,
+                 strerror(-ret));
+    if (ret)
+        return ret == -ENOENT ? ret : -EINVAL;
+    log_info("Updated the block device %s.", d->drive_id);
+    return 0;
+}
+
+static const struct api_vmm_ops run_ops = {op_start,  op_pause,   op_ctrl_alt_del, op_flush,
+                                           op_logger, op_metrics, op_update_drive};
+
+/* Fatal signals, as Firecracker: count, log, flush the metrics, leave with its exit code.
+ * Async-signal-safe calls only (metrics_flush allocates nothing). */
+static const struct {
+    int sig, code;
+    enum metric_id metric;
+    const char *msg;
+} fatal[] = {
+        {SIGBUS, 149, M_SIG_BUS, "Shutting down VM after intercepting signal SIGBUS.\n"},
+        {SIGSEGV, 150, M_SIG_SEGV, "Shutting down VM after intercepting signal SIGSEGV.\n"},
+        {SIGXFSZ, 151, M_SIG_XFSZ, "Shutting down VM after intercepting signal SIGXFSZ.\n"},
+        {SIGXCPU, 154, M_SIG_XCPU, "Shutting down VM after intercepting signal SIGXCPU.\n"},
+        {SIGILL, 157, M_SIG_ILL, "Shutting down VM after intercepting signal SIGILL.\n"},
+};
+
 static void on_fatal_signal(int sig)
 {
-    static const struct {
-        int sig, code;
-        const char *msg;
-    } codes[] = {
-            {SIGBUS, 149, "Shutting down VM after intercepting signal SIGBUS.\n"},
-            {SIGSEGV, 150, "Shutting down VM after intercepting signal SIGSEGV.\n"},
-            {SIGXFSZ, 151, "Shutting down VM after intercepting signal SIGXFSZ.\n"},
-            {SIGXCPU, 154, "Shutting down VM after intercepting signal SIGXCPU.\n"},
-            {SIGILL, 157, "Shutting down VM after intercepting signal SIGILL.\n"},
-    };
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
-        if (codes[i].sig == sig) {
-            ssize_t w = write(STDERR_FILENO, codes[i].msg, strlen(codes[i].msg));
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+        if (fatal[i].sig == sig) {
+            metrics_add(&the_run.counters, fatal[i].metric, 1);
+            ssize_t w = write(STDERR_FILENO, fatal[i].msg, strlen(fatal[i].msg));
             (void)w;
-            _exit(codes[i].code);
+            flush_metrics(&the_run);
+            _exit(fatal[i].code);
         }
     _exit(EXIT_GENERIC);
 }
 
+/* SIGPIPE (a client hung up): counted, and the write sees EPIPE (as Firecracker). */
+static void on_sigpipe(int sig)
+{
+    (void)sig;
+    metrics_add(&the_run.counters, M_SIG_PIPE, 1);
+}
+
 static int signals_setup(sigset_t *term)
 {
-    static const int fatal[] = {SIGBUS, SIGSEGV, SIGXFSZ, SIGXCPU, SIGILL};
     struct sigaction sa = {.sa_handler = on_fatal_signal};
 
+    sigfillset(&sa.sa_mask); /* nothing interrupts the last flush */
     for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-        sigaction(fatal[i], &sa, NULL);
-    signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill us */
+        sigaction(fatal[i].sig, &sa, NULL);
+    struct sigaction pipe_sa = {.sa_handler = on_sigpipe, .sa_flags = SA_RESTART};
+    sigaction(SIGPIPE, &pipe_sa, NULL);
     sigemptyset(term);
     sigaddset(term, SIGTERM);
     sigaddset(term, SIGINT);
@@ -302,6 +352,21 @@ static int watch(int epfd, int fd, uint32_t tag)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* The exit code of a stop by SIGTERM, SIGINT, SIGHUP or SIGQUIT (the event loop's 128 + signal).
+ * The Firecracker front end follows Firecracker: SIGHUP is counted and exits 156; SIGTERM and
+ * SIGINT, which Firecracker leaves at their default action, end the process by the signal
+ * itself once ember has stopped cleanly (run_exit). */
+static int stop_signal_code(struct run *r, int sig)
+{
+    if (r->fc_mode && sig == SIGHUP) {
+        metrics_add(&r->counters, M_SIG_HUP, 1);
+        return 156;
+    }
+    if (r->fc_mode && (sig == SIGTERM || sig == SIGINT))
+        r->raise_sig = sig;
+    return 128 + sig;
 }
 
 /* Before InstanceStart: serve the API until the VM is built, or a signal ends us.
@@ -330,7 +395,7 @@ static int preboot_loop(struct run *r, const sigset_t *term)
         if (ev.data.u32 == RUN_EV_SIGNAL) {
             if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
                 log_info("received signal %u before the VM started: exiting", si.ssi_signo);
-                ret = 128 + (int)si.ssi_signo;
+                ret = stop_signal_code(r, (int)si.ssi_signo);
             }
         } else {
             run_serve(r);
@@ -366,7 +431,7 @@ static int run_setup(struct run *r, const char *id, const struct timespec *t0)
 {
     memset(r, 0, sizeof(*r));
     r->metrics_fd = r->timer_fd = r->poll_fd = -1;
-    r->srv.listen_fd = r->srv.req_fd = -1;
+    r->srv.listen_fd = r->srv.req_fd = r->srv.stop_fd = -1;
     r->id = id;
     r->vm.process_start = *t0;
     ctl_init(&r->ctl, id, EMBER_VERSION, &run_ops, r);
@@ -382,20 +447,43 @@ static int run_setup(struct run *r, const char *id, const struct timespec *t0)
 
 static int run_finish(struct run *r, int code)
 {
-    if (r->vm_built) {
-        flush_metrics(r);
+    flush_metrics(r); /* at exit, as Firecracker (a no-op without a metrics sink) */
+    if (r->vm_built)
         vm_destroy(&r->vm);
-    }
     if (r->srv_up)
         api_server_stop(&r->srv);
     int *fds[] = {&r->metrics_fd, &r->timer_fd, &r->poll_fd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
         if (*fds[i] >= 0)
             close(*fds[i]), *fds[i] = -1;
-    if (r->fc_mode && code == EXIT_OK)
+    if (r->fc_mode && r->raise_sig)
+        log_info("ember exiting on signal %d.", r->raise_sig);
+    else if (r->fc_mode && code == EXIT_OK)
         log_info("ember exiting successfully. exit_code=0");
     else if (r->fc_mode)
         log_info("ember exiting with error. exit_code=%d", code);
+    return code;
+}
+
+/* The exit code from a finished run; a SIGTERM/SIGINT stop re-raises the signal instead. */
+static int run_exit(struct run *r, int code)
+{
+    if (r->raise_sig) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, r->raise_sig);
+        signal(r->raise_sig, SIG_DFL);
+        raise(r->raise_sig); /* pending while blocked: delivered on unblocking */
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    }
+    return code;
+}
+
+/* After the event loop: the exit code of the VM's stop. */
+static int vm_exit_code(struct run *r, int code)
+{
+    if (atomic_load(&r->vm.stop_reason) == VM_STOP_SIGNAL)
+        return stop_signal_code(r, r->vm.stop_signal);
     return code;
 }
 
@@ -437,8 +525,6 @@ static int start_instance(struct run *r, char *err, size_t errlen)
     return ret;
 }
 
-static struct run the_run; /* large (paths, the VM): not on the stack */
-
 int api_main(int argc, char **argv, const struct timespec *t0)
 {
     struct run *r = &the_run;
@@ -464,6 +550,7 @@ int api_main(int argc, char **argv, const struct timespec *t0)
         return EXIT_GENERIC;
     }
     r->fc_mode = true;
+    r->boot_timer = a.boot_timer;
     struct api_logger lg = {.has_path = a.log_path != NULL,
                             .has_level = true,
                             .level = a.level,
@@ -523,9 +610,10 @@ int api_main(int argc, char **argv, const struct timespec *t0)
     if (!r->vm_built) {
         ret = preboot_loop(r, &term);
         if (ret)
-            return run_finish(r, ret);
+            return run_exit(r, run_finish(r, ret));
     }
-    return run_finish(r, loop_run(&r->vm));
+    ret = vm_exit_code(r, loop_run(&r->vm));
+    return run_exit(r, run_finish(r, ret));
 }
 
 int api_run_cli(const struct vm_config *cli, const struct timespec *t0)

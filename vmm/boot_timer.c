@@ -43,3 +43,14 @@ struct bus_dev boot_timer_bus_dev(struct boot_timer *bt)
                             .write = bt_write,
                             .opaque = bt};
 }
+
+void boot_timer_detach(struct bus *mmio, const struct boot_timer *bt)
+{
+    for (unsigned i = 0; i < mmio->ndevs; i++)
+        if (mmio->devs[i].opaque == bt && mmio->devs[i].write == bt_write) {
+            memmove(&mmio->devs[i], &mmio->devs[i + 1],
+                    (mmio->ndevs - i - 1) * sizeof(mmio->devs[0]));
+            mmio->ndevs--;
+            return;
+        }
+}

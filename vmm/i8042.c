@@ -26,8 +26,10 @@ static void kick(int fd)
 /* Called with the lock held. Returns true when IRQ 1 should be raised. */
 static bool push(struct i8042 *k, uint8_t b)
 {
-    if (k->count >= sizeof(k->buf))
+    if (k->count >= sizeof(k->buf)) {
+        STAT_ADD(k->stats, i8042_missed_write, 1);
         return false;
+    }
     k->buf[(k->head + k->count++) % sizeof(k->buf)] = b;
     return (k->ctr & CTR_KBD_INT) != 0;
 }
@@ -66,6 +68,7 @@ static bool command(struct i8042 *k, uint8_t cmd, bool *reset)
         k->cmd = cmd;
         return false;
     case 0xfe: /* pulse the reset line */
+        STAT_ADD(k->stats, i8042_reset, 1);
         *reset = true;
         return false;
     default: /* aux enable/disable and the rest: accepted, no effect */
@@ -109,17 +112,20 @@ static void i8042_read(void *opaque, uint64_t off, uint8_t *out, uint32_t len)
     memset(out, 0xff, len);
     pthread_mutex_lock(&k->lock);
     if (off == 0) {
+        STAT_ADD(k->stats, i8042_read, 1);
         if (k->count) {
             out[0] = k->buf[k->head];
             k->head = (k->head + 1) % sizeof(k->buf);
             k->count--;
         } else {
+            STAT_ADD(k->stats, i8042_missed_read, 1);
             out[0] = 0;
         }
         /* The IRQ is an edge and Linux reads one byte per interrupt: raise it again while
          * bytes are left (a Ctrl-Alt-Del is four of them). */
         irq = k->count && (k->ctr & CTR_KBD_INT);
     } else if (off == 4) {
+        STAT_ADD(k->stats, i8042_read, 1);
         out[0] = (uint8_t)(k->status | (k->count ? ST_OBF : 0));
     }
     pthread_mutex_unlock(&k->lock);
@@ -134,6 +140,8 @@ static void i8042_write(void *opaque, uint64_t off, const uint8_t *in, uint32_t 
 
     (void)len;
     pthread_mutex_lock(&k->lock);
+    if (off == 0 || off == 4)
+        STAT_ADD(k->stats, i8042_write, 1);
     if (off == 0) {
         k->status &= (uint8_t)~ST_CMD;
         irq = data(k, in[0]);
@@ -176,9 +184,10 @@ int i8042_ctrl_alt_del(struct i8042 *k)
     bool irq = false;
 
     pthread_mutex_lock(&k->lock);
-    if (k->count + sizeof(keys) > sizeof(k->buf))
+    if (k->count + sizeof(keys) > sizeof(k->buf)) {
+        STAT_ADD(k->stats, i8042_errors, 1);
         ret = -ENOSPC;
-    else
+    } else
         irq = push_n(k, keys, sizeof(keys));
     pthread_mutex_unlock(&k->lock);
     if (irq)

@@ -1,7 +1,7 @@
 /* Logging: one line per message. `ember run` writes "ember: [level: ]message" on stderr; the
  * firecracker-compatible process switches (log_configure) to Firecracker's format,
  * "<ts> [<id>:<thread>[:<LEVEL>][:<file>:<line>]] message", on stdout or a file/FIFO.
- * The level and this sink are the only globals besides the stop flag. */
+ * The level, this sink and the missed-line count are its only globals. */
 #define _GNU_SOURCE /* pthread_getname_np */
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +13,7 @@
 #include "vmm.h"
 
 enum log_level log_level = LOG_INFO;
+static _Atomic uint64_t missed; /* lines lost to a failed or full sink */
 
 static struct {
     bool fc_format, off, show_level, show_origin;
@@ -71,9 +72,8 @@ static void log_vat(enum log_level level, const char *file, int line, const char
         out[n - 1] = '\n';
     }
     /* One write per line; a full FIFO drops the line rather than stopping the VMM. */
-    if (write(sink.fd >= 0 ? sink.fd : STDOUT_FILENO, out, (size_t)n) < 0) {
-        /* nothing to do: the line is lost (Firecracker counts missed_log_count) */
-    }
+    if (write(sink.fd >= 0 ? sink.fd : STDOUT_FILENO, out, (size_t)n) != n)
+        atomic_fetch_add_explicit(&missed, 1, memory_order_relaxed);
     errno = saved;
 }
 
@@ -91,6 +91,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     log_vat(level, NULL, 0, fmt, ap);
     va_end(ap);
+}
+
+uint64_t log_missed(void)
+{
+    return atomic_load_explicit(&missed, memory_order_relaxed);
 }
 
 int errf(char *err, size_t errlen, int code, const char *fmt, ...)

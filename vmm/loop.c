@@ -170,6 +170,9 @@ int loop_run(struct vm *vm)
     struct epoll_event evs[8];
     int ret = loop_setup(&l);
 
+    /* The legacy devices count into the VM's stats from the guest's first instruction on. */
+    vm->serial.stats = &vm->stats;
+    vm->i8042.stats = &vm->stats;
     for (unsigned i = 0; !ret && i < vm->nvcpus; i++)
         ret = vcpu_start(&vm->vcpus[i]);
     if (ret) {

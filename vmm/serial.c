@@ -46,6 +46,7 @@ static uint8_t read_reg(struct serial *s, uint64_t off, bool *wake_input)
     case 0:
         if (dlab)
             return s->dll;
+        STAT_ADD(s->stats, uart_read, 1);
         if (s->rx_count) {
             v = s->rx[s->rx_head];
             s->rx_head = (s->rx_head + 1) % SERIAL_FIFO;
@@ -99,8 +100,13 @@ static bool write_reg(struct serial *s, uint64_t off, uint8_t v)
         if (s->mcr & MCR_LOOP) {
             push_rx(s, v);
         } else if (s->out_fd >= 0) {
-            while (write(s->out_fd, &v, 1) < 0 && errno == EINTR)
+            ssize_t n;
+            while ((n = write(s->out_fd, &v, 1)) < 0 && errno == EINTR)
                 ;
+            if (n == 1)
+                STAT_ADD(s->stats, uart_write, 1);
+            else
+                STAT_ADD(s->stats, uart_errors, 1); /* the byte is lost */
         }
         s->iir_thri = 1;
         return (s->ier & (IER_THRI | IER_RDI)) != 0;

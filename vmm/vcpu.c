@@ -96,8 +96,10 @@ static uint64_t vcpu_rip(struct vcpu *vcpu)
     return ioctl(vcpu->fd, KVM_GET_REGS, &regs) < 0 ? 0 : regs.rip;
 }
 
+/* A vCPU error: counted (vcpu.failures), logged, and the VM stops. */
 static void stop_with(struct vcpu *vcpu, const char *what)
 {
+    STAT_ADD(&vcpu->vm->stats, vcpu_failures, 1);
     log_err("vCPU %u: %s (KVM_EXIT_%s) at RIP 0x%" PRIx64, vcpu->index, what,
             exit_name(vcpu->run->exit_reason), vcpu_rip(vcpu));
     vm_request_stop(vcpu->vm, VM_STOP_ERROR);
@@ -132,6 +134,10 @@ static bool handle_exit(struct vcpu *vcpu)
             return false;
         }
         uint8_t *p = (uint8_t *)run + run->io.data_offset;
+        if (run->io.direction == KVM_EXIT_IO_OUT)
+            STAT_ADD(&vm->stats, vcpu_exit_io_out, 1);
+        else
+            STAT_ADD(&vm->stats, vcpu_exit_io_in, 1);
         for (uint32_t i = 0; i < run->io.count; i++, p += size)
             bus_access(&vm->pio, run->io.port, p, (uint32_t)size,
                        run->io.direction == KVM_EXIT_IO_OUT);
@@ -142,6 +148,10 @@ static bool handle_exit(struct vcpu *vcpu)
             stop_with(vcpu, "malformed MMIO exit");
             return false;
         }
+        if (run->mmio.is_write)
+            STAT_ADD(&vm->stats, vcpu_exit_mmio_write, 1);
+        else
+            STAT_ADD(&vm->stats, vcpu_exit_mmio_read, 1);
         bus_access(&vm->mmio, run->mmio.phys_addr, run->mmio.data, run->mmio.len,
                    run->mmio.is_write);
         return true;
@@ -234,6 +244,7 @@ static void *vcpu_thread(void *arg)
                 continue; /* kicked: look at the mailbox */
             }
             log_err("vCPU %u: KVM_RUN failed: %s", vcpu->index, strerror(errno));
+            STAT_ADD(&vcpu->vm->stats, vcpu_failures, 1);
             vm_request_stop(vcpu->vm, VM_STOP_ERROR);
         } else if (handle_exit(vcpu)) {
             continue;

@@ -102,6 +102,8 @@ void log_configure(const char *id, int fd, enum log_level level, bool off, bool 
 #define log_warn(...)  log_at(LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
 #define log_info(...)  log_at(LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
 #define log_debug(...) log_at(LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
+/* log_missed(): Returns how many log lines could not be written (logger.missed_log_count). */
+uint64_t log_missed(void);
 /* errf(err, errlen, code, fmt, ...): formats a one-line reason into err. Returns code. */
 int errf(char *err, size_t errlen, int code, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
@@ -222,10 +224,11 @@ struct serial {
     uint8_t ier, iir_thri, lcr, mcr, lsr_extra, msr, scr, dll, dlm, fcr;
     uint8_t rx[SERIAL_FIFO];
     unsigned rx_head, rx_count;
-    bool rx_blocked; /* the host stopped reading input because the FIFO was full */
-    int out_fd;      /* where guest output goes */
-    int irq_fd;      /* irqfd eventfd for GSI 4 */
-    int rx_ready_fd; /* eventfd: FIFO drained, host may read input again */
+    bool rx_blocked;        /* the host stopped reading input because the FIFO was full */
+    int out_fd;             /* where guest output goes */
+    int irq_fd;             /* irqfd eventfd for GSI 4 */
+    int rx_ready_fd;        /* eventfd: FIFO drained, host may read input again */
+    struct vm_stats *stats; /* uart_* counters; NULL = none (set before the vCPUs run) */
 };
 
 /* serial_init(s, out_fd, irq_fd, rx_ready_fd): Returns 0 or -errno. */
@@ -244,8 +247,9 @@ struct i8042 {
     uint8_t status, ctr, cmd;
     uint8_t buf[16];
     unsigned head, count;
-    int irq_fd;   /* irqfd eventfd for GSI 1 */
-    int reset_fd; /* eventfd: guest asked for a CPU reset */
+    int irq_fd;             /* irqfd eventfd for GSI 1 */
+    int reset_fd;           /* eventfd: guest asked for a CPU reset */
+    struct vm_stats *stats; /* i8042_* counters; NULL = none (set before the vCPUs run) */
 };
 
 /* i8042_init(k, irq_fd, reset_fd): Returns 0 or -errno. */
@@ -266,6 +270,9 @@ struct boot_timer {
 struct bus_dev boot_timer_bus_dev(struct boot_timer *bt);
 /* boot_timer_start(bt): records the start of the boot (wall and process CPU time). */
 void boot_timer_start(struct boot_timer *bt);
+/* boot_timer_detach(mmio, bt): takes the boot timer off the MMIO bus (Firecracker attaches it
+ * only with --boot-timer); before the vCPUs run. */
+void boot_timer_detach(struct bus *mmio, const struct boot_timer *bt);
 
 /* ---- VM and vCPUs ----------------------------------------------------------------------- */
 enum vcpu_state { VCPU_PAUSED, VCPU_RUNNING, VCPU_EXITING, VCPU_EXITED };

@@ -34,8 +34,13 @@ static int op_metrics(void *o, const struct api_metrics *m, char *err, size_t er
     (void)o, (void)m, (void)err, (void)errlen;
     return 0;
 }
-static const struct api_vmm_ops ops = {op_start, op_pause,  op_plain,
-                                       op_plain, op_logger, op_metrics};
+static int op_drive(void *o, const struct api_drive *d, char *err, size_t errlen)
+{
+    (void)o, (void)d, (void)err, (void)errlen;
+    return 0;
+}
+static const struct api_vmm_ops ops = {op_start,  op_pause,   op_plain, op_plain,
+                                       op_logger, op_metrics, op_drive};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -76,6 +76,13 @@ class Ember:
     def patch(self, path, json=None, **kw):
         return self.request("PATCH", path, json=json, **kw)
 
+    def connect(self, timeout=None):
+        """Returns a new raw connection to the API socket."""
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout or REQ_TIMEOUT)
+        s.connect(str(self.sock))
+        return s
+
     def raw(self, data, read=True, timeout=None):
         """Sends bytes on a fresh connection; Returns what came back until EOF or timeout."""
         chunks = []

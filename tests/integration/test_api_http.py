@@ -1,15 +1,23 @@
 """The API socket at the HTTP level and before boot: every endpoint's success path, every
-validation failure, keep-alive, parallel connections, hostile clients. No guest is booted,
-so none of this needs a hardware-backed KVM."""
+validation failure, keep-alive, parallel connections, hostile clients, signals. Nothing here
+boots Linux, so none of it needs a hardware-backed KVM; the post-boot tests run the tiny probe
+guest (tests/guest/probe.S), which any /dev/kvm (PVM too) runs."""
+import json
 import os
+import pathlib
+import signal
 import socket
 import stat
 import subprocess
 import threading
+import time
 
 import pytest
 
 from api_client import Ember, Swagger, fault
+
+PROBE = pathlib.Path(__file__).resolve().parents[2] / "build" / "tests" / "guest" / "probe"
+needs_kvm = pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="no /dev/kvm on this host")
 
 MAX_PAYLOAD = 51200
 
@@ -228,10 +236,7 @@ def test_eleven_parallel_connections(vm):
     socks = []
     try:
         for _ in range(11):
-            s = socket.socket(socket.AF_UNIX)
-            s.settimeout(30)
-            s.connect(str(vm.sock))
-            socks.append(s)
+            socks.append(vm.connect(30))
         results = [None] * len(socks)
 
         def ask(i):
@@ -245,6 +250,35 @@ def test_eleven_parallel_connections(vm):
             t.join(60)
         for r in results:
             assert r and r.startswith(b"HTTP/1.1 200") and b"firecracker_version" in r, results
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connection_limit(vm):
+    # 64 connections stay open and served; one more gets Firecracker's 503 at once (no hang),
+    # and a slot that frees up is usable again
+    def ask(s):
+        s.sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        return s.recv(4096)
+
+    socks = []
+    try:
+        for _ in range(64):
+            socks.append(vm.connect(30))
+            assert ask(socks[-1]).startswith(b"HTTP/1.1 200"), len(socks)
+        extra = vm.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)
+        head, _, body = extra.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and b"Connection: close" in head, extra
+        assert json.loads(body)["error"] == "Too many open connections", extra
+        socks.pop().close()
+        for _ in range(1000):  # until the server has seen the close (no timing assumed)
+            got = vm.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n"
+                         b"Connection: close\r\n\r\n", timeout=30)
+            if got.startswith(b"HTTP/1.1 200"):
+                break
+        assert got.startswith(b"HTTP/1.1 200"), got
+        assert all(ask(s).startswith(b"HTTP/1.1 200") for s in socks)
     finally:
         for s in socks:
             s.close()
@@ -276,14 +310,73 @@ def test_socket_path_exists(ember_bin, scratch):
 
 
 def test_sigterm_before_boot(ember_bin, scratch):
+    # Firecracker leaves SIGTERM at its default action: ember stops cleanly (the socket file
+    # goes), then ends by the signal itself, so the parent sees the same wait status
     e = Ember.start(ember_bin, scratch)
     try:
         e.proc.terminate()
         code = e.wait(30)
-        assert code is not None and code == 128 + 15, e.output()
+        assert code == -signal.SIGTERM, (code, e.output())
+        assert not e.sock.exists()
+        assert "exiting on signal 15" in e.output()
+    finally:
+        e.close()
+
+
+def metrics_lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_sighup_and_sigpipe_counted(ember_bin, scratch, tmp_path):
+    # SIGHUP: counted, metrics flushed, exit 156; SIGPIPE: counted, ember carries on
+    metrics = tmp_path / "metrics.json"
+    e = Ember.start(ember_bin, scratch, "--metrics-path", metrics)
+    try:
+        for _ in range(2):  # one at a time: two pending SIGPIPEs would merge into one
+            e.proc.send_signal(signal.SIGPIPE)
+            assert e.get("/").status_code == 200
+        e.proc.send_signal(signal.SIGHUP)
+        assert e.wait(30) == 156, e.output()
+        last = metrics_lines(metrics)[-1]
+        assert last["signals"]["sighup"] == 1 and last["signals"]["sigpipe"] == 2, last
         assert not e.sock.exists()
     finally:
         e.close()
+
+
+@pytest.mark.parametrize("sig,code,key", [(signal.SIGBUS, 149, "sigbus"),
+                                          (signal.SIGXFSZ, 151, "sigxfsz"),
+                                          (signal.SIGILL, 157, "sigill")])
+def test_fatal_signal_flushes_metrics(ember_bin, scratch, tmp_path, sig, code, key):
+    metrics = tmp_path / "metrics.json"
+    e = Ember.start(ember_bin, scratch, "--metrics-path", metrics)
+    try:
+        assert e.put("/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}).status_code == 204
+        e.proc.send_signal(sig)
+        assert e.wait(30) == code, e.output()
+        assert f"intercepting signal {key.upper()}" in e.output()
+        last = metrics_lines(metrics)[-1]
+        assert last["signals"][key] == 1, last
+        assert last["put_api_requests"]["machine_cfg_count"] == 1, last
+    finally:
+        e.close()
+
+
+def test_missed_log_lines_counted(ember_bin, scratch, tmp_path):
+    # a log FIFO nobody reads fills up: lines are dropped (ember never blocks) and counted
+    fifo, metrics = tmp_path / "log.fifo", tmp_path / "metrics.json"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    e = Ember.start(ember_bin, scratch, "--log-path", fifo, "--metrics-path", metrics)
+    try:
+        for _ in range(1000):  # two lines of ~150 bytes each: far beyond a 64 KiB pipe
+            assert e.get("/").status_code == 200
+        e.proc.send_signal(signal.SIGHUP)
+        assert e.wait(30) == 156
+        assert metrics_lines(metrics)[-1]["logger"]["missed_log_count"] > 0
+    finally:
+        e.close()
+        os.close(reader)
 
 
 @pytest.mark.parametrize("args,code,words", [
@@ -324,3 +417,87 @@ def test_version_and_help_flags(ember_bin, scratch):
     r = subprocess.run([str(ember_bin), "--api-sock", str(scratch / "s"), "--help"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "--config-file" in r.stdout, r
+
+
+def probe_vm(ember_bin, scratch, tmp_path, mode, *flags, drive=None):
+    """ember with the probe guest configured through the API and started. mode: the probe's
+    command line ('h' says hello and resets, 'i' says hello and idles)."""
+    metrics, console = tmp_path / "metrics.json", tmp_path / "console.txt"
+    e = Ember.start(ember_bin, scratch, "--metrics-path", metrics, *flags)
+    assert e.put("/boot-source", {"kernel_image_path": str(PROBE),
+                                  "boot_args": mode}).status_code == 204
+    assert e.put("/serial", {"serial_out_path": str(console)}).status_code == 204
+    if drive:
+        assert e.put("/drives/data", {"drive_id": "data", "path_on_host": str(drive),
+                                      "is_root_device": False,
+                                      "is_read_only": False}).status_code == 204
+    assert e.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
+    return e, metrics, console
+
+
+@needs_kvm
+@pytest.mark.parametrize("boot_timer", [True, False])
+def test_probe_device_counters_and_boot_timer(ember_bin, scratch, tmp_path, boot_timer):
+    # the probe writes its hello on COM1 (one OUT exit per byte), writes the boot-timer byte
+    # (one MMIO write) and resets through the i8042: the exit flush counts all of it. The
+    # boot-timer device exists only with --boot-timer, as in Firecracker.
+    flags = ["--boot-timer"] if boot_timer else []
+    e, metrics, console = probe_vm(ember_bin, scratch, tmp_path, "h", *flags)
+    try:
+        assert e.wait(60) == 0, e.output()
+        assert "ember-probe: hello" in console.read_text()
+        lines = metrics_lines(metrics)
+        total = {sec: {k: sum(x[sec][k] for x in lines) for k in lines[0][sec]}
+                 for sec in ("vcpu", "uart", "i8042")}
+        hello = len("ember-probe: hello\r\n")
+        assert total["uart"]["write_count"] == hello, total
+        assert total["vcpu"]["exit_io_out"] >= hello + 1, total  # + the reset command
+        assert total["vcpu"]["exit_mmio_write"] >= 1 and total["vcpu"]["failures"] == 0, total
+        assert total["i8042"]["reset_count"] == 1 and total["i8042"]["write_count"] >= 1, total
+        assert ("Guest-boot-time" in e.output()) == boot_timer, e.output()
+    finally:
+        e.close()
+
+
+@needs_kvm
+def test_probe_flush_metrics_and_patch_drive(ember_bin, scratch, tmp_path):
+    disk, disk2 = tmp_path / "disk", tmp_path / "disk2"
+    for d in (disk, disk2):
+        d.write_bytes(b"\0" * 65536)
+    e, metrics, console = probe_vm(ember_bin, scratch, tmp_path, "i", drive=disk)
+    try:
+        for _ in range(3000):  # until the probe said hello (it then idles)
+            if "hello" in console.read_text() or e.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert "ember-probe: hello" in console.read_text(), e.output()
+        assert e.put("/actions", {"action_type": "FlushMetrics"}).status_code == 204
+        lines = metrics_lines(metrics)
+        assert sum(x["uart"]["write_count"] for x in lines) == len("ember-probe: hello\r\n")
+        assert lines[-1]["vcpu"]["exit_io_out"] > 0, lines[-1]
+
+        # PATCH /drives after boot: what the body must name, ids, files, then a real update
+        assert "at least one property" in fault(e.patch("/drives/data", {"drive_id": "data"}))
+        assert "Invalid block device ID" in fault(
+            e.patch("/drives/nope", {"drive_id": "nope", "path_on_host": str(disk2)}))
+        assert "cannot be opened" in fault(
+            e.patch("/drives/data", {"drive_id": "data", "path_on_host": "/no/such/file"}))
+        assert "does not match" in fault(
+            e.patch("/drives/data", {"drive_id": "other", "path_on_host": str(disk2)}))
+        assert "unknown field `is_read_only`" in fault(
+            e.patch("/drives/data", {"drive_id": "data", "is_read_only": True}))
+        r = e.patch("/drives/data", {"drive_id": "data", "path_on_host": str(disk2)})
+        if r.status_code == 400:  # the block device's update is not in this build yet
+            assert "not supported by this build" in fault(r)
+        else:
+            assert r.status_code == 204, r.text
+            drives = e.get("/vm/config").json()["drives"]
+            assert drives[0]["path_on_host"] == str(disk2), drives
+        e.proc.terminate()
+        assert e.wait(30) == -signal.SIGTERM, e.output()
+        last = metrics_lines(metrics)[-1]
+        # counted: the requests that reached the controller (not the two refused by routing)
+        assert last["patch_api_requests"]["drive_count"] == 4, last
+        assert last["patch_api_requests"]["drive_fails"] >= 3, last
+    finally:
+        e.close()

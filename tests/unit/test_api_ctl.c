@@ -12,8 +12,9 @@
 
 #include "../../api-socket/api.h"
 
-static int starts, pauses, cads, flushes, loggers, metrics_calls;
-static int start_ret;
+static int starts, pauses, cads, flushes, loggers, metrics_calls, updates;
+static int start_ret, update_ret;
+static struct api_drive updated;
 
 static int op_start(void *o, char *err, size_t errlen)
 {
@@ -54,7 +55,18 @@ static int op_metrics(void *o, const struct api_metrics *m, char *err, size_t er
     return 0;
 }
 
-static const struct api_vmm_ops ops = {op_start, op_pause, op_cad, op_flush, op_logger, op_metrics};
+static int op_update(void *o, const struct api_drive *d, char *err, size_t errlen)
+{
+    (void)o;
+    updates++;
+    updated = *d;
+    if (update_ret)
+        snprintf(err, errlen, "the device said no");
+    return update_ret;
+}
+
+static const struct api_vmm_ops ops = {op_start,  op_pause,   op_cad,   op_flush,
+                                       op_logger, op_metrics, op_update};
 static struct api_ctl ctl;
 static struct api_request req;
 static struct api_response resp;
@@ -65,6 +77,7 @@ static int setup(void **state)
     (void)state;
     ctl_init(&ctl, "vm0", "1.2.3", &ops, NULL);
     starts = pauses = cads = flushes = loggers = metrics_calls = start_ret = 0;
+    updates = update_ret = 0;
     snprintf(file, sizeof(file), "/tmp/ember-test-api-ctl-%d", (int)getpid());
     FILE *f = fopen(file, "w");
     assert_non_null(f);
@@ -230,6 +243,59 @@ static void phases(void **state)
     assert_int_equal(flushes, 1);
 }
 
+static void patch_drive_after_boot(void **state)
+{
+    char body[512];
+    (void)state;
+    snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\"}", file);
+    assert_int_equal(call("PUT", "/boot-source", body), 204);
+    snprintf(body, sizeof(body),
+             "{\"drive_id\":\"d\",\"path_on_host\":\"%s\",\"is_root_device\":false,"
+             "\"is_read_only\":true}",
+             file);
+    assert_int_equal(call("PUT", "/drives/d", body), 204);
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"InstanceStart\"}"), 204);
+
+    assert_int_equal(call("PATCH", "/drives/d", "{\"drive_id\":\"d\"}"), 400);
+    body_has("at least one property to patch: path_on_host, rate_limiter");
+    assert_int_equal(call("PATCH", "/drives/x", "{\"drive_id\":\"x\",\"path_on_host\":\"/\"}"),
+                     400);
+    body_has("Invalid block device ID");
+    assert_int_equal(call("PATCH", "/drives/d", "{\"drive_id\":\"d\",\"path_on_host\":\"/no/f\"}"),
+                     400);
+    body_has("block device file /no/f cannot be opened");
+    assert_int_equal(updates, 0); /* none of these reached the VMM */
+
+    /* a rate limiter alone: only the bucket named changes */
+    assert_int_equal(call("PATCH", "/drives/d",
+                          "{\"drive_id\":\"d\",\"rate_limiter\":{\"ops\":{\"size\":10,"
+                          "\"refill_time\":100}}}"),
+                     204);
+    assert_int_equal(updates, 1);
+    assert_false(updated.has_path);
+    assert_true(updated.rate_limiter.ops.set && !updated.rate_limiter.bandwidth.set);
+    assert_int_equal(ctl.drives[0].rate_limiter.ops.size, 10);
+
+    /* a new file: checked, handed over, and the configuration follows */
+    snprintf(body, sizeof(body), "{\"drive_id\":\"d\",\"path_on_host\":\"%s2\"}", file);
+    assert_int_equal(call("PATCH", "/drives/d", body), 400); /* does not exist yet */
+    char other[80];
+    snprintf(other, sizeof(other), "%s2", file);
+    FILE *f = fopen(other, "w");
+    assert_non_null(f);
+    fclose(f);
+    update_ret = -EINVAL;
+    assert_int_equal(call("PATCH", "/drives/d", body), 400);
+    body_has("the device said no");
+    assert_string_equal(ctl.drives[0].path_on_host, file);
+    update_ret = 0;
+    assert_int_equal(call("PATCH", "/drives/d", body), 204);
+    assert_string_equal(updated.path_on_host, other);
+    assert_string_equal(ctl.drives[0].path_on_host, other);
+    assert_int_equal(ctl.drives[0].rate_limiter.ops.size, 10);
+    unlink(other);
+}
+
 static void config_file(void **state)
 {
     char text[1024], err[API_ERR_MAX];
@@ -273,6 +339,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(machine_rules, setup, teardown),
             cmocka_unit_test_setup_teardown(resources_opened_at_put, setup, teardown),
             cmocka_unit_test_setup_teardown(phases, setup, teardown),
+            cmocka_unit_test_setup_teardown(patch_drive_after_boot, setup, teardown),
             cmocka_unit_test_setup_teardown(config_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

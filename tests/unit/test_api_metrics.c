@@ -1,0 +1,137 @@
+/* Metrics lines: the VMM's device counters copied in as absolute values come out as deltas
+ * per flush, the line is one valid JSON object (no duplicate keys) with every section. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "../../api-socket/api.h"
+#include "../../vmm/vmm.h"
+
+/* Flushes m into a pipe and returns the parsed line (caller json_decref's it). */
+static json_t *flush(struct api_metrics_counters *m, const char *id, const char *props)
+{
+    static char buf[16384];
+    int fds[2];
+
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(metrics_flush(m, fds[1], id, props), 0);
+    ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+    close(fds[0]);
+    close(fds[1]);
+    assert_true(n > 1);
+    assert_int_equal(buf[n - 1], '\n');
+    buf[n] = '\0';
+    json_error_t e;
+    json_t *line = json_loadb(buf, (size_t)n, JSON_REJECT_DUPLICATES, &e);
+    if (!line)
+        fail_msg("not one JSON object: %s (%s)", e.text, buf);
+    return line;
+}
+
+static json_int_t get(json_t *line, const char *section, const char *name)
+{
+    json_t *v = json_object_get(json_object_get(line, section), name);
+    if (!json_is_integer(v))
+        fail_msg("%s.%s missing", section, name);
+    return json_integer_value(v);
+}
+
+static void device_counters_are_deltas(void **state)
+{
+    static struct api_metrics_counters m;
+    static struct vm_stats stats;
+    struct vm_stats *s = &stats; /* as the VMM holds it */
+    (void)state;
+
+    STAT_ADD(s, uart_write, 20);
+    STAT_ADD(s, vcpu_exit_io_out, 21);
+    STAT_ADD(s, block_read_bytes, 4096);
+    STAT_ADD(s, i8042_reset, 1);
+    metrics_from_vm_stats(&m, s);
+    json_t *l = flush(&m, NULL, "");
+    assert_int_equal(get(l, "uart", "write_count"), 20);
+    assert_int_equal(get(l, "vcpu", "exit_io_out"), 21);
+    assert_int_equal(get(l, "block", "read_bytes"), 4096);
+    assert_int_equal(get(l, "i8042", "reset_count"), 1);
+    json_decref(l);
+
+    STAT_ADD(s, uart_write, 5); /* the VMM counts on; each flush shows what is new */
+    metrics_from_vm_stats(&m, s);
+    l = flush(&m, NULL, "");
+    assert_int_equal(get(l, "uart", "write_count"), 5);
+    assert_int_equal(get(l, "vcpu", "exit_io_out"), 0);
+    assert_int_equal(get(l, "i8042", "reset_count"), 0);
+    json_decref(l);
+
+    metrics_from_vm_stats(&m, s); /* nothing new */
+    l = flush(&m, NULL, "");
+    assert_int_equal(get(l, "uart", "write_count"), 0);
+    json_decref(l);
+}
+
+static void line_shape(void **state)
+{
+    static struct api_metrics_counters m;
+    static const char *const sections[] = {"api_server",
+                                           "get_api_requests",
+                                           "put_api_requests",
+                                           "patch_api_requests",
+                                           "latencies_us",
+                                           "logger",
+                                           "seccomp",
+                                           "signals",
+                                           "vcpu",
+                                           "block",
+                                           "uart",
+                                           "i8042"};
+    (void)state;
+
+    metrics_set(&m, M_LAT_API_REQUEST, INT64_MAX); /* the widest number jansson reads */
+    metrics_add(&m, M_SIG_HUP, 1);
+    json_t *l = flush(&m, "vm-1", "{\"k\":\"v\",\"x\":\"y\"}");
+    assert_string_equal(json_string_value(json_object_get(l, "id")), "vm-1");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(l, "properties"), "x")),
+                        "y");
+    assert_true(json_integer_value(json_object_get(l, "utc_timestamp_ms")) > 0);
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+        assert_true(json_is_object(json_object_get(l, sections[i])));
+    /* 2 + 12 sections: nothing else at the top */
+    assert_int_equal(json_object_size(l), 2 + 1 + sizeof(sections) / sizeof(sections[0]));
+    assert_int_equal(get(l, "signals", "sighup"), 1);
+    assert_true(get(l, "latencies_us", "api_request_us") == INT64_MAX);
+    json_decref(l);
+}
+
+static void widest_number(void **state)
+{
+    static struct api_metrics_counters m;
+    char buf[16384];
+    int fds[2];
+    (void)state;
+
+    metrics_set(&m, M_LAT_API_REQUEST, UINT64_MAX);
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(metrics_flush(&m, fds[1], NULL, NULL), 0);
+    ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+    close(fds[0]);
+    close(fds[1]);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "\"api_request_us\":18446744073709551615}"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+            cmocka_unit_test(device_counters_are_deltas),
+            cmocka_unit_test(line_shape),
+            cmocka_unit_test(widest_number),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
