@@ -1,5 +1,6 @@
 /* ember: entry point. Two front ends share one configuration path (api-socket/run.c):
- *   ember --api-sock PATH [...]    Firecracker's command line and HTTP API
+ *   ember [--api-sock PATH] [...]  Firecracker's command line and HTTP API (no arguments:
+ *                                  the API on /run/firecracker.socket, as firecracker)
  *   ember run --kernel PATH [...]  a VM on this terminal, configured from options
  * Order (the privilege checkpoint of DESIGN.md): parse the configuration → open the host
  * resources and build the VM → run the event loop until the guest stops. */
@@ -46,11 +47,9 @@ int main(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "run") == 0)
         return cmd_run(argc - 1, argv + 1, &t0);
-    if (argc >= 2 && strncmp(argv[1], "--", 2) == 0) /* firecracker's flags */
+    /* Firecracker's flags; with none at all, Firecracker serves /run/firecracker.socket */
+    if (argc < 2 || strncmp(argv[1], "--", 2) == 0)
         return api_main(argc, argv, &t0);
-    if (argc >= 2)
-        log_err("unknown command '%s' (try ember --help)", argv[1]);
-    else
-        cli_usage(stderr);
+    log_err("unknown command '%s' (try ember --help)", argv[1]);
     return EXIT_BAD_ARGS;
 }

@@ -419,6 +419,32 @@ def test_version_and_help_flags(ember_bin, scratch):
     assert r.returncode == 0 and "--config-file" in r.stdout, r
 
 
+def test_no_arguments_serves_the_default_socket(ember_bin, tmp_path):
+    # `ember` alone is `firecracker` alone: the API on /run/firecracker.socket. Run in a
+    # private mount namespace with its own /run, so the host's /run is never touched.
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private mount namespace")
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             f"mount -t tmpfs none /run && exec {ember_bin}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        sock = f"/proc/{proc.pid}/root/run/firecracker.socket"
+        for _ in range(2000):  # until the socket appears or ember gave up
+            if proc.poll() is not None or os.path.exists(sock):
+                break
+            time.sleep(0.01)
+        assert os.path.exists(sock), proc.communicate(timeout=30)
+        e = Ember(proc, sock, tmp_path / "none")
+        assert e.get("/").json()["id"] == "anonymous-instance"
+        e.session.close()
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    r = subprocess.run([str(ember_bin), "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "--api-sock" in r.stdout and "--kernel" in r.stdout, r
+
+
 def probe_vm(ember_bin, scratch, tmp_path, mode, *flags, drive=None):
     """ember with the probe guest configured through the API and started. mode: the probe's
     command line ('h' says hello and resets, 'i' says hello and idles)."""
