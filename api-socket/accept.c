@@ -127,7 +127,11 @@ int api_acceptor_start(struct api_server *s, char *err, size_t errlen)
     s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->stop_fd < 0)
         return snprintf(err, errlen, "eventfd: %s", strerror(errno)), -errno;
-    sigfillset(&all); /* signals are the VMM thread's business */
+    sigfillset(&all); /* signals are the VMM thread's business, but for its own faults */
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGFPE);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int ret = pthread_create(&s->acceptor, NULL, acceptor, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
