@@ -5,6 +5,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -247,6 +248,19 @@ struct api_args {
 int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errlen);
 /* args_usage(out): prints the usage text to a FILE *. */
 void args_usage(void *out);
+
+/* ---- signals (signals.c) ------------------------------------------------------------------ */
+/* sig_setup(c, flush, term): installs the fatal-signal handlers (they count into c, call flush
+ * and exit with Firecracker's codes) and the SIGPIPE counter, and blocks the stopping signals
+ * (SIGTERM, SIGINT, SIGHUP, SIGQUIT), returned in term for a signalfd. Returns 0 or -errno. */
+int sig_setup(struct api_metrics_counters *c, void (*flush)(void), sigset_t *term);
+/* sig_stop_code(fc_mode, sig, raise_sig): the exit code of a clean stop by a stopping signal,
+ * 128 + sig; the firecracker front end follows Firecracker: SIGHUP is counted and gives 156,
+ * and SIGTERM/SIGINT (left at their default action by Firecracker) set *raise_sig. */
+int sig_stop_code(bool fc_mode, int sig, int *raise_sig);
+/* sig_exit(raise_sig, code): when raise_sig is set, ends the process by that signal (its
+ * default action). Returns code if it is still alive. */
+int sig_exit(int raise_sig, int code);
 
 /* ---- the HTTP server (http.c): the API thread ------------------------------------------ */
 struct MHD_Daemon;

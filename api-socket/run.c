@@ -294,79 +294,16 @@ static int op_update_drive(void *opaque, const struct api_drive *d, char *err, s
 static const struct api_vmm_ops run_ops = {op_start,  op_pause,   op_ctrl_alt_del, op_flush,
                                            op_logger, op_metrics, op_update_drive};
 
-/* Fatal signals, as Firecracker: count, log, flush the metrics, leave with its exit code.
- * Async-signal-safe calls only (metrics_flush allocates nothing). */
-static const struct {
-    int sig, code;
-    enum metric_id metric;
-    const char *msg;
-} fatal[] = {
-        {SIGBUS, 149, M_SIG_BUS, "Shutting down VM after intercepting signal SIGBUS.\n"},
-        {SIGSEGV, 150, M_SIG_SEGV, "Shutting down VM after intercepting signal SIGSEGV.\n"},
-        {SIGXFSZ, 151, M_SIG_XFSZ, "Shutting down VM after intercepting signal SIGXFSZ.\n"},
-        {SIGXCPU, 154, M_SIG_XCPU, "Shutting down VM after intercepting signal SIGXCPU.\n"},
-        {SIGILL, 157, M_SIG_ILL, "Shutting down VM after intercepting signal SIGILL.\n"},
-};
-
-static void on_fatal_signal(int sig)
+/* What the fatal-signal handler flushes before the process exits. */
+static void flush_last(void)
 {
-    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-        if (fatal[i].sig == sig) {
-            metrics_add(&the_run.counters, fatal[i].metric, 1);
-            ssize_t w = write(STDERR_FILENO, fatal[i].msg, strlen(fatal[i].msg));
-            (void)w;
-            flush_metrics(&the_run);
-            _exit(fatal[i].code);
-        }
-    _exit(EXIT_GENERIC);
-}
-
-/* SIGPIPE (a client hung up): counted, and the write sees EPIPE (as Firecracker). */
-static void on_sigpipe(int sig)
-{
-    (void)sig;
-    metrics_add(&the_run.counters, M_SIG_PIPE, 1);
-}
-
-static int signals_setup(sigset_t *term)
-{
-    struct sigaction sa = {.sa_handler = on_fatal_signal};
-
-    sigfillset(&sa.sa_mask); /* nothing interrupts the last flush */
-    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-        sigaction(fatal[i].sig, &sa, NULL);
-    struct sigaction pipe_sa = {.sa_handler = on_sigpipe, .sa_flags = SA_RESTART};
-    sigaction(SIGPIPE, &pipe_sa, NULL);
-    sigemptyset(term);
-    sigaddset(term, SIGTERM);
-    sigaddset(term, SIGINT);
-    sigaddset(term, SIGHUP);
-    sigaddset(term, SIGQUIT);
-    /* Blocked before any thread exists, so every thread inherits the mask; the event loop
-     * (and the pre-boot loop) read them from a signalfd. */
-    pthread_sigmask(SIG_BLOCK, term, NULL);
-    return vcpu_signal_init();
+    flush_metrics(&the_run);
 }
 
 static int watch(int epfd, int fd, uint32_t tag)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
-/* The exit code of a stop by SIGTERM, SIGINT, SIGHUP or SIGQUIT (the event loop's 128 + signal).
- * The Firecracker front end follows Firecracker: SIGHUP is counted and exits 156; SIGTERM and
- * SIGINT, which Firecracker leaves at their default action, end the process by the signal
- * itself once ember has stopped cleanly (run_exit). */
-static int stop_signal_code(struct run *r, int sig)
-{
-    if (r->fc_mode && sig == SIGHUP) {
-        metrics_add(&r->counters, M_SIG_HUP, 1);
-        return 156;
-    }
-    if (r->fc_mode && (sig == SIGTERM || sig == SIGINT))
-        r->raise_sig = sig;
-    return 128 + sig;
 }
 
 /* Before InstanceStart: serve the API until the VM is built, or a signal ends us.
@@ -395,7 +332,7 @@ static int preboot_loop(struct run *r, const sigset_t *term)
         if (ev.data.u32 == RUN_EV_SIGNAL) {
             if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
                 log_info("received signal %u before the VM started: exiting", si.ssi_signo);
-                ret = stop_signal_code(r, (int)si.ssi_signo);
+                ret = sig_stop_code(r->fc_mode, (int)si.ssi_signo, &r->raise_sig);
             }
         } else {
             run_serve(r);
@@ -465,25 +402,11 @@ static int run_finish(struct run *r, int code)
     return code;
 }
 
-/* The exit code from a finished run; a SIGTERM/SIGINT stop re-raises the signal instead. */
-static int run_exit(struct run *r, int code)
-{
-    if (r->raise_sig) {
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, r->raise_sig);
-        signal(r->raise_sig, SIG_DFL);
-        raise(r->raise_sig); /* pending while blocked: delivered on unblocking */
-        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    }
-    return code;
-}
-
 /* After the event loop: the exit code of the VM's stop. */
 static int vm_exit_code(struct run *r, int code)
 {
     if (atomic_load(&r->vm.stop_reason) == VM_STOP_SIGNAL)
-        return stop_signal_code(r, r->vm.stop_signal);
+        return sig_stop_code(r->fc_mode, r->vm.stop_signal, &r->raise_sig);
     return code;
 }
 
@@ -545,7 +468,7 @@ int api_main(int argc, char **argv, const struct timespec *t0)
         return EXIT_BAD_ARGS;
     }
     pthread_setname_np(pthread_self(), "fc_vmm");
-    if (run_setup(r, a.id, t0) || signals_setup(&term)) {
+    if (run_setup(r, a.id, t0) || sig_setup(&r->counters, flush_last, &term)) {
         log_err("cannot set up the process: %s", strerror(errno));
         return EXIT_GENERIC;
     }
@@ -610,10 +533,10 @@ int api_main(int argc, char **argv, const struct timespec *t0)
     if (!r->vm_built) {
         ret = preboot_loop(r, &term);
         if (ret)
-            return run_exit(r, run_finish(r, ret));
+            return sig_exit(r->raise_sig, run_finish(r, ret));
     }
     ret = vm_exit_code(r, loop_run(&r->vm));
-    return run_exit(r, run_finish(r, ret));
+    return sig_exit(r->raise_sig, run_finish(r, ret));
 }
 
 int api_run_cli(const struct vm_config *cli, const struct timespec *t0)
@@ -624,7 +547,7 @@ int api_run_cli(const struct vm_config *cli, const struct timespec *t0)
     char err[API_ERR_MAX];
     sigset_t term;
 
-    if (run_setup(r, "ember", t0) || signals_setup(&term)) {
+    if (run_setup(r, "ember", t0) || sig_setup(&r->counters, flush_last, &term)) {
         log_err("cannot set up the process: %s", strerror(errno));
         return EXIT_GENERIC;
     }

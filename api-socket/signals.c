@@ -1,0 +1,94 @@
+/* The process's signals, as Firecracker handles them. Fatal ones (SIGBUS, SIGSEGV, SIGXFSZ,
+ * SIGXCPU, SIGILL) are counted, logged, flush the metrics and exit with Firecracker's code;
+ * SIGPIPE is counted and otherwise ignored. The stopping ones (SIGTERM, SIGINT, SIGHUP, SIGQUIT)
+ * are blocked here and read from a signalfd by the event loops, which stop the VM cleanly;
+ * sig_stop_code and sig_exit then give the process Firecracker's end for them. */
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../vmm/vmm.h"
+#include "api.h"
+
+static struct api_metrics_counters *counters;
+static void (*flush_last)(void);
+
+static const struct {
+    int sig, code;
+    enum metric_id metric;
+    const char *msg;
+} fatal[] = {
+        {SIGBUS, 149, M_SIG_BUS, "Shutting down VM after intercepting signal SIGBUS.\n"},
+        {SIGSEGV, 150, M_SIG_SEGV, "Shutting down VM after intercepting signal SIGSEGV.\n"},
+        {SIGXFSZ, 151, M_SIG_XFSZ, "Shutting down VM after intercepting signal SIGXFSZ.\n"},
+        {SIGXCPU, 154, M_SIG_XCPU, "Shutting down VM after intercepting signal SIGXCPU.\n"},
+        {SIGILL, 157, M_SIG_ILL, "Shutting down VM after intercepting signal SIGILL.\n"},
+};
+
+/* Async-signal-safe calls only (the flush allocates nothing). */
+static void on_fatal(int sig)
+{
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+        if (fatal[i].sig == sig) {
+            metrics_add(counters, fatal[i].metric, 1);
+            ssize_t w = write(STDERR_FILENO, fatal[i].msg, strlen(fatal[i].msg));
+            (void)w;
+            if (flush_last)
+                flush_last();
+            _exit(fatal[i].code);
+        }
+    _exit(EXIT_GENERIC);
+}
+
+/* A client hung up: counted, and the write sees EPIPE. */
+static void on_sigpipe(int sig)
+{
+    (void)sig;
+    metrics_add(counters, M_SIG_PIPE, 1);
+}
+
+int sig_setup(struct api_metrics_counters *c, void (*flush)(void), sigset_t *term)
+{
+    struct sigaction sa = {.sa_handler = on_fatal};
+
+    counters = c;
+    flush_last = flush;
+    sigfillset(&sa.sa_mask); /* nothing interrupts the last flush */
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+        sigaction(fatal[i].sig, &sa, NULL);
+    struct sigaction pipe_sa = {.sa_handler = on_sigpipe, .sa_flags = SA_RESTART};
+    sigaction(SIGPIPE, &pipe_sa, NULL);
+    sigemptyset(term);
+    sigaddset(term, SIGTERM);
+    sigaddset(term, SIGINT);
+    sigaddset(term, SIGHUP);
+    sigaddset(term, SIGQUIT);
+    /* Blocked before any thread exists, so every thread inherits the mask; the event loop
+     * (and the pre-boot loop) read them from a signalfd. */
+    pthread_sigmask(SIG_BLOCK, term, NULL);
+    return vcpu_signal_init();
+}
+
+int sig_stop_code(bool fc_mode, int sig, int *raise_sig)
+{
+    if (fc_mode && sig == SIGHUP) {
+        metrics_add(counters, M_SIG_HUP, 1);
+        return 156;
+    }
+    if (fc_mode && (sig == SIGTERM || sig == SIGINT))
+        *raise_sig = sig;
+    return 128 + sig;
+}
+
+int sig_exit(int raise_sig, int code)
+{
+    if (raise_sig) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, raise_sig);
+        signal(raise_sig, SIG_DFL);
+        raise(raise_sig); /* pending while blocked: delivered on unblocking */
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    }
+    return code; /* the signal could not end us (PID 1 of a PID namespace ignores it) */
+}
