@@ -150,8 +150,10 @@ static int patch_drive(struct api_ctl *c, const struct api_drive *d, char *err, 
     int ret = d->has_path
                       ? check_file("block device", d->path_on_host, !cur->is_read_only, err, errlen)
                       : 0;
-    if (!ret)
+    if (!ret) {
         ret = c->ops->update_drive(c->opaque, d, err, errlen);
+        metrics_add(c->counters, ret ? M_BLOCK_UPDATE_FAILS : M_BLOCK_UPDATE, 1);
+    }
     if (ret)
         return ret;
     if (d->has_path)

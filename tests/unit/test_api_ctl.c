@@ -245,8 +245,10 @@ static void phases(void **state)
 
 static void patch_drive_after_boot(void **state)
 {
+    static struct api_metrics_counters counters;
     char body[512];
     (void)state;
+    ctl.counters = &counters;
     snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\"}", file);
     assert_int_equal(call("PUT", "/boot-source", body), 204);
     snprintf(body, sizeof(body),
@@ -294,6 +296,10 @@ static void patch_drive_after_boot(void **state)
     assert_string_equal(ctl.drives[0].path_on_host, other);
     assert_int_equal(ctl.drives[0].rate_limiter.ops.size, 10);
     unlink(other);
+    /* block.update_*: the updates that reached the device */
+    assert_int_equal(atomic_load(&counters.v[M_BLOCK_UPDATE]), 2);
+    assert_int_equal(atomic_load(&counters.v[M_BLOCK_UPDATE_FAILS]), 1);
+    assert_int_equal(atomic_load(&counters.v[M_PATCH_DRIVE]), 7);
 }
 
 static void config_file(void **state)
