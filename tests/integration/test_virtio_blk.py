@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from api_client import Ember
 from ember_vm import BOOT_TIMEOUT, REPO, ember_args, run, wait_for
 
 pytestmark = pytest.mark.kvm
@@ -205,3 +206,55 @@ def test_rate_limiter(guest_assets, tmp_path):
     print(f"rate limiter: bandwidth {rate / MiB:.3f} MiB/s (want 2), {ops:.1f} ops/s (want {iops})")
     assert 0.85 * bw <= rate <= 1.15 * bw, f"bandwidth {rate / MiB:.2f} MiB/s, want 2"
     assert 0.85 * iops <= ops <= 1.15 * iops, f"{ops:.1f} ops/s, want {iops}"
+
+
+@pytest.mark.parametrize("engine", ["Sync", "Async"])
+def test_patch_drive_after_boot(ember_bin, scratch, guest_assets, tmp_path, engine):
+    """PATCH /drives/{id} on a running VM (booted through the API, as a Firecracker user would):
+    a new path_on_host of another size reaches the guest as a capacity change (config-change
+    interrupt), reads come from the new file, and a path that cannot be opened leaves the old
+    one in place."""
+    old_content, new_content = pattern(1 * MiB, "old"), pattern(3 * MiB, "new")
+    old = make_file(tmp_path / "old.img", old_content)
+    new = make_file(tmp_path / "new.img", new_content)
+    rootfs = rootfs_copy(guest_assets, tmp_path)
+    # The guest reads vdb, says it is ready, waits (bounded) for the size to change, and reads
+    # 4 KiB at 2 MiB: past the end of the old file.
+    cmd = ("echo size0=$(cat /sys/block/vdb/size); "
+           "dd if=/dev/vdb bs=4k count=1 iflag=direct 2>/dev/null | md5sum | sed s/^/md5a=/; "
+           "echo patch-me-now; n=0; "
+           "while [ $(cat /sys/block/vdb/size) = 2048 ] && [ $n -lt 900 ]; "
+           "do sleep 1; n=$((n+1)); done; "
+           "echo size1=$(cat /sys/block/vdb/size); "
+           "dd if=/dev/vdb bs=4k count=1 skip=512 iflag=direct 2>/dev/null | md5sum "
+           "| sed s/^/md5b=/")
+    vm = Ember.start(ember_bin, scratch, "--id", "patch-vm")
+    try:
+        assert vm.put("/boot-source", {
+            "kernel_image_path": str(guest_assets["vmlinux"]),
+            "boot_args": f'{CMDLINE} ember.cmd="{cmd}"'}).status_code == 204
+        assert vm.put("/drives/rootfs", {
+            "drive_id": "rootfs", "path_on_host": str(rootfs), "is_root_device": True,
+            "is_read_only": False}).status_code == 204
+        assert vm.put("/drives/data", {
+            "drive_id": "data", "path_on_host": str(old), "is_root_device": False,
+            "is_read_only": False, "io_engine": engine}).status_code == 204
+        assert vm.put("/machine-config", {"vcpu_count": 1,
+                                          "mem_size_mib": 256}).status_code == 204
+        assert vm.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
+        assert wait_for(vm.log_path, "patch-me-now", vm.proc, BOOT_TIMEOUT), vm.output()[-3000:]
+        r = vm.patch("/drives/data", {"drive_id": "data", "path_on_host": "/no/such/file"})
+        assert r.status_code == 400, r.text
+        r = vm.patch("/drives/data", {"drive_id": "data", "path_on_host": str(new)})
+        assert r.status_code == 204, r.text
+        code = vm.wait(BOOT_TIMEOUT)
+        text = vm.output()
+        assert code == 0 and "ember.exit=0" in text, text[-4000:]
+        assert "size0=2048" in text, text[-4000:]
+        assert f"md5a={hashlib.md5(old_content[:4096]).hexdigest()}" in text, text[-4000:]
+        assert "size1=6144" in text, text[-4000:]
+        want = hashlib.md5(new_content[2 * MiB:2 * MiB + 4096]).hexdigest()
+        assert f"md5b={want}" in text, text[-4000:]
+        assert old.read_bytes() == old_content and new.read_bytes() == new_content
+    finally:
+        vm.close()
