@@ -179,3 +179,46 @@ def test_config_file_boot_and_api_after_boot(ember_bin, scratch, guest_assets, t
         ctrl_alt_del_ends(vm)
     finally:
         vm.close()
+
+
+def test_curl_boot_from_rootfs_drive(ember_bin, scratch, guest_assets, tmp_path):
+    # Firecracker's getting-started sequence, byte for byte what its shell users send:
+    # boot-source, the rootfs as a drive, machine-config, InstanceStart. The guest runs from
+    # /dev/vda, reports its root mount and reboots; ember exits 0 and its last metrics line
+    # counts what the guest did through the devices.
+    rootfs, metrics = tmp_path / "rootfs.ext4", tmp_path / "metrics.json"
+    shutil.copy(guest_assets["rootfs"], rootfs)
+    vm = Ember.start(ember_bin, scratch, "--id", "fc-rootfs", "--metrics-path", metrics)
+    try:
+        sock = vm.sock
+        cmd = "grep ' / ' /proc/mounts; echo rootfs-guest-ok"
+        assert curl(sock, "PUT", "/boot-source", {
+            "kernel_image_path": str(guest_assets["vmlinux"]),
+            "boot_args": f'{BASE_ARGS} ember.cmd="{cmd}"'}) == (204, "")
+        assert curl(sock, "PUT", "/drives/rootfs", {
+            "drive_id": "rootfs", "path_on_host": str(rootfs), "is_root_device": True,
+            "is_read_only": False}) == (204, "")
+        assert curl(sock, "PUT", "/machine-config", {"vcpu_count": 2,
+                                                     "mem_size_mib": 256}) == (204, "")
+        assert curl(sock, "PUT", "/actions", {"action_type": "InstanceStart"}) == (204, "")
+        code, body = curl(sock, "GET", "/vm/config")
+        assert code == 200 and json.loads(body)["drives"][0]["path_on_host"] == str(rootfs)
+
+        code = vm.wait(BOOT_TIMEOUT)
+        text = vm.output()
+        assert code == 0, text[-4000:]
+        assert "rootfs-guest-ok" in text and "ember.exit=0" in text, text[-4000:]
+        assert "root=/dev/vda rw" in text, text[-4000:]
+        assert "VFS: Mounted root (ext4 filesystem) on device" in text, text[-4000:]
+        assert "/dev/root / ext4 rw" in text or "/dev/vda / ext4 rw" in text, text[-4000:]
+
+        lines = [json.loads(x) for x in metrics.read_text().splitlines()]
+        total = {sec: {k: sum(x[sec][k] for x in lines) for k in lines[0][sec]}
+                 for sec in ("vcpu", "uart", "block", "i8042")}
+        assert total["uart"]["write_count"] >= len("rootfs-guest-ok"), total
+        assert total["vcpu"]["exit_io_out"] > 0 and total["vcpu"]["exit_mmio_read"] > 0, total
+        assert total["vcpu"]["exit_mmio_write"] > 0 and total["vcpu"]["failures"] == 0, total
+        assert total["block"]["read_count"] > 0 and total["block"]["read_bytes"] > 0, total
+        assert total["i8042"]["reset_count"] >= 1, total  # reboot=k (Linux may pulse it twice)
+    finally:
+        vm.close()
