@@ -31,9 +31,8 @@ def test_version_and_help():
         assert "--kernel" in r.stdout and "reboot" in r.stdout
 
 
-def test_no_arguments_and_unknown_command():
-    r = ember()
-    assert r.returncode == 153 and "usage" in r.stderr
+def test_unknown_command():
+    # (bare `ember` serves /run/firecracker.socket as firecracker does: test_api_http.py)
     one_line_error(ember("launch"), "unknown command")
 
 
