@@ -57,16 +57,22 @@ static void refuse(struct lingering *l, int fd)
     l->fd[l->n++] = fd;
 }
 
-/* Input on a refused connection: drained; gone once the client closed. */
+/* Input on a refused connection: one read per wake-up (a client that keeps writing must not
+ * keep the acceptor from accepting); gone once the client closed. */
 static void linger_poll(struct lingering *l, unsigned i)
 {
     char sink[4096];
-    ssize_t n;
+    ssize_t n = recv(l->fd[i], sink, sizeof(sink), MSG_DONTWAIT);
 
-    while ((n = recv(l->fd[i], sink, sizeof(sink), MSG_DONTWAIT)) > 0)
-        ;
-    if (n == 0 || (errno != EAGAIN && errno != EINTR))
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
         linger_drop(l, i);
+}
+
+/* Waits up to 100 ms for the stop request. Returns true if it came. */
+static bool backoff(const struct api_server *s)
+{
+    struct pollfd stop = {.fd = s->stop_fd, .events = POLLIN};
+    return poll(&stop, 1, 100) > 0;
 }
 
 static void *acceptor(void *arg)
@@ -82,8 +88,11 @@ static void *acceptor(void *arg)
         for (unsigned i = 0; i < l.n; i++)
             p[2 + i] = (struct pollfd){.fd = l.fd[i], .events = POLLIN};
         unsigned nl = l.n;
-        if (poll(p, 2 + nl, -1) < 0 && errno != EINTR)
-            break;
+        if (poll(p, 2 + nl, -1) < 0) {
+            if (errno != EINTR && backoff(s)) /* ENOMEM: try again shortly */
+                break;
+            continue;
+        }
         if (p[1].revents)
             break;
         for (unsigned i = nl; i-- > 0;) /* backwards: dropping shifts the later ones */
@@ -99,8 +108,7 @@ static void *acceptor(void *arg)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* out of descriptors: the client waits in the backlog; look again shortly
                  * instead of spinning on a listen socket that stays readable */
-                struct pollfd stop = {.fd = s->stop_fd, .events = POLLIN};
-                if (poll(&stop, 1, 100) > 0)
+                if (backoff(s))
                     break;
             }
             continue;

@@ -390,9 +390,12 @@ static int run_finish(struct run *r, int code)
     if (r->srv_up)
         api_server_stop(&r->srv);
     int *fds[] = {&r->metrics_fd, &r->timer_fd, &r->poll_fd};
-    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
-        if (*fds[i] >= 0)
-            close(*fds[i]), *fds[i] = -1;
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+        int fd = *fds[i];
+        *fds[i] = -1; /* first: a fatal-signal flush must never see a closed (or reused) fd */
+        if (fd >= 0)
+            close(fd);
+    }
     if (r->fc_mode && r->raise_sig)
         log_info("ember exiting on signal %d.", r->raise_sig);
     else if (r->fc_mode && code == EXIT_OK)

@@ -303,10 +303,13 @@ static int open_backing(const struct vm_drive *cfg, const char *path, uint64_t *
                         char id[VIRTIO_BLK_ID_BYTES], char *err, size_t errlen)
 {
     struct stat st;
-    int fd = open(path, (cfg->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO put at the path must not block the event loop in open(); cleared
+     * again for the file we keep (io_uring would fail page-cache misses with EAGAIN). */
+    int fd = open(path, (cfg->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return errf(err, errlen, -errno, "drive %s: %s: %s", cfg->id, path, strerror(errno));
-    if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+    if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
         close(fd);
         return errf(err, errlen, -EINVAL, "drive %s: %s: not a regular file", cfg->id, path);
     }

@@ -47,11 +47,15 @@ struct vm_drive {
  * from any thread with relaxed atomics. The VMM never reads them; the API layer copies them into
  * its metrics at each flush, so the VMM and devices need not know about metrics files. */
 struct vm_stats {
-    _Atomic uint64_t vcpu_exit_io_in, vcpu_exit_io_out, vcpu_exit_mmio_read, vcpu_exit_mmio_write,
-            vcpu_failures;
-    _Atomic uint64_t block_read_bytes, block_write_bytes, block_read_count, block_write_count,
-            block_flush_count, block_invalid_reqs;
-    _Atomic uint64_t uart_read, uart_write, uart_errors;
+    /* Each group on its own cache line: the vCPUs' exit counters and the event loop's block
+     * counters must not bounce one line between CPUs on every exit and request. */
+    _Alignas(64) _Atomic uint64_t vcpu_exit_io_in;
+    _Atomic uint64_t vcpu_exit_io_out, vcpu_exit_mmio_read, vcpu_exit_mmio_write, vcpu_failures;
+    _Alignas(64) _Atomic uint64_t block_read_bytes;
+    _Atomic uint64_t block_write_bytes, block_read_count, block_write_count, block_flush_count,
+            block_invalid_reqs;
+    _Alignas(64) _Atomic uint64_t uart_read;
+    _Atomic uint64_t uart_write, uart_errors;
     _Atomic uint64_t i8042_reset, i8042_read, i8042_write, i8042_missed_read, i8042_missed_write,
             i8042_errors;
 };

@@ -366,6 +366,17 @@ static void swap_backing_file(void **state)
     assert_true(vblk_update(blk, "/nonexistent/ember", NULL, NULL, err, sizeof(err)) < 0);
     assert_non_null(strstr(err, "/nonexistent/ember"));
     assert_true(vblk_update(blk, "/tmp", NULL, NULL, err, sizeof(err)) < 0);
+    /* A FIFO is refused without blocking in open() (no writer: a blocking open would hang;
+     * the alarm turns such a hang into a failure). */
+    char fifo[64];
+    snprintf(fifo, sizeof(fifo), "/tmp/ember-test-fifo-%d", (int)getpid());
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(10);
+    assert_true(vblk_update(blk, fifo, NULL, NULL, err, sizeof(err)) < 0);
+    alarm(0);
+    unlink(fifo);
+    assert_non_null(strstr(err, "not a regular file"));
     assert_int_equal(capacity(), 2 * DISK / 512);
     assert_int_equal(rd(0xfc), gen + 1);
     r = request(VIRTIO_BLK_T_IN, 120, DATA, 512, false);
