@@ -204,12 +204,13 @@ static int handle(struct vblk *b)
     return 1;
 }
 
-/* Runs the queue until it is empty, throttled or out of async slots. Returns 0 or -EINVAL. */
-static int run_queue(struct vblk *b)
+/* Runs the queue until it is empty, throttled or out of async slots, then raises one interrupt
+ * for everything answered, including `done` requests the caller already answered. Returns 0 or
+ * -EINVAL. */
+static int run_queue(struct vblk *b, unsigned done)
 {
     struct vq *q = &b->t->queues[0];
     int ret = 0;
-    unsigned done = 0;
 
     while (!b->throttled) {
         if (!b->has_pending) {
@@ -238,7 +239,7 @@ static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
 {
     (void)t;
     (void)qi;
-    return run_queue(dev);
+    return run_queue(dev, 0);
 }
 
 void vblk_bind(struct vblk *b, struct vmmio_dev *t, struct vm_stats *stats)
@@ -274,13 +275,13 @@ void vblk_event(struct vblk *b, unsigned which)
     pthread_mutex_lock(&t->lock);
     /* The ring is watched level-triggered: its completions are always taken off, answered only
      * while the device runs (otherwise the driver is about to reset it). */
-    if (which == 0 && b->eng.on && uring_reap(&b->eng, running(t) ? async_done : NULL, b) &&
-        running(t))
-        vmmio_used(t, 0);
+    unsigned reaped = 0;
+    if (which == 0 && b->eng.on)
+        reaped = uring_reap(&b->eng, running(t) ? async_done : NULL, b);
     if (running(t)) {
         if (which == 1)
             b->throttled = false;
-        if (run_queue(b) < 0)
+        if (run_queue(b, reaped) < 0) /* one interrupt for the reaped and the new answers */
             vmmio_fail(t);
     }
     pthread_mutex_unlock(&t->lock);
@@ -375,7 +376,7 @@ int vblk_update(struct vblk *b, const char *path, const struct vm_bucket *bw,
     }
     if (bw || ops)
         unthrottle(b); /* a waiting request is charged again against the new buckets */
-    if (running(b->t) && run_queue(b) < 0)
+    if (running(b->t) && run_queue(b, 0) < 0)
         vmmio_fail(b->t);
     return 0;
 }
