@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "virtio.h"
@@ -29,8 +30,11 @@ struct vblk {
     struct vmmio_dev *t;    /* set at activation */
     struct vm_stats *stats; /* may be NULL */
     struct tbucket bw, ops;
-    int timer_fd;
+    int timer_fd; /* the rate limiter's wake-up */
     bool throttled, has_pending;
+    int hold_fd; /* the end of an interrupt-moderation round */
+    struct irqmod mod;
+    unsigned round_found;  /* requests popped during this round */
     struct vq_chain chain; /* the chain being handled (kept while it waits) */
     struct vblk_req req;
     struct uring_eng eng; /* Async engine (eng.on) */
@@ -136,20 +140,24 @@ static uint64_t charge(struct vblk *b, const struct vblk_req *r)
     return wait;
 }
 
-static void throttle(struct vblk *b, uint64_t ns)
+/* Arms a one-shot timerfd ns from now (0 disarms it). */
+static void arm(const struct vblk *b, int fd, uint64_t ns)
 {
     struct itimerspec its = {.it_value = {.tv_sec = (time_t)(ns / 1000000000ULL),
                                           .tv_nsec = (long)(ns % 1000000000ULL)}};
-    b->throttled = true;
-    if (timerfd_settime(b->timer_fd, 0, &its, NULL) < 0)
+    if (fd >= 0 && timerfd_settime(fd, 0, &its, NULL) < 0)
         log_warn("drive %s: timerfd: %s", b->cfg.id, strerror(errno));
+}
+
+static void throttle(struct vblk *b, uint64_t ns)
+{
+    b->throttled = true;
+    arm(b, b->timer_fd, ns);
 }
 
 static void unthrottle(struct vblk *b)
 {
-    struct itimerspec off = {0};
-    if (b->timer_fd >= 0)
-        timerfd_settime(b->timer_fd, 0, &off, NULL);
+    arm(b, b->timer_fd, 0);
     b->throttled = false;
 }
 
@@ -204,10 +212,9 @@ static int handle(struct vblk *b)
     return 1;
 }
 
-/* Runs the queue until it is empty, throttled or out of async slots, then raises one interrupt
- * for everything answered, including `done` requests the caller already answered. Returns 0 or
- * -EINVAL. */
-static int run_queue(struct vblk *b, unsigned done)
+/* Runs the queue until it is empty, throttled or out of async slots, adding the requests it
+ * popped to *popped and those it answered to *answered. Returns 0 or -EINVAL. */
+static int drain(struct vblk *b, unsigned *answered, unsigned *popped)
 {
     struct vq *q = &b->t->queues[0];
     int ret = 0;
@@ -218,21 +225,87 @@ static int run_queue(struct vblk *b, unsigned done)
             if (ret <= 0)
                 break;
             b->has_pending = true;
+            (*popped)++;
         }
         if (!handle(b))
             break;
         b->has_pending = false;
-        done++;
+        (*answered)++;
     }
     if (b->eng.on && b->eng.inflight) {
         /* One submit for the whole drain of the queue. Page-cache hits complete inside it:
-         * answer them in this same interrupt (the eventfd only reports later completions). */
+         * answer them now (the ring fd only reports later completions). */
         uring_submit(&b->eng);
-        done += uring_reap(&b->eng, async_done, b);
+        *answered += uring_reap(&b->eng, async_done, b);
     }
-    if (done)
-        vmmio_used(b->t, 0);
     return ret < 0 ? ret : 0;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void signal_used(struct vblk *b)
+{
+    irqmod_signalled(&b->mod, now_ns());
+    vmmio_used(b->t, 0);
+}
+
+/* Runs the queue, then raises one interrupt for everything answered, including `done` requests
+ * the caller already answered, or holds it (irqmod.c). Returns 0 or -EINVAL. */
+static int run_queue(struct vblk *b, unsigned done)
+{
+    unsigned popped = 0;
+    int ret = drain(b, &done, &popped);
+    if (b->mod.holding) {
+        b->round_found += popped; /* answered when the hold ends */
+        return ret;
+    }
+    if (popped)
+        irqmod_arrived(&b->mod, now_ns());
+    if (!done)
+        return ret;
+    if (!ret && irqmod_start(&b->mod)) {
+        vq_set_quiet(&b->t->queues[0], true);
+        b->round_found = 0;
+        arm(b, b->hold_fd, irqmod_round_ns(&b->mod));
+    } else {
+        signal_used(b);
+    }
+    return ret;
+}
+
+/* A moderation round ended: poll the ring, then hold on or raise the interrupt. */
+static int hold_round(struct vblk *b)
+{
+    unsigned done = 0;
+    int ret = drain(b, &done, &b->round_found);
+    if (ret < 0)
+        irqmod_reset(&b->mod); /* the device is failing: no more rounds */
+    bool more = irqmod_round(&b->mod, b->round_found);
+    b->round_found = 0;
+    if (!ret && more) {
+        arm(b, b->hold_fd, irqmod_round_ns(&b->mod));
+        return 0;
+    }
+    vq_set_quiet(&b->t->queues[0], false);
+    if (!ret) { /* re-arms the kicks; what slipped in meanwhile joins this interrupt */
+        unsigned popped = 0;
+        ret = drain(b, &done, &popped);
+    }
+    signal_used(b);
+    return ret;
+}
+
+/* Ends a hold without an interrupt (reset, failure). */
+static void hold_cancel(struct vblk *b)
+{
+    arm(b, b->hold_fd, 0);
+    irqmod_reset(&b->mod);
+    b->round_found = 0;
 }
 
 static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
@@ -255,6 +328,7 @@ static void reset(void *dev)
     if (b->eng.on)
         uring_drain(&b->eng, NULL, NULL);
     unthrottle(b);
+    hold_cancel(b);
     b->has_pending = false;
 }
 
@@ -267,12 +341,20 @@ void vblk_event(struct vblk *b, unsigned which)
 {
     struct vmmio_dev *t = b->t;
     uint64_t v;
-    if (which == 1 && read(b->timer_fd, &v, sizeof(v)) < 0) {
+    if (which >= 1 && read(which == 1 ? b->timer_fd : b->hold_fd, &v, sizeof(v)) < 0) {
         /* spurious wake-up */
     }
     if (!t)
         return;
     pthread_mutex_lock(&t->lock);
+    if (which == 2) {
+        if (!running(t))
+            hold_cancel(b);
+        else if (b->mod.holding && hold_round(b) < 0)
+            vmmio_fail(t);
+        pthread_mutex_unlock(&t->lock);
+        return;
+    }
     /* The ring is watched level-triggered: its completions are always taken off, answered only
      * while the device runs (otherwise the driver is about to reset it). */
     unsigned reaped = 0;
@@ -287,10 +369,11 @@ void vblk_event(struct vblk *b, unsigned which)
     pthread_mutex_unlock(&t->lock);
 }
 
-void vblk_fds(const struct vblk *b, int fds[2])
+void vblk_fds(const struct vblk *b, int fds[VBLK_NFDS])
 {
     fds[0] = uring_fd(&b->eng);
     fds[1] = b->timer_fd;
+    fds[2] = b->hold_fd;
 }
 
 const char *vblk_id(const struct vblk *b)
@@ -389,14 +472,15 @@ struct vblk *vblk_create(const struct vm_drive *cfg, char *err, size_t errlen)
         return NULL;
     }
     b->cfg = *cfg;
-    b->timer_fd = -1;
+    b->timer_fd = b->hold_fd = -1;
     b->fd = open_backing(cfg, cfg->path, &b->capacity, b->id, err, errlen);
     if (b->fd < 0)
         goto fail;
     tb_init(&b->bw, &cfg->bw);
     tb_init(&b->ops, &cfg->ops);
     b->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (b->timer_fd < 0) {
+    b->hold_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (b->timer_fd < 0 || b->hold_fd < 0) {
         errf(err, errlen, -errno, "timerfd: %s", strerror(errno));
         goto fail;
     }
@@ -423,6 +507,8 @@ void vblk_destroy(struct vblk *b)
         close(b->fd);
     if (b->timer_fd >= 0)
         close(b->timer_fd);
+    if (b->hold_fd >= 0)
+        close(b->hold_fd);
     free(b);
 }
 

@@ -3,7 +3,7 @@
 UNIT_DEPS_test_virtio_queue := virtio/queue.c vmm/memory.c
 FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk_req.c vmm/memory.c
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/queue.c vmm/memory.c vmm/log.c
-UNIT_DEPS_test_virtio_blk   := virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/tbucket.c \
+UNIT_DEPS_test_virtio_blk   := virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/queue.c virtio/virtio.c vmm/memory.c vmm/log.c vmm/bus.c
 UNIT_LIBS_test_virtio_blk   := -luring
 
@@ -15,6 +15,7 @@ $(VQ_CORRUPT): tests/guest/vq_corrupt.c virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
 UNIT_DEPS_test_virtio_drive := virtio/drive.c vmm/log.c
+UNIT_DEPS_test_virtio_irqmod := virtio/irqmod.c
 
 # blkbench: a static guest-side block benchmark (tests/bench, `make bench-blk`).
 BLKBENCH := $(BUILD)/tests/guest/blkbench

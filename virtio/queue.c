@@ -16,6 +16,7 @@
 #define USED_RING   4
 
 #define VRING_AVAIL_F_NO_INTERRUPT 1
+#define VRING_USED_F_NO_NOTIFY     1
 
 struct desc {
     uint64_t addr;
@@ -58,7 +59,7 @@ int vq_activate(struct vq *q, const struct guest_mem *mem, bool event_idx)
         return -EFAULT;
     }
     q->event_idx = event_idx;
-    q->broken = false;
+    q->broken = q->quiet = false;
     q->last_avail = q->next_used = q->signalled_used = 0;
     q->signalled_valid = false;
     q->active = true;
@@ -82,6 +83,8 @@ static bool rearm_and_recheck(struct vq *q)
 {
     if (q->event_idx)
         store16(q->used + USED_RING + 8 * (size_t)q->size, q->last_avail);
+    else
+        store16(q->used + USED_FLAGS, 0);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return load16(q->avail + AVAIL_IDX) != q->last_avail;
 }
@@ -100,7 +103,7 @@ int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c)
         return q->broken ? -EINVAL : 0;
     uint16_t avail_idx = load16(q->avail + AVAIL_IDX);
     if (avail_idx == q->last_avail) {
-        if (!rearm_and_recheck(q))
+        if (q->quiet || !rearm_and_recheck(q))
             return 0;
         avail_idx = load16(q->avail + AVAIL_IDX);
     }
@@ -147,6 +150,15 @@ int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c)
     }
     q->last_avail++;
     return 1;
+}
+
+void vq_set_quiet(struct vq *q, bool quiet)
+{
+    q->quiet = quiet;
+    /* With EVENT_IDX nothing to write: avail_event stays where the last re-arm put it, and a
+     * driver already past it does not kick again (spec 2.7.10). */
+    if (q->active && quiet && !q->event_idx)
+        store16(q->used + USED_FLAGS, VRING_USED_F_NO_NOTIFY);
 }
 
 void vq_push(struct vq *q, uint16_t head, uint32_t len)

@@ -111,11 +111,11 @@ int virtio_attach(struct virtio_devs *v, int vm_fd, struct bus *mmio)
         return -errno;
     for (unsigned i = 0; i < v->n; i++) {
         struct vmmio_dev *t = &v->d[i].t;
-        int fds[2], ret = vmmio_attach_kvm(t, vm_fd);
+        int fds[VBLK_NFDS], ret = vmmio_attach_kvm(t, vm_fd);
         for (unsigned q = 0; !ret && q < t->ops->nqueues; q++)
             ret = watch(v, t->notify_fd[q], i, q);
         vblk_fds(v->d[i].blk, fds);
-        for (unsigned f = 0; !ret && f < 2; f++)
+        for (unsigned f = 0; !ret && f < VBLK_NFDS; f++)
             ret = watch(v, fds[f], i, TOK_DEV_FD + f);
         if (ret)
             return ret;

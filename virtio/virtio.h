@@ -26,6 +26,7 @@ struct vq {
     uint64_t desc_gpa, avail_gpa, used_gpa;
     /* Valid after vq_activate(). */
     bool active, event_idx, broken;
+    bool quiet;     /* kicks suppressed (vq_set_quiet): an empty ring does not re-arm them */
     uint8_t *desc;  /* size × 16 bytes */
     uint8_t *avail; /* flags, idx, ring[size], used_event */
     uint8_t *used;  /* flags, idx, ring[size] × 8, avail_event */
@@ -49,6 +50,10 @@ void vq_reset(struct vq *q);
 /* vq_pop(q, mem, c): takes the next available chain into c. Returns 1 if one was taken, 0 if
  * the ring is empty (notifications re-armed), -EINVAL if the ring is malformed (q->broken). */
 int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c);
+/* vq_set_quiet(q, quiet): while quiet, the driver is asked not to kick (avail_event is left
+ * behind, or VRING_USED_F_NO_NOTIFY without EVENT_IDX) and the device polls the ring instead;
+ * the first vq_pop that finds the ring empty after quiet ends re-arms the kicks. */
+void vq_set_quiet(struct vq *q, bool quiet);
 /* vq_push(q, head, len): returns a chain to the driver with len bytes written. */
 void vq_push(struct vq *q, uint16_t head, uint32_t len);
 /* vq_should_notify(q): Returns true if the driver wants an interrupt for the pushes so far
@@ -147,6 +152,37 @@ void vmmio_used(struct vmmio_dev *t, unsigned qi);
 void vmmio_fail(struct vmmio_dev *t);
 /* vmmio_cmdline(t, buf, len): Returns the snprintf count of " virtio_mmio.device=4K@0x…:N". */
 int vmmio_cmdline(const struct vmmio_dev *t, char *buf, size_t len);
+
+/* ---- interrupt moderation (irqmod.c) ----------------------------------------------------- */
+#define IRQMOD_MAX_BACKOFF       256
+#define IRQMOD_MAX_ROUNDS        4
+#define IRQMOD_MIN_ROUND_NS      10000ULL
+#define IRQMOD_MAX_ROUND_NS      200000ULL
+#define IRQMOD_MAX_TURNAROUND_NS 2000000ULL /* longer: the guest was idle, not turning round */
+struct irqmod {
+    bool holding;           /* an interrupt is being held */
+    unsigned rounds;        /* rounds of this hold that found requests */
+    unsigned found;         /* requests found during this hold */
+    unsigned backoff, skip; /* after a hold that found nothing: answers signalled at once */
+    uint64_t signal_ns;     /* when the last interrupt went out (0: measured already) */
+    uint64_t turnaround_ns; /* moving average; 0 until measured */
+};
+/* irqmod_reset(m): the initial state (device reset). */
+void irqmod_reset(struct irqmod *m);
+/* irqmod_signalled(m, now_ns): the device raised the interrupt at now_ns. */
+void irqmod_signalled(struct irqmod *m, uint64_t now_ns);
+/* irqmod_arrived(m, now_ns): a kick brought requests at now_ns (outside a hold). */
+void irqmod_arrived(struct irqmod *m, uint64_t now_ns);
+/* irqmod_round_ns(m): Returns the length of a round: the guest's turnaround, bounded. */
+uint64_t irqmod_round_ns(const struct irqmod *m);
+/* irqmod_start(m): the device answered requests. Returns true if the interrupt is to be held
+ * (already held, or a new hold: the caller quiets the queue and arms a round of
+ * irqmod_round_ns), false if it is to be raised now. */
+bool irqmod_start(struct irqmod *m);
+/* irqmod_round(m, found): a round ended; polling the ring found `found` new requests. Returns
+ * true to hold for one more round (IRQMOD_MAX_ROUNDS in all), false to end the hold: the caller
+ * re-arms kicks and raises the interrupt. */
+bool irqmod_round(struct irqmod *m, unsigned found);
 
 /* ---- token bucket (tbucket.c) ------------------------------------------------------------ */
 struct tbucket {
@@ -263,9 +299,11 @@ int vblk_update(struct vblk *b, const char *path, const struct vm_bucket *bw,
                 const struct vm_bucket *ops, char *err, size_t errlen);
 /* vblk_destroy(b): closes everything (safe on NULL). */
 void vblk_destroy(struct vblk *b);
-/* vblk_fds(b, fds): the fds the event loop must watch besides the queue notifiers: the io_uring
- * ring (level-triggered, never read) and the rate-limiter timer (-1 when unused). */
-void vblk_fds(const struct vblk *b, int fds[2]);
+/* vblk_fds(b, fds): the fds the event loop must watch (level-triggered) besides the queue
+ * notifiers: the io_uring ring (never read; -1 without the Async engine), the rate-limiter
+ * timer and the interrupt-moderation timer. */
+#define VBLK_NFDS 3
+void vblk_fds(const struct vblk *b, int fds[VBLK_NFDS]);
 /* vblk_event(b, which): fds[which] from vblk_fds() became readable (event loop). */
 void vblk_event(struct vblk *b, unsigned which);
 
