@@ -7,7 +7,6 @@
 #include "vmm.h"
 
 #define GM_MADV_POPULATE_WRITE 23 /* not in older libc headers */
-#define GM_ALIGN               (2ULL << 20)
 
 int gm_create(struct guest_mem *mem, uint64_t size)
 {
@@ -16,19 +15,10 @@ int gm_create(struct guest_mem *mem, uint64_t size)
         return -EINVAL;
     /* MAP_NORESERVE and no MAP_POPULATE: pages are faulted in by the guest, so creating the
      * VM costs the same for 128 MiB as for 64 GiB. */
-    uint8_t *raw = mmap(NULL, size + GM_ALIGN, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (raw == MAP_FAILED)
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
         return -errno;
-    /* 2 MiB-aligned, like every region's guest address: where the host backs the memory with
-     * transparent huge pages, KVM can then map them 2 MiB at a time in the guest's page tables
-     * (fewer faults, shorter walks). Unaligned, every guest page is mapped 4 KiB at a time
-     * whatever backs it. This costs no memory: the trimmed ends are unmapped. */
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + GM_ALIGN - 1) & ~(uintptr_t)(GM_ALIGN - 1));
-    if (p > raw)
-        munmap(raw, (size_t)(p - raw));
-    if (raw + GM_ALIGN > p)
-        munmap(p + size, (size_t)(raw + GM_ALIGN - p));
     mem->base = p;
     mem->total = size;
     uint64_t low = size < MMIO_HOLE_START ? size : MMIO_HOLE_START;

@@ -5,7 +5,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include <sys/mman.h>
 
 #include "../../vmm/vmm.h"
 
@@ -81,25 +80,6 @@ static void copy_helpers(void **state)
     gm_destroy(&m);
 }
 
-/* Host and guest addresses agree modulo 2 MiB (huge pages can back the guest 2 MiB at a time),
- * and the alignment leaves nothing mapped around the guest's memory. */
-static void memory_is_huge_page_aligned(void **state)
-{
-    struct guest_mem m;
-    (void)state;
-    assert_int_equal(gm_create(&m, 4 * GiB + 4096), 0);
-    for (unsigned i = 0; i < m.nregions; i++)
-        assert_int_equal(((uintptr_t)m.regions[i].host - m.regions[i].gpa) & (2 * MiB - 1), 0);
-    uint8_t *base = m.base;
-    unsigned char vec;
-    /* mincore() fails with ENOMEM on an unmapped page: the slack past the end is gone (the
-     * page below may belong to another mapping when the first try was aligned already). */
-    assert_int_equal(mincore(base + m.total, 4096, &vec), -1);
-    assert_int_equal(errno, ENOMEM);
-    assert_int_equal(mincore(base + m.total - 4096, 4096, &vec), 0);
-    gm_destroy(&m);
-}
-
 static void bad_sizes(void **state)
 {
     struct guest_mem m;
@@ -118,7 +98,6 @@ int main(void)
             cmocka_unit_test(overflow_is_refused),
             cmocka_unit_test(copy_helpers),
             cmocka_unit_test(bad_sizes),
-            cmocka_unit_test(memory_is_huge_page_aligned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
