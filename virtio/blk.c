@@ -248,9 +248,9 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static void signal_used(struct vblk *b)
+static void signal_used(struct vblk *b, uint64_t now)
 {
-    irqmod_signalled(&b->mod, now_ns());
+    irqmod_signalled(&b->mod, now);
     vmmio_used(b->t, 0);
 }
 
@@ -264,8 +264,11 @@ static int run_queue(struct vblk *b, unsigned done)
         b->round_found += popped; /* answered when the hold ends */
         return ret;
     }
+    if (!popped && !done)
+        return ret;
+    uint64_t now = now_ns(); /* one clock read per wake-up that did something */
     if (popped)
-        irqmod_arrived(&b->mod, now_ns());
+        irqmod_arrived(&b->mod, now);
     if (!done)
         return ret;
     if (!ret && irqmod_start(&b->mod)) {
@@ -273,7 +276,7 @@ static int run_queue(struct vblk *b, unsigned done)
         b->round_found = 0;
         arm(b, b->hold_fd, irqmod_round_ns(&b->mod));
     } else {
-        signal_used(b);
+        signal_used(b, now);
     }
     return ret;
 }
@@ -296,7 +299,7 @@ static int hold_round(struct vblk *b)
         unsigned popped = 0;
         ret = drain(b, &done, &popped);
     }
-    signal_used(b);
+    signal_used(b, now_ns());
     return ret;
 }
 
