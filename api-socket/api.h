@@ -11,10 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../vmm/vmm.h" /* VM_DRIVES_MAX: the one device limit */
+
 #define API_PAYLOAD_MAX_DEFAULT 51200 /* --http-api-max-payload-size default, as Firecracker */
 #define API_ID_MAX              64    /* resource ids (drive_id ...) */
 #define API_CMDLINE_MAX         2048  /* boot_args, bytes including the NUL (x86) */
-#define API_DRIVES_MAX          16
+#define API_DRIVES_MAX          VM_DRIVES_MAX /* 19: one per free interrupt line */
 #define API_VCPUS_MAX           32
 #define API_ERR_MAX             512
 

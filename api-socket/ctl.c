@@ -72,15 +72,17 @@ static int set_machine(struct api_ctl *c, const struct api_machine *in, char *er
         m.track_dirty_pages = in->track_dirty_pages;
     if (in->has_huge)
         m.huge_pages = in->huge_pages;
-    if (m.vcpu_count < 1 || m.vcpu_count > API_VCPUS_MAX ||
-        (m.smt && m.vcpu_count > 1 && m.vcpu_count % 2))
+    if (m.vcpu_count < 1 || m.vcpu_count > API_VCPUS_MAX)
         return snprintf(err, errlen,
                         "The number of vCPUs must be greater than 0, less than %d and must be 1 "
                         "or an even number if SMT is enabled.",
                         API_VCPUS_MAX + 1),
                -EINVAL;
-    if (m.smt)
-        return snprintf(err, errlen, "SMT is not supported by ember."), -EINVAL;
+    if (m.smt && m.vcpu_count > 1 && m.vcpu_count % 2) /* Firecracker's InvalidVcpuCount */
+        return snprintf(err, errlen,
+                        "The vCPU number is invalid! The vCPU number can only be 1 or an even "
+                        "number when SMT is enabled."),
+               -EINVAL;
     if (m.mem_size_mib < 2 || m.mem_size_mib > MEM_MAX)
         return snprintf(err, errlen,
                         "The memory size (MiB) is invalid: %llu (ember supports 2 to %d MiB).",
@@ -118,7 +120,10 @@ static int set_drive(struct api_ctl *c, const struct api_drive *d, char *err, si
             if (j != i && c->drives[j].is_root_device)
                 return snprintf(err, errlen, "A root block device already exists!"), -EINVAL;
     if (i == c->ndrives && c->ndrives == API_DRIVES_MAX)
-        return snprintf(err, errlen, "Too many drives (ember supports %d).", API_DRIVES_MAX),
+        return snprintf(err, errlen,
+                        "Too many drives: at most %d (one virtio-mmio device per free interrupt "
+                        "line, GSI 5 to 23).",
+                        API_DRIVES_MAX),
                -ENOSPC;
     int ret = check_file("block device", d->path_on_host, !d->is_read_only, err, errlen);
     if (ret)

@@ -139,10 +139,12 @@ static void put_u64(struct line *l, uint64_t v)
 
 int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const char *props)
 {
+    uint64_t before[M_COUNT]; /* a line that is not written gives its deltas to the next one */
     struct line l = {.len = 0};
     struct timespec now;
     const char *section = NULL;
 
+    memcpy(before, m->flushed, sizeof(before));
     clock_gettime(CLOCK_REALTIME, &now);
     put_s(&l, "{\"utc_timestamp_ms\":");
     put_u64(&l, (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000);
@@ -179,11 +181,13 @@ int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const 
     }
     put_s(&l, section ? "}}\n" : "}\n");
     if (l.overflow) {
+        memcpy(m->flushed, before, sizeof(before));
         metrics_add(m, M_LOG_METRICS_FAILS, 1);
         return -ENOSPC;
     }
     if (fd >= 0 && write(fd, l.buf, l.len) != (ssize_t)l.len) { /* one write per line */
         int ret = errno == EAGAIN ? -EAGAIN : -EIO;
+        memcpy(m->flushed, before, sizeof(before));
         metrics_add(m, ret == -EAGAIN ? M_LOG_MISSED_METRICS : M_LOG_METRICS_FAILS, 1);
         return ret;
     }

@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,6 +85,7 @@ static int run_vm_config(struct run *r, char *err, size_t errlen)
     cfg_defaults(cfg);
     cfg->boot = r->boot;
     cfg->vcpus = c->machine.vcpu_count;
+    cfg->smt = c->machine.smt;
     cfg->mem_mib = c->machine.mem_size_mib;
     snprintf(cfg->kernel_path, sizeof(cfg->kernel_path), "%s", c->boot.kernel_image_path);
     snprintf(cfg->initrd_path, sizeof(cfg->initrd_path), "%s", c->boot.initrd_path);
@@ -226,15 +228,37 @@ static int op_flush(void *opaque, char *err, size_t errlen)
     return ret;
 }
 
+/* Opens a log or metrics sink as Firecracker does: read-write and non-blocking, so a FIFO nobody
+ * reads yet opens (O_WRONLY would fail with ENXIO) and a full one drops lines (counted in
+ * logger.missed_log_count / missed_metrics_count) instead of stopping the VMM. A missing path
+ * is created, but never through a dangling symlink (O_EXCL); the sink must be a regular file, a
+ * FIFO or /dev/null (not another device, a directory or a socket). */
 static int open_sink(const char *what, const char *path, char *err, size_t errlen)
 {
-    /* O_NONBLOCK: a FIFO nobody reads must not stop the VMM (lines are dropped instead) */
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0600);
+    const int flags = O_RDWR | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+    struct stat st;
+    int fd = open(path, flags);
 
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(path, flags | O_CREAT | O_EXCL, 0600);
+        if (fd < 0 && errno == EEXIST) /* a symlink to nothing (or a racing creator) */
+            return snprintf(err, errlen,
+                            "Failed to open the %s file %.256s: a dangling symlink (no file is "
+                            "created through one)",
+                            what, path),
+                   -EEXIST;
+    }
     if (fd < 0)
         return snprintf(err, errlen, "Failed to open the %s file %.256s: %s", what, path,
                         strerror(errno)),
                -errno;
+    if (fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) ||
+                                 (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)))) {
+        close(fd);
+        return snprintf(err, errlen, "The %s file %.256s is not a regular file or a FIFO.", what,
+                        path),
+               -EINVAL;
+    }
     return fd;
 }
 
@@ -371,7 +395,7 @@ static int run_setup(struct run *r, const char *id, const struct timespec *t0)
     r->srv.listen_fd = r->srv.req_fd = r->srv.stop_fd = -1;
     r->id = id;
     r->vm.process_start = *t0;
-    ctl_init(&r->ctl, id, EMBER_VERSION, &run_ops, r);
+    ctl_init(&r->ctl, id, EMBER_FC_VERSION, &run_ops, r);
     r->ctl.counters = &r->counters;
     r->poll_fd = epoll_create1(EPOLL_CLOEXEC);
     r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -463,7 +487,7 @@ int api_main(int argc, char **argv, const struct timespec *t0)
         if (ret == 1)
             args_usage(stdout);
         else
-            printf("Firecracker v%s (ember %s)\n", EMBER_VERSION, EMBER_VERSION);
+            printf("Firecracker v%s (ember %s)\n", EMBER_FC_VERSION, EMBER_VERSION);
         return EXIT_OK;
     }
     if (ret) {
@@ -488,7 +512,7 @@ int api_main(int argc, char **argv, const struct timespec *t0)
         log_err("%s", err);
         return run_finish(r, EXIT_BAD_CONFIG);
     }
-    log_info("Running ember v%s (Firecracker API)", EMBER_VERSION);
+    log_info("Running Firecracker v%s (ember %s)", EMBER_FC_VERSION, EMBER_VERSION);
     if (a.seccomp_filter || !a.no_seccomp)
         log_warn("seccomp filters are not installed by this build of ember");
     if (a.metrics_path) {

@@ -13,6 +13,86 @@
 
 #include "jailer.h"
 
+/*
+ * A directory of an existing jail tree (lstat: a symlink is not a directory) must be a real
+ * directory owned by root (or, for the jail's own directories, by the VM's uid) that nobody else
+ * can write: then no one but root can change the tree between these checks and its use.
+ */
+static int check_dir(const char *path, bool vm_may_own, const struct jail_args *a)
+{
+    struct stat st;
+
+    if (lstat(path, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode)) {
+        env_log(0, "jail path %s is %s", path,
+                S_ISLNK(st.st_mode) ? "a symlink" : "not a directory");
+        return -EINVAL;
+    }
+    if (st.st_uid != 0 && !(vm_may_own && st.st_uid == a->uid)) {
+        env_log(0, "jail path %s is owned by uid %u (must be root%s)", path,
+                (unsigned int)st.st_uid, vm_may_own ? " or --uid" : "");
+        return -EPERM;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        env_log(0, "jail path %s is writable by group or others (mode %04o)", path,
+                (unsigned int)(st.st_mode & 07777));
+        return -EPERM;
+    }
+    return 0;
+}
+
+/*
+ * Firecracker's jailer uses a jail directory that already exists; Kata makes <id>/root, mounts
+ * the kernel, disks, FIFOs and its config file into it, then runs the jailer. Accept such a tree
+ * when it is safe: every directory from <base>/<exec> down is real, root-owned and writable only
+ * by its owner, and nothing the jailer puts there (the binary copy, the pid file, dev/) exists
+ * yet, so a jail in use or left over from an earlier VM is still refused.
+ */
+static int check_existing(struct jail *j)
+{
+    char path[JAIL_PATH_MAX];
+    const char *const ours[] = {j->exec_name, NULL, "dev"};
+    struct stat st;
+    int rc;
+
+    env_path(path, sizeof(path), "%s", j->id_dir);
+    *strrchr(path, '/') = '\0'; /* <base>/<exec> */
+    rc = check_dir(path, false, j->args);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    rc = check_dir(j->id_dir, false, j->args);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    j->existed = true;
+    rc = check_dir(j->root, true, j->args);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    j->had_root = true;
+    for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++) {
+        if (ours[i])
+            env_path(path, sizeof(path), "%s/%s", j->root, ours[i]);
+        else
+            env_path(path, sizeof(path), "%s/%s.pid", j->root, j->exec_name);
+        if (lstat(path, &st) == 0 || errno != ENOENT) {
+            env_log(0, "jail %s already exists and is in use or left over: %s exists", j->id_dir,
+                    path);
+            return -EEXIST;
+        }
+    }
+    env_path(path, sizeof(path), "%s/run", j->root);
+    rc = check_dir(path, true, j->args);
+    if (rc == 0)
+        j->had_run = true;
+    return rc == -ENOENT ? 0 : rc;
+}
+
 int chroot_resolve(struct jail *j, int *exit_code)
 {
     const struct jail_args *a = j->args;
@@ -66,10 +146,9 @@ int chroot_resolve(struct jail *j, int *exit_code)
     env_path(j->root, sizeof(j->root), "%s/root", j->id_dir);
 
     *exit_code = JEXIT_JAIL_EXISTS;
-    if (lstat(j->id_dir, &st) == 0) {
-        env_log(0, "jail %s already exists", j->id_dir);
-        return -EEXIST;
-    }
+    rc = check_existing(j);
+    if (rc)
+        return rc;
     *exit_code = JEXIT_OK;
     return 0;
 }
@@ -206,41 +285,58 @@ int chroot_create(struct jail *j)
         env_log(rc, "creating %s", parent);
         return rc;
     }
-    /* mkdir of the id directory is the atomic claim on the jail. */
-    if (mkdir(j->id_dir, 0700) != 0) {
-        rc = -errno;
-        if (rc == -EEXIST)
-            env_log(0, "jail %s already exists", j->id_dir);
-        else
+    /* A directory that appeared since chroot_resolve is another jailer's: refused. */
+    if (!j->existed) {
+        if (mkdir(j->id_dir, 0700) != 0) {
+            rc = -errno;
+            if (rc == -EEXIST)
+                env_log(0, "jail %s already exists", j->id_dir);
+            else
+                env_log(rc, "creating %s", j->id_dir);
+            return rc;
+        }
+        j->made_id_dir = true;
+        if (chmod(j->id_dir, 0755) != 0) {
+            rc = -errno;
             env_log(rc, "creating %s", j->id_dir);
-        return rc;
+            return rc;
+        }
     }
-    j->made_id_dir = true;
-    if (chmod(j->id_dir, 0755) != 0 || mkdir(j->root, 0700) != 0) {
-        rc = -errno;
-        env_log(rc, "creating %s", j->root);
-        return rc;
+    if (!j->had_root) {
+        if (mkdir(j->root, 0700) != 0) {
+            rc = -errno;
+            env_log(rc, "creating %s", j->root);
+            return rc;
+        }
+        j->made_root = true;
     }
+    /* The O_EXCL copy of the binary is the atomic claim on the jail (also on an existing one). */
     rc = copy_binary(j);
     if (rc) {
-        env_log(rc, "copying %s into %s", j->exec_path, j->root);
+        if (rc == -EEXIST)
+            env_log(0, "jail %s already exists and is in use: %s/%s exists", j->id_dir, j->root,
+                    j->exec_name);
+        else
+            env_log(rc, "copying %s into %s", j->exec_path, j->root);
         return rc;
     }
+    j->made_binary = true;
     return 0;
 }
 
 void chroot_undo(struct jail *j)
 {
     /* What the jailer may have put in the jail, innermost first; the exec name comes extra. */
-    static const char *const inner[] = {"dev/kvm", "dev/net/tun", "dev/urandom", "dev/userfaultfd",
-                                        "dev/net", "dev",         "run"};
+    static const char *const inner[] = {"dev/kvm",         "dev/net/tun", "dev/urandom",
+                                        "dev/userfaultfd", "dev/net",     "dev"};
     char path[JAIL_PATH_MAX];
 
     if (j->anchor_fd < 0)
         return;
     if (!j->pivoted)
         umount2(j->root, MNT_DETACH); /* our bind mount, if chroot_enter got that far */
-    if (j->made_id_dir) {
+    /* Only what this jailer made: an orchestrator's tree (and what it mounted there) stays. */
+    if (j->made_binary) {
         if (!env_path(path, sizeof(path), "%s/%s", j->root, j->exec_name))
             remove_anchored(j, path);
         if (!env_path(path, sizeof(path), "%s/%s.pid", j->root, j->exec_name))
@@ -248,7 +344,15 @@ void chroot_undo(struct jail *j)
         for (size_t i = 0; i < sizeof(inner) / sizeof(inner[0]); i++)
             if (!env_path(path, sizeof(path), "%s/%s", j->root, inner[i]))
                 remove_anchored(j, path);
+        if (!j->had_run && !env_path(path, sizeof(path), "%s/run", j->root))
+            remove_anchored(j, path);
+        j->made_binary = false;
+    }
+    if (j->made_root) {
         remove_anchored(j, j->root);
+        j->made_root = false;
+    }
+    if (j->made_id_dir) {
         remove_anchored(j, j->id_dir);
         j->made_id_dir = false;
     }

@@ -30,7 +30,8 @@ enum jail_exit {
     JEXIT_BAD_CGROUP = 8,   /* malformed --cgroup, --cgroup-version or --parent-cgroup */
     JEXIT_CGROUP_FILE = 9,  /* cgroup controller or file does not exist */
     JEXIT_BAD_RLIMIT = 10,  /* malformed --resource-limit */
-    JEXIT_JAIL_EXISTS = 11, /* <base>/<exec>/<id> (or its cgroup) already exists */
+    JEXIT_JAIL_EXISTS = 11, /* the jail is in use (its binary copy, pid file or dev/ exist),
+                               unsafe (symlink, owner, mode), or its cgroup exists */
     JEXIT_NOT_ROOT = 12,    /* not running as root */
     JEXIT_SANITIZE = 13,    /* closing inherited fds or clearing the environment failed */
     JEXIT_JAIL = 14,        /* creating the jail, copying the binary or pivot_root failed */
@@ -89,7 +90,12 @@ struct jail {
     char created[16][JAIL_PATH_MAX / 4]; /* directories above id_dir that we made */
     int n_created;
     bool made_id_dir;
-    bool pivoted; /* past pivot_root: host paths are gone, undo goes through fds */
+    bool existed;     /* <base>/<exec>/<id> was there (an orchestrator's tree, as Kata's) */
+    bool had_root;    /* ... and so was its root/ */
+    bool had_run;     /* ... and root/run */
+    bool made_root;   /* this jailer made root/ */
+    bool made_binary; /* our copy of the binary is in the jail: the claim on it */
+    bool pivoted;     /* past pivot_root: host paths are gone, undo goes through fds */
     int netns_fd;
     int devnull_fd;
     int uffd_minor; /* -1 when the host has no /dev/userfaultfd */

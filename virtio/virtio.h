@@ -63,8 +63,8 @@ bool vq_should_notify(struct vq *q);
 /* ---- virtio-mmio transport (mmio.c, spec 4.2) -------------------------------------------- */
 #define VIRTIO_MMIO_BASE     0xC0001000ULL
 #define VIRTIO_MMIO_LEN      0x1000ULL
-#define VIRTIO_MMIO_GSI_BASE 5
-#define VIRTIO_MMIO_MAX_DEVS 17
+#define VIRTIO_MMIO_GSI_BASE MMIO_GSI_BASE
+#define VIRTIO_MMIO_MAX_DEVS VM_DEVS_MAX /* GSI 5..23: see vmm.h */
 #define VIRTIO_MAX_QUEUES    2
 
 /* Device status bits (spec 2.1). */

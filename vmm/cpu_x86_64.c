@@ -147,7 +147,8 @@ static int setup_cpuid(struct vm *vm, struct vcpu *vcpu)
     if (!c)
         return -ENOMEM;
     memcpy(c, vm->cpuid, sizeof(*c) + vm->cpuid->nent * sizeof(struct kvm_cpuid_entry2));
-    ret = cpuid_normalize(c, CPUID_MAX_ENTRIES, vcpu->index, vm->nvcpus, vm->tsc_deadline);
+    ret = cpuid_normalize(c, CPUID_MAX_ENTRIES, vcpu->index, vm->nvcpus, vm->cfg->smt,
+                          vm->tsc_deadline);
     if (!ret && ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0)
         ret = -errno;
     free(c);

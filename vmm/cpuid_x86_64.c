@@ -1,6 +1,7 @@
 /* CPUID normalization (after Firecracker's): start from KVM_GET_SUPPORTED_CPUID and make each
- * vCPU see its own APIC ID, a topology of one socket with N single-thread cores, the hypervisor
- * bit, TSC-deadline, and no PMU. */
+ * vCPU see its own APIC ID, a topology of one socket with N cores of one thread (or, with SMT,
+ * N/2 cores of two threads: APIC ID bit 0 is the thread), the hypervisor bit, TSC-deadline, and
+ * no PMU. */
 #include <errno.h>
 #include <linux/kvm.h>
 #include <string.h>
@@ -44,11 +45,12 @@ static unsigned bits_for(unsigned n) /* ceil(log2(n)) */
     return b;
 }
 
-/* Extended topology (0xB / 0x1F): level 0 = SMT (one thread), level 1 = core (N cores). */
+/* Extended topology (0xB / 0x1F): level 0 = SMT (tpc threads per core), level 1 = core (all N
+ * logical processors of the package). EAX: how far to shift the x2APIC ID for the next level. */
 static int set_topology_leaf(struct kvm_cpuid2 *c, unsigned cap, uint32_t fn, unsigned index,
-                             unsigned nvcpus)
+                             unsigned nvcpus, unsigned tpc)
 {
-    const uint32_t smt[4] = {0, 1, (1u << 8) | 0, index};
+    const uint32_t smt[4] = {bits_for(tpc), tpc, (1u << 8) | 0, index};
     const uint32_t core[4] = {bits_for(nvcpus), nvcpus, (2u << 8) | 1, index};
     int ret = set_leaf(c, cap, fn, 0, smt);
     if (!ret)
@@ -68,13 +70,19 @@ static int set_topology_leaf(struct kvm_cpuid2 *c, unsigned cap, uint32_t fn, un
     return ret;
 }
 
-int cpuid_normalize(struct kvm_cpuid2 *c, unsigned cap, unsigned index, unsigned nvcpus,
+int cpuid_normalize(struct kvm_cpuid2 *c, unsigned cap, unsigned index, unsigned nvcpus, bool smt,
                     bool tsc_deadline)
 {
     struct kvm_cpuid_entry2 *e0 = find(c, 0, 0), *e;
     uint32_t max_basic = e0 ? e0->eax : 0;
     bool intel = e0 && e0->ebx == INTEL_EBX;
     bool amd = e0 && (e0->ebx == AMD_EBX || e0->ebx == HYGON_EBX);
+    /* Firecracker: with SMT, two threads per core (the API allows only 1 or an even count) */
+    unsigned tpc = smt && nvcpus > 1 && nvcpus % 2 == 0 ? 2 : 1;
+    /* AMD guests learn of threads through TOPOEXT (0x8000001E, caches in 0x8000001D) where the
+     * host has those leaves; it stays off without SMT, where 0xB and 0x80000008 describe the
+     * cores. */
+    bool topoext = amd && tpc > 1 && find(c, 0x8000001e, 0) && find(c, 0x8000001d, 0);
     int ret = 0;
 
     if ((e = find(c, 1, 0))) {
@@ -93,9 +101,12 @@ int cpuid_normalize(struct kvm_cpuid2 *c, unsigned cap, unsigned index, unsigned
     for (uint32_t i = 0; i < c->nent; i++) {
         e = &c->entries[i];
         if (e->function == 4 && intel && (e->eax & 0x1f)) { /* deterministic cache params */
+            /* EAX[25:14]: logical processors sharing the cache - 1 (L1/L2: a core's threads,
+             * L3: all); EAX[31:26]: cores in the package - 1 */
             unsigned level = (e->eax >> 5) & 7;
-            unsigned sharing = level >= 3 ? nvcpus - 1 : 0;
-            e->eax = (e->eax & 0x3fff) | ((sharing & 0xfff) << 14) | (((nvcpus - 1) & 0x3f) << 26);
+            unsigned sharing = level >= 3 ? nvcpus - 1 : tpc - 1;
+            e->eax = (e->eax & 0x3fff) | ((sharing & 0xfff) << 14) |
+                     (((nvcpus / tpc - 1) & 0x3f) << 26);
         } else if (e->function == 6) {
             e->eax &= ~(1u << 1); /* turbo boost */
             e->ecx &= ~(1u << 3); /* performance-energy bias */
@@ -109,18 +120,29 @@ int cpuid_normalize(struct kvm_cpuid2 *c, unsigned cap, unsigned index, unsigned
         } else if (e->function == 0xa || e->function == 0x80000022) { /* PMU */
             e->eax = e->ebx = e->ecx = e->edx = 0;
         } else if (e->function == 0x80000001 && amd) {
-            e->ecx &= ~(1u << 22); /* TOPOEXT off: 0xB and 0x80000008 describe the topology */
+            if (topoext)
+                e->ecx |= 1u << 22;
+            else
+                e->ecx &= ~(1u << 22); /* TOPOEXT off: 0xB and 0x80000008 describe it */
         } else if (e->function == 0x80000008 && amd) {
-            e->ecx = (e->ecx & ~0xf0ffu) | (bits_for(nvcpus) << 12) | ((nvcpus - 1) & 0xff);
+            /* NC: logical processors - 1 (TOPOEXT tells threads from cores); without TOPOEXT,
+             * Linux takes NC + 1 as the core count and leaf 1's count / cores as threads */
+            unsigned nc = (topoext || tpc == 1 ? nvcpus : nvcpus / tpc) - 1;
+            e->ecx = (e->ecx & ~0xf0ffu) | (bits_for(nvcpus) << 12) | (nc & 0xff);
+        } else if (e->function == 0x8000001d && amd && (e->eax & 0x1f)) { /* cache topology */
+            unsigned level = (e->eax >> 5) & 7;
+            unsigned sharing = level >= 3 ? nvcpus - 1 : tpc - 1;
+            e->eax = (e->eax & ~(0xfffu << 14)) | ((sharing & 0xfff) << 14);
         } else if (e->function == 0x8000001e && amd) {
+            /* extended APIC ID; EBX: compute unit (core) ID, threads per unit - 1; one node */
             e->eax = index;
-            e->ebx = index & 0xff;
+            e->ebx = ((tpc - 1) << 8) | ((index / tpc) & 0xff);
             e->ecx = 0;
         }
     }
     if (max_basic >= 0xb)
-        ret = set_topology_leaf(c, cap, 0xb, index, nvcpus);
+        ret = set_topology_leaf(c, cap, 0xb, index, nvcpus, tpc);
     if (!ret && max_basic >= 0x1f)
-        ret = set_topology_leaf(c, cap, 0x1f, index, nvcpus);
+        ret = set_topology_leaf(c, cap, 0x1f, index, nvcpus, tpc);
     return ret;
 }

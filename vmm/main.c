@@ -36,7 +36,8 @@ int main(int argc, char **argv)
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
-        printf("ember %s\n", EMBER_VERSION);
+        /* Firecracker's form: clients (Kata) read the 2nd word as the API's semver */
+        printf("Firecracker v%s (ember %s)\n", EMBER_FC_VERSION, EMBER_VERSION);
         return EXIT_OK;
     }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {

@@ -7,7 +7,6 @@
 
 #define APIC_VERSION   0x14
 #define IOAPIC_VERSION 0x11
-#define IOAPIC_PINS    24
 #define CPU_STEPPING   0x600
 #define CPU_FEATURES   0x201 /* FPU | APIC */
 

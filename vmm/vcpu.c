@@ -211,11 +211,8 @@ static void take_command(struct vcpu *vcpu)
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *vcpu = arg;
-    char name[16];
     sigset_t kick;
 
-    snprintf(name, sizeof(name), "ember_vcpu%u", vcpu->index);
-    pthread_setname_np(pthread_self(), name);
     sigemptyset(&kick);
     sigaddset(&kick, VCPU_KICK_SIGNAL);
     pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
@@ -264,7 +261,16 @@ static void *vcpu_thread(void *arg)
 
 int vcpu_start(struct vcpu *vcpu)
 {
+    char name[16], mine[16] = "";
+
+    /* Firecracker's name "fc_vcpu N", which Kata looks up in /proc/<pid>/task/<tid>/comm
+     * right after the VM says Running. A thread inherits its creator's name, so it is born
+     * with it: no window in which it has another, and no /proc needed (a jail has none). */
+    snprintf(name, sizeof(name), "fc_vcpu %u", vcpu->index);
+    pthread_getname_np(pthread_self(), mine, sizeof(mine));
+    pthread_setname_np(pthread_self(), name);
     int ret = pthread_create(&vcpu->thread, NULL, vcpu_thread, vcpu);
+    pthread_setname_np(pthread_self(), mine);
     if (ret)
         return -ret;
     vcpu->thread_started = true;

@@ -13,6 +13,9 @@
 #include <time.h>
 
 #define EMBER_VERSION "0.1.0"
+/* The Firecracker API version ember implements: the swagger's info.version. `--version`,
+ * GET /version and GET / report it (Kata requires a semver >= 0.21.1 as the 2nd word). */
+#define EMBER_FC_VERSION "1.17.0-dev"
 
 /* Exit codes, as Firecracker's. */
 #define EXIT_OK         0
@@ -31,8 +34,16 @@
 
 enum boot_pref { BOOT_PREF_AUTO, BOOT_PREF_LINUX, BOOT_PREF_PVH };
 
+/* Interrupt lines: the IOAPIC's 24 pins are GSI 0..23. GSI 0-4 are the PIT (0), i8042 (1),
+ * the PIC cascade (2), COM2 (3, not emulated) and COM1 (4); virtio-mmio device n has GSI 5 + n
+ * (Firecracker's IRQ_BASE 5 .. IRQ_MAX 23). VM_DEVS_MAX is the one limit on virtio-mmio devices
+ * (drives now; nets and vsock share it), used by the API, --config-file, ember run and virtio. */
+#define IOAPIC_PINS   24
+#define MMIO_GSI_BASE 5
+#define VM_DEVS_MAX   (IOAPIC_PINS - MMIO_GSI_BASE) /* 19 */
+
 /* Block devices (virtio/blk.c); a rate limiter bucket with size 0 is disabled. */
-#define VM_DRIVES_MAX 8
+#define VM_DRIVES_MAX VM_DEVS_MAX
 struct vm_bucket {
     uint64_t size, one_time_burst, refill_time_ms;
 };
@@ -72,6 +83,7 @@ struct vm_config {
     char console_path[PATH_MAX]; /* "" = stdout */
     char cmdline[CMDLINE_MAX];
     uint32_t vcpus;
+    bool smt; /* two threads per core in the guest's CPU topology (vcpus 1 or even) */
     uint64_t mem_mib;
     enum boot_pref boot; /* auto: PVH when the kernel has the PVH note (as Firecracker) */
     struct vm_drive drives[VM_DRIVES_MAX]; /* attach order: the root drive first */
@@ -210,7 +222,7 @@ struct bus_dev {
     void *opaque;
 };
 
-#define BUS_MAX_DEVS 16
+#define BUS_MAX_DEVS (VM_DEVS_MAX + 8) /* every virtio-mmio device and the platform ones */
 struct bus {
     struct bus_dev devs[BUS_MAX_DEVS];
     unsigned ndevs;
@@ -349,10 +361,11 @@ void vm_request_stop(struct vm *vm, enum vm_stop reason);
 /* cpu_setup(vm, vcpu): CPUID, MSRs, registers, FPU and LAPIC for boot. Returns 0 or -errno. */
 int cpu_setup(struct vm *vm, struct vcpu *vcpu);
 #define CPUID_MAX_ENTRIES 256
-/* cpuid_normalize(cpuid, cap, index, nvcpus, tsc_deadline): adjusts a copy of the supported
- * CPUID (room for cap entries) for one vCPU in place. Returns 0 or -ENOSPC. */
+/* cpuid_normalize(cpuid, cap, index, nvcpus, smt, tsc_deadline): adjusts a copy of the
+ * supported CPUID (room for cap entries) for one vCPU in place; smt: two threads per core.
+ * Returns 0 or -ENOSPC. */
 int cpuid_normalize(struct kvm_cpuid2 *cpuid, unsigned cap, unsigned index, unsigned nvcpus,
-                    bool tsc_deadline);
+                    bool smt, bool tsc_deadline);
 
 /* vcpu_init(vm, vcpu, index): creates the KVM vCPU and maps kvm_run. Returns 0 or -errno. */
 int vcpu_init(struct vm *vm, struct vcpu *vcpu, unsigned index);

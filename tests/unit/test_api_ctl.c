@@ -149,7 +149,19 @@ static void machine_rules(void **state)
                           "{\"vcpu_count\":3,\"mem_size_mib\":64,"
                           "\"smt\":true}"),
                      400);
-    body_has("even number if SMT");
+    body_has("The vCPU number can only be 1 or an even number when SMT is enabled.");
+    /* SMT: 1 or an even count of vCPUs, as Firecracker on x86 */
+    assert_int_equal(
+            call("PUT", "/machine-config", "{\"vcpu_count\":2,\"mem_size_mib\":64,\"smt\":true}"),
+            204);
+    assert_int_equal(call("GET", "/machine-config", NULL), 200);
+    body_has("\"smt\":true");
+    assert_int_equal(call("PATCH", "/machine-config", "{\"vcpu_count\":1}"), 204);
+    assert_int_equal(call("PATCH", "/machine-config", "{\"vcpu_count\":5}"), 400);
+    body_has("when SMT is enabled");
+    assert_int_equal(call("PATCH", "/machine-config", "{\"vcpu_count\":5,\"smt\":false}"), 204);
+    assert_int_equal(call("PATCH", "/machine-config", "{\"smt\":true}"), 400);
+    assert_int_equal(call("PATCH", "/machine-config", "{\"vcpu_count\":32,\"smt\":true}"), 204);
     assert_int_equal(call("PUT", "/machine-config", "{\"vcpu_count\":1,\"mem_size_mib\":1}"), 400);
     body_has("memory size");
     assert_int_equal(call("PUT", "/machine-config",
@@ -158,6 +170,18 @@ static void machine_rules(void **state)
     /* a refused call leaves the configuration alone */
     assert_int_equal(call("GET", "/machine-config", NULL), 200);
     body_has("\"mem_size_mib\":64");
+}
+
+/* PUT /drives/d<n>: a non-root drive on the test file; Returns the HTTP status. */
+static int put_plain_drive(int n, bool ro)
+{
+    char path[32], body[256];
+    snprintf(path, sizeof(path), "/drives/d%d", n);
+    snprintf(body, sizeof(body),
+             "{\"drive_id\":\"d%d\",\"path_on_host\":\"%s\",\"is_root_device\":false,"
+             "\"is_read_only\":%s}",
+             n, file, ro ? "true" : "false");
+    return call("PUT", path, body);
 }
 
 static void resources_opened_at_put(void **state)
@@ -197,6 +221,14 @@ static void resources_opened_at_put(void **state)
     assert_int_equal(call("GET", "/vm/config", NULL), 200);
     body_has("\"boot_args\":\"a b\"");
     body_has("\"drive_id\":\"r\"");
+    /* one drive per free interrupt line (GSI 5..23): 19 in all, the 20th is refused */
+    assert_int_equal(API_DRIVES_MAX, 19);
+    for (int i = 1; i < API_DRIVES_MAX; i++)
+        assert_int_equal(put_plain_drive(i, true), 204);
+    assert_int_equal(ctl.ndrives, API_DRIVES_MAX);
+    assert_int_equal(put_plain_drive(99, true), 400);
+    body_has("Too many drives: at most 19");
+    assert_int_equal(put_plain_drive(3, false), 204); /* replacing one is still allowed */
 }
 
 static void phases(void **state)

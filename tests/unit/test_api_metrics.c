@@ -1,5 +1,7 @@
 /* Metrics lines: the VMM's device counters copied in as absolute values come out as deltas
  * per flush, the line is one valid JSON object (no duplicate keys) with every section. */
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,6 +77,31 @@ static void device_counters_are_deltas(void **state)
     json_decref(l);
 }
 
+/* A line a full FIFO refuses is dropped, not waited for: its deltas and the drop itself
+ * (logger.missed_metrics_count) come out in the next line that is written. */
+static void dropped_line_carries_over(void **state)
+{
+    static struct api_metrics_counters m;
+    char junk[65536];
+    int fds[2];
+    (void)state;
+
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(fcntl(fds[1], F_SETFL, O_NONBLOCK), 0);
+    memset(junk, 'x', sizeof(junk));
+    while (write(fds[1], junk, sizeof(junk)) > 0)
+        ;
+    metrics_add(&m, M_PUT_ACTIONS, 3);
+    assert_int_equal(metrics_flush(&m, fds[1], NULL, NULL), -EAGAIN);
+    assert_int_equal(metrics_flush(&m, fds[1], NULL, NULL), -EAGAIN);
+    close(fds[0]);
+    close(fds[1]);
+    json_t *l = flush(&m, NULL, "");
+    assert_int_equal(get(l, "put_api_requests", "actions_count"), 3);
+    assert_int_equal(get(l, "logger", "missed_metrics_count"), 2);
+    json_decref(l);
+}
+
 static void line_shape(void **state)
 {
     static struct api_metrics_counters m;
@@ -130,6 +157,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(device_counters_are_deltas),
+            cmocka_unit_test(dropped_line_carries_over),
             cmocka_unit_test(line_shape),
             cmocka_unit_test(widest_number),
     };
