@@ -38,6 +38,17 @@ def _kvm_required():
                 "`tests/host/run --auto -- python3 -m pytest -m kvm ...` (see tests/host/README.md)")
 
 
+@pytest.fixture
+def dev_kvm():
+    """For tests that run a tiny probe guest, which any /dev/kvm runs (PVM too): fails with
+    a hint where /dev/kvm is missing, never skips."""
+    if not os.path.exists("/dev/kvm"):
+        pytest.fail("this test needs /dev/kvm (any KVM, PVM included, runs its probe guest); "
+                    "load kvm_intel, kvm_amd or kvm_pvm, or run it in the test host with "
+                    "`tests/host/run --auto -- python3 -m pytest ...` (see tests/host/README.md)")
+    return "/dev/kvm"
+
+
 @pytest.fixture(scope="session")
 def repo():
     return REPO

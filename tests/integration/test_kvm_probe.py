@@ -23,7 +23,7 @@ def check_probe_ok():
     assert "guest computed 4 and halted after 2 port writes" in r.stdout
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="this machine has no /dev/kvm")
+@pytest.mark.usefixtures("dev_kvm")  # fails with a hint where /dev/kvm is missing
 def test_probe_on_local_kvm():
     check_probe_ok()
 
