@@ -18,6 +18,7 @@
 #define XLF_KERNEL_64   (1 << 0)
 #define LOADED_HIGH     (1 << 0)
 #define MIN_PROTOCOL    0x020c
+#define BZ_ENTRY_64     0x200 /* startup_64: offset of the 64-bit entry in the payload */
 
 /* Reads [off, off+len) of the image, which must lie inside its size. */
 static int img_read(int fd, uint64_t size, uint64_t off, void *buf, uint64_t len)
@@ -171,6 +172,9 @@ static int load_bzimage(const struct guest_mem *mem, int fd, uint64_t size, stru
     if (setup_size >= size)
         return errf(err, errlen, -EINVAL, "bzImage is truncated: no kernel after the setup code");
     uint64_t payload = size - setup_size;
+    if (payload <= BZ_ENTRY_64)
+        return errf(err, errlen, -EINVAL,
+                    "bzImage is truncated: its 64-bit entry at +0x200 lies past the kernel");
     uint64_t need = h.init_size > payload ? h.init_size : payload;
     /* Loading at the preferred address lets the decompressor work in place. */
     uint64_t load = h.pref_address >= HIMEM_START ? h.pref_address : HIMEM_START;
@@ -193,7 +197,7 @@ static int load_bzimage(const struct guest_mem *mem, int fd, uint64_t size, stru
     if (img_read(fd, size, SETUP_HDR_OFF, bi->setup_hdr, bi->setup_hdr_len) < 0)
         return errf(err, errlen, -EIO, "cannot read the bzImage setup header");
     bi->has_setup_header = true;
-    bi->entry = load + 0x200;
+    bi->entry = load + BZ_ENTRY_64;
     bi->kernel_end = load + need;
     bi->mode = BOOT_LINUX64;
     bi->initrd_addr_max = h.initrd_addr_max ? h.initrd_addr_max : 0x37ffffff;

@@ -264,6 +264,23 @@ static void bzimage_malformed(void **state)
     assert_true(load(0x260) < 0); /* truncated inside the header */
 }
 
+/* Found by tests/fuzz/fuzz_vmm_loader.c: a payload too short to reach the 64-bit entry at
+ * +0x200 was loaded, with the entry past the image and, at the end of RAM, outside guest RAM. */
+static void bzimage_entry_outside_payload(void **state)
+{
+    (void)state;
+    uint64_t pref = 128 * MiB - 0x100;
+    uint32_t init_size = 0;
+    size_t len = make_bzimage(0x020f, 0x100);
+    memcpy(img + 0x258, &pref, 8);
+    memcpy(img + 0x260, &init_size, 4);
+    assert_true(load(len) < 0); /* the entry would be at 128 MiB + 0x100 */
+    assert_non_null(strstr(err, "entry"));
+    assert_true(load(make_bzimage(0x020f, 0x200)) < 0); /* entry just past the image */
+    assert_int_equal(load(make_bzimage(0x020f, 0x201)), 0);
+    assert_int_equal(bi.entry, 0x1000200);
+}
+
 static void not_a_kernel(void **state)
 {
     (void)state;
@@ -305,6 +322,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(elf_segment_in_mmio_hole, setup, teardown),
             cmocka_unit_test_setup_teardown(bzimage_loads, setup, teardown),
             cmocka_unit_test_setup_teardown(bzimage_malformed, setup, teardown),
+            cmocka_unit_test_setup_teardown(bzimage_entry_outside_payload, setup, teardown),
             cmocka_unit_test_setup_teardown(not_a_kernel, setup, teardown),
             cmocka_unit_test_setup_teardown(initrd_at_top_of_low_ram, setup, teardown),
     };
