@@ -2,6 +2,9 @@
 # through vmm/module.mk). Unit tests and fuzz targets of this directory:
 UNIT_DEPS_test_virtio_queue := virtio/queue.c vmm/memory.c
 FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk_req.c vmm/memory.c
+FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/queue.c virtio/blk.c virtio/blk_req.c \
+	virtio/blk_uring.c virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c
+FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_DEPS_test_virtio_blk   := virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/queue.c virtio/virtio.c vmm/memory.c vmm/log.c vmm/bus.c
