@@ -425,3 +425,17 @@ def test_nineteen_drives_boot(tmp_path, scratch, firecracker_bin, guest_assets):
         assert "drives=19 last=LAST19" in text, text[-4000:]
     finally:
         vm.cleanup()
+
+
+def test_ember_run_has_the_same_drive_limit(ember_bin, tmp_path):
+    # The one limit holds for `ember run` too: a root drive and 18 more are accepted (the probe
+    # boots and resets), a 20th is refused before anything starts.
+    img = probe_rootfs(tmp_path)
+    args = [str(ember_bin), "run", "--kernel", str(PROBE), "--rootfs", str(img)]
+    args += ["--drive", f"path={img},ro"] * 18
+    r = subprocess.run(args + ["--console", str(tmp_path / "c.txt")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(args + ["--drive", f"path={img},ro"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 153 and "at most 19 drives" in r.stderr, r.stderr
