@@ -22,8 +22,12 @@ static int check_dir(const char *path, bool vm_may_own, const struct jail_args *
 {
     struct stat st;
 
-    if (lstat(path, &st) != 0)
-        return -errno;
+    if (lstat(path, &st) != 0) {
+        int rc = -errno;
+        if (rc != -ENOENT)
+            env_log(rc, "jail path %s", path);
+        return rc;
+    }
     if (!S_ISDIR(st.st_mode)) {
         env_log(0, "jail path %s is %s", path,
                 S_ISLNK(st.st_mode) ? "a symlink" : "not a directory");
