@@ -79,12 +79,19 @@ int cpuid_normalize(struct kvm_cpuid2 *c, unsigned cap, unsigned index, unsigned
     bool amd = e0 && (e0->ebx == AMD_EBX || e0->ebx == HYGON_EBX);
     /* Firecracker: with SMT, two threads per core (the API allows only 1 or an even count) */
     unsigned tpc = smt && nvcpus > 1 && nvcpus % 2 == 0 ? 2 : 1;
-    /* AMD guests learn of threads through TOPOEXT (0x8000001E, caches in 0x8000001D) where the
-     * host has those leaves; it stays off without SMT, where 0xB and 0x80000008 describe the
-     * cores. */
-    bool topoext = amd && tpc > 1 && find(c, 0x8000001e, 0) && find(c, 0x8000001d, 0);
+    /* AMD guests learn of threads only through TOPOEXT (0x8000001E; Linux has no other AMD
+     * path to SMT siblings), so SMT turns it on, adding 0x8000001E where the host's CPUID
+     * stops short of it; without SMT it stays off and 0xB / 0x80000008 describe the cores. */
+    bool topoext = amd && tpc > 1;
     int ret = 0;
 
+    if (topoext && !find(c, 0x8000001e, 0)) {
+        const uint32_t none[4] = {0, 0, 0, 0}; /* filled in below */
+        if ((ret = set_leaf(c, cap, 0x8000001e, 0, none)))
+            return ret;
+        if ((e = find(c, 0x80000000, 0)) && e->eax < 0x8000001e)
+            e->eax = 0x8000001e; /* the leaves in between read as zeros */
+    }
     if ((e = find(c, 1, 0))) {
         /* EBX[23:16]: addressable logical IDs per package, a power of two */
         e->ebx = (e->ebx & 0xff) | (8u << 8) | (((1u << bits_for(nvcpus)) & 0xff) << 16) |
@@ -125,10 +132,8 @@ int cpuid_normalize(struct kvm_cpuid2 *c, unsigned cap, unsigned index, unsigned
             else
                 e->ecx &= ~(1u << 22); /* TOPOEXT off: 0xB and 0x80000008 describe it */
         } else if (e->function == 0x80000008 && amd) {
-            /* NC: logical processors - 1 (TOPOEXT tells threads from cores); without TOPOEXT,
-             * Linux takes NC + 1 as the core count and leaf 1's count / cores as threads */
-            unsigned nc = (topoext || tpc == 1 ? nvcpus : nvcpus / tpc) - 1;
-            e->ecx = (e->ecx & ~0xf0ffu) | (bits_for(nvcpus) << 12) | (nc & 0xff);
+            /* NC: logical processors - 1 (with SMT, TOPOEXT tells threads from cores) */
+            e->ecx = (e->ecx & ~0xf0ffu) | (bits_for(nvcpus) << 12) | ((nvcpus - 1) & 0xff);
         } else if (e->function == 0x8000001d && amd && (e->eax & 0x1f)) { /* cache topology */
             unsigned level = (e->eax >> 5) & 7;
             unsigned sharing = level >= 3 ? nvcpus - 1 : tpc - 1;

@@ -137,17 +137,27 @@ static void amd_smt_topology(void **state)
     free(c);
 }
 
-/* SMT on an AMD host without the TOPOEXT leaves: TOPOEXT stays off and 0x80000008 counts the
- * cores, so Linux derives two threads per core from leaf 1's logical count. */
-static void amd_smt_without_topoext(void **state)
+/* SMT on an AMD host whose CPUID stops before 0x8000001E (QEMU's TCG CPU): TOPOEXT goes on
+ * all the same, with a 0x8000001E of our own and the extended range raised to reach it. */
+static void amd_smt_adds_topoext_leaf(void **state)
 {
     struct kvm_cpuid2 *c = table(0x68747541, 0xd);
     (void)state;
     c->nent -= 3; /* drop 0x8000001d (both) and 0x8000001e: the last three entries */
+    c->entries[c->nent++] = (struct kvm_cpuid_entry2){.function = 0x80000000, .eax = 0x80000008};
     assert_int_equal(cpuid_normalize(c, CPUID_MAX_ENTRIES, 1, 4, true, false), 0);
-    assert_false(find(c, 0x80000001, 0)->ecx & (1u << 22));
-    assert_int_equal(find(c, 0x80000008, 0)->ecx & 0xff, 1); /* 2 cores */
-    assert_int_equal((find(c, 1, 0)->ebx >> 16) & 0xff, 4);  /* 4 logical */
+    assert_true(find(c, 0x80000001, 0)->ecx & (1u << 22));
+    assert_int_equal(find(c, 0x80000000, 0)->eax, 0x8000001e);
+    struct kvm_cpuid_entry2 *e = find(c, 0x8000001e, 0);
+    assert_non_null(e);
+    assert_int_equal(e->eax, 1);
+    assert_int_equal(e->ebx, 0x100); /* 2 threads per unit, unit 0 */
+    assert_int_equal(find(c, 0x80000008, 0)->ecx & 0xff, 3);
+    free(c);
+    /* no room for the new leaf */
+    c = table(0x68747541, 0xd);
+    c->nent -= 3;
+    assert_int_equal(cpuid_normalize(c, c->nent, 0, 2, true, false), -ENOSPC);
     free(c);
 }
 
@@ -177,7 +187,7 @@ int main(void)
             cmocka_unit_test(no_room_for_leaves),
             cmocka_unit_test(intel_smt_topology),
             cmocka_unit_test(amd_smt_topology),
-            cmocka_unit_test(amd_smt_without_topoext),
+            cmocka_unit_test(amd_smt_adds_topoext_leaf),
             cmocka_unit_test(no_smt_keeps_single_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
