@@ -308,3 +308,26 @@ def test_version_as_clients_read_it(ember_bin, scratch):
         assert sdk.get("/")["vmm_version"] == swagger_version()
     finally:
         vmm.kill()
+
+
+def test_drives_past_the_limit_are_refused(ember_bin, scratch, tmp_path):
+    # firectl --add-drive 18 times plus the root drive: 19, the machine's free interrupt lines
+    # (GSI 5..23). One more is refused with 400 and changes nothing; replacing one still works.
+    img = tmp_path / "d.img"
+    img.write_bytes(b"\0" * 4096)
+    vmm, sdk = start_vmm(ember_bin, scratch, "many-drives")
+    try:
+        for i in range(2, 20):
+            sdk.put(f"/drives/{i}", {"drive_id": str(i), "is_read_only": True,
+                                     "is_root_device": False, "path_on_host": str(img)})
+        sdk.put("/drives/1", {"drive_id": "1", "is_read_only": False, "is_root_device": True,
+                              "path_on_host": str(img)})
+        r = sdk.c.request("PUT", "/drives/20", go_json({"drive_id": "20", "is_read_only": True,
+                                                        "is_root_device": False,
+                                                        "path_on_host": str(img)}))
+        assert r.status == 400 and "Too many drives: at most 19" in r.fault(), r
+        assert len(sdk.get("/vm/config")["drives"]) == 19
+        sdk.put("/drives/7", {"drive_id": "7", "is_read_only": False, "is_root_device": False,
+                              "path_on_host": str(img)})
+    finally:
+        vmm.kill()
