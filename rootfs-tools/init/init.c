@@ -8,7 +8,9 @@
  *    /dev/null, output on the console), prints "ember.exit=N" and reboots: with reboot=k
  *    the i8042 reset stops the VMM. Otherwise starts a shell on the console and reboots
  *    when it exits.
- * Ctrl-Alt-Del (SIGINT to init) also reboots. Built static: the rootfs has no libc.
+ * Ctrl-Alt-Del (SIGINT to init) also reboots, and so do busybox's reboot, halt and poweroff
+ * (SIGTERM, SIGUSR1, SIGUSR2 to init): without ACPI the VM can only stop by a reset. Built
+ * static: the rootfs has no libc.
  */
 #include "cmdline.h"
 
@@ -31,12 +33,24 @@
 #define BOOT_TIMER_MAGIC 123
 #define CMD_MAX          4096
 
-static volatile sig_atomic_t cad_pressed;
+/* The signals that ask PID 1 to stop the machine: Ctrl-Alt-Del, then busybox's reboot,
+ * halt and poweroff. A PID 1 without a handler would ignore them. */
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+#define NSTOP_SIGNALS (sizeof(stop_signals) / sizeof(stop_signals[0]))
 
-static void on_sigint(int sig)
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
 {
     (void)sig;
-    cad_pressed = 1;
+    stop_requested = 1;
+}
+
+/* Children get the default actions back (a shell must not inherit our handlers' effect). */
+static void default_stop_signals(void)
+{
+    for (size_t i = 0; i < NSTOP_SIGNALS; i++)
+        signal(stop_signals[i], SIG_DFL);
 }
 
 static void mount_one(const char *src, const char *dst, const char *type, unsigned long flags,
@@ -81,15 +95,17 @@ static void reboot_now(void)
 }
 
 /* Wait for pid while reaping every other child (we are PID 1). Returns its wait status,
- * or -1 if Ctrl-Alt-Del arrived first. */
+ * or -1 if a stop signal (Ctrl-Alt-Del, reboot) arrived first. */
 static int wait_for(pid_t pid)
 {
     for (;;) {
         int status;
+        if (stop_requested) /* also when it came before we blocked in waitpid */
+            return -1;
         pid_t r = waitpid(-1, &status, 0);
         if (r == pid)
             return status;
-        if (r < 0 && errno == EINTR && cad_pressed)
+        if (r < 0 && errno == EINTR && stop_requested)
             return -1;
         if (r < 0 && errno == ECHILD)
             return 0;
@@ -115,7 +131,7 @@ static int run_command(const char *cmd)
         return 127;
     }
     if (pid == 0) {
-        signal(SIGINT, SIG_DFL);
+        default_stop_signals();
         redirect_stdin_null();
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         fprintf(stderr, "init: exec /bin/sh: %s\n", strerror(errno));
@@ -136,7 +152,7 @@ static void run_shell(void)
     if (pid < 0)
         return;
     if (pid == 0) {
-        signal(SIGINT, SIG_DFL);
+        default_stop_signals();
         setsid();
         /* A real tty (not /dev/console) so the shell gets job control and ^C. */
         int fd = open("/dev/ttyS0", O_RDWR);
@@ -158,8 +174,9 @@ static void run_shell(void)
 
 int main(void)
 {
-    struct sigaction sa = {.sa_handler = on_sigint};
-    sigaction(SIGINT, &sa, NULL);
+    struct sigaction sa = {.sa_handler = on_stop_signal}; /* no SA_RESTART: waitpid returns */
+    for (size_t i = 0; i < NSTOP_SIGNALS; i++)
+        sigaction(stop_signals[i], &sa, NULL);
     /* Ctrl-Alt-Del becomes SIGINT to us instead of an immediate kernel reboot. */
     reboot(RB_DISABLE_CAD);
 
