@@ -15,43 +15,69 @@
 
 /*
  * A directory of an existing jail tree (lstat: a symlink is not a directory) must be a real
- * directory owned by root (or, for the jail's own directories, by the VM's uid) that nobody else
- * can write: then no one but root can change the tree between these checks and its use.
+ * directory owned by root that nobody else can write: then no one but root can change the tree
+ * between these checks and its use. (root/ owned by the VM's uid would let that uid put a
+ * symlink at root/dev before the jailer creates it.) A directory on the way to the jail (the
+ * chroot base and its ancestors, on_the_way) may also be writable by others if it is sticky, as
+ * /tmp is: others can add entries there but not rename or remove root's.
+ * Returns 0, -ENOENT (not there, not logged), or -errno (logged).
  */
-static int check_dir(const char *path, bool vm_may_own, const struct jail_args *a)
+static int check_dir(const char *path, bool on_the_way)
 {
+    const char *what = on_the_way ? "--chroot-base-dir: directory" : "jail path";
     struct stat st;
 
     if (lstat(path, &st) != 0) {
         int rc = -errno;
         if (rc != -ENOENT)
-            env_log(rc, "jail path %s", path);
+            env_log(rc, "%s %s", what, path);
         return rc;
     }
     if (!S_ISDIR(st.st_mode)) {
-        env_log(0, "jail path %s is %s", path,
+        env_log(0, "%s %s is %s", what, path,
                 S_ISLNK(st.st_mode) ? "a symlink" : "not a directory");
-        return -EINVAL;
+        return -ENOTDIR;
     }
-    if (st.st_uid != 0 && !(vm_may_own && st.st_uid == a->uid)) {
-        env_log(0, "jail path %s is owned by uid %u (must be root%s)", path,
-                (unsigned int)st.st_uid, vm_may_own ? " or --uid" : "");
+    if (st.st_uid != 0) {
+        env_log(0, "%s %s is owned by uid %u (must be root)", what, path, (unsigned int)st.st_uid);
         return -EPERM;
     }
-    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-        env_log(0, "jail path %s is writable by group or others (mode %04o)", path,
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(on_the_way && (st.st_mode & S_ISVTX))) {
+        env_log(0, "%s %s is writable by group or others (mode %04o)", what, path,
                 (unsigned int)(st.st_mode & 07777));
         return -EPERM;
     }
     return 0;
 }
 
+/* Checks "/" and every existing directory of path down to path itself (check_dir on the way). */
+static int check_ancestors(const char *path)
+{
+    char buf[JAIL_PATH_MAX];
+    int rc;
+
+    if (env_path(buf, sizeof(buf), "%s", path))
+        return -ENAMETOOLONG;
+    rc = check_dir("/", true);
+    for (char *p = buf + 1; rc == 0 && *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        rc = check_dir(buf, true);
+        *p = '/';
+    }
+    if (rc == 0 && strcmp(buf, "/") != 0)
+        rc = check_dir(buf, true);
+    return rc == -ENOENT ? 0 : rc;
+}
+
 /*
  * Firecracker's jailer uses a jail directory that already exists; Kata makes <id>/root, mounts
  * the kernel, disks, FIFOs and its config file into it, then runs the jailer. Accept such a tree
  * when it is safe: every directory from <base>/<exec> down is real, root-owned and writable only
- * by its owner, and nothing the jailer puts there (the binary copy, the pid file, dev/) exists
- * yet, so a jail in use or left over from an earlier VM is still refused.
+ * by root (the base and its ancestors: check_ancestors), and nothing the jailer puts there (the
+ * binary copy, the pid file, dev/) exists yet, so a jail in use or left over from an earlier VM is
+ * still refused.
  */
 static int check_existing(struct jail *j)
 {
@@ -62,36 +88,42 @@ static int check_existing(struct jail *j)
 
     env_path(path, sizeof(path), "%s", j->id_dir);
     *strrchr(path, '/') = '\0'; /* <base>/<exec> */
-    rc = check_dir(path, false, j->args);
+    rc = check_dir(path, false);
     if (rc == -ENOENT)
         return 0;
     if (rc)
         return rc;
-    rc = check_dir(j->id_dir, false, j->args);
+    rc = check_dir(j->id_dir, false);
     if (rc == -ENOENT)
         return 0;
     if (rc)
         return rc;
     j->existed = true;
-    rc = check_dir(j->root, true, j->args);
+    /*
+     * The jailer's own entries first (lstat only, nothing is used yet): a jail in use has a
+     * root/ that belongs to its VM's uid, and "in use" is the clearer message for it.
+     */
+    if (lstat(j->root, &st) == 0 && S_ISDIR(st.st_mode)) {
+        for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++) {
+            if (ours[i])
+                env_path(path, sizeof(path), "%s/%s", j->root, ours[i]);
+            else
+                env_path(path, sizeof(path), "%s/%s.pid", j->root, j->exec_name);
+            if (lstat(path, &st) == 0 || errno != ENOENT) {
+                env_log(0, "jail %s already exists and is in use or left over: %s exists",
+                        j->id_dir, path);
+                return -EEXIST;
+            }
+        }
+    }
+    rc = check_dir(j->root, false);
     if (rc == -ENOENT)
         return 0;
     if (rc)
         return rc;
     j->had_root = true;
-    for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++) {
-        if (ours[i])
-            env_path(path, sizeof(path), "%s/%s", j->root, ours[i]);
-        else
-            env_path(path, sizeof(path), "%s/%s.pid", j->root, j->exec_name);
-        if (lstat(path, &st) == 0 || errno != ENOENT) {
-            env_log(0, "jail %s already exists and is in use or left over: %s exists", j->id_dir,
-                    path);
-            return -EEXIST;
-        }
-    }
     env_path(path, sizeof(path), "%s/run", j->root);
-    rc = check_dir(path, true, j->args);
+    rc = check_dir(path, false);
     if (rc == 0)
         j->had_run = true;
     return rc == -ENOENT ? 0 : rc;
@@ -148,6 +180,10 @@ int chroot_resolve(struct jail *j, int *exit_code)
         return -ENAMETOOLONG;
     }
     env_path(j->root, sizeof(j->root), "%s/root", j->id_dir);
+    /* Only root may be able to change the way to the jail (checked again as it is created). */
+    rc = check_ancestors(j->base);
+    if (rc)
+        return rc;
 
     *exit_code = JEXIT_JAIL_EXISTS;
     rc = check_existing(j);
@@ -157,11 +193,16 @@ int chroot_resolve(struct jail *j, int *exit_code)
     return 0;
 }
 
-/* mkdir -p for the directories above the id directory, remembering what we made. */
+/*
+ * mkdir -p for the directories above the id directory, remembering what we made. A directory
+ * that was already there must pass check_dir (one on the way from a sticky directory such
+ * as /tmp may have been made by anyone since chroot_resolve).
+ */
 static int make_parents(struct jail *j, const char *path)
 {
     char buf[JAIL_PATH_MAX];
     char *p;
+    int rc;
 
     env_path(buf, sizeof(buf), "%s", path);
     for (p = buf + 1;; p++) {
@@ -172,18 +213,29 @@ static int make_parents(struct jail *j, const char *path)
         if (mkdir(buf, 0755) == 0) {
             /* umask is 077 here: directories on the path stay traversable by the jail uid. */
             if (chmod(buf, 0755) != 0)
-                return -errno;
+                goto fail;
             if (j->n_created >= (int)(sizeof(j->created) / sizeof(j->created[0])) ||
-                strlen(buf) >= sizeof(j->created[0]))
-                return -ENAMETOOLONG;
+                strlen(buf) >= sizeof(j->created[0])) {
+                errno = ENAMETOOLONG;
+                goto fail;
+            }
             strcpy(j->created[j->n_created++], buf);
         } else if (errno != EEXIST) {
-            return -errno;
+            goto fail;
+        } else if ((rc = check_dir(buf, true)) != 0) {
+            if (rc != -ENOENT)
+                return rc; /* logged */
+            errno = ENOENT;
+            goto fail;
         }
         if (end)
             return 0;
         *p = '/';
     }
+fail:
+    rc = -errno;
+    env_log(rc, "creating %s", buf);
+    return rc;
 }
 
 static int copy_binary(const struct jail *j)
@@ -233,6 +285,9 @@ static int copy_binary(const struct jail *j)
 out_out:
     if (close(out) != 0 && rc == 0)
         rc = -errno;
+    /* O_EXCL made it ours: a partial copy must not stay behind as a claim on the jail. */
+    if (rc)
+        unlink(dst);
 out_in:
     close(in);
     return rc;
@@ -263,13 +318,40 @@ static int open_anchor(struct jail *j, const char *path)
     }
 }
 
-/* Removes abs (a file or an empty directory at or below the anchor) through the anchor. */
+/*
+ * Removes abs (a file or an empty directory at or below the anchor) through the anchor. Every
+ * directory on the way is opened with O_NOFOLLOW, so a symlink put into the jail (root/ and dev/
+ * belong to the VM's uid once devices_create ran) can never lead the removal out of it.
+ */
 static void remove_anchored(const struct jail *j, const char *abs)
 {
-    const char *rel = abs + (j->anchor_len == 1 ? 1 : j->anchor_len + 1);
+    char rel[JAIL_PATH_MAX];
+    char *name, *slash;
+    int dir = j->anchor_fd;
 
-    if (unlinkat(j->anchor_fd, rel, 0) != 0 && errno == EISDIR)
-        unlinkat(j->anchor_fd, rel, AT_REMOVEDIR);
+    if (strlen(abs) <= j->anchor_len ||
+        env_path(rel, sizeof(rel), "%s", abs + (j->anchor_len == 1 ? 1 : j->anchor_len + 1)))
+        return;
+    for (name = rel;; name = slash + 1) {
+        slash = strchr(name, '/');
+        if (slash)
+            *slash = '\0';
+        if (!*name || !strcmp(name, ".") || !strcmp(name, ".."))
+            break;
+        if (!slash) {
+            if (unlinkat(dir, name, 0) != 0 && errno == EISDIR)
+                unlinkat(dir, name, AT_REMOVEDIR);
+            break;
+        }
+        int fd = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dir != j->anchor_fd)
+            close(dir);
+        dir = fd;
+        if (dir < 0)
+            return;
+    }
+    if (dir != j->anchor_fd)
+        close(dir);
 }
 
 int chroot_create(struct jail *j)
@@ -284,11 +366,9 @@ int chroot_create(struct jail *j)
         env_log(rc, "opening %s", parent);
         return rc;
     }
-    rc = make_parents(j, parent);
-    if (rc) {
-        env_log(rc, "creating %s", parent);
+    rc = make_parents(j, parent); /* logs its errors */
+    if (rc)
         return rc;
-    }
     /* A directory that appeared since chroot_resolve is another jailer's: refused. */
     if (!j->existed) {
         if (mkdir(j->id_dir, 0700) != 0) {
@@ -337,8 +417,13 @@ void chroot_undo(struct jail *j)
 
     if (j->anchor_fd < 0)
         return;
-    if (!j->pivoted)
-        umount2(j->root, MNT_DETACH); /* our bind mount, if chroot_enter got that far */
+    /*
+     * Our own bind mount, in our own mount namespace. Before chroot_enter's unshare the mounts
+     * at j->root are the host's (Kata bind-mounts root/ onto itself): never touch those.
+     */
+    if (j->bound && !j->pivoted)
+        umount2(j->root, MNT_DETACH);
+    j->bound = false;
     /* Only what this jailer made: an orchestrator's tree (and what it mounted there) stays. */
     if (j->made_binary) {
         if (!env_path(path, sizeof(path), "%s/%s", j->root, j->exec_name))
@@ -382,6 +467,7 @@ int chroot_enter(struct jail *j)
     step = "bind-mounting the jail";
     if (mount(j->root, j->root, NULL, MS_BIND | MS_REC, NULL) != 0)
         goto fail;
+    j->bound = true;
     step = "chdir into the jail";
     if (chdir(j->root) != 0)
         goto fail;

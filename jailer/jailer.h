@@ -25,7 +25,7 @@ enum jail_exit {
     JEXIT_BAD_ID = 3,       /* --id not [A-Za-z0-9-]{1,64} */
     JEXIT_BAD_EXEC = 4,     /* --exec-file missing, not a regular file, '..', not static ELF */
     JEXIT_BAD_UID_GID = 5,  /* --uid/--gid not a number in range */
-    JEXIT_BAD_CHROOT = 6,   /* --chroot-base-dir not absolute, has '..', or too long */
+    JEXIT_BAD_CHROOT = 6,   /* --chroot-base-dir not absolute, has '..', too long, or unsafe */
     JEXIT_BAD_NETNS = 7,    /* --netns path cannot be opened or is not a netns */
     JEXIT_BAD_CGROUP = 8,   /* malformed --cgroup, --cgroup-version or --parent-cgroup */
     JEXIT_CGROUP_FILE = 9,  /* cgroup controller or file does not exist */
@@ -95,6 +95,7 @@ struct jail {
     bool had_run;     /* ... and root/run */
     bool made_root;   /* this jailer made root/ */
     bool made_binary; /* our copy of the binary is in the jail: the claim on it */
+    bool bound;       /* chroot_enter bind-mounted root/ (in the jailer's own mount namespace) */
     bool pivoted;     /* past pivot_root: host paths are gone, undo goes through fds */
     int netns_fd;
     int devnull_fd;

@@ -2,6 +2,7 @@
 nothing half-made behind."""
 import os
 import pathlib
+import shutil
 import subprocess
 import uuid
 
@@ -161,6 +162,50 @@ def test_existing_jail_directory_without_root_is_used(base):
         assert (first.root / EXEC_NAME).exists()
     finally:
         first.stop()
+
+
+@pytest.mark.parametrize("level,mode,owner,message", [
+    ("parent", 0o777, 0, "writable by group or others (mode 0777)"),
+    ("parent", 0o755, 4242, "owned by uid 4242 (must be root)"),
+    ("base", 0o775, 0, "writable by group or others (mode 0775)"),
+    ("base", 0o700, 4242, "owned by uid 4242 (must be root)"),
+])
+def test_unsafe_chroot_base_or_ancestor_is_refused(tmp_path, level, mode, owner, message):
+    # Whoever else can write (or owns) a directory on the way to the jail could swap the jail
+    # tree under the jailer between its checks and its use. Nothing is created.
+    require_binaries()
+    parent = tmp_path / "srv"
+    base = parent / "jails"
+    base.mkdir(parents=True)
+    path = {"parent": parent, "base": base}[level]
+    os.chmod(path, mode)
+    os.chown(path, owner, owner)
+    refused(run_jailer(base_args(base, new_id())), BAD_CHROOT, message)
+    assert_empty(base)
+
+
+def test_chroot_base_on_the_way_through_a_sticky_directory_is_used(tmp_path):
+    # A root-owned sticky directory (like /tmp) on the way is fine: others may add entries
+    # there, but not rename or remove root's. The missing directories below it are made.
+    require_binaries()
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    base = sticky / "a" / "jails"
+    jail_id = new_id()
+    first = Launch(base, jail_id, base_args(base, jail_id))
+    try:
+        assert (first.root / EXEC_NAME).exists()
+    finally:
+        first.stop()
+    shutil.rmtree(sticky / "a", ignore_errors=True)
+
+
+def test_chroot_base_that_is_a_file_is_refused(tmp_path):
+    require_binaries()
+    (tmp_path / "file").write_text("")
+    refused(run_jailer(base_args(tmp_path / "file" / "jails", new_id())), BAD_CHROOT,
+            "Not a directory")
 
 
 def test_non_root_caller_is_refused(base):

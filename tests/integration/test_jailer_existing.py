@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from test_jailer_helpers import base  # noqa: F401 (the --chroot-base-dir fixture)
-from test_jailer_helpers import (EXEC_NAME, Launch, base_args, run_jailer)
+from test_jailer_helpers import (EXEC_NAME, JAILER, Launch, base_args, run_jailer)
 
 JAIL_EXISTS = 11
 
@@ -132,17 +132,39 @@ def test_unsafe_directory_in_the_tree_is_refused(base, level, mode, owner, messa
     assert list(root.iterdir()) == []
 
 
-def test_root_owned_by_the_vm_uid_is_accepted(base):
-    # The jail's root/ may already belong to --uid (the jailer gives it to the VM anyway).
+def test_root_owned_by_the_vm_uid_is_refused(base):
+    # A root/ that belongs to --uid lets that uid put a symlink at root/dev (or root/run) between
+    # the jailer's checks and its mknod/chown there. Kata makes root/ as root.
     jail_id = new_id()
     root = base / EXEC_NAME / jail_id / "root"
     root.mkdir(parents=True)
     os.chown(root, 12345, 23456)
-    j = Launch(base, jail_id, base_args(base, jail_id))
-    try:
-        assert j.report["uid"] == [12345] * 3
-    finally:
-        j.stop()
+    refused(run_jailer(base_args(base, jail_id)), "is owned by uid 12345 (must be root)")
+    assert list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("leftover", ["dev", "run"])
+def test_symlink_inside_the_root_is_refused_and_nothing_outside_is_touched(base, tmp_path,
+                                                                           leftover):
+    # root/dev (or root/run) as a relative symlink out of the jail, to a stand-in for the host's
+    # /dev: refused before anything is made, and neither the link nor its target changes.
+    jail_id = new_id()
+    root = base / EXEC_NAME / jail_id / "root"
+    root.mkdir(parents=True)
+    host_dev = tmp_path / "host-dev"
+    host_dev.mkdir()
+    (host_dev / "kvm").write_text("host")
+    os.chmod(host_dev, 0o755)
+    link = root / leftover
+    link.symlink_to(os.path.relpath(host_dev, root))
+    assert (link / "kvm").read_text() == "host"
+    r = run_jailer(base_args(base, jail_id))
+    refused(r, "in use or left over" if leftover == "dev" else "is a symlink")
+    assert sorted(p.name for p in root.iterdir()) == [leftover]
+    assert link.is_symlink() and (link / "kvm").read_text() == "host"
+    st = os.stat(host_dev)
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o755)
+    assert sorted(p.name for p in host_dev.iterdir()) == ["kvm"]
 
 
 def test_file_where_the_root_should_be_is_refused(base):
@@ -162,3 +184,64 @@ def test_failure_in_an_existing_tree_removes_only_what_the_jailer_made(base):
     assert r.returncode == 7, r.stderr
     assert sorted(p.name for p in root.iterdir()) == ["rootfs", "run"]
     assert (root / "rootfs").read_bytes() == b"disk"
+
+
+def mounts_at(path):
+    """Mount points (from this process's mountinfo) at or below path."""
+    path = str(path)
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return sorted(p for p in points if p == path or p.startswith(path + "/"))
+
+
+def test_failure_in_a_kata_tree_leaves_the_orchestrators_mounts(base, kata_tree):
+    # A bad --netns fails before the jailer has its own mount namespace: the bind mounts at
+    # root/ (root onto itself, the kernel, the config file) are the orchestrator's, not the
+    # jailer's, and must all still be there, with their files, afterwards.
+    jail_id, root, src = kata_tree
+    before = mounts_at(root)
+    assert len(before) >= 3 and str(root) in before
+    r = run_jailer(base_args(base, jail_id, uid=0, gid=0) + ["--netns", "/proc/self/status"])
+    assert r.returncode == 7, r.stderr
+    assert mounts_at(root) == before
+    assert sorted(p.name for p in root.iterdir()) == ["drive_0", "fcConfig.json", "run",
+                                                      "vmlinux"]
+    assert (root / "vmlinux").read_bytes() == b"kernel"
+    assert (root / "fcConfig.json").read_bytes() == b"{}"
+    assert (src / "vmlinux").read_bytes() == b"kernel"
+    # and the tree is still usable: the next jailer for this id runs in it
+    j = Launch(base, jail_id, base_args(base, jail_id, uid=0, gid=0))
+    try:
+        assert {"/vmlinux", "/fcConfig.json", "/dev/kvm"} <= set(j.report["tree"])
+    finally:
+        j.stop()
+
+
+COPY_FAILS = r"""
+set -e
+base=$1; id=$2; shift 2
+mount -t tmpfs -o size=64k,mode=0755 jails "$base"
+mkdir -p "$base/jail-probe/$id/root"
+echo disk > "$base/jail-probe/$id/root/rootfs"
+rc=0
+"$@" 2>"$base/err" || rc=$?
+echo "rc=$rc"
+echo "err=$(cat "$base/err")"
+ls -A "$base/jail-probe/$id/root"
+"""
+
+
+def test_failed_binary_copy_is_removed(base):
+    # The base is a 64 KiB tmpfs (in a mount namespace of its own): the ~800 KiB copy of the
+    # binary fails with ENOSPC. The partial copy is the jailer's (O_EXCL) and must go, or every
+    # later jailer for this id would find the jail "in use".
+    jail_id = new_id()
+    assert os.path.getsize(base_args(base, jail_id)[3]) > 64 * 1024
+    r = subprocess.run(["unshare", "-m", "sh", "-c", COPY_FAILS, "sh", str(base), jail_id,
+                        str(JAILER)] + base_args(base, jail_id),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "rc=14", r.stdout
+    assert lines[1].startswith("err=ember-jailer: copying ") and "No space left" in lines[1]
+    assert lines[2:] == ["rootfs"], r.stdout  # no partial binary copy left in the jail
