@@ -3,6 +3,7 @@
  * (startup time, latencies) as they are. The line is built in a stack buffer with no allocation
  * and no stdio, so a fatal-signal handler can flush too (as Firecracker does before it exits). */
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
@@ -11,7 +12,15 @@
 #include "../vmm/vmm.h"
 #include "api.h"
 
-#define LINE_MAX_BYTES 8192 /* ~3.5 KiB of metrics + properties (≤ 1 KiB) + id */
+/*
+ * One write(2) per line, and a non-blocking FIFO takes a write whole or not at all (EAGAIN) only
+ * up to PIPE_BUF bytes: a longer line could go out in part, and a reader would get a torn line.
+ * So no line is longer than PIPE_BUF. The widest one fits: every metric at 20 digits is ~2.5 KiB,
+ * plus a 64-character id and properties (< 1 KiB) ~3.6 KiB; a line that would not fit is refused
+ * whole (logger.metrics_fails), never cut.
+ */
+#define LINE_MAX_BYTES 4096
+_Static_assert(LINE_MAX_BYTES <= PIPE_BUF, "a metrics line must be one atomic FIFO write");
 
 static const struct {
     const char *section, *name;
@@ -185,11 +194,20 @@ int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const 
         metrics_add(m, M_LOG_METRICS_FAILS, 1);
         return -ENOSPC;
     }
-    if (fd >= 0 && write(fd, l.buf, l.len) != (ssize_t)l.len) { /* one write per line */
-        int ret = errno == EAGAIN ? -EAGAIN : -EIO;
-        memcpy(m->flushed, before, sizeof(before));
-        metrics_add(m, ret == -EAGAIN ? M_LOG_MISSED_METRICS : M_LOG_METRICS_FAILS, 1);
-        return ret;
-    }
-    return 0;
+    if (fd < 0)
+        return 0;
+    ssize_t n = write(fd, l.buf, l.len); /* one write per line */
+    if (n == (ssize_t)l.len)
+        return 0;
+    /*
+     * Not written: a full FIFO (EAGAIN) drops the line and counts it as missed; any other error
+     * counts as a failure. A short write (errno is not set then) can only come from a regular
+     * file (disk full, RLIMIT_FSIZE): the reader gets a cut line it cannot parse, so it is
+     * missed as well. Either way no reader got this line's values: its deltas go to the next one.
+     */
+    int err = n < 0 ? errno : EIO;
+    bool missed = n >= 0 || err == EAGAIN;
+    memcpy(m->flushed, before, sizeof(before));
+    metrics_add(m, missed ? M_LOG_MISSED_METRICS : M_LOG_METRICS_FAILS, 1);
+    return -err;
 }

@@ -248,10 +248,11 @@ static int open_sink(const char *what, const char *path, char *err, size_t errle
                             what, path),
                    -EEXIST;
     }
-    if (fd < 0)
-        return snprintf(err, errlen, "Failed to open the %s file %.256s: %s", what, path,
-                        strerror(errno)),
-               -errno;
+    if (fd < 0) {
+        int rc = -errno; /* before snprintf/strerror, which may change errno */
+        snprintf(err, errlen, "Failed to open the %s file %.256s: %s", what, path, strerror(-rc));
+        return rc;
+    }
     if (fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode) ||
                                  (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)))) {
         close(fd);

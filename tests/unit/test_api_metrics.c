@@ -2,11 +2,16 @@
  * per flush, the line is one valid JSON object (no duplicate keys) with every section. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -153,6 +158,97 @@ static void widest_number(void **state)
     assert_non_null(strstr(buf, "\"api_request_us\":18446744073709551615}"));
 }
 
+/* The widest line there can be (every metric at 20 digits, a 64-character id, the longest
+ * properties PUT /metrics accepts) still fits in PIPE_BUF: one atomic write to a FIFO. */
+static void widest_line_fits_pipe_buf(void **state)
+{
+    static struct api_metrics_counters m;
+    static char props[1024], buf[2 * PIPE_BUF];
+    char id[65];
+    int fds[2];
+    (void)state;
+
+    for (int i = 0; i < M_COUNT; i++)
+        metrics_set(&m, (enum metric_id)i, UINT64_MAX);
+    memset(id, 'a', 64);
+    id[64] = '\0';
+    /* {"k":"vvv..."}: 1023 bytes, the most body_metrics keeps */
+    memset(props, 'v', sizeof(props));
+    memcpy(props, "{\"k\":\"", 6);
+    memcpy(props + sizeof(props) - 3, "\"}", 3);
+    assert_int_equal(strlen(props), sizeof(props) - 1);
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(metrics_flush(&m, fds[1], id, props), 0);
+    ssize_t n = read(fds[0], buf, sizeof(buf));
+    close(fds[0]);
+    close(fds[1]);
+    assert_true(n > 3000);
+    assert_true(n <= PIPE_BUF);
+    assert_int_equal(buf[n - 1], '\n');
+}
+
+/* A FIFO with less room than the line takes none of it (EAGAIN), never a part. */
+static void nearly_full_fifo_takes_nothing(void **state)
+{
+    static struct api_metrics_counters m;
+    char junk[65536];
+    int fds[2];
+    size_t queued = 0;
+    (void)state;
+
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(fcntl(fds[1], F_SETFL, O_NONBLOCK), 0);
+    memset(junk, 'x', sizeof(junk));
+    for (ssize_t w; (w = write(fds[1], junk, 1)) > 0;)
+        queued += (size_t)w;
+    assert_int_equal(read(fds[0], junk, 100), 100); /* room for 100 bytes, not a line */
+    queued -= 100;
+    assert_int_equal(metrics_flush(&m, fds[1], NULL, NULL), -EAGAIN);
+    assert_int_equal(fcntl(fds[0], F_SETFL, O_NONBLOCK), 0);
+    size_t left = 0;
+    for (ssize_t r; (r = read(fds[0], junk, sizeof(junk))) > 0;) {
+        for (ssize_t i = 0; i < r; i++)
+            assert_int_equal(junk[i], 'x'); /* no piece of a metrics line */
+        left += (size_t)r;
+    }
+    assert_int_equal(left, queued);
+    close(fds[0]);
+    close(fds[1]);
+}
+
+/* A regular file that takes only part of the line (here RLIMIT_FSIZE; a full disk alike): the
+ * cut line is counted as missed, its deltas carry over, and the error is not a stale errno. */
+static void short_write_is_missed_and_carries_over(void **state)
+{
+    static struct api_metrics_counters m;
+    char path[] = "/tmp/test_api_metrics.XXXXXX";
+    struct rlimit old, lim;
+    (void)state;
+
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 100;
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    metrics_add(&m, M_PUT_ACTIONS, 4);
+    errno = EAGAIN; /* stale: must not decide how the short write is counted */
+    int rc = metrics_flush(&m, fd, NULL, NULL);
+    off_t size = lseek(fd, 0, SEEK_END);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    close(fd);
+    assert_int_equal(rc, -EIO);
+    assert_int_equal(size, 100); /* the file took a part */
+    json_t *l = flush(&m, NULL, "");
+    assert_int_equal(get(l, "put_api_requests", "actions_count"), 4);
+    assert_int_equal(get(l, "logger", "missed_metrics_count"), 1);
+    assert_int_equal(get(l, "logger", "metrics_fails"), 0);
+    json_decref(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -160,6 +256,9 @@ int main(void)
             cmocka_unit_test(dropped_line_carries_over),
             cmocka_unit_test(line_shape),
             cmocka_unit_test(widest_number),
+            cmocka_unit_test(widest_line_fits_pipe_buf),
+            cmocka_unit_test(nearly_full_fifo_takes_nothing),
+            cmocka_unit_test(short_write_is_missed_and_carries_over),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
