@@ -443,8 +443,11 @@ static int read_config_file(const char *path, char **text, size_t *len, char *er
     struct stat st;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
-    if (fd < 0)
-        return snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno)), -errno;
+    if (fd < 0) {
+        int e = errno; /* snprintf may change errno */
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
+        return -e;
+    }
     if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > CONFIG_FILE_MAX) {
         close(fd);
         return snprintf(err, errlen, "%s is not a regular file of at most %d bytes", path,
