@@ -6,6 +6,7 @@ Where this machine's /dev/kvm cannot boot Linux, `make run` goes through the nes
 (tests/host/run --interactive), which is the path these tests exercise; on a hardware-backed
 /dev/kvm the same `make run` boots locally."""
 import fcntl
+import functools
 import os
 import pathlib
 import re
@@ -14,6 +15,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import time
 
@@ -25,6 +27,25 @@ pytestmark = pytest.mark.skipif(os.environ.get("EMBER_IN_TESTHOST") == "1",
                                 reason="starts the test host itself, from the outside")
 
 ROWS, COLS = 40, 132
+TESTHOST_DIED = 125  # tests/host/run: the test host died or wedged (tests/host/README.md)
+
+
+class HostDied(Exception):
+    """The nested test host died under the session (exit 125), a known fault of the emulated
+    host (issue 11), not of what is tested."""
+
+
+def once_more_after_a_testhost_death(test):
+    """Runs a test once more if the test host died under it, as `make integration` does for
+    the KVM suite; says so on stderr. Any other failure fails at once."""
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        try:
+            return test(*args, **kwargs)
+        except HostDied as e:
+            print(f"test host died (125) under {test.__name__}: once more\n{e}", file=sys.stderr)
+            return test(*args, **kwargs)
+    return wrapper
 # The shell may end its prompt with a cursor-position query (ESC [6n) nobody answers here.
 PROMPT = re.compile(rb"[#$] (\x1b\[6n)?$")
 
@@ -55,14 +76,20 @@ class Terminal:
             r, _, _ = select.select([self.master], [], [], 1)
             if r:
                 try:
-                    chunk = os.read(self.master, 65536)
+                    self.out += os.read(self.master, 65536)
                 except OSError:  # EIO: every slave fd is closed
-                    chunk = b""
-                if not chunk and self.proc.poll() is not None:
-                    break
-                self.out += chunk
-        raise AssertionError(f"never saw {pattern!r}; last output:\n"
+                    pass
+            elif self.proc.poll() is not None:  # ended, and nothing more to read
+                break
+        if self.host_died():
+            raise HostDied(self.out[-3000:].decode(errors="replace"))
+        raise AssertionError(f"never saw {pattern!r} (exit status {self.proc.poll()}); output:\n"
                              f"{self.out[-3000:].decode(errors='replace')}")
+
+    def host_died(self):
+        """tests/host/run exited 125 (directly, or as the failed recipe of `make run`)."""
+        code = self.proc.poll()
+        return code == TESTHOST_DIED or (code == 2 and b"] Error 125" in self.out)
 
     def type(self, text):
         for ch in text.encode():  # a person types one key at a time
@@ -72,7 +99,7 @@ class Terminal:
     def mode(self):
         return termios.tcgetattr(self.slave)
 
-    def wait(self, timeout):
+    def wait(self, timeout, expect_death=False):
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
             r, _, _ = select.select([self.master], [], [], 1)
@@ -86,6 +113,8 @@ class Terminal:
             self.proc.wait()
             raise AssertionError(f"still running after {timeout} s; last output:\n"
                                  f"{self.out[-3000:].decode(errors='replace')}")
+        if not expect_death and self.host_died():
+            raise HostDied(self.out[-3000:].decode(errors="replace"))
         return self.proc.returncode
 
     def close(self):
@@ -130,6 +159,7 @@ def wait_until(pred, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@once_more_after_a_testhost_death
 def test_make_run_console_answers_and_reboot_exits_0(term, guest_assets, tmp_path):
     """The README's first command: the guest's shell answers a typed command, `reboot` ends
     everything with exit 0 and the terminal is as before."""
@@ -156,6 +186,7 @@ def interactive(*cmd, auto=False):
             "--timeout", "600", "--", *cmd]
 
 
+@once_more_after_a_testhost_death
 def test_ctrl_a_x_leaves_with_exit_0(term, guest_assets, ember_bin, tmp_path):
     """Ctrl-A x leaves the console at once (ember's escape, passed through the test host)."""
     rootfs = tmp_path / "rootfs.ext4"
@@ -168,6 +199,7 @@ def test_ctrl_a_x_leaves_with_exit_0(term, guest_assets, ember_bin, tmp_path):
     assert_restored(t)
 
 
+@once_more_after_a_testhost_death
 def test_typed_input_reaches_the_command(term):
     """What is typed reaches the command in the test host, line by line, and its answer
     comes back; the command's exit status is the run's."""
@@ -208,7 +240,7 @@ def test_terminal_restored_when_the_run_is_cut_short(term, how):
         wait_until(lambda: qemu_children(t.proc.pid), 30, "the test host's QEMU")
         for q in qemu_children(t.proc.pid):
             os.kill(q, signal.SIGKILL)
-        assert t.wait(timeout=60) == 125
+        assert t.wait(timeout=60, expect_death=True) == TESTHOST_DIED
     else:
         os.killpg(os.tcgetpgrp(t.master), signal.SIGINT)
         assert t.wait(timeout=60) in (130, -signal.SIGINT)
