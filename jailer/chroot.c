@@ -50,6 +50,14 @@ static int check_dir(const char *path, bool on_the_way)
     return 0;
 }
 
+/* check_dir() of one level of an existing tree: 1 if the level is missing (the rest of the tree
+ * is then the jailer's to make), 0 if it is there and safe, or -errno. */
+static int check_level(const char *path)
+{
+    int rc = check_dir(path, false);
+    return rc == -ENOENT ? 1 : rc;
+}
+
 /* Checks "/" and every existing directory of path down to path itself (check_dir on the way). */
 static int check_ancestors(const char *path)
 {
@@ -88,16 +96,10 @@ static int check_existing(struct jail *j)
 
     env_path(path, sizeof(path), "%s", j->id_dir);
     *strrchr(path, '/') = '\0'; /* <base>/<exec> */
-    rc = check_dir(path, false);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc)
-        return rc;
-    rc = check_dir(j->id_dir, false);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc)
-        return rc;
+    if ((rc = check_level(path)))
+        return rc > 0 ? 0 : rc;
+    if ((rc = check_level(j->id_dir)))
+        return rc > 0 ? 0 : rc;
     j->existed = true;
     /*
      * The jailer's own entries first (lstat only, nothing is used yet): a jail in use has a
@@ -116,11 +118,8 @@ static int check_existing(struct jail *j)
             }
         }
     }
-    rc = check_dir(j->root, false);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc)
-        return rc;
+    if ((rc = check_level(j->root)))
+        return rc > 0 ? 0 : rc;
     j->had_root = true;
     env_path(path, sizeof(path), "%s/run", j->root);
     rc = check_dir(path, false);
