@@ -1,6 +1,6 @@
 /* The firecracker-compatible process: `ember --api-sock PATH ...`. Order: parse flags → logger
- * and metrics → --config-file (boots at once) → API thread → pre-boot loop serving requests
- * on the VMM thread until InstanceStart → the VMM event loop (which keeps serving the API).
+ * and metrics → --config-file (boots at once) → API thread → the one event loop on the VMM
+ * thread, serving requests before and after InstanceStart until the VM stops.
  * `ember run` enters through run_vm too, so the three front ends share one configuration path. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "../virtio/virtio.h"
+#include "../vmm/loop.h"
 #include "../vmm/vmm.h"
 #include "api.h"
 
@@ -38,7 +39,10 @@ struct run {
     const char *id;
     bool emit_id;
     char props[1024];
-    int poll_fd; /* epoll: API mailbox + metrics timer, nested in the VMM event loop */
+    struct loop *loop; /* the one event loop: API mailbox, metrics timer, signals, the VM */
+    int sig_fd;        /* the stopping signals (sig_setup blocks them) */
+    bool quit;         /* a signal before the VM started: leave with quit_code */
+    int quit_code;
     struct vm_config cfg;
     struct vm vm;
     bool vm_built;
@@ -142,25 +146,43 @@ static int flush_metrics(struct run *r)
     return metrics_flush(&r->counters, r->metrics_fd, r->emit_id ? r->id : NULL, r->props);
 }
 
-enum run_ev { RUN_EV_API = 1, RUN_EV_TIMER, RUN_EV_SIGNAL };
-
-/* Serves whatever is ready on poll_fd (VMM thread). */
-static void run_serve(void *opaque)
+/* The API thread left a request in the mailbox (VMM thread). */
+static void on_api(void *opaque, uint32_t events)
 {
     struct run *r = opaque;
-    struct epoll_event evs[4];
-    uint64_t ticks;
+    (void)events;
+    api_server_serve(&r->srv, &r->ctl);
+    metrics_set(&r->counters, M_LAT_API_REQUEST, r->srv.last_latency_us);
+}
 
-    int n = epoll_wait(r->poll_fd, evs, 4, 0);
-    for (int i = 0; i < n; i++) {
-        if (evs[i].data.u32 == RUN_EV_API) {
-            api_server_serve(&r->srv, &r->ctl);
-            metrics_set(&r->counters, M_LAT_API_REQUEST, r->srv.last_latency_us);
-        } else if (evs[i].data.u32 == RUN_EV_TIMER) {
-            if (read(r->timer_fd, &ticks, sizeof(ticks)) > 0)
-                flush_metrics(r);
-        }
+static void on_metrics_timer(void *opaque, uint32_t events)
+{
+    struct run *r = opaque;
+    uint64_t ticks;
+    (void)events;
+    if (read(r->timer_fd, &ticks, sizeof(ticks)) > 0)
+        flush_metrics(r);
+}
+
+/* SIGTERM, SIGINT, SIGHUP, SIGQUIT: before InstanceStart the process leaves; after it the VM
+ * stops cleanly and the process ends as the signal says. */
+static void on_signal(void *opaque, uint32_t events)
+{
+    struct run *r = opaque;
+    struct signalfd_siginfo si;
+    (void)events;
+
+    if (read(r->sig_fd, &si, sizeof(si)) != sizeof(si))
+        return;
+    if (!r->vm_built) {
+        log_info("received signal %u before the VM started: exiting", si.ssi_signo);
+        r->quit_code = sig_stop_code(r->fc_mode, (int)si.ssi_signo, &r->raise_sig);
+        r->quit = true;
+        return;
     }
+    log_info("received signal %u: stopping the VM", si.ssi_signo);
+    r->vm.stop_signal = (int)si.ssi_signo;
+    vm_request_stop(&r->vm, VM_STOP_SIGNAL);
 }
 
 static int op_start(void *opaque, char *err, size_t errlen)
@@ -173,7 +195,7 @@ static int op_start(void *opaque, char *err, size_t errlen)
     struct timespec start = r->vm.process_start;
     memset(&r->vm, 0, sizeof(r->vm));
     r->vm.process_start = start;
-    ret = vm_create(&r->vm, &r->cfg, err, errlen);
+    ret = vm_create(&r->vm, &r->cfg, r->loop, err, errlen);
     if (ret) {
         vm_destroy(&r->vm);
         return ret;
@@ -181,10 +203,8 @@ static int op_start(void *opaque, char *err, size_t errlen)
     r->vm_built = true;
     if (r->fc_mode && !r->boot_timer) /* Firecracker attaches it only with --boot-timer */
         boot_timer_detach(&r->vm.mmio, &r->vm.boot_timer);
-    r->vm.api_fd = r->poll_fd; /* the event loop now serves the API and the metrics timer */
-    r->vm.api_serve = run_serve;
-    r->vm.api_opaque = r;
     flush_metrics(r); /* Firecracker flushes once when the VM starts */
+    vm_start(&r->vm); /* a failure stops the VM: the loop then ends the process */
     return 0;
 }
 
@@ -304,7 +324,13 @@ static int op_update_drive(void *opaque, const struct api_drive *d, char *err, s
 
     to_vm_bucket(&d->rate_limiter.bandwidth, &bw);
     to_vm_bucket(&d->rate_limiter.ops, &ops);
-    int ret = virtio_drive_update(r->vm.virtio, d->drive_id, d->has_path ? d->path_on_host : NULL,
+    const struct vm_drive *drive = NULL;
+    for (unsigned i = 0; i < r->cfg.ndrives && !drive; i++)
+        if (strcmp(r->cfg.drives[i].id, d->drive_id) == 0)
+            drive = &r->cfg.drives[i];
+    if (!drive)
+        return snprintf(err, errlen, "no drive with id %s", d->drive_id), -ENOENT;
+    int ret = virtio_drive_update(r->vm.virtio, drive, d->has_path ? d->path_on_host : NULL,
                                   d->rate_limiter.bandwidth.set ? &bw : NULL,
                                   d->rate_limiter.ops.set ? &ops : NULL, err, errlen);
     if (ret && !err[0])
@@ -325,49 +351,25 @@ static void flush_last(void)
     flush_metrics(&the_run);
 }
 
-static int watch(int epfd, int fd, uint32_t tag)
+/* The VMM thread's life after set-up: the event loop, until the VM stops (or, before
+ * InstanceStart, a signal ends the process). Returns the exit code. */
+static int run_loop(struct run *r)
 {
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = tag};
-    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-}
-
-/* Before InstanceStart: serve the API until the VM is built, or a signal ends us.
- * Returns 0 when the VM was built, or the exit code. */
-static int preboot_loop(struct run *r, const sigset_t *term)
-{
-    struct epoll_event ev;
-    struct signalfd_siginfo si;
-    int sfd = signalfd(-1, term, SFD_CLOEXEC | SFD_NONBLOCK);
-    int epfd = epoll_create1(EPOLL_CLOEXEC);
-    int ret = 0;
-
-    if (sfd < 0 || epfd < 0 || watch(epfd, sfd, RUN_EV_SIGNAL) ||
-        watch(epfd, r->poll_fd, RUN_EV_API)) {
-        log_err("cannot set up the pre-boot loop: %s", strerror(errno));
-        ret = EXIT_GENERIC;
-    }
-    while (!ret && !r->vm_built) {
-        int n = epoll_wait(epfd, &ev, 1, -1);
-        if (n < 0 && errno == EINTR)
-            continue;
+    while (!r->quit && !(r->vm_built && vm_stopped(&r->vm))) {
+        int n = loop_wait(r->loop, -1);
         if (n < 0) {
-            ret = EXIT_GENERIC;
-            break;
-        }
-        if (ev.data.u32 == RUN_EV_SIGNAL) {
-            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-                log_info("received signal %u before the VM started: exiting", si.ssi_signo);
-                ret = sig_stop_code(r->fc_mode, (int)si.ssi_signo, &r->raise_sig);
-            }
-        } else {
-            run_serve(r);
+            log_err("epoll_wait: %s", strerror(-n));
+            if (!r->vm_built)
+                return EXIT_GENERIC;
+            vm_request_stop(&r->vm, VM_STOP_ERROR);
         }
     }
-    if (sfd >= 0)
-        close(sfd);
-    if (epfd >= 0)
-        close(epfd);
-    return ret;
+    if (r->quit)
+        return r->quit_code;
+    vm_halt(&r->vm);
+    if (atomic_load(&r->vm.stop_reason) == VM_STOP_SIGNAL)
+        return sig_stop_code(r->fc_mode, r->vm.stop_signal, &r->raise_sig);
+    return vm_exit_code(&r->vm);
 }
 
 static void startup_metrics(struct run *r, const struct api_args *a, const struct timespec *t0)
@@ -389,22 +391,24 @@ static void startup_metrics(struct run *r, const struct api_args *a, const struc
     metrics_set(&r->counters, M_STARTUP_CPU_US, cpu_us);
 }
 
-static int run_setup(struct run *r, const char *id, const struct timespec *t0)
+static int run_setup(struct run *r, const char *id, const struct timespec *t0, const sigset_t *term)
 {
     memset(r, 0, sizeof(*r));
-    r->metrics_fd = r->timer_fd = r->poll_fd = -1;
+    r->metrics_fd = r->timer_fd = r->sig_fd = -1;
     r->srv.listen_fd = r->srv.req_fd = r->srv.stop_fd = -1;
     r->id = id;
     r->vm.process_start = *t0;
     ctl_init(&r->ctl, id, EMBER_FC_VERSION, &run_ops, r);
     r->ctl.counters = &r->counters;
-    r->poll_fd = epoll_create1(EPOLL_CLOEXEC);
+    r->loop = loop_create();
     r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (r->poll_fd < 0 || r->timer_fd < 0)
+    r->sig_fd = signalfd(-1, term, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (!r->loop || r->timer_fd < 0 || r->sig_fd < 0)
         return -errno;
     struct itimerspec period = {{METRICS_PERIOD_S, 0}, {METRICS_PERIOD_S, 0}};
     timerfd_settime(r->timer_fd, 0, &period, NULL);
-    return watch(r->poll_fd, r->timer_fd, RUN_EV_TIMER);
+    int ret = loop_add(r->loop, r->timer_fd, EPOLLIN, on_metrics_timer, r);
+    return ret ? ret : loop_add(r->loop, r->sig_fd, EPOLLIN, on_signal, r);
 }
 
 static int run_finish(struct run *r, int code)
@@ -414,7 +418,9 @@ static int run_finish(struct run *r, int code)
         vm_destroy(&r->vm);
     if (r->srv_up)
         api_server_stop(&r->srv);
-    int *fds[] = {&r->metrics_fd, &r->timer_fd, &r->poll_fd};
+    loop_destroy(r->loop);
+    r->loop = NULL;
+    int *fds[] = {&r->metrics_fd, &r->timer_fd, &r->sig_fd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
         int fd = *fds[i];
         *fds[i] = -1; /* first: a fatal-signal flush must never see a closed (or reused) fd */
@@ -427,14 +433,6 @@ static int run_finish(struct run *r, int code)
         log_info("ember exiting successfully. exit_code=0");
     else if (r->fc_mode)
         log_info("ember exiting with error. exit_code=%d", code);
-    return code;
-}
-
-/* After the event loop: the exit code of the VM's stop. */
-static int vm_exit_code(struct run *r, int code)
-{
-    if (atomic_load(&r->vm.stop_reason) == VM_STOP_SIGNAL)
-        return sig_stop_code(r->fc_mode, r->vm.stop_signal, &r->raise_sig);
     return code;
 }
 
@@ -499,7 +497,7 @@ int api_main(int argc, char **argv, const struct timespec *t0)
         return EXIT_BAD_ARGS;
     }
     pthread_setname_np(pthread_self(), "fc_vmm");
-    if (run_setup(r, a.id, t0) || sig_setup(&r->counters, flush_last, &term)) {
+    if (sig_setup(&r->counters, flush_last, &term) || run_setup(r, a.id, t0, &term)) {
         log_err("cannot set up the process: %s", strerror(errno));
         return EXIT_GENERIC;
     }
@@ -552,7 +550,11 @@ int api_main(int argc, char **argv, const struct timespec *t0)
             return run_finish(r, EXIT_GENERIC);
         }
         r->srv_up = true;
-        watch(r->poll_fd, r->srv.req_fd, RUN_EV_API);
+        ret = loop_add(r->loop, r->srv.req_fd, EPOLLIN, on_api, r);
+        if (ret) {
+            log_err("cannot watch the API mailbox: %s", strerror(-ret));
+            return run_finish(r, EXIT_GENERIC);
+        }
         startup_metrics(r, &a, t0);
         log_info("API server started.");
         log_debug("Process startup: %" PRIu64 " us wall, %" PRIu64 " us CPU.",
@@ -561,13 +563,7 @@ int api_main(int argc, char **argv, const struct timespec *t0)
     } else {
         startup_metrics(r, &a, t0);
     }
-    if (!r->vm_built) {
-        ret = preboot_loop(r, &term);
-        if (ret)
-            return sig_exit(r->raise_sig, run_finish(r, ret));
-    }
-    ret = vm_exit_code(r, loop_run(&r->vm));
-    return sig_exit(r->raise_sig, run_finish(r, ret));
+    return sig_exit(r->raise_sig, run_finish(r, run_loop(r)));
 }
 
 int api_run_cli(const struct vm_config *cli, const struct timespec *t0)
@@ -578,7 +574,7 @@ int api_run_cli(const struct vm_config *cli, const struct timespec *t0)
     char err[API_ERR_MAX];
     sigset_t term;
 
-    if (run_setup(r, "ember", t0) || sig_setup(&r->counters, flush_last, &term)) {
+    if (sig_setup(&r->counters, flush_last, &term) || run_setup(r, "ember", t0, &term)) {
         log_err("cannot set up the process: %s", strerror(errno));
         return EXIT_GENERIC;
     }
@@ -642,5 +638,5 @@ int api_run_cli(const struct vm_config *cli, const struct timespec *t0)
         log_err("%s", err);
         return run_finish(r, r->vm.config_error ? EXIT_BAD_CONFIG : EXIT_GENERIC);
     }
-    return run_finish(r, loop_run(&r->vm));
+    return run_finish(r, run_loop(r));
 }

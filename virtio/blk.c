@@ -2,18 +2,19 @@
  * loop, either synchronously (preadv/pwritev) or through the io_uring engine (blk_uring.c) with
  * completions arriving on an eventfd; a token-bucket rate limiter holds requests back (never
  * drops them) and wakes the device with a timerfd. PATCH /drives swaps the backing file and the
- * buckets of a running device (vblk_update). */
+ * buckets of a running device (the update op). Every op runs under the transport's lock. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "virtio.h"
+#include "blk.h"
 
 #define VIRTIO_BLK_F_SEG_MAX 2
 #define VIRTIO_BLK_F_RO      5
@@ -27,8 +28,8 @@ struct vblk {
     int fd;
     uint64_t capacity; /* sectors */
     char id[VIRTIO_BLK_ID_BYTES];
-    struct vmmio_dev *t;    /* set at activation */
     struct vm_stats *stats; /* may be NULL */
+    uint32_t gen;           /* reset generation: completions of an older one are dropped */
     struct tbucket bw, ops;
     int timer_fd; /* the rate limiter's wake-up */
     bool throttled, has_pending;
@@ -62,8 +63,7 @@ static void config_read(void *dev, uint64_t off, uint8_t *data, uint32_t len)
     uint32_t seg_max = SEG_MAX;
     memcpy(cfg, &b->capacity, 8);
     memcpy(cfg + 12, &seg_max, 4);
-    if (off < sizeof(cfg) && len <= sizeof(cfg) - off)
-        memcpy(data, cfg + off, len);
+    memcpy(data, cfg + off, len); /* inside config_size: the transport checked */
 }
 
 static uint8_t sync_rw(struct vblk *b, struct vblk_req *r)
@@ -109,22 +109,32 @@ static void account(struct vblk *b, uint32_t type, uint64_t len, uint8_t s)
     }
 }
 
-static void complete(struct vblk *b, uint16_t head, uint8_t *status, uint8_t s, uint32_t used)
+static void complete(struct vmmio_dev *t, uint16_t head, uint8_t *status, uint8_t s, uint32_t used)
 {
     if (status) {
         *status = s;
         used++;
     }
-    vq_push(&b->t->queues[0], head, used);
+    vq_push(vmmio_queue(t, 0), head, used);
 }
 
-/* An io_uring completion (uring_done_fn). */
+/* Where an io_uring completion is answered. */
+struct done_ctx {
+    struct vblk *b;
+    struct vmmio_dev *t;
+};
+
+/* An io_uring completion (uring_done_fn). One queued before the last reset belongs to rings
+ * the driver has taken back: it is dropped. */
 static void async_done(void *ctx, const struct uring_op *op, bool ok)
 {
-    struct vblk *b = ctx;
+    struct done_ctx *d = ctx;
     uint8_t s = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
-    account(b, op->type, op->len, s);
-    complete(b, op->head, op->status, s, ok && op->type == VIRTIO_BLK_T_IN ? (uint32_t)op->len : 0);
+    if (op->tag != d->b->gen)
+        return;
+    account(d->b, op->type, op->len, s);
+    complete(d->t, op->head, op->status, s,
+             ok && op->type == VIRTIO_BLK_T_IN ? (uint32_t)op->len : 0);
 }
 
 /* Charges the rate limiter. Returns 0, or the nanoseconds to wait (nothing charged). */
@@ -162,20 +172,20 @@ static void unthrottle(struct vblk *b)
 }
 
 /* Handles one request of b->chain. Returns 1 if done, 0 if it must wait (kept pending). */
-static int handle(struct vblk *b)
+static int handle(struct vblk *b, struct vmmio_dev *t)
 {
     struct vblk_req *r = &b->req;
     uint32_t used = 0;
 
     if (vblk_parse(&b->chain, r) < 0) {
         STAT_ADD(b->stats, block_invalid_reqs, 1);
-        complete(b, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0);
+        complete(t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0);
         return 1;
     }
     uint8_t s = vblk_check(r, b->capacity, b->cfg.read_only);
     if (s != VIRTIO_BLK_S_OK) {
         STAT_ADD(b->stats, block_invalid_reqs, 1);
-        complete(b, b->chain.head, r->status, s, 0);
+        complete(t, b->chain.head, r->status, s, 0);
         return 1;
     }
     uint64_t wait = charge(b, r);
@@ -186,7 +196,7 @@ static int handle(struct vblk *b)
     bool io = r->type == VIRTIO_BLK_T_IN || r->type == VIRTIO_BLK_T_OUT ||
               (r->type == VIRTIO_BLK_T_FLUSH && b->cfg.writeback);
     if (io && b->eng.on) {
-        if (uring_queue(&b->eng, r, b->chain.head))
+        if (uring_queue(&b->eng, r, b->chain.head, b->gen))
             return 1;
         tb_refund(&b->bw, r->type == VIRTIO_BLK_T_FLUSH ? 0 : r->len);
         tb_refund(&b->ops, 1);
@@ -208,26 +218,27 @@ static int handle(struct vblk *b)
         break;
     }
     account(b, r->type, r->len, s);
-    complete(b, b->chain.head, r->status, s, used);
+    complete(t, b->chain.head, r->status, s, used);
     return 1;
 }
 
 /* Runs the queue until it is empty, throttled or out of async slots, adding the requests it
  * popped to *popped and those it answered to *answered. Returns 0 or -EINVAL. */
-static int drain(struct vblk *b, unsigned *answered, unsigned *popped)
+static int drain(struct vblk *b, struct vmmio_dev *t, unsigned *answered, unsigned *popped)
 {
-    struct vq *q = &b->t->queues[0];
+    struct vq *q = vmmio_queue(t, 0);
+    struct done_ctx d = {b, t};
     int ret = 0;
 
     while (!b->throttled) {
         if (!b->has_pending) {
-            ret = vq_pop(q, b->t->mem, &b->chain);
+            ret = vq_pop(q, vmmio_mem(t), &b->chain);
             if (ret <= 0)
                 break;
             b->has_pending = true;
             (*popped)++;
         }
-        if (!handle(b))
+        if (!handle(b, t))
             break;
         b->has_pending = false;
         (*answered)++;
@@ -236,7 +247,7 @@ static int drain(struct vblk *b, unsigned *answered, unsigned *popped)
         /* One submit for the whole drain of the queue. Page-cache hits complete inside it:
          * answer them now (the ring fd only reports later completions). */
         uring_submit(&b->eng);
-        *answered += uring_reap(&b->eng, async_done, b);
+        *answered += uring_reap(&b->eng, async_done, &d);
     }
     return ret < 0 ? ret : 0;
 }
@@ -248,18 +259,18 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static void signal_used(struct vblk *b, uint64_t now)
+static void signal_used(struct vblk *b, struct vmmio_dev *t, uint64_t now)
 {
     irqmod_signalled(&b->mod, now);
-    vmmio_used(b->t, 0);
+    vmmio_used(t, 0);
 }
 
 /* Runs the queue, then raises one interrupt for everything answered, including `done` requests
  * the caller already answered, or holds it (irqmod.c). Returns 0 or -EINVAL. */
-static int run_queue(struct vblk *b, unsigned done)
+static int run_queue(struct vblk *b, struct vmmio_dev *t, unsigned done)
 {
     unsigned popped = 0;
-    int ret = drain(b, &done, &popped);
+    int ret = drain(b, t, &done, &popped);
     if (b->mod.holding) {
         b->round_found += popped; /* answered when the hold ends */
         return ret;
@@ -272,20 +283,20 @@ static int run_queue(struct vblk *b, unsigned done)
     if (!done)
         return ret;
     if (!ret && irqmod_start(&b->mod)) {
-        vq_set_quiet(&b->t->queues[0], true);
+        vq_set_quiet(vmmio_queue(t, 0), true);
         b->round_found = 0;
         arm(b, b->hold_fd, irqmod_round_ns(&b->mod));
     } else {
-        signal_used(b, now);
+        signal_used(b, t, now);
     }
     return ret;
 }
 
 /* A moderation round ended: poll the ring, then hold on or raise the interrupt. */
-static int hold_round(struct vblk *b)
+static int hold_round(struct vblk *b, struct vmmio_dev *t)
 {
     unsigned done = 0;
-    int ret = drain(b, &done, &b->round_found);
+    int ret = drain(b, t, &done, &b->round_found);
     if (ret < 0)
         irqmod_reset(&b->mod); /* the device is failing: no more rounds */
     bool more = irqmod_round(&b->mod, b->round_found);
@@ -294,12 +305,12 @@ static int hold_round(struct vblk *b)
         arm(b, b->hold_fd, irqmod_round_ns(&b->mod));
         return 0;
     }
-    vq_set_quiet(&b->t->queues[0], false);
+    vq_set_quiet(vmmio_queue(t, 0), false);
     if (!ret) { /* re-arms the kicks; what slipped in meanwhile joins this interrupt */
         unsigned popped = 0;
-        ret = drain(b, &done, &popped);
+        ret = drain(b, t, &done, &popped);
     }
-    signal_used(b, now_ns());
+    signal_used(b, t, now_ns());
     return ret;
 }
 
@@ -313,81 +324,88 @@ static void hold_cancel(struct vblk *b)
 
 static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
 {
-    (void)t;
     (void)qi;
-    return run_queue(dev, 0);
+    return run_queue(dev, t, 0);
 }
 
-void vblk_bind(struct vblk *b, struct vmmio_dev *t, struct vm_stats *stats)
-{
-    b->t = t;
-    b->stats = stats;
-}
-
-static void reset(void *dev)
+/* On the vCPU thread that wrote Status 0: no I/O and no waiting. Requests still in flight on
+ * the Async engine finish on the event loop and are dropped there (async_done: older
+ * generation); until then their buffers may still be written, as with any DMA the device had
+ * started before the reset. */
+static void reset(void *dev, struct vmmio_dev *t)
 {
     struct vblk *b = dev;
-    /* In-flight requests point into buffers the driver is taking back: wait for them. */
-    if (b->eng.on)
-        uring_drain(&b->eng, NULL, NULL);
+    (void)t;
+    b->gen++;
     unthrottle(b);
     hold_cancel(b);
     b->has_pending = false;
 }
 
-static bool running(const struct vmmio_dev *t)
+static int event(void *dev, struct vmmio_dev *t, unsigned which)
 {
-    return t && t->activated && !(t->status & VIRTIO_STATUS_NEEDS_RESET);
-}
-
-void vblk_event(struct vblk *b, unsigned which)
-{
-    struct vmmio_dev *t = b->t;
+    struct vblk *b = dev;
+    struct done_ctx d = {b, t};
     uint64_t v;
-    if (which >= 1 && read(which == 1 ? b->timer_fd : b->hold_fd, &v, sizeof(v)) < 0) {
+
+    if (which != VBLK_FD_RING &&
+        read(which == VBLK_FD_THROTTLE ? b->timer_fd : b->hold_fd, &v, sizeof(v)) < 0) {
         /* spurious wake-up */
     }
-    if (!t)
-        return;
-    pthread_mutex_lock(&t->lock);
-    if (which == 2) {
-        if (!running(t))
+    if (which == VBLK_FD_HOLD) {
+        if (!vmmio_running(t)) {
             hold_cancel(b);
-        else if (b->mod.holding && hold_round(b) < 0)
-            vmmio_fail(t);
-        pthread_mutex_unlock(&t->lock);
-        return;
+            return 0;
+        }
+        return b->mod.holding ? hold_round(b, t) : 0;
     }
     /* The ring is watched level-triggered: its completions are always taken off, answered only
      * while the device runs (otherwise the driver is about to reset it). */
     unsigned reaped = 0;
-    if (which == 0 && b->eng.on)
-        reaped = uring_reap(&b->eng, running(t) ? async_done : NULL, b);
-    if (running(t)) {
-        if (which == 1)
-            b->throttled = false;
-        if (run_queue(b, reaped) < 0) /* one interrupt for the reaped and the new answers */
-            vmmio_fail(t);
+    if (which == VBLK_FD_RING && b->eng.on)
+        reaped = uring_reap(&b->eng, vmmio_running(t) ? async_done : NULL, &d);
+    if (!vmmio_running(t))
+        return 0;
+    if (which == VBLK_FD_THROTTLE)
+        b->throttled = false;
+    return run_queue(b, t, reaped); /* one interrupt for the reaped and the new answers */
+}
+
+/* Nothing in flight afterwards: Async requests finish and are answered (dropped after a reset),
+ * a request waiting for tokens or a ring slot goes back to the ring (popped again after a
+ * restore), and a held interrupt is raised now. */
+static int quiesce(void *dev, struct vmmio_dev *t)
+{
+    struct vblk *b = dev;
+    struct done_ctx d = {b, t};
+    bool run = vmmio_running(t);
+    unsigned answered = b->eng.on ? uring_drain(&b->eng, run ? async_done : NULL, &d) : 0;
+
+    if (b->has_pending) {
+        vq_unpop(vmmio_queue(t, 0));
+        b->has_pending = false;
     }
-    pthread_mutex_unlock(&t->lock);
+    unthrottle(b);
+    bool held = b->mod.holding;
+    hold_cancel(b);
+    if (run && held)
+        vq_set_quiet(vmmio_queue(t, 0), false);
+    if (run && (held || answered))
+        signal_used(b, t, now_ns());
+    return 0;
 }
 
-void vblk_fds(const struct vblk *b, int fds[VBLK_NFDS])
+static unsigned fds(const void *dev, struct virtio_fd out[VIRTIO_MAX_DEV_FDS])
 {
-    fds[0] = uring_fd(&b->eng);
-    fds[1] = b->timer_fd;
-    fds[2] = b->hold_fd;
+    const struct vblk *b = dev;
+    out[VBLK_FD_RING] = (struct virtio_fd){uring_fd(&b->eng), EPOLLIN};
+    out[VBLK_FD_THROTTLE] = (struct virtio_fd){b->timer_fd, EPOLLIN};
+    out[VBLK_FD_HOLD] = (struct virtio_fd){b->hold_fd, EPOLLIN};
+    return VBLK_NFDS;
 }
 
-const char *vblk_id(const struct vblk *b)
-{
-    return b->cfg.id;
-}
-
-/* Opens a backing file as the drive's mode says and reads its size and identity.
- * Returns the fd, or -errno with a reason in err. */
-static int open_backing(const struct vm_drive *cfg, const char *path, uint64_t *sectors,
-                        char id[VIRTIO_BLK_ID_BYTES], char *err, size_t errlen)
+int vblk_open_backing(const struct vm_drive *cfg, const char *path, struct vblk_backing *bk,
+                      char *err, size_t errlen)
 {
     struct stat st;
     /* O_NONBLOCK: a FIFO put at the path must not block the event loop in open(); cleared
@@ -406,79 +424,81 @@ static int open_backing(const struct vm_drive *cfg, const char *path, uint64_t *
         close(fd);
         return errf(err, errlen, -e, "drive %s: %s: %s", cfg->id, path, strerror(e));
     }
-    *sectors = (uint64_t)size / VBLK_SECTOR;
-    vblk_disk_id(&st, id);
-    return fd;
-}
-
-/* Swaps the backing file (vblk_update). Returns 0 or -errno (the old file kept). */
-static int swap_file(struct vblk *b, const char *path, char *err, size_t errlen)
-{
-    uint64_t sectors;
-    char id[VIRTIO_BLK_ID_BYTES];
-    if (strlen(path) >= sizeof(b->cfg.path))
-        return errf(err, errlen, -ENAMETOOLONG, "drive %s: path too long", b->cfg.id);
-    int fd = open_backing(&b->cfg, path, &sectors, id, err, errlen);
-    if (fd < 0)
-        return fd;
-    if (b->eng.on) {
-        /* Requests already submitted finish on the old file and are answered first. */
-        if (uring_drain(&b->eng, running(b->t) ? async_done : NULL, b) && running(b->t))
-            vmmio_used(b->t, 0);
-        int ret = uring_set_file(&b->eng, fd, err, errlen);
-        if (ret < 0) {
-            close(fd);
-            return ret;
-        }
-    }
-    close(b->fd);
-    b->fd = fd;
-    b->capacity = sectors;
-    memcpy(b->id, id, sizeof(id));
-    snprintf(b->cfg.path, sizeof(b->cfg.path), "%s", path);
-    if (b->t) { /* spec 4.2.2: a config change bumps the generation and interrupts */
-        b->t->config_generation++;
-        if (b->t->activated)
-            vmmio_signal(b->t, VIRTIO_INT_CONFIG);
-    }
+    bk->fd = fd;
+    bk->sectors = (uint64_t)size / VBLK_SECTOR;
+    vblk_disk_id(&st, bk->id);
     return 0;
 }
 
-int vblk_update(struct vblk *b, const char *path, const struct vm_bucket *bw,
-                const struct vm_bucket *ops, char *err, size_t errlen)
+/* Swaps the backing file (the update op). Returns 0 or -errno (the old file kept). */
+static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *bk, const char *path,
+                     char *err, size_t errlen)
 {
-    if (path) {
-        int ret = swap_file(b, path, err, errlen);
+    struct done_ctx d = {b, t};
+    if (strlen(path) >= sizeof(b->cfg.path))
+        return errf(err, errlen, -ENAMETOOLONG, "drive %s: path too long", b->cfg.id);
+    if (b->eng.on) {
+        /* Requests already submitted finish on the old file and are answered first. */
+        if (uring_drain(&b->eng, vmmio_running(t) ? async_done : NULL, &d) && vmmio_running(t))
+            vmmio_used(t, 0);
+        int ret = uring_set_file(&b->eng, bk->fd, err, errlen);
         if (ret < 0)
             return ret;
     }
-    if (bw) {
-        b->cfg.bw = *bw;
-        tb_init(&b->bw, bw);
-    }
-    if (ops) {
-        b->cfg.ops = *ops;
-        tb_init(&b->ops, ops);
-    }
-    if (bw || ops)
-        unthrottle(b); /* a waiting request is charged again against the new buckets */
-    if (running(b->t) && run_queue(b, 0) < 0)
-        vmmio_fail(b->t);
+    close(b->fd);
+    b->fd = bk->fd;
+    bk->fd = -1;
+    b->capacity = bk->sectors;
+    memcpy(b->id, bk->id, sizeof(b->id));
+    snprintf(b->cfg.path, sizeof(b->cfg.path), "%s", path);
+    vmmio_config_changed(t); /* spec 4.2.2: generation bumped, config-change interrupt */
     return 0;
 }
 
-struct vblk *vblk_create(const struct vm_drive *cfg, char *err, size_t errlen)
+static int update(void *dev, struct vmmio_dev *t, const void *arg, char *err, size_t errlen)
+{
+    struct vblk *b = dev;
+    const struct vblk_update *u = arg;
+
+    if (u->backing) {
+        int ret = swap_file(b, t, u->backing, u->path ? u->path : "", err, errlen);
+        if (ret < 0)
+            return ret;
+    }
+    if (u->bw) {
+        b->cfg.bw = *u->bw;
+        tb_init(&b->bw, u->bw);
+    }
+    if (u->ops) {
+        b->cfg.ops = *u->ops;
+        tb_init(&b->ops, u->ops);
+    }
+    if (u->bw || u->ops)
+        unthrottle(b); /* a waiting request is charged again against the new buckets */
+    if (vmmio_running(t) && run_queue(b, t, 0) < 0)
+        vmmio_fail(t);
+    return 0;
+}
+
+static void destroy(void *dev);
+
+struct vblk *vblk_create(const struct vm_drive *cfg, struct vm_stats *stats, char *err,
+                         size_t errlen)
 {
     struct vblk *b = calloc(1, sizeof(*b));
+    struct vblk_backing bk;
     if (!b) {
         errf(err, errlen, -ENOMEM, "out of memory");
         return NULL;
     }
     b->cfg = *cfg;
-    b->timer_fd = b->hold_fd = -1;
-    b->fd = open_backing(cfg, cfg->path, &b->capacity, b->id, err, errlen);
-    if (b->fd < 0)
+    b->stats = stats;
+    b->fd = b->timer_fd = b->hold_fd = -1;
+    if (vblk_open_backing(cfg, cfg->path, &bk, err, errlen) < 0)
         goto fail;
+    b->fd = bk.fd;
+    b->capacity = bk.sectors;
+    memcpy(b->id, bk.id, sizeof(b->id));
     tb_init(&b->bw, &cfg->bw);
     tb_init(&b->ops, &cfg->ops);
     b->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -497,12 +517,13 @@ struct vblk *vblk_create(const struct vm_drive *cfg, char *err, size_t errlen)
     }
     return b;
 fail:
-    vblk_destroy(b);
+    destroy(b);
     return NULL;
 }
 
-void vblk_destroy(struct vblk *b)
+static void destroy(void *dev)
 {
+    struct vblk *b = dev;
     if (!b)
         return;
     uring_close(&b->eng);
@@ -516,10 +537,18 @@ void vblk_destroy(struct vblk *b)
 }
 
 const struct virtio_dev_ops vblk_ops = {
-        .device_id = 2,
+        .name = "block",
+        .device_id = VIRTIO_ID_BLOCK,
         .nqueues = 1,
+        .queue_max = VQ_MAX_SIZE,
+        .config_size = 16, /* capacity, size_max, seg_max (spec 5.2.4) */
         .features = features,
         .config_read = config_read,
         .process_queue = process_queue,
         .reset = reset,
+        .fds = fds,
+        .event = event,
+        .quiesce = quiesce,
+        .update = update,
+        .destroy = destroy,
 };

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "virtio.h"
+#include "blk.h"
 
 unsigned vblk_iov_slice(const struct iovec *src, unsigned n, uint64_t skip, uint64_t len,
                         struct iovec *dst)

@@ -14,7 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "virtio.h"
+#include "blk.h"
 
 #define RING_ENTRIES VQ_MAX_SIZE
 
@@ -91,7 +91,7 @@ int uring_set_file(struct uring_eng *e, int fd, char *err, size_t errlen)
     return 0;
 }
 
-int uring_queue(struct uring_eng *e, const struct vblk_req *r, uint16_t head)
+int uring_queue(struct uring_eng *e, const struct vblk_req *r, uint16_t head, uint32_t tag)
 {
     if (!e->nfree)
         return 0;
@@ -105,6 +105,7 @@ int uring_queue(struct uring_eng *e, const struct vblk_req *r, uint16_t head)
     uint16_t i = e->free_list[--e->nfree];
     struct uring_op *op = &e->ops[i];
     op->head = head;
+    op->tag = tag;
     op->status = r->status;
     op->type = r->type;
     op->len = r->len;

@@ -12,7 +12,7 @@
  * next 1, 2, 4, … IRQMOD_MAX_BACKOFF answers before it tries again; a one-deep workload pays a
  * round about once in that many requests. The logic here is pure; the device owns the timer
  * and the clock. */
-#include "virtio.h"
+#include "device.h"
 
 void irqmod_reset(struct irqmod *m)
 {

@@ -1,7 +1,8 @@
 /* virtio-mmio version 2 transport (spec 4.2): the register file, the device-status state
  * machine, queue set-up, ioeventfd per queue and one irqfd per device. vCPU threads reach the
- * registers through the MMIO bus; the event loop runs the device when a queue is notified. Both
- * hold the transport lock. */
+ * registers through the MMIO bus; the event loop runs the device when a queue is notified or
+ * one of its fds is ready. Every call into the device holds the transport lock, taken here and
+ * nowhere else. */
 #include <errno.h>
 #include <linux/kvm.h>
 #include <stdio.h>
@@ -11,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "virtio.h"
+#include "mmio.h"
 
 /* Register offsets (spec 4.2.2). */
 enum {
@@ -64,7 +65,8 @@ int vmmio_init(struct vmmio_dev *t, const struct virtio_dev_ops *ops, void *dev,
                const struct guest_mem *mem, unsigned index)
 {
     memset(t, 0, sizeof(*t));
-    if (index >= VIRTIO_MMIO_MAX_DEVS || ops->nqueues > VIRTIO_MAX_QUEUES)
+    if (index >= VIRTIO_MMIO_MAX_DEVS || ops->nqueues > VIRTIO_MAX_QUEUES ||
+        ops->queue_max > VQ_MAX_SIZE || !ops->features || !ops->destroy)
         return -EINVAL;
     int ret = pthread_mutex_init(&t->lock, NULL);
     if (ret)
@@ -164,14 +166,43 @@ void vmmio_fail(struct vmmio_dev *t)
 
 void vmmio_used(struct vmmio_dev *t, unsigned qi)
 {
-    if (qi < VIRTIO_MAX_QUEUES && vq_should_notify(&t->queues[qi]))
+    if (qi < t->ops->nqueues && vq_should_notify(&t->queues[qi]))
         vmmio_signal(t, VIRTIO_INT_USED);
+}
+
+struct vq *vmmio_queue(struct vmmio_dev *t, unsigned qi)
+{
+    return &t->queues[qi < VIRTIO_MAX_QUEUES ? qi : 0];
+}
+
+const struct guest_mem *vmmio_mem(const struct vmmio_dev *t)
+{
+    return t->mem;
+}
+
+bool vmmio_running(const struct vmmio_dev *t)
+{
+    return t->activated && !(t->status & VIRTIO_STATUS_NEEDS_RESET);
+}
+
+void vmmio_config_changed(struct vmmio_dev *t)
+{
+    t->config_generation++;
+    if (t->activated)
+        vmmio_signal(t, VIRTIO_INT_CONFIG);
 }
 
 int vmmio_cmdline(const struct vmmio_dev *t, char *buf, size_t len)
 {
     return snprintf(buf, len, " virtio_mmio.device=4K@0x%llx:%u", (unsigned long long)t->base,
                     t->gsi);
+}
+
+/* Config space accesses stay inside the device's config_size. */
+static bool in_config(const struct vmmio_dev *t, uint64_t off, uint32_t len)
+{
+    uint64_t rel = off - REG_CONFIG;
+    return rel < t->ops->config_size && len <= t->ops->config_size - rel;
 }
 
 static struct vq *selected(struct vmmio_dev *t)
@@ -183,7 +214,7 @@ static struct vq *selected(struct vmmio_dev *t)
 static void reset(struct vmmio_dev *t)
 {
     if (t->ops->reset)
-        t->ops->reset(t->dev);
+        t->ops->reset(t->dev, t);
     for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
         vq_reset(&t->queues[i]);
     t->status = 0;
@@ -254,7 +285,7 @@ void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
     pthread_mutex_lock(&t->lock);
     if (off >= REG_CONFIG) {
         memset(data, 0, len);
-        if (t->ops->config_read)
+        if (t->ops->config_read && in_config(t, off, len))
             t->ops->config_read(t->dev, off - REG_CONFIG, data, len);
         goto out;
     }
@@ -282,7 +313,7 @@ void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
                     : 0;
         break;
     case REG_QUEUE_NUM_MAX:
-        v = q ? VQ_MAX_SIZE : 0;
+        v = q ? t->ops->queue_max : 0;
         break;
     case REG_QUEUE_READY:
         v = q ? q->ready : 0;
@@ -323,7 +354,7 @@ static void write_queue_reg(struct vmmio_dev *t, uint64_t off, uint32_t v)
         return;
     switch (off) {
     case REG_QUEUE_NUM:
-        q->size = v <= VQ_MAX_SIZE ? (uint16_t)v : 0;
+        q->size = v <= t->ops->queue_max ? (uint16_t)v : 0;
         break;
     case REG_QUEUE_READY:
         q->ready = v == 1;
@@ -355,7 +386,8 @@ void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
     pthread_mutex_lock(&t->lock);
     if (off >= REG_CONFIG) {
         /* Config space belongs to a driver: refused before DRIVER and after FAILED. */
-        if ((t->status & S_DRV) && !(t->status & VIRTIO_STATUS_FAILED) && t->ops->config_write)
+        if ((t->status & S_DRV) && !(t->status & VIRTIO_STATUS_FAILED) && t->ops->config_write &&
+            in_config(t, off, len))
             t->ops->config_write(t->dev, off - REG_CONFIG, data, len);
         goto out;
     }
@@ -388,13 +420,7 @@ void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
     case REG_QUEUE_USED_HI:
         write_queue_reg(t, off, v);
         break;
-    case REG_QUEUE_NOTIFY:
-        /* Normally caught by the ioeventfd; without one (tests), kick the loop's fd. */
-        if (v < t->ops->nqueues && t->notify_fd[v] >= 0) {
-            uint64_t one = 1;
-            if (write(t->notify_fd[v], &one, sizeof(one)) < 0)
-                log_debug("virtio-mmio: notify: %s", strerror(errno));
-        }
+    case REG_QUEUE_NOTIFY: /* caught by the ioeventfds; here only for a queue that has none */
         break;
     case REG_STATUS:
         write_status(t, v);
@@ -409,9 +435,36 @@ out:
 void vmmio_notify(struct vmmio_dev *t, unsigned qi)
 {
     pthread_mutex_lock(&t->lock);
-    if (t->activated && qi < t->ops->nqueues && t->queues[qi].active &&
-        !(t->status & VIRTIO_STATUS_NEEDS_RESET) && t->ops->process_queue &&
+    if (vmmio_running(t) && qi < t->ops->nqueues && t->queues[qi].active && t->ops->process_queue &&
         t->ops->process_queue(t->dev, t, qi) < 0)
         vmmio_fail(t);
     pthread_mutex_unlock(&t->lock);
+}
+
+void vmmio_event(struct vmmio_dev *t, unsigned which)
+{
+    pthread_mutex_lock(&t->lock);
+    /* Called while not running too: the device takes its completions off. A failure counts
+     * only while the driver runs the device. */
+    if (t->ops->event && t->ops->event(t->dev, t, which) < 0 && vmmio_running(t))
+        vmmio_fail(t);
+    pthread_mutex_unlock(&t->lock);
+}
+
+int vmmio_quiesce(struct vmmio_dev *t)
+{
+    pthread_mutex_lock(&t->lock);
+    int ret = t->ops->quiesce ? t->ops->quiesce(t->dev, t) : 0;
+    pthread_mutex_unlock(&t->lock);
+    return ret;
+}
+
+int vmmio_update(struct vmmio_dev *t, const void *upd, char *err, size_t errlen)
+{
+    if (!t->ops->update)
+        return errf(err, errlen, -ENOTSUP, "the %s device cannot be updated", t->ops->name);
+    pthread_mutex_lock(&t->lock);
+    int ret = t->ops->update(t->dev, t, upd, err, errlen);
+    pthread_mutex_unlock(&t->lock);
+    return ret;
 }

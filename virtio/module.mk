@@ -7,7 +7,8 @@ FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/queue.c virtio/blk.c virtio/
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_DEPS_test_virtio_blk   := virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/tbucket.c virtio/irqmod.c \
-	virtio/mmio.c virtio/queue.c virtio/virtio.c vmm/memory.c vmm/log.c vmm/bus.c
+	virtio/mmio.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
+	vmm/loop.c
 UNIT_LIBS_test_virtio_blk   := -luring
 
 # A guest-side probe (static) that hands a virtio-blk device hostile queues through /dev/mem;

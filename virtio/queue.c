@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "virtio.h"
+#include "queue.h"
 
 /* Offsets inside the rings (spec 2.7.6, 2.7.8). */
 #define AVAIL_FLAGS 0
@@ -150,6 +150,15 @@ int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c)
     }
     q->last_avail++;
     return 1;
+}
+
+void vq_unpop(struct vq *q)
+{
+    if (!q->active)
+        return;
+    q->last_avail--;
+    if (q->event_idx) /* the driver kicks again for it (an earlier avail_event is harmless) */
+        store16(q->used + USED_RING + 8 * (size_t)q->size, q->last_avail);
 }
 
 void vq_set_quiet(struct vq *q, bool quiet)

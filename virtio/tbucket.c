@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "virtio.h"
+#include "device.h"
 
 static uint64_t now_ns(void)
 {

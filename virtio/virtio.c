@@ -1,185 +1,165 @@
-/* The VM's virtio devices: open the backing files (before KVM and before any sandbox), announce
- * the devices on the kernel command line, attach them to KVM and the MMIO bus, and run them on
- * the event loop through one epoll fd (nested in the loop's own set). */
+/* The VM's virtio-mmio devices: a list of (transport, device) entries that knows no device type
+ * by name. The caller (registry.c) makes each device and adds it; this file gives it a slot
+ * (address, GSI), announces it on the kernel command line, attaches it to KVM and the MMIO bus,
+ * and registers its queue notifiers and device fds with the event loop, which calls into the
+ * transport (mmio.c) for each. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <unistd.h>
 
+#include "../vmm/loop.h"
+#include "mmio.h"
 #include "virtio.h"
 
-#define TOK_DEV_FD 0x10 /* token slots: queue index, or TOK_DEV_FD + a device fd index */
+#define ID_MAX 65
 
-struct virtio_devs {
-    int epfd;
-    unsigned n;
-    bool has_root, root_ro;
-    struct {
-        struct vmmio_dev t;
-        struct vblk *blk;
-        bool inited;
-    } d[VIRTIO_MMIO_MAX_DEVS];
+struct virtio_entry;
+
+/* What the event loop hands back for one watched fd. */
+struct virtio_slot {
+    struct virtio_entry *e;
+    unsigned which;
 };
 
-struct virtio_devs *virtio_open(const struct vm_drive *drives, unsigned n,
-                                const struct guest_mem *mem, struct vm_stats *stats, char *err,
-                                size_t errlen)
+struct virtio_entry {
+    struct vmmio_dev t;
+    char id[ID_MAX];
+    struct virtio_slot queue_slot[VIRTIO_MAX_QUEUES], fd_slot[VIRTIO_MAX_DEV_FDS];
+};
+
+struct virtio_devs {
+    const struct guest_mem *mem;
+    struct loop *loop; /* set by virtio_attach */
+    unsigned n;
+    struct virtio_entry d[VIRTIO_MMIO_MAX_DEVS];
+};
+
+struct virtio_devs *virtio_create(const struct guest_mem *mem)
 {
     struct virtio_devs *v = calloc(1, sizeof(*v));
-    const struct vm_drive *order[VIRTIO_MMIO_MAX_DEVS];
-    unsigned k = 0;
-
-    if (!v) {
-        errf(err, errlen, -ENOMEM, "out of memory");
-        return NULL;
-    }
-    v->epfd = -1;
-    if (n > VIRTIO_MMIO_MAX_DEVS) {
-        errf(err, errlen, -EINVAL, "at most %u drives", VIRTIO_MMIO_MAX_DEVS);
-        goto fail;
-    }
-    /* Attach order: the root drive first (/dev/vda), then the others as given. */
-    for (unsigned i = 0; i < n; i++) {
-        if (!drives[i].root)
-            continue;
-        if (v->has_root) {
-            errf(err, errlen, -EINVAL, "more than one root drive");
-            goto fail;
-        }
-        v->has_root = true;
-        v->root_ro = drives[i].read_only;
-        order[k++] = &drives[i];
-    }
-    for (unsigned i = 0; i < n; i++)
-        if (!drives[i].root)
-            order[k++] = &drives[i];
-    for (unsigned i = 0; i < k; i++) {
-        v->d[i].blk = vblk_create(order[i], err, errlen);
-        if (!v->d[i].blk)
-            goto fail;
-        v->n = i + 1;
-        int ret = vmmio_init(&v->d[i].t, &vblk_ops, v->d[i].blk, mem, i);
-        if (ret) {
-            errf(err, errlen, ret, "virtio-mmio: %s", strerror(-ret));
-            goto fail;
-        }
-        v->d[i].inited = true;
-        vblk_bind(v->d[i].blk, &v->d[i].t, stats);
-    }
+    if (v)
+        v->mem = mem;
     return v;
-fail:
-    virtio_destroy(v);
-    return NULL;
+}
+
+int virtio_add(struct virtio_devs *v, const struct virtio_dev_ops *ops, void *dev, const char *id,
+               char *err, size_t errlen)
+{
+    if (v->n >= VIRTIO_MMIO_MAX_DEVS) {
+        ops->destroy(dev);
+        return errf(err, errlen, -ENOSPC,
+                    "at most %d virtio devices (one per free interrupt line, GSI 5 to 23)",
+                    VIRTIO_MMIO_MAX_DEVS);
+    }
+    if (strlen(id) >= ID_MAX) {
+        ops->destroy(dev);
+        return errf(err, errlen, -EINVAL, "%s device id '%.16s...' is too long", ops->name, id);
+    }
+    struct virtio_entry *e = &v->d[v->n];
+    int ret = vmmio_init(&e->t, ops, dev, v->mem, v->n);
+    if (ret) {
+        ops->destroy(dev);
+        return errf(err, errlen, ret, "virtio-mmio %s: %s", ops->name, strerror(-ret));
+    }
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    v->n++;
+    return 0;
 }
 
 int virtio_cmdline(const struct virtio_devs *v, char *cmdline, size_t len)
 {
-    size_t used = strlen(cmdline);
-    int w;
+    size_t used = strnlen(cmdline, len);
 
-    if (v->has_root) {
-        w = snprintf(cmdline + used, len - used, " root=/dev/vda %s", v->root_ro ? "ro" : "rw");
-        if (w < 0 || (size_t)w >= len - used)
-            return -ENAMETOOLONG;
-        used += (size_t)w;
-    }
     for (unsigned i = 0; i < v->n; i++) {
-        w = vmmio_cmdline(&v->d[i].t, cmdline + used, len - used);
+        int w = vmmio_cmdline(&v->d[i].t, cmdline + used, len - used);
         if (w < 0 || (size_t)w >= len - used)
             return -ENAMETOOLONG;
         used += (size_t)w;
     }
     return 0;
+}
+
+static void on_notify(void *opaque, uint32_t events)
+{
+    struct virtio_slot *s = opaque;
+    (void)events;
+    vmmio_notify(&s->e->t, s->which);
+}
+
+static void on_device_fd(void *opaque, uint32_t events)
+{
+    struct virtio_slot *s = opaque;
+    (void)events;
+    vmmio_event(&s->e->t, s->which);
 }
 
 /* Queue notifiers are edge-triggered and never read: every guest kick is an event of its own,
  * and a wake-up runs the queue until it is empty, so nothing is lost (one syscall less per
- * kick). The device fds (io_uring ring, rate-limiter timer) are level-triggered. */
-static int watch(struct virtio_devs *v, int fd, unsigned dev, unsigned slot)
+ * kick). Device fds are watched as the device asks (level-triggered). */
+static int attach_one(struct virtio_entry *e, int vm_fd, struct bus *mmio, struct loop *loop)
 {
-    uint32_t events = slot < TOK_DEV_FD ? EPOLLIN | EPOLLET : EPOLLIN;
-    struct epoll_event ev = {.events = events, .data.u64 = (uint64_t)dev << 8 | slot};
-    return fd < 0 || epoll_ctl(v->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+    struct vmmio_dev *t = &e->t;
+    struct virtio_fd fds[VIRTIO_MAX_DEV_FDS];
+    int ret = vmmio_attach_kvm(t, vm_fd);
+
+    for (unsigned q = 0; !ret && q < t->ops->nqueues; q++) {
+        e->queue_slot[q] = (struct virtio_slot){e, q};
+        ret = loop_add(loop, t->notify_fd[q], EPOLLIN | EPOLLET, on_notify, &e->queue_slot[q]);
+    }
+    unsigned nfds = t->ops->fds ? t->ops->fds(t->dev, fds) : 0;
+    for (unsigned f = 0; !ret && f < nfds && f < VIRTIO_MAX_DEV_FDS; f++) {
+        e->fd_slot[f] = (struct virtio_slot){e, f};
+        if (fds[f].fd >= 0)
+            ret = loop_add(loop, fds[f].fd, fds[f].events, on_device_fd, &e->fd_slot[f]);
+    }
+    if (ret)
+        return ret;
+    struct bus_dev bd = {.base = t->base,
+                         .len = VIRTIO_MMIO_LEN,
+                         .read = vmmio_read,
+                         .write = vmmio_write,
+                         .opaque = t};
+    return bus_add(mmio, &bd);
 }
 
-int virtio_attach(struct virtio_devs *v, int vm_fd, struct bus *mmio)
+int virtio_attach(struct virtio_devs *v, int vm_fd, struct bus *mmio, struct loop *loop)
 {
-    v->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (v->epfd < 0)
-        return -errno;
+    v->loop = loop;
     for (unsigned i = 0; i < v->n; i++) {
-        struct vmmio_dev *t = &v->d[i].t;
-        int fds[VBLK_NFDS], ret = vmmio_attach_kvm(t, vm_fd);
-        for (unsigned q = 0; !ret && q < t->ops->nqueues; q++)
-            ret = watch(v, t->notify_fd[q], i, q);
-        vblk_fds(v->d[i].blk, fds);
-        for (unsigned f = 0; !ret && f < VBLK_NFDS; f++)
-            ret = watch(v, fds[f], i, TOK_DEV_FD + f);
-        if (ret)
-            return ret;
-        struct bus_dev bd = {.base = t->base,
-                             .len = VIRTIO_MMIO_LEN,
-                             .read = vmmio_read,
-                             .write = vmmio_write,
-                             .opaque = t};
-        ret = bus_add(mmio, &bd);
+        int ret = attach_one(&v->d[i], vm_fd, mmio, loop);
         if (ret)
             return ret;
     }
     return 0;
 }
 
-int virtio_fd(const struct virtio_devs *v)
+int virtio_update(struct virtio_devs *v, uint32_t device_id, const char *id, const void *upd,
+                  char *err, size_t errlen)
 {
-    return v ? v->epfd : -1;
-}
-
-void virtio_poll(struct virtio_devs *v)
-{
-    struct epoll_event evs[16];
-    int n = epoll_wait(v->epfd, evs, sizeof(evs) / sizeof(evs[0]), 0);
-
-    for (int i = 0; i < n; i++) {
-        unsigned dev = (unsigned)(evs[i].data.u64 >> 8), slot = evs[i].data.u64 & 0xff;
-        if (dev >= v->n)
-            continue;
-        if (slot >= TOK_DEV_FD) {
-            vblk_event(v->d[dev].blk, slot - TOK_DEV_FD);
-            continue;
-        }
-        if (slot < VIRTIO_MAX_QUEUES)
-            vmmio_notify(&v->d[dev].t, slot);
-    }
+    for (unsigned i = 0; v && id && i < v->n; i++)
+        if (v->d[i].t.ops->device_id == device_id && strcmp(v->d[i].id, id) == 0)
+            return vmmio_update(&v->d[i].t, upd, err, errlen);
+    return -ENOENT;
 }
 
 void virtio_destroy(struct virtio_devs *v)
 {
     if (!v)
         return;
-    if (v->epfd >= 0)
-        close(v->epfd);
     for (unsigned i = 0; i < v->n; i++) {
-        if (v->d[i].inited)
-            vmmio_destroy(&v->d[i].t);
-        vblk_destroy(v->d[i].blk);
+        struct vmmio_dev *t = &v->d[i].t;
+        const struct virtio_dev_ops *ops = t->ops;
+        void *dev = t->dev;
+        struct virtio_fd fds[VIRTIO_MAX_DEV_FDS];
+        unsigned nfds = v->loop && ops->fds ? ops->fds(dev, fds) : 0;
+        for (unsigned f = 0; f < nfds && f < VIRTIO_MAX_DEV_FDS; f++)
+            loop_remove(v->loop, fds[f].fd);
+        for (unsigned q = 0; v->loop && q < ops->nqueues; q++)
+            loop_remove(v->loop, t->notify_fd[q]);
+        vmmio_destroy(t);
+        ops->destroy(dev);
     }
     free(v);
-}
-
-int virtio_drive_update(struct virtio_devs *v, const char *id, const char *path,
-                        const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
-                        size_t errlen)
-{
-    for (unsigned i = 0; v && id && i < v->n; i++) {
-        if (strcmp(vblk_id(v->d[i].blk), id) != 0)
-            continue;
-        struct vmmio_dev *t = &v->d[i].t;
-        pthread_mutex_lock(&t->lock); /* vCPU threads read the config space meanwhile */
-        int ret = vblk_update(v->d[i].blk, path, bw, ops, err, errlen);
-        pthread_mutex_unlock(&t->lock);
-        return ret;
-    }
-    return errf(err, errlen, -ENOENT, "no drive with id %s", id ? id : "(none)");
 }

@@ -5,11 +5,13 @@
 #include <linux/kvm.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "loop.h"
 #include "vmm.h"
 #include "../virtio/virtio.h"
 
@@ -91,8 +93,8 @@ static int vm_load(struct vm *vm, char *err, size_t errlen)
         vm->boot.mode = BOOT_PVH;
         vm->boot.entry = vm->boot.pvh_entry;
     }
-    /* Drives: opened now (before KVM), announced on the command line (root= too). */
-    vm->virtio = virtio_open(cfg->drives, cfg->ndrives, &vm->mem, &vm->stats, err, errlen);
+    /* Devices: their files opened now (before KVM), announced on the command line. */
+    vm->virtio = virtio_open(cfg, &vm->mem, &vm->stats, err, errlen);
     if (!vm->virtio) {
         ret = -EINVAL;
         goto out;
@@ -100,7 +102,9 @@ static int vm_load(struct vm *vm, char *err, size_t errlen)
     char cmdline[CMDLINE_MAX];
     memcpy(cmdline, cfg->cmdline, sizeof(cmdline));
     cmdline[sizeof(cmdline) - 1] = '\0';
-    ret = virtio_cmdline(vm->virtio, cmdline, sizeof(cmdline));
+    ret = virtio_boot_args(cfg, cmdline, sizeof(cmdline));
+    if (!ret)
+        ret = virtio_cmdline(vm->virtio, cmdline, sizeof(cmdline));
     if (ret) {
         errf(err, errlen, ret, "kernel command line with the devices is longer than %d bytes",
              CMDLINE_MAX - 1);
@@ -199,6 +203,31 @@ static int irq_line(struct vm *vm, unsigned gsi, int *fd)
     return ioctl(vm->vm_fd, KVM_IRQFD, &irqfd) < 0 ? -errno : 0;
 }
 
+static void drain(int fd)
+{
+    uint64_t v;
+    if (read(fd, &v, sizeof(v)) < 0) {
+        /* spurious wake-up */
+    }
+}
+
+/* vm_request_stop's wake-up: the loop's caller sees vm_stopped() after this round. */
+static void on_stop(void *opaque, uint32_t events)
+{
+    struct vm *vm = opaque;
+    (void)events;
+    drain(vm->stop_fd);
+}
+
+static void on_reset(void *opaque, uint32_t events)
+{
+    struct vm *vm = opaque;
+    (void)events;
+    drain(vm->reset_fd);
+    log_info("guest reset the CPU through the i8042: stopping the VM");
+    vm_request_stop(vm, VM_STOP_RESET);
+}
+
 static int devices(struct vm *vm, char *err, size_t errlen)
 {
     int ret = irq_line(vm, GSI_SERIAL, &vm->irq_fds[0]);
@@ -215,21 +244,35 @@ static int devices(struct vm *vm, char *err, size_t errlen)
     if (serial_init(&vm->serial, out, vm->irq_fds[0], vm->serial_rx_fd) ||
         i8042_init(&vm->i8042, vm->irq_fds[1], vm->reset_fd))
         return errf(err, errlen, -ENOMEM, "device init failed");
+    /* The legacy devices count into the VM's stats from the guest's first instruction on. */
+    vm->serial.stats = &vm->stats;
+    vm->i8042.stats = &vm->stats;
     struct bus_dev com1 = serial_bus_dev(&vm->serial), kbd = i8042_bus_dev(&vm->i8042);
     struct bus_dev timer = boot_timer_bus_dev(&vm->boot_timer);
     if (bus_add(&vm->pio, &com1) || bus_add(&vm->pio, &kbd) || bus_add(&vm->mmio, &timer))
         return errf(err, errlen, -EBUSY, "device address conflict");
-    ret = virtio_attach(vm->virtio, vm->vm_fd, &vm->mmio);
+    ret = loop_add(vm->loop, vm->stop_fd, EPOLLIN, on_stop, vm);
+    if (!ret) {
+        ret = loop_add(vm->loop, vm->reset_fd, EPOLLIN, on_reset, vm);
+        if (ret)
+            loop_remove(vm->loop, vm->stop_fd);
+    }
+    if (ret)
+        return errf(err, errlen, ret, "event loop: %s", strerror(-ret));
+    vm->watching = true;
+    ret = virtio_attach(vm->virtio, vm->vm_fd, &vm->mmio, vm->loop);
     if (ret)
         return errf(err, errlen, ret, "virtio devices: %s", strerror(-ret));
     return 0;
 }
 
-int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop, char *err,
+              size_t errlen)
 {
     int ret;
 
     vm->cfg = cfg;
+    vm->loop = loop;
     vm->nvcpus = cfg->vcpus;
     vm->kvm_fd = vm->vm_fd = vm->console_fd = -1;
     vm->irq_fds[0] = vm->irq_fds[1] = -1;
@@ -265,11 +308,51 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
     return 0;
 }
 
+int vm_start(struct vm *vm)
+{
+    int ret = console_start(&vm->console, vm, vm->loop);
+
+    for (unsigned i = 0; !ret && i < vm->nvcpus; i++)
+        ret = vcpu_start(&vm->vcpus[i]);
+    if (ret) {
+        log_err("cannot start the VM: %s", strerror(-ret));
+        vm_request_stop(vm, VM_STOP_ERROR);
+        return ret;
+    }
+    for (unsigned i = 0; i < vm->nvcpus; i++)
+        vcpu_request(&vm->vcpus[i], VCPU_CMD_RUN);
+    return 0;
+}
+
+bool vm_stopped(struct vm *vm)
+{
+    return atomic_load(&vm->stop_reason) != VM_STOP_NONE;
+}
+
+int vm_exit_code(struct vm *vm)
+{
+    switch (atomic_load(&vm->stop_reason)) {
+    case VM_STOP_RESET:
+    case VM_STOP_USER:
+        return EXIT_OK;
+    case VM_STOP_SIGNAL:
+        return 128 + vm->stop_signal;
+    default:
+        return EXIT_GENERIC;
+    }
+}
+
+void vm_halt(struct vm *vm)
+{
+    console_stop(&vm->console); /* the terminal's mode back first, whatever follows */
+    for (unsigned i = 0; vm->vcpus && i < vm->nvcpus; i++)
+        vcpu_join(&vm->vcpus[i]);
+}
+
 void vm_destroy(struct vm *vm)
 {
+    vm_halt(vm);
     if (vm->vcpus) {
-        for (unsigned i = 0; i < vm->nvcpus; i++)
-            vcpu_join(&vm->vcpus[i]);
         for (unsigned i = 0; i < vm->nvcpus; i++)
             if (vm->vcpus[i].fd >= 0)
                 vcpu_destroy(&vm->vcpus[i]);
@@ -278,6 +361,11 @@ void vm_destroy(struct vm *vm)
     }
     virtio_destroy(vm->virtio); /* after the vCPUs: they reach the registers */
     vm->virtio = NULL;
+    if (vm->watching) {
+        loop_remove(vm->loop, vm->stop_fd);
+        loop_remove(vm->loop, vm->reset_fd);
+        vm->watching = false;
+    }
     if (vm->stop_fd >= 0) { /* devices were initialised */
         serial_destroy(&vm->serial);
         i8042_destroy(&vm->i8042);

@@ -296,6 +296,25 @@ enum vcpu_cmd { VCPU_CMD_NONE, VCPU_CMD_RUN, VCPU_CMD_PAUSE, VCPU_CMD_EXIT };
 
 struct vm;
 struct virtio_devs;
+struct loop;
+
+struct term {
+    bool raw;
+    struct termios saved;
+};
+
+/* The serial console's input (console.c): stdin → UART, Ctrl-A x. */
+struct console {
+    struct vm *vm;
+    struct loop *loop;
+    bool watched, armed, rx_watched, tty, escape;
+    struct term term;
+};
+/* console_start(c, vm, loop): watches stdin (a terminal, put in raw mode, or a FIFO) and the
+ * UART's rx_ready eventfd on the loop. Returns 0 or -errno. */
+int console_start(struct console *c, struct vm *vm, struct loop *loop);
+/* console_stop(c): stops watching and restores the terminal (safe if never started). */
+void console_stop(struct console *c);
 
 struct vcpu {
     struct vm *vm;
@@ -337,22 +356,32 @@ struct vm {
     struct vm_stats stats;
     /* virtio-mmio devices (virtio/virtio.c) */
     struct virtio_devs *virtio;
+    struct loop *loop; /* the event loop the devices and the VM's own fds are watched on */
+    struct console console;
     int console_fd; /* file opened for --console, or -1 */
     int irq_fds[2]; /* eventfds bound to GSI 4 (serial) and GSI 1 (i8042) */
     int serial_rx_fd, reset_fd, stop_fd;
     atomic_int stop_reason;
     int stop_signal;
     bool config_error; /* vm_create failed on the configuration, not on KVM */
+    bool watching;     /* stop_fd and reset_fd are on the loop */
     struct timespec process_start;
-    /* The API: when api_serve is set, the event loop calls it whenever api_fd is readable. */
-    int api_fd;
-    void (*api_serve)(void *opaque);
-    void *api_opaque;
 };
 
-/* vm_create(vm, cfg, err, errlen): opens /dev/kvm, checks capabilities, creates the VM with
- * irqchip + PIT, guest memory, devices and vCPUs, and loads the kernel. Returns 0 or -errno. */
-int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
+/* vm_create(vm, cfg, loop, err, errlen): opens /dev/kvm, checks capabilities, creates the VM
+ * with irqchip + PIT, guest memory, devices and vCPUs, loads the kernel, and registers the
+ * devices' fds with loop. Returns 0 or -errno. */
+int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop, char *err,
+              size_t errlen);
+/* vm_start(vm): starts the console input and the vCPU threads, running. Returns 0 or -errno
+ * (the VM is then stopping with VM_STOP_ERROR). */
+int vm_start(struct vm *vm);
+/* vm_stopped(vm): Returns true once a stop was requested (the loop then ends the VM). */
+bool vm_stopped(struct vm *vm);
+/* vm_halt(vm): ends the vCPU threads and the console input (idempotent). */
+void vm_halt(struct vm *vm);
+/* vm_exit_code(vm): Returns the process exit code for the VM's stop reason. */
+int vm_exit_code(struct vm *vm);
 /* vm_destroy(vm): frees everything vm_create made (safe on a partly created vm). */
 void vm_destroy(struct vm *vm);
 /* vm_request_stop(vm, reason): records the first stop reason and wakes the event loop. */
@@ -382,7 +411,7 @@ void vcpu_destroy(struct vcpu *vcpu);
 /* vcpu_signal_init(): installs the kick signal handler. Returns 0 or -errno. */
 int vcpu_signal_init(void);
 
-/* ---- event loop and terminal -------------------------------------------------------------- */
+/* ---- the front ends (api-socket/) --------------------------------------------------------- */
 /* api_main(argc, argv, t0): the firecracker-compatible process (`ember --api-sock ...`,
  * api-socket/run.c). Returns the exit code. */
 int api_main(int argc, char **argv, const struct timespec *t0);
@@ -391,17 +420,5 @@ int api_main(int argc, char **argv, const struct timespec *t0);
 int api_run_cli(const struct vm_config *cfg, const struct timespec *t0);
 /* args_usage(out): the firecracker flags' usage text (api-socket/args.c). */
 void args_usage(void *out);
-
-/* loop_run(vm): runs the VMM event loop until the VM stops. Returns the process exit code. */
-int loop_run(struct vm *vm);
-
-struct term {
-    bool raw;
-    struct termios saved;
-};
-/* term_raw(t, fd): puts a TTY into raw mode, remembering the old mode. Returns 0 or -errno. */
-int term_raw(struct term *t, int fd);
-/* term_restore(t, fd): restores the mode saved by term_raw (no-op if none). */
-void term_restore(struct term *t, int fd);
 
 #endif

@@ -18,7 +18,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "../../virtio/virtio.h"
+#include "../../virtio/blk.h"
+#include "../../virtio/mmio.h"
 #include "guest_ram.h"
 
 #define RAM0_GPA  0x0ULL
@@ -44,6 +45,7 @@ enum op {
     OP_PATCH,     /* what: PATCH /drives (file, buckets) */
     OP_STATUS,    /* value: a Status write */
     OP_CHECK_INT, /* read InterruptStatus, acknowledge it */
+    OP_QUIESCE,   /* the VM is paused for a snapshot: nothing in flight afterwards */
     OP_COUNT
 };
 
@@ -119,7 +121,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             d->bw = (struct vm_bucket){.size = 4096, .refill_time_ms = 100};
             d->ops = (struct vm_bucket){.size = 2, .one_time_burst = 1, .refill_time_ms = 10};
         }
-        drives[i] = vblk_create(d, err, sizeof(err));
+        drives[i] = vblk_create(d, &stats, err, sizeof(err));
         if (!drives[i] && !d->async) {
             fprintf(stderr, "fuzz_virtio_mmio: %s\n", err);
             abort();
@@ -265,24 +267,49 @@ static void drain_efd(int fd)
     }
 }
 
-/* The event loop: the notify eventfd fired (KVM's ioeventfd) or a device fd is readable. */
+/* The event loop: KVM's ioeventfd caught a QueueNotify of queue 0 (any other value reaches
+ * the register file), or a device fd is readable. */
 static void notify(uint8_t v)
 {
-    uint64_t n;
-    wr32(0x50, v % 4 == 3 ? v : v % 2);
-    if (read(notify_efd, &n, sizeof(n)) == sizeof(n))
+    uint32_t q = v % 4 == 3 ? v : v % 2;
+    if (q == 0)
         vmmio_notify(&t, 0);
+    else
+        wr32(0x50, q);
     if (v & 0x80) /* the loop ran again with nothing new */
         vmmio_notify(&t, v & 1);
 }
 
+static int dev_fd(unsigned which)
+{
+    struct virtio_fd fds[VIRTIO_MAX_DEV_FDS];
+    unsigned n = vblk_ops.fds(blk, fds);
+    return which < n ? fds[which].fd : -1;
+}
+
 static void event(uint8_t which)
 {
-    int fds[VBLK_NFDS];
-    vblk_fds(blk, fds);
     which %= VBLK_NFDS;
-    if (fds[which] >= 0)
-        vblk_event(blk, which);
+    if (dev_fd(which) >= 0)
+        vmmio_event(&t, which);
+}
+
+/* PATCH /drives as virtio/registry.c does it: the new file opened, then swapped in. */
+static int update(const char *path, const struct vm_bucket *bw, const struct vm_bucket *ops)
+{
+    char err[256];
+    struct vblk_backing bk = {.fd = -1};
+    struct vblk_update u = {.path = path, .bw = bw, .ops = ops};
+    if (path) {
+        int ret = vblk_open_backing(&cfgs[drive_idx], path, &bk, err, sizeof(err));
+        if (ret)
+            return ret;
+        u.backing = &bk;
+    }
+    int ret = vmmio_update(&t, &u, err, sizeof(err));
+    if (bk.fd >= 0)
+        close(bk.fd);
+    return ret;
 }
 
 static void patch(uint8_t what)
@@ -290,7 +317,6 @@ static void patch(uint8_t what)
     static const struct vm_bucket bw = {.size = 1024, .refill_time_ms = 50};
     static const struct vm_bucket ops = {.size = 1, .refill_time_ms = 1};
     static const struct vm_bucket off;
-    char err[256];
     const char *path = NULL;
 
     switch (what % 4) {
@@ -306,10 +332,8 @@ static void patch(uint8_t what)
     default:
         break;
     }
-    pthread_mutex_lock(&t.lock);
-    int ret = vblk_update(blk, path, what & 4 ? (what & 8 ? &off : &bw) : NULL,
-                          what & 16 ? (what & 32 ? &off : &ops) : NULL, err, sizeof(err));
-    pthread_mutex_unlock(&t.lock);
+    int ret = update(path, what & 4 ? (what & 8 ? &off : &bw) : NULL,
+                     what & 16 ? (what & 32 ? &off : &ops) : NULL);
     if (ret == 0 && what % 4 == 1)
         swapped[drive_idx] = !swapped[drive_idx];
     if (ret < 0 && what % 4 < 2)
@@ -361,6 +385,10 @@ static void run_op(struct input *in)
     case OP_STATUS:
         wr32(0x70, in8(in));
         break;
+    case OP_QUIESCE:
+        if (vmmio_quiesce(&t))
+            abort();
+        break;
     default:
         vmmio_read(&t, 0x60, (uint8_t *)&v, 4);
         if (v & ~(uint32_t)(VIRTIO_INT_USED | VIRTIO_INT_CONFIG))
@@ -374,7 +402,6 @@ static void run_op(struct input *in)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct input in = {data, size};
-    char err[256];
 
     drive_idx = in8(&in) % NDRIVES;
     blk = drives[drive_idx] ? drives[drive_idx] : drives[0];
@@ -387,20 +414,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     t.irq_fd = irq_efd;
     t.notify_fd[0] = notify_efd;
-    vblk_bind(blk, &t, &stats);
     /* The same device as new: back on file A, the configured buckets, nothing pending. */
     const struct vm_drive *c = &cfgs[drive_idx];
-    if (vblk_update(blk, swapped[drive_idx] ? path_a : NULL, &c->bw, &c->ops, err, sizeof(err)))
+    if (update(swapped[drive_idx] ? path_a : NULL, &c->bw, &c->ops))
         abort();
     swapped[drive_idx] = false;
-    vblk_ops.reset(blk);
+    vblk_ops.reset(blk, &t);
     next_desc = 0;
 
     for (unsigned i = 0; i < MAX_OPS && in.left; i++)
         run_op(&in);
 
-    wr32(0x70, 0); /* the driver's reset: in-flight I/O into this RAM is waited for */
+    wr32(0x70, 0); /* the driver's reset: in-flight I/O is dropped by the event loop */
     if (t.status || t.activated)
+        abort();
+    /* Nothing may stay in flight into this RAM: quiesce waits for it. */
+    if (vmmio_quiesce(&t))
         abort();
     drain_efd(irq_efd);
     drain_efd(notify_efd);

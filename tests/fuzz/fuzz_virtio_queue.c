@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../virtio/virtio.h"
+#include "../../virtio/blk.h"
 
 #define RAM 0x4000u
 

@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "../../virtio/blk.h"
+#include "../../virtio/mmio.h"
 #include "../../virtio/virtio.h"
 
 #define RAM   0x40000ULL
@@ -94,10 +96,9 @@ static void start(struct vm_drive *d)
     mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
     make_file(path, DISK / 512, 0);
     snprintf(d->path, sizeof(d->path), "%s", path);
-    blk = vblk_create(d, err, sizeof(err));
+    blk = vblk_create(d, &stats, err, sizeof(err));
     assert_non_null(blk);
     assert_int_equal(vmmio_init(&t, &vblk_ops, blk, &mem, 0), 0);
-    vblk_bind(blk, &t, &stats);
     driver_init();
 }
 
@@ -105,7 +106,7 @@ static int stop(void **state)
 {
     (void)state;
     vmmio_destroy(&t);
-    vblk_destroy(blk);
+    vblk_ops.destroy(blk);
     unlink(path);
     if (path2[0])
         unlink(path2);
@@ -150,18 +151,43 @@ static uint16_t used_idx(void)
     return v;
 }
 
+/* The device's fd number which. */
+static int dev_fd(unsigned which)
+{
+    struct virtio_fd fds[VIRTIO_MAX_DEV_FDS];
+    assert_int_equal(vblk_ops.fds(blk, fds), VBLK_NFDS);
+    return fds[which].fd;
+}
+
 /* Notifies and, for the async engine, waits (bounded) for every completion. */
 static void kick(uint16_t want)
 {
-    int fds[VBLK_NFDS];
     vmmio_notify(&t, 0);
-    vblk_fds(blk, fds);
+    unsigned which = dev_fd(VBLK_FD_RING) >= 0 ? VBLK_FD_RING : VBLK_FD_THROTTLE;
     for (int tries = 0; used_idx() != want && tries < 100; tries++) { /* a bound, not a timing */
-        struct pollfd p = {.fd = fds[0] >= 0 ? fds[0] : fds[1], .events = POLLIN};
+        struct pollfd p = {.fd = dev_fd(which), .events = POLLIN};
         if (poll(&p, 1, 100) > 0)
-            vblk_event(blk, fds[0] >= 0 ? 0 : 1);
+            vmmio_event(&t, which);
     }
     assert_int_equal(used_idx(), want);
+}
+
+/* PATCH /drives as the registry does it: the new file opened first, swapped under the lock. */
+static int update(const struct vm_drive *d, const char *p, const struct vm_bucket *bw,
+                  const struct vm_bucket *ops, char *err, size_t errlen)
+{
+    struct vblk_backing bk = {.fd = -1};
+    struct vblk_update u = {.path = p, .bw = bw, .ops = ops};
+    if (p) {
+        int ret = vblk_open_backing(d, p, &bk, err, errlen);
+        if (ret)
+            return ret;
+        u.backing = &bk;
+    }
+    int ret = vmmio_update(&t, &u, err, errlen);
+    if (bk.fd >= 0)
+        close(bk.fd);
+    return ret;
 }
 
 static uint8_t status(uint16_t n)
@@ -345,9 +371,7 @@ static void swap_backing_file(void **state)
     make_file(path2, 2 * DISK / 512, 0xc0);
     uint32_t gen = rd(0xfc);
     assert_int_equal(rd(0x60) & 2, 0);
-    pthread_mutex_lock(&t.lock);
-    int ret = vblk_update(blk, path2, NULL, NULL, err, sizeof(err));
-    pthread_mutex_unlock(&t.lock);
+    int ret = update(&d, path2, NULL, NULL, err, sizeof(err));
     assert_int_equal(ret, 0);
     assert_int_equal(capacity(), 2 * DISK / 512);
     assert_int_equal(rd(0xfc), gen + 1);
@@ -364,9 +388,9 @@ static void swap_backing_file(void **state)
     memmove(ram + DATA, ram + DATA + 0x1000, 20);
     expect_disk_id(path2);
     /* Unusable paths: an error, and the drive keeps the file it had. */
-    assert_true(vblk_update(blk, "/nonexistent/ember", NULL, NULL, err, sizeof(err)) < 0);
+    assert_true(update(&d, "/nonexistent/ember", NULL, NULL, err, sizeof(err)) < 0);
     assert_non_null(strstr(err, "/nonexistent/ember"));
-    assert_true(vblk_update(blk, "/tmp", NULL, NULL, err, sizeof(err)) < 0);
+    assert_true(update(&d, "/tmp", NULL, NULL, err, sizeof(err)) < 0);
     /* A FIFO is refused without blocking in open() (no writer: a blocking open would hang;
      * the alarm turns such a hang into a failure). */
     char fifo[64];
@@ -374,7 +398,7 @@ static void swap_backing_file(void **state)
     unlink(fifo);
     assert_int_equal(mkfifo(fifo, 0600), 0);
     alarm(10);
-    assert_true(vblk_update(blk, fifo, NULL, NULL, err, sizeof(err)) < 0);
+    assert_true(update(&d, fifo, NULL, NULL, err, sizeof(err)) < 0);
     alarm(0);
     unlink(fifo);
     assert_non_null(strstr(err, "not a regular file"));
@@ -411,32 +435,84 @@ static void update_buckets(void **state)
     vmmio_notify(&t, 0);
     assert_int_equal(used_idx(), 1); /* the second one waits for a token */
     struct vm_bucket off = {0};
-    pthread_mutex_lock(&t.lock);
-    assert_int_equal(vblk_update(blk, NULL, NULL, &off, err, sizeof(err)), 0);
-    pthread_mutex_unlock(&t.lock);
+    assert_int_equal(update(&d, NULL, NULL, &off, err, sizeof(err)), 0);
     assert_int_equal(used_idx(), 2);
     assert_int_equal(status(1), VIRTIO_BLK_S_OK);
     assert_int_equal(ram[DATA + 512], 1);
 }
 
 /* virtio_drive_update finds drives by id; an unknown id is -ENOENT. */
+/* Quiesce (a snapshot's pause): a request waiting for tokens goes back to the ring and is
+ * popped again later; requests in flight on the Async engine are answered; nothing is held. */
+static void quiesce_leaves_nothing_in_flight(void **state)
+{
+    bool async = *(bool *)*state;
+    struct vm_drive d = {.id = "q", .async = async, .ops = {.size = 1, .refill_time_ms = 100000}};
+    char err[256];
+    start(&d);
+    request(VIRTIO_BLK_T_IN, 0, DATA, 512, false);
+    request(VIRTIO_BLK_T_IN, 1, DATA + 512, 512, false);
+    vmmio_notify(&t, 0);
+    assert_int_equal(vmmio_quiesce(&t), 0);
+    assert_int_equal(used_idx(), 1);             /* the first answered (in flight: waited for) */
+    assert_int_equal(t.queues[0].last_avail, 1); /* the second is back in the ring */
+    assert_int_equal(status(0), VIRTIO_BLK_S_OK);
+    assert_int_equal(rd(0x60) & VIRTIO_INT_USED, VIRTIO_INT_USED);
+    struct vm_bucket off = {0};
+    assert_int_equal(update(&d, NULL, NULL, &off, err, sizeof(err)), 0);
+    kick(2); /* the second was given back, and is taken again */
+    assert_int_equal(status(1), VIRTIO_BLK_S_OK);
+    assert_int_equal(ram[DATA + 512], 1);
+    assert_int_equal(vmmio_quiesce(&t), 0);
+    assert_int_equal(used_idx(), 2);
+}
+
 static void drive_update_by_id(void **state)
 {
     (void)state;
-    char err[256];
-    struct vm_drive d[2] = {{.id = "a"}, {.id = "b", .root = true}};
+    static struct vm_config cfg; /* large: paths */
+    char err[256], cmdline[256] = "";
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.ndrives = 2;
+    cfg.drives[0] = (struct vm_drive){.id = "a"};
+    cfg.drives[1] = (struct vm_drive){.id = "b", .root = true, .read_only = true};
     make_file(path, 8, 0);
     make_file(path2, 16, 0);
-    snprintf(d[0].path, sizeof(d[0].path), "%s", path);
-    snprintf(d[1].path, sizeof(d[1].path), "%s", path);
-    struct virtio_devs *v = virtio_open(d, 2, &mem, NULL, err, sizeof(err));
+    snprintf(cfg.drives[0].path, sizeof(cfg.drives[0].path), "%s", path);
+    snprintf(cfg.drives[1].path, sizeof(cfg.drives[1].path), "%s", path);
+    struct virtio_devs *v = virtio_open(&cfg, &mem, NULL, err, sizeof(err));
     assert_non_null(v);
-    assert_int_equal(virtio_drive_update(v, "c", path2, NULL, NULL, err, sizeof(err)), -ENOENT);
-    assert_int_equal(virtio_drive_update(v, "a", path2, NULL, NULL, err, sizeof(err)), 0);
-    assert_true(virtio_drive_update(v, "b", "/nonexistent", NULL, NULL, err, sizeof(err)) < 0);
+    /* One device per drive on consecutive slots; the root drive is announced as /dev/vda. */
+    assert_int_equal(virtio_boot_args(&cfg, cmdline, sizeof(cmdline)), 0);
+    assert_int_equal(virtio_cmdline(v, cmdline, sizeof(cmdline)), 0);
+    assert_string_equal(cmdline, " root=/dev/vda ro virtio_mmio.device=4K@0xc0001000:5"
+                                 " virtio_mmio.device=4K@0xc0002000:6");
+    char shorter[40] = "";
+    assert_int_equal(virtio_cmdline(v, shorter, sizeof(shorter)), -ENAMETOOLONG);
+    struct vm_drive unknown = {.id = "c"};
+    assert_int_equal(virtio_drive_update(v, &unknown, path2, NULL, NULL, err, sizeof(err)),
+                     -ENOENT);
+    assert_non_null(strstr(err, "no drive with id c"));
+    assert_int_equal(virtio_drive_update(v, &cfg.drives[0], path2, NULL, NULL, err, sizeof(err)),
+                     0);
+    assert_true(virtio_drive_update(v, &cfg.drives[1], "/nonexistent", NULL, NULL, err,
+                                    sizeof(err)) < 0);
     virtio_destroy(v);
     unlink(path);
     unlink(path2);
+}
+
+/* A drive whose file cannot be opened fails the whole set with its reason (nothing leaks). */
+static void registry_bad_drive(void **state)
+{
+    (void)state;
+    static struct vm_config cfg;
+    char err[256];
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.ndrives = 1;
+    cfg.drives[0] = (struct vm_drive){.id = "x", .path = "/nonexistent/disk"};
+    assert_null(virtio_open(&cfg, &mem, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "/nonexistent/disk"));
 }
 
 static void uring_done(void *ctx, const struct uring_op *op, bool ok)
@@ -461,7 +537,7 @@ static void uring_restricted(void **state)
     struct vblk_req r = {.type = VIRTIO_BLK_T_IN, .sector = 2, .len = 512, .niov = 1};
     r.iov[0] = (struct iovec){buf, sizeof(buf)};
     int done = 0;
-    assert_int_equal(uring_queue(&e, &r, 0), 1);
+    assert_int_equal(uring_queue(&e, &r, 0, 0), 1);
     assert_int_equal(uring_drain(&e, uring_done, &done), 1);
     assert_int_equal(done, 1);
     assert_int_equal(buf[0], 2 ^ 0x33);
@@ -500,12 +576,10 @@ static uint64_t interrupts(void)
 /* Waits (bounded) for the moderation round to end and runs it. Returns false if none ended. */
 static bool end_of_round(int timeout_ms)
 {
-    int fds[VBLK_NFDS];
-    vblk_fds(blk, fds);
-    struct pollfd p = {.fd = fds[2], .events = POLLIN};
+    struct pollfd p = {.fd = dev_fd(VBLK_FD_HOLD), .events = POLLIN};
     if (poll(&p, 1, timeout_ms) != 1) /* a round is at most IRQMOD_MAX_ROUND_NS */
         return false;
-    vblk_event(blk, 2);
+    vmmio_event(&t, VBLK_FD_HOLD);
     return true;
 }
 
@@ -618,7 +692,10 @@ int main(void)
             {"swap_file_sync", swap_backing_file, NULL, stop, &sync_engine},
             {"swap_file_async", swap_backing_file, NULL, stop, &async_engine},
             cmocka_unit_test_teardown(update_buckets, stop),
+            {"quiesce_sync", quiesce_leaves_nothing_in_flight, NULL, stop, &sync_engine},
+            {"quiesce_async", quiesce_leaves_nothing_in_flight, NULL, stop, &async_engine},
             cmocka_unit_test(drive_update_by_id),
+            cmocka_unit_test(registry_bad_drive),
             cmocka_unit_test(uring_restricted),
             cmocka_unit_test_teardown(fail_log_limit, stop),
             cmocka_unit_test_teardown(interrupt_moderation, stop),

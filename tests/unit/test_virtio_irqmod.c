@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../virtio/virtio.h"
+#include "../../virtio/device.h"
 
 #define US 1000ULL
 

@@ -11,7 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "../../virtio/virtio.h"
+#include "../../virtio/mmio.h"
 
 #define RAM 0x10000ULL
 
@@ -21,8 +21,9 @@ static struct vmmio_dev t;
 
 static struct fake {
     uint8_t config[8];
-    int activated, resets, processed;
-    int process_ret;
+    int activated, resets, processed, events, updates;
+    int process_ret, event_ret;
+    bool running_at_event;
 } fake;
 
 static uint64_t fake_features(void *dev)
@@ -63,20 +64,50 @@ static int fake_process(void *dev, struct vmmio_dev *tr, unsigned qi)
     return r < 0 ? r : f->process_ret;
 }
 
-static void fake_reset(void *dev)
+static void fake_reset(void *dev, struct vmmio_dev *tr)
 {
+    (void)tr;
     ((struct fake *)dev)->resets++;
 }
 
+static int fake_event(void *dev, struct vmmio_dev *tr, unsigned which)
+{
+    struct fake *f = dev;
+    (void)which;
+    f->events++;
+    f->running_at_event = vmmio_running(tr);
+    return f->event_ret;
+}
+
+static int fake_update(void *dev, struct vmmio_dev *tr, const void *upd, char *err, size_t errlen)
+{
+    (void)tr;
+    (void)err;
+    (void)errlen;
+    ((struct fake *)dev)->updates++;
+    return *(const int *)upd;
+}
+
+static void fake_destroy(void *dev)
+{
+    (void)dev;
+}
+
 static const struct virtio_dev_ops fake_ops = {
+        .name = "fake",
         .device_id = 2,
         .nqueues = 1,
+        .queue_max = 64,
+        .config_size = 8,
         .features = fake_features,
         .config_read = fake_config_read,
         .config_write = fake_config_write,
         .activate = fake_activate,
         .process_queue = fake_process,
         .reset = fake_reset,
+        .event = fake_event,
+        .update = fake_update,
+        .destroy = fake_destroy,
 };
 
 static uint32_t rd(uint64_t off)
@@ -134,7 +165,7 @@ static void negotiate(uint64_t features)
 static void setup_queue(uint32_t size)
 {
     wr(0x30, 0);
-    assert_int_equal(rd(0x34), VQ_MAX_SIZE);
+    assert_int_equal(rd(0x34), fake_ops.queue_max);
     wr(0x38, size);
     wr(0x80, 0x1000);
     wr(0x84, 0);
@@ -235,6 +266,78 @@ static void config_space(void **state)
     wr(0x100, 0x31313131);
     assert_memory_equal(fake.config, "1111", 4);
     assert_int_equal(rd(0xfc), 0);
+    /* The device's config_size bounds every access: past it reads 0 and writes are dropped,
+     * also one that starts inside and ends outside. */
+    memset(buf, 0xaa, sizeof(buf));
+    vmmio_read(&t, 0x106, buf, 4);
+    assert_memory_equal(buf, "\0\0\0\0", 4);
+    vmmio_read(&t, 0x104, buf, 4);
+    assert_memory_equal(buf, "efgh", 4);
+    wr(0x106, 0x32323232);
+    wr(0x108, 0x32323232);
+    assert_memory_equal(fake.config, "1111efgh", 8);
+}
+
+/* QueueNumMax is the device's queue_max; a larger QueueNum is refused (left 0). */
+static void queue_max_per_device(void **state)
+{
+    (void)state;
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    wr(0x30, 0);
+    assert_int_equal(rd(0x34), 64);
+    wr(0x38, 128);
+    assert_int_equal(t.queues[0].size, 0);
+    wr(0x38, 64);
+    assert_int_equal(t.queues[0].size, 64);
+}
+
+/* Device fds: the event op runs under the transport (running or not); an error marks the
+ * device NEEDS_RESET only while the driver runs it. Updates go to the update op. */
+static void device_events_and_updates(void **state)
+{
+    (void)state;
+    fake.event_ret = -EINVAL;
+    vmmio_event(&t, 0); /* not running: the error does not count */
+    assert_int_equal(fake.events, 1);
+    assert_false(fake.running_at_event);
+    assert_int_equal(rd(0x70) & VIRTIO_STATUS_NEEDS_RESET, 0);
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    setup_queue(8);
+    wr(0x70, 0xf);
+    fake.event_ret = 0;
+    vmmio_event(&t, 1);
+    assert_true(fake.running_at_event);
+    assert_int_equal(rd(0x70), 0xf);
+    fake.event_ret = -EIO;
+    vmmio_event(&t, 1);
+    assert_int_equal(rd(0x70) & VIRTIO_STATUS_NEEDS_RESET, VIRTIO_STATUS_NEEDS_RESET);
+    char err[64];
+    int verdict = -EBUSY;
+    assert_int_equal(vmmio_update(&t, &verdict, err, sizeof(err)), -EBUSY);
+    verdict = 0;
+    assert_int_equal(vmmio_update(&t, &verdict, err, sizeof(err)), 0);
+    assert_int_equal(fake.updates, 2);
+}
+
+/* The ops table is checked when the transport is made. */
+static void bad_ops_refused(void **state)
+{
+    (void)state;
+    struct vmmio_dev t2;
+    struct virtio_dev_ops ops = fake_ops;
+    ops.nqueues = VIRTIO_MAX_QUEUES + 1;
+    assert_int_equal(vmmio_init(&t2, &ops, &fake, &mem, 0), -EINVAL);
+    ops = fake_ops;
+    ops.queue_max = VQ_MAX_SIZE + 1;
+    assert_int_equal(vmmio_init(&t2, &ops, &fake, &mem, 0), -EINVAL);
+    ops = fake_ops;
+    assert_int_equal(vmmio_init(&t2, &ops, &fake, &mem, VIRTIO_MMIO_MAX_DEVS), -EINVAL);
+    ops.update = NULL;
+    assert_int_equal(vmmio_init(&t2, &ops, &fake, &mem, 0), 0);
+    char err[64];
+    assert_int_equal(vmmio_update(&t2, NULL, err, sizeof(err)), -ENOTSUP);
+    assert_non_null(strstr(err, "fake"));
+    vmmio_destroy(&t2);
 }
 
 static void queue_registers_and_activation(void **state)
@@ -332,6 +435,9 @@ int main(void)
             T(status_state_machine),
             T(feature_writes_in_wrong_state),
             T(config_space),
+            T(queue_max_per_device),
+            T(device_events_and_updates),
+            T(bad_ops_refused),
             T(queue_registers_and_activation),
             T(bad_queue_at_driver_ok_needs_reset),
             T(malformed_ring_on_notify_needs_reset),

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../virtio/virtio.h"
+#include "../../virtio/queue.h"
 
 #define RAM   0x10000ULL
 #define HIGH  0x100000000ULL

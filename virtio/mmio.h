@@ -1,0 +1,71 @@
+/* The virtio-mmio transport (mmio.c, spec 4.2), as the device set (virtio.c), the VMM and the
+ * tests see it. Devices see only device.h. */
+#ifndef EMBER_VIRTIO_MMIO_H
+#define EMBER_VIRTIO_MMIO_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "device.h"
+
+#define VIRTIO_MMIO_BASE     0xC0001000ULL
+#define VIRTIO_MMIO_LEN      0x1000ULL
+#define VIRTIO_MMIO_GSI_BASE MMIO_GSI_BASE
+#define VIRTIO_MMIO_MAX_DEVS VM_DEVS_MAX /* GSI 5..23: see vmm.h */
+
+/* A rate limit for one log line. */
+struct ratelog {
+    bool used;
+    uint64_t last_ns, suppressed;
+};
+/* ratelog_allow(r, now_ns, interval_ns, suppressed): Returns true if the line may be logged now
+ * (none in the last interval_ns), with *suppressed the lines dropped since the last one;
+ * otherwise counts one more dropped line. */
+bool ratelog_allow(struct ratelog *r, uint64_t now_ns, uint64_t interval_ns, uint64_t *suppressed);
+#define VMMIO_FAIL_LOG_NS (10 * 1000000000ULL)
+
+struct vmmio_dev {
+    pthread_mutex_t lock; /* registers, status, queues, the device: vCPUs and the event loop */
+    const struct virtio_dev_ops *ops;
+    void *dev;
+    const struct guest_mem *mem;
+    uint64_t base;
+    unsigned gsi;
+    int irq_fd;                       /* eventfd bound to the GSI by irqfd, or -1 */
+    int notify_fd[VIRTIO_MAX_QUEUES]; /* ioeventfds on QueueNotify, or -1 */
+    uint32_t status, queue_sel, dev_features_sel, drv_features_sel, config_generation;
+    uint64_t drv_features;
+    atomic_uint interrupt_status;
+    bool activated;
+    uint64_t fail_count;     /* NEEDS_RESET transitions */
+    struct ratelog fail_log; /* their log line */
+    struct vq queues[VIRTIO_MAX_QUEUES];
+};
+
+/* vmmio_init(t, ops, dev, mem, index): a transport for device number index (base address and
+ * GSI follow from it); no KVM resources yet. Returns 0 or -errno. */
+int vmmio_init(struct vmmio_dev *t, const struct virtio_dev_ops *ops, void *dev,
+               const struct guest_mem *mem, unsigned index);
+/* vmmio_attach_kvm(t, vm_fd): creates the irqfd and one ioeventfd per queue.
+ * Returns 0 or -errno. */
+int vmmio_attach_kvm(struct vmmio_dev *t, int vm_fd);
+/* vmmio_destroy(t): closes the fds and the lock (not the device). */
+void vmmio_destroy(struct vmmio_dev *t);
+/* vmmio_read/vmmio_write: the register file (bus callbacks, vCPU threads). */
+void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len);
+void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len);
+/* vmmio_notify(t, qi): queue qi's ioeventfd fired (event loop): runs the device. */
+void vmmio_notify(struct vmmio_dev *t, unsigned qi);
+/* vmmio_event(t, which): the device's fd number `which` is ready (event loop). */
+void vmmio_event(struct vmmio_dev *t, unsigned which);
+/* vmmio_quiesce(t): the device's quiesce op under the lock (VM paused). Returns its result. */
+int vmmio_quiesce(struct vmmio_dev *t);
+/* vmmio_update(t, upd, err, errlen): the device's update op under the lock. Returns its
+ * result, or -ENOTSUP for a device without one. */
+int vmmio_update(struct vmmio_dev *t, const void *upd, char *err, size_t errlen);
+/* vmmio_signal(t, bits): sets interrupt status bits and raises the GSI. */
+void vmmio_signal(struct vmmio_dev *t, unsigned bits);
+/* vmmio_cmdline(t, buf, len): Returns the snprintf count of " virtio_mmio.device=4K@0x…:N". */
+int vmmio_cmdline(const struct vmmio_dev *t, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,61 @@
+/* The split virtqueue (queue.c, spec 2.7): the one parser of guest rings. Spec references in
+ * virtio/ are to "Virtual I/O Device (VIRTIO) Version 1.2". */
+#ifndef EMBER_VIRTIO_QUEUE_H
+#define EMBER_VIRTIO_QUEUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "../vmm/vmm.h"
+
+#define VQ_MAX_SIZE 256 /* QueueNumMax, as Firecracker */
+
+#define VRING_DESC_F_NEXT     1
+#define VRING_DESC_F_WRITE    2
+#define VRING_DESC_F_INDIRECT 4
+
+struct vq {
+    /* Set by the driver through the transport before QueueReady. */
+    uint16_t size;
+    bool ready;
+    uint64_t desc_gpa, avail_gpa, used_gpa;
+    /* Valid after vq_activate(). */
+    bool active, event_idx, broken;
+    bool quiet;     /* kicks suppressed (vq_set_quiet): an empty ring does not re-arm them */
+    uint8_t *desc;  /* size × 16 bytes */
+    uint8_t *avail; /* flags, idx, ring[size], used_event */
+    uint8_t *used;  /* flags, idx, ring[size] × 8, avail_event */
+    uint16_t last_avail, next_used, signalled_used;
+    bool signalled_valid;
+};
+
+/* One popped descriptor chain: device-readable iovecs first (nout), then device-writable. */
+struct vq_chain {
+    uint16_t head;
+    unsigned niov, nout;
+    uint32_t out_len, in_len;
+    struct iovec iov[VQ_MAX_SIZE];
+};
+
+/* vq_activate(q, mem, event_idx): checks size and ring placement and maps the rings.
+ * Returns 0, or -EINVAL (size, alignment) / -EFAULT (a ring outside RAM). */
+int vq_activate(struct vq *q, const struct guest_mem *mem, bool event_idx);
+/* vq_reset(q): back to the reset state (driver registers zeroed, rings unmapped). */
+void vq_reset(struct vq *q);
+/* vq_pop(q, mem, c): takes the next available chain into c. Returns 1 if one was taken, 0 if
+ * the ring is empty (notifications re-armed), -EINVAL if the ring is malformed (q->broken). */
+int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c);
+/* vq_unpop(q): gives the chain the last vq_pop took back to the ring (popped again next). */
+void vq_unpop(struct vq *q);
+/* vq_set_quiet(q, quiet): while quiet, the driver is asked not to kick (avail_event is left
+ * behind, or VRING_USED_F_NO_NOTIFY without EVENT_IDX) and the device polls the ring instead;
+ * the first vq_pop that finds the ring empty after quiet ends re-arms the kicks. */
+void vq_set_quiet(struct vq *q, bool quiet);
+/* vq_push(q, head, len): returns a chain to the driver with len bytes written. */
+void vq_push(struct vq *q, uint16_t head, uint32_t len);
+/* vq_should_notify(q): Returns true if the driver wants an interrupt for the pushes so far
+ * (VIRTIO_F_EVENT_IDX or VRING_AVAIL_F_NO_INTERRUPT, spec 2.7.7 / 2.7.10). */
+bool vq_should_notify(struct vq *q);
+
+#endif
