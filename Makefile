@@ -163,10 +163,11 @@ bench: bench-boot bench-blk
 bench-boot: all $(TEST_PROGRAMS) guest testhost
 	tests/host/run --auto --timeout 3000 -- tests/guest/measure-boot --runs 5
 
+# BENCH_BLK_ARGS: e.g. "--repeat 5 --baseline /path/to/older/ember" (tests/bench/blk-vs-qemu).
 bench-blk: all $(TEST_PROGRAMS) guest testhost
-	@tests/host/run --auto --timeout 5400 -- tests/bench/blk-vs-qemu; rc=$$?; \
+	@tests/host/run --auto --timeout 5400 -- tests/bench/blk-vs-qemu $(BENCH_BLK_ARGS); rc=$$?; \
 	[ $$rc = 125 ] || exit $$rc; echo "== the test host died (125): once more"; \
-	tests/host/run --auto --timeout 5400 -- tests/bench/blk-vs-qemu
+	tests/host/run --auto --timeout 5400 -- tests/bench/blk-vs-qemu $(BENCH_BLK_ARGS)
 
 # ---- Running a VM -----------------------------------------------------------
 run: deps

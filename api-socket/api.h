@@ -14,11 +14,12 @@
 #include "../vmm/vmm.h" /* VM_DRIVES_MAX: the one device limit */
 
 #define API_PAYLOAD_MAX_DEFAULT 51200 /* --http-api-max-payload-size default, as Firecracker */
-#define API_ID_MAX              64    /* resource ids (drive_id ...) */
-#define API_CMDLINE_MAX         2048  /* boot_args, bytes including the NUL (x86) */
-#define API_DRIVES_MAX          VM_DRIVES_MAX /* 19: one per free interrupt line */
-#define API_VCPUS_MAX           32
-#define API_ERR_MAX             512
+/* The configuration's limits (vmm/config.h) are the API's. */
+#define API_ID_MAX      CFG_ID_MAX
+#define API_CMDLINE_MAX CMDLINE_MAX
+#define API_DRIVES_MAX  VM_DRIVES_MAX /* 19: one per free interrupt line */
+#define API_VCPUS_MAX   VCPUS_MAX
+#define API_ERR_MAX     512
 
 /* ---- typed requests ----------------------------------------------------------------------- */
 enum api_method { API_GET, API_PUT, API_PATCH, API_DELETE, API_METHOD_OTHER };
@@ -161,16 +162,27 @@ enum api_vm_state { API_VM_NOT_STARTED, API_VM_RUNNING, API_VM_PAUSED };
 
 /* What the controller asks of the VMM. Each Returns 0 or -errno with a reason in err. */
 struct api_vmm_ops {
-    int (*start)(void *opaque, char *err, size_t errlen); /* build and run the VM */
+    /* start: build and run the VM of cfg */
+    int (*start)(void *opaque, const struct vm_config *cfg, char *err, size_t errlen);
     int (*pause)(void *opaque, bool pause, char *err, size_t errlen);
     int (*ctrl_alt_del)(void *opaque, char *err, size_t errlen);
     int (*flush_metrics)(void *opaque, char *err, size_t errlen);
     int (*logger)(void *opaque, const struct api_logger *l, char *err, size_t errlen);
     int (*metrics)(void *opaque, const struct api_metrics *m, char *err, size_t errlen);
-    /* PATCH /drives/{id} on the running VM: d names the drive; has_path and has_rate_limiter
-     * (with each bucket's set) say what changes */
-    int (*update_drive)(void *opaque, const struct api_drive *d, char *err, size_t errlen);
+    /* PATCH /drives/{id} on the running VM, for the configured drive: path (NULL: unchanged),
+     * bw/ops (NULL: unchanged) */
+    int (*update_drive)(void *opaque, const struct vm_drive *drive, const char *path,
+                        const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
+                        size_t errlen);
 };
+
+/* The VMM operations behind the controller (vmm_ops.c; opaque: the struct app of vmm/app.h). */
+extern const struct api_vmm_ops api_app_ops;
+/* api_to_vmm_level(l): the VMM's log level for an API one. */
+enum log_level api_to_vmm_level(enum api_log_level l);
+/* api_server_log(...): an api_log_fn writing through the VMM's logger. */
+void api_server_log(enum api_log_level level, const char *file, int line, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
 
 /* ---- metrics (metrics.c): Firecracker's key names for what ember has ---------------------- */
 enum metric_id {
@@ -200,20 +212,17 @@ void metrics_from_vm_stats(struct api_metrics_counters *m, const struct vm_stats
  * nothing and uses no stdio (a fatal-signal handler calls it). Returns 0 or -errno. */
 int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const char *props);
 
-/* The configuration as the API, --config-file and `ember run` build it. */
+/* The controller's state: the VM's configuration (the one model, vmm/config.h) as requests
+ * and --config-file build it, and the process settings beside it. */
 struct api_ctl {
     enum api_vm_state state;
     const char *instance_id;
     const char *version;
-    struct api_machine machine; /* all has_* set: defaults 1 vCPU, 128 MiB */
+    struct vm_config cfg;
     bool boot_set;
-    struct api_boot_source boot;
-    struct api_drive drives[API_DRIVES_MAX];
-    unsigned ndrives;
-    bool logger_set, metrics_set, serial_set;
+    bool logger_set, metrics_set;
     struct api_logger logger;
     struct api_metrics metrics;
-    struct api_serial serial;
     const struct api_vmm_ops *ops;
     void *opaque;
     struct api_metrics_counters *counters; /* may be NULL */
@@ -222,6 +231,8 @@ struct api_ctl {
 /* ctl_init(c, id, version, ops, opaque): empty configuration, machine defaults. */
 void ctl_init(struct api_ctl *c, const char *id, const char *version, const struct api_vmm_ops *ops,
               void *opaque);
+/* ctl_free(c): frees the configuration's strings. */
+void ctl_free(struct api_ctl *c);
 /* ctl_handle(c, req, resp): applies one request (phase rules, resources opened and checked
  * now). Always fills resp; Returns 0 or -errno (resp then holds the 400). */
 int ctl_handle(struct api_ctl *c, const struct api_request *req, struct api_response *resp);

@@ -10,14 +10,12 @@
 
 #include "api.h"
 
-static json_t *drive_json(const struct api_drive *d)
+static json_t *drive_json(const struct vm_drive *d)
 {
-    static const char *const caches[] = {"Unsafe", "Writeback"};
-    static const char *const engines[] = {"Sync", "Async"};
-    json_t *o = json_pack("{s:s,s:b,s:s,s:b,s:s,s:s}", "drive_id", d->drive_id, "is_root_device",
-                          d->is_root_device, "cache_type", caches[d->cache_type], "is_read_only",
-                          d->is_read_only, "path_on_host", d->path_on_host, "io_engine",
-                          engines[d->io_engine]);
+    json_t *o = json_pack("{s:s,s:b,s:s,s:b,s:s,s:s}", "drive_id", d->id, "is_root_device", d->root,
+                          "cache_type", d->writeback ? "Writeback" : "Unsafe", "is_read_only",
+                          d->read_only, "path_on_host", d->path ? d->path : "", "io_engine",
+                          d->async ? "Async" : "Sync");
     if (o && d->partuuid[0])
         json_object_set_new(o, "partuuid", json_string(d->partuuid));
     return o;
@@ -27,24 +25,25 @@ char *ctl_vm_config_json(const struct api_ctl *c)
 {
     static const char *const huge[] = {"None", "2M", "Transparent"};
     static const char *const levels[] = {"Off", "Error", "Warning", "Info", "Debug", "Trace"};
-    const struct api_machine *m = &c->machine;
+    const struct vm_config *cfg = &c->cfg;
     json_t *drives = json_array();
     char *text = NULL;
 
-    json_t *root = json_pack("{s:{s:I,s:I,s:b,s:b,s:s},s:o,s:[]}", "machine-config", "vcpu_count",
-                             (json_int_t)m->vcpu_count, "mem_size_mib", (json_int_t)m->mem_size_mib,
-                             "smt", m->smt, "track_dirty_pages", m->track_dirty_pages, "huge_pages",
-                             huge[m->huge_pages], "drives", drives, "network-interfaces");
+    json_t *root =
+            json_pack("{s:{s:I,s:I,s:b,s:b,s:s},s:o,s:[]}", "machine-config", "vcpu_count",
+                      (json_int_t)cfg->vcpus, "mem_size_mib", (json_int_t)cfg->mem_mib, "smt",
+                      cfg->smt, "track_dirty_pages", cfg->track_dirty_pages, "huge_pages",
+                      huge[cfg->huge_pages], "drives", drives, "network-interfaces");
     if (!root)
         return NULL;
-    for (unsigned i = 0; i < c->ndrives; i++)
-        json_array_append_new(drives, drive_json(&c->drives[i]));
+    for (unsigned i = 0; i < cfg->ndrives; i++)
+        json_array_append_new(drives, drive_json(&cfg->drives[i]));
     if (c->boot_set) {
-        json_t *b = json_pack("{s:s}", "kernel_image_path", c->boot.kernel_image_path);
-        if (b && c->boot.initrd_path[0])
-            json_object_set_new(b, "initrd_path", json_string(c->boot.initrd_path));
-        if (b && c->boot.has_boot_args)
-            json_object_set_new(b, "boot_args", json_string(c->boot.boot_args));
+        json_t *b = json_pack("{s:s}", "kernel_image_path", cfg->kernel_path);
+        if (b && cfg->initrd_path)
+            json_object_set_new(b, "initrd_path", json_string(cfg->initrd_path));
+        if (b && cfg->cmdline_set)
+            json_object_set_new(b, "boot_args", json_string(cfg->cmdline));
         json_object_set_new(root, "boot-source", b);
     }
     if (c->logger_set) {
@@ -85,19 +84,25 @@ static const char *const unsupported_sections[] = {
 static int apply(struct api_ctl *c, const char *key, enum api_kind kind, const json_t *obj,
                  char *err, size_t errlen)
 {
-    static struct api_request req; /* large (paths); VMM thread only */
+    struct api_request *req = calloc(1, sizeof(*req)); /* large (paths) */
     struct api_response resp = {0};
     char why[API_ERR_MAX];
+    int ret = -EINVAL;
 
-    if (api_parse_body(kind, obj, &req, why, sizeof(why)))
-        return snprintf(err, errlen, "%s: %s", key, why), -EINVAL;
-    if (kind == API_REQ_PUT_DRIVE && !api_id_valid(req.u.drive.drive_id))
-        return snprintf(err, errlen,
-                        "%s: API Resource IDs can only contain alphanumeric characters and "
-                        "underscores.",
-                        key),
-               -EINVAL;
-    int ret = ctl_handle(c, &req, &resp);
+    if (!req)
+        return errf(err, errlen, -ENOMEM, "%s: out of memory", key);
+    if (api_parse_body(kind, obj, req, why, sizeof(why))) {
+        snprintf(err, errlen, "%s: %s", key, why);
+        goto out;
+    }
+    if (kind == API_REQ_PUT_DRIVE && !api_id_valid(req->u.drive.drive_id)) {
+        snprintf(err, errlen,
+                 "%s: API Resource IDs can only contain alphanumeric characters and "
+                 "underscores.",
+                 key);
+        goto out;
+    }
+    ret = ctl_handle(c, req, &resp);
     if (ret) {
         json_t *v = resp.body ? json_loads(resp.body, 0, NULL) : NULL;
         const char *msg = json_string_value(json_object_get(v, "fault_message"));
@@ -105,6 +110,8 @@ static int apply(struct api_ctl *c, const char *key, enum api_kind kind, const j
         json_decref(v);
     }
     api_response_free(&resp);
+out:
+    free(req);
     return ret;
 }
 
@@ -117,9 +124,8 @@ int ctl_config_file(struct api_ctl *c, const char *text, size_t len, char *err, 
 
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return snprintf(err, errlen, "invalid JSON: %s at line %d column %d", jerr.text, jerr.line,
-                        jerr.column),
-               -EINVAL;
+        return errf(err, errlen, -EINVAL, "invalid JSON: %s at line %d column %d", jerr.text,
+                    jerr.line, jerr.column);
     if (!json_is_object(root)) {
         snprintf(err, errlen, "the configuration must be a JSON object");
         ret = -EINVAL;

@@ -15,7 +15,6 @@
 
 #define NOT_BEFORE "The requested operation is not supported before starting the microVM."
 #define NOT_AFTER  "The requested operation is not supported after starting the microVM."
-#define MEM_MAX    (255 * 1024) /* MiB: RAM must end below the 64-bit MMIO window */
 
 void ctl_init(struct api_ctl *c, const char *id, const char *version, const struct api_vmm_ops *ops,
               void *opaque)
@@ -25,13 +24,12 @@ void ctl_init(struct api_ctl *c, const char *id, const char *version, const stru
     c->version = version;
     c->ops = ops;
     c->opaque = opaque;
-    c->machine = (struct api_machine){.has_vcpus = true,
-                                      .has_mem = true,
-                                      .has_smt = true,
-                                      .has_dirty = true,
-                                      .has_huge = true,
-                                      .vcpu_count = 1,
-                                      .mem_size_mib = 128};
+    cfg_defaults(&c->cfg);
+}
+
+void ctl_free(struct api_ctl *c)
+{
+    cfg_free(&c->cfg);
 }
 
 /* Opens path the way the VMM will and checks it is a regular file (or a block device). */
@@ -60,125 +58,119 @@ static int check_file(const char *what, const char *path, bool writable, char *e
 
 static int set_machine(struct api_ctl *c, const struct api_machine *in, char *err, size_t errlen)
 {
-    struct api_machine m = c->machine;
+    struct vm_config *cfg = &c->cfg;
+    uint32_t vcpus = in->has_vcpus ? in->vcpu_count : cfg->vcpus;
+    uint64_t mem = in->has_mem ? in->mem_size_mib : cfg->mem_mib;
+    bool smt = in->has_smt ? in->smt : cfg->smt;
+    int ret = cfg_check_machine(vcpus, mem, smt, err, errlen);
 
-    if (in->has_vcpus)
-        m.vcpu_count = in->vcpu_count;
-    if (in->has_mem)
-        m.mem_size_mib = in->mem_size_mib;
-    if (in->has_smt)
-        m.smt = in->smt;
+    if (ret)
+        return ret;
+    if (in->has_huge && in->huge_pages != API_HUGE_NONE)
+        return errf(err, errlen, -EINVAL, "Huge pages are not supported by this build of ember.");
+    cfg->vcpus = vcpus;
+    cfg->mem_mib = mem;
+    cfg->smt = smt;
     if (in->has_dirty)
-        m.track_dirty_pages = in->track_dirty_pages;
+        cfg->track_dirty_pages = in->track_dirty_pages;
     if (in->has_huge)
-        m.huge_pages = in->huge_pages;
-    if (m.vcpu_count < 1 || m.vcpu_count > API_VCPUS_MAX)
-        return snprintf(err, errlen,
-                        "The number of vCPUs must be greater than 0, less than %d and must be 1 "
-                        "or an even number if SMT is enabled.",
-                        API_VCPUS_MAX + 1),
-               -EINVAL;
-    if (m.smt && m.vcpu_count > 1 && m.vcpu_count % 2) /* Firecracker's InvalidVcpuCount */
-        return snprintf(err, errlen,
-                        "The vCPU number is invalid! The vCPU number can only be 1 or an even "
-                        "number when SMT is enabled."),
-               -EINVAL;
-    if (m.mem_size_mib < 2 || m.mem_size_mib > MEM_MAX)
-        return snprintf(err, errlen,
-                        "The memory size (MiB) is invalid: %llu (ember supports 2 to %d MiB).",
-                        (unsigned long long)m.mem_size_mib, MEM_MAX),
-               -EINVAL;
-    if (m.huge_pages != API_HUGE_NONE)
-        return snprintf(err, errlen, "Huge pages are not supported by this build of ember."),
-               -EINVAL;
-    c->machine = m;
+        cfg->huge_pages = VM_HUGE_NONE;
     return 0;
 }
 
 static int set_boot_source(struct api_ctl *c, const struct api_boot_source *b, char *err,
                            size_t errlen)
 {
+    struct vm_config *cfg = &c->cfg;
     int ret = check_file("kernel", b->kernel_image_path, false, err, errlen);
 
     if (!ret && b->initrd_path[0])
         ret = check_file("initrd", b->initrd_path, false, err, errlen);
+    if (!ret)
+        ret = cfg_set_path(&cfg->kernel_path, b->kernel_image_path, "kernel", err, errlen);
+    if (!ret)
+        ret = cfg_set_path(&cfg->initrd_path, b->initrd_path, "initrd", err, errlen);
     if (ret)
         return ret;
-    c->boot = *b;
+    if (b->has_boot_args) {
+        ret = cfg_set_cmdline(cfg, b->boot_args, err, errlen);
+        if (ret)
+            return ret;
+    } else { /* PUT replaces the whole boot source: back to the default command line */
+        snprintf(cfg->cmdline, sizeof(cfg->cmdline), "%s", DEFAULT_CMDLINE);
+        cfg->cmdline_set = false;
+    }
     c->boot_set = true;
     return 0;
 }
 
-static int set_drive(struct api_ctl *c, const struct api_drive *d, char *err, size_t errlen)
+/* A bucket as the API gives it; zero size or refill time disables it (Firecracker). */
+static struct vm_bucket bucket(const struct api_bucket *in)
 {
-    unsigned i;
+    bool on = in->set && in->size && in->refill_time;
+    return (struct vm_bucket){on ? in->size : 0, on ? in->one_time_burst : 0,
+                              on ? in->refill_time : 0};
+}
 
-    for (i = 0; i < c->ndrives && strcmp(c->drives[i].drive_id, d->drive_id); i++)
-        ;
-    if (d->is_root_device)
-        for (unsigned j = 0; j < c->ndrives; j++)
-            if (j != i && c->drives[j].is_root_device)
-                return snprintf(err, errlen, "A root block device already exists!"), -EINVAL;
-    if (i == c->ndrives && c->ndrives == API_DRIVES_MAX)
-        return snprintf(err, errlen,
-                        "Too many drives: at most %d (one virtio-mmio device per free interrupt "
-                        "line, GSI 5 to 23).",
-                        API_DRIVES_MAX),
-               -ENOSPC;
-    int ret = check_file("block device", d->path_on_host, !d->is_read_only, err, errlen);
-    if (ret)
-        return ret;
-    c->drives[i] = *d;
-    if (i == c->ndrives)
-        c->ndrives++;
-    return 0;
+static int set_drive(struct api_ctl *c, const struct api_drive *in, char *err, size_t errlen)
+{
+    struct vm_drive d = {
+            .root = in->is_root_device,
+            .read_only = in->is_read_only,
+            .writeback = in->cache_type == API_CACHE_WRITEBACK,
+            .async = in->io_engine == API_IO_ASYNC,
+            .bw = bucket(&in->rate_limiter.bandwidth),
+            .ops = bucket(&in->rate_limiter.ops),
+    };
+    snprintf(d.id, sizeof(d.id), "%s", in->drive_id);
+    snprintf(d.partuuid, sizeof(d.partuuid), "%s", in->partuuid);
+    int ret = check_file("block device", in->path_on_host, !in->is_read_only, err, errlen);
+    if (!ret)
+        ret = cfg_set_path(&d.path, in->path_on_host, "block device", err, errlen);
+    if (!ret)
+        ret = cfg_put_drive(&c->cfg, &d, err, errlen);
+    cfg_drive_free(&d);
+    return ret;
 }
 
 /* PATCH /drives/{id} after boot: the new file is checked as PUT checks it, the VMM swaps it
  * or the rate limiter, and the configuration follows (GET /vm/config). */
 static int patch_drive(struct api_ctl *c, const struct api_drive *d, char *err, size_t errlen)
 {
-    unsigned i;
-
     if (!d->has_path && !d->has_rate_limiter)
-        return snprintf(err, errlen,
-                        "Please specify at least one property to patch: path_on_host, "
-                        "rate_limiter."),
-               -EINVAL;
-    for (i = 0; i < c->ndrives && strcmp(c->drives[i].drive_id, d->drive_id); i++)
-        ;
-    if (i == c->ndrives)
-        return snprintf(err, errlen, "Invalid block device ID: no drive `%s` was configured.",
-                        d->drive_id),
-               -ENOENT;
-    struct api_drive *cur = &c->drives[i];
-    int ret = d->has_path
-                      ? check_file("block device", d->path_on_host, !cur->is_read_only, err, errlen)
-                      : 0;
+        return errf(err, errlen, -EINVAL,
+                    "Please specify at least one property to patch: path_on_host, "
+                    "rate_limiter.");
+    struct vm_drive *cur = cfg_drive(&c->cfg, d->drive_id);
+    if (!cur)
+        return errf(err, errlen, -ENOENT, "Invalid block device ID: no drive `%s` was configured.",
+                    d->drive_id);
+    struct vm_bucket bw = bucket(&d->rate_limiter.bandwidth), ops = bucket(&d->rate_limiter.ops);
+    const char *path = d->has_path ? d->path_on_host : NULL;
+    int ret = path ? check_file("block device", path, !cur->read_only, err, errlen) : 0;
     if (!ret) {
-        ret = c->ops->update_drive(c->opaque, d, err, errlen);
+        ret = c->ops->update_drive(c->opaque, cur, path, d->rate_limiter.bandwidth.set ? &bw : NULL,
+                                   d->rate_limiter.ops.set ? &ops : NULL, err, errlen);
         metrics_add(c->counters, ret ? M_BLOCK_UPDATE_FAILS : M_BLOCK_UPDATE, 1);
     }
+    if (!ret && path)
+        ret = cfg_set_path(&cur->path, path, "block device", err, errlen);
     if (ret)
         return ret;
-    if (d->has_path)
-        memcpy(cur->path_on_host, d->path_on_host, sizeof(cur->path_on_host));
     if (d->rate_limiter.bandwidth.set)
-        cur->rate_limiter.bandwidth = d->rate_limiter.bandwidth;
+        cur->bw = bw;
     if (d->rate_limiter.ops.set)
-        cur->rate_limiter.ops = d->rate_limiter.ops;
-    cur->rate_limiter.set = cur->rate_limiter.bandwidth.set || cur->rate_limiter.ops.set;
-    cur->has_rate_limiter = cur->rate_limiter.set;
+        cur->ops = ops;
     return 0;
 }
 
-static int machine_json(const struct api_machine *m, struct api_response *resp)
+static int machine_json(const struct vm_config *cfg, struct api_response *resp)
 {
     static const char *const huge[] = {"None", "2M", "Transparent"};
     return api_response_json(resp, 200, "{s:I,s:I,s:b,s:b,s:s}", "vcpu_count",
-                             (json_int_t)m->vcpu_count, "mem_size_mib", (json_int_t)m->mem_size_mib,
-                             "smt", m->smt, "track_dirty_pages", m->track_dirty_pages, "huge_pages",
-                             huge[m->huge_pages]);
+                             (json_int_t)cfg->vcpus, "mem_size_mib", (json_int_t)cfg->mem_mib,
+                             "smt", cfg->smt, "track_dirty_pages", cfg->track_dirty_pages,
+                             "huge_pages", huge[cfg->huge_pages]);
 }
 
 static int action(struct api_ctl *c, enum api_action a, char *err, size_t errlen)
@@ -188,24 +180,23 @@ static int action(struct api_ctl *c, enum api_action a, char *err, size_t errlen
     switch (a) {
     case API_ACTION_INSTANCE_START:
         if (c->state != API_VM_NOT_STARTED)
-            return snprintf(err, errlen, NOT_AFTER), -EINVAL;
+            return errf(err, errlen, -EINVAL, NOT_AFTER);
         if (!c->boot_set)
-            return snprintf(err, errlen, "Cannot start microvm without kernel configuration."),
-                   -EINVAL;
-        ret = c->ops->start(c->opaque, err, errlen);
+            return errf(err, errlen, -EINVAL, "Cannot start microvm without kernel configuration.");
+        ret = c->ops->start(c->opaque, &c->cfg, err, errlen);
         if (!ret)
             c->state = API_VM_RUNNING;
         return ret;
     case API_ACTION_CTRL_ALT_DEL:
         if (c->state == API_VM_NOT_STARTED)
-            return snprintf(err, errlen, NOT_BEFORE), -EINVAL;
+            return errf(err, errlen, -EINVAL, NOT_BEFORE);
         return c->ops->ctrl_alt_del(c->opaque, err, errlen);
     case API_ACTION_FLUSH_METRICS:
         if (c->state == API_VM_NOT_STARTED)
-            return snprintf(err, errlen, NOT_BEFORE), -EINVAL;
+            return errf(err, errlen, -EINVAL, NOT_BEFORE);
         return c->ops->flush_metrics(c->opaque, err, errlen);
     }
-    return snprintf(err, errlen, "Unknown action."), -EINVAL;
+    return errf(err, errlen, -EINVAL, "Unknown action.");
 }
 
 /* Requests that answer with data, or that only change the configuration. */
@@ -228,11 +219,11 @@ static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_r
         resp->body = ctl_vm_config_json(c);
         return resp->body ? 0 : -ENOMEM;
     case API_REQ_GET_MACHINE:
-        return machine_json(&c->machine, resp);
+        return machine_json(&c->cfg, resp);
     case API_REQ_PUT_MACHINE:
     case API_REQ_PATCH_MACHINE:
         if (!pre)
-            return snprintf(err, errlen, NOT_AFTER), -EINVAL;
+            return errf(err, errlen, -EINVAL, NOT_AFTER);
         if (r->kind == API_REQ_PUT_MACHINE) { /* PUT resets what it leaves out */
             struct api_machine full = r->u.machine;
             full.has_smt = full.has_dirty = full.has_huge = true;
@@ -243,14 +234,13 @@ static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_r
         break;
     case API_REQ_BOOT_SOURCE:
         ret = pre ? set_boot_source(c, &r->u.boot, err, errlen)
-                  : (snprintf(err, errlen, NOT_AFTER), -EINVAL);
+                  : errf(err, errlen, -EINVAL, NOT_AFTER);
         break;
     case API_REQ_PUT_DRIVE:
-        ret = pre ? set_drive(c, &r->u.drive, err, errlen)
-                  : (snprintf(err, errlen, NOT_AFTER), -EINVAL);
+        ret = pre ? set_drive(c, &r->u.drive, err, errlen) : errf(err, errlen, -EINVAL, NOT_AFTER);
         break;
     case API_REQ_PATCH_DRIVE:
-        ret = pre ? (snprintf(err, errlen, NOT_BEFORE), -EINVAL)
+        ret = pre ? errf(err, errlen, -EINVAL, NOT_BEFORE)
                   : patch_drive(c, &r->u.drive, err, errlen);
         break;
     case API_REQ_ACTION:
@@ -258,34 +248,34 @@ static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_r
         break;
     case API_REQ_PATCH_VM:
         if (pre)
-            return snprintf(err, errlen, NOT_BEFORE), -EINVAL;
+            return errf(err, errlen, -EINVAL, NOT_BEFORE);
         ret = c->ops->pause(c->opaque, r->u.pause, err, errlen);
         if (!ret)
             c->state = r->u.pause ? API_VM_PAUSED : API_VM_RUNNING;
         break;
     case API_REQ_LOGGER:
         if (!pre)
-            return snprintf(err, errlen, NOT_AFTER), -EINVAL;
+            return errf(err, errlen, -EINVAL, NOT_AFTER);
         ret = c->ops->logger(c->opaque, &r->u.logger, err, errlen);
         if (!ret)
             c->logger = r->u.logger, c->logger_set = true;
         break;
     case API_REQ_METRICS:
         if (!pre)
-            return snprintf(err, errlen, NOT_AFTER), -EINVAL;
+            return errf(err, errlen, -EINVAL, NOT_AFTER);
         ret = c->ops->metrics(c->opaque, &r->u.metrics, err, errlen);
         if (!ret)
             c->metrics = r->u.metrics, c->metrics_set = true;
         break;
     case API_REQ_SERIAL:
         if (!pre)
-            return snprintf(err, errlen, NOT_AFTER), -EINVAL;
-        c->serial = r->u.serial;
-        c->serial_set = true;
-        ret = 0;
+            return errf(err, errlen, -EINVAL, NOT_AFTER);
+        ret = cfg_set_path(&c->cfg.console_path,
+                           r->u.serial.has_path ? r->u.serial.serial_out_path : NULL,
+                           "serial output", err, errlen);
         break;
     default:
-        return snprintf(err, errlen, "Unknown request."), -EINVAL;
+        return errf(err, errlen, -EINVAL, "Unknown request.");
     }
     if (!ret)
         resp->status = 204;

@@ -46,26 +46,29 @@ void metrics_set(struct api_metrics_counters *m, enum metric_id id, uint64_t v)
 void metrics_count_request(struct api_metrics_counters *m, const struct api_request *req,
                            bool failed)
 {
-    static const enum metric_id put[API_REQ_KIND_COUNT] = {
-            [API_REQ_INSTANCE_INFO] = M_GET_INSTANCE_INFO,
-            [API_REQ_VERSION] = M_GET_VERSION,
-            [API_REQ_GET_MACHINE] = M_GET_MACHINE,
-            [API_REQ_PUT_MACHINE] = M_PUT_MACHINE,
-            [API_REQ_PATCH_MACHINE] = M_PATCH_MACHINE,
-            [API_REQ_BOOT_SOURCE] = M_PUT_BOOT,
-            [API_REQ_PUT_DRIVE] = M_PUT_DRIVE,
-            [API_REQ_PATCH_DRIVE] = M_PATCH_DRIVE,
-            [API_REQ_ACTION] = M_PUT_ACTIONS,
-            [API_REQ_LOGGER] = M_PUT_LOGGER,
-            [API_REQ_METRICS] = M_PUT_METRICS,
-            [API_REQ_SERIAL] = M_PUT_SERIAL,
+    static const struct {
+        bool counted; /* the request kind has a Firecracker metric */
+        enum metric_id id;
+    } put[API_REQ_KIND_COUNT] = {
+            [API_REQ_INSTANCE_INFO] = {true, M_GET_INSTANCE_INFO},
+            [API_REQ_VERSION] = {true, M_GET_VERSION},
+            [API_REQ_GET_MACHINE] = {true, M_GET_MACHINE},
+            [API_REQ_PUT_MACHINE] = {true, M_PUT_MACHINE},
+            [API_REQ_PATCH_MACHINE] = {true, M_PATCH_MACHINE},
+            [API_REQ_BOOT_SOURCE] = {true, M_PUT_BOOT},
+            [API_REQ_PUT_DRIVE] = {true, M_PUT_DRIVE},
+            [API_REQ_PATCH_DRIVE] = {true, M_PATCH_DRIVE},
+            [API_REQ_ACTION] = {true, M_PUT_ACTIONS},
+            [API_REQ_LOGGER] = {true, M_PUT_LOGGER},
+            [API_REQ_METRICS] = {true, M_PUT_METRICS},
+            [API_REQ_SERIAL] = {true, M_PUT_SERIAL},
     };
 
     if (!m || req->kind >= API_REQ_KIND_COUNT)
         return;
-    enum metric_id id = put[req->kind];
-    if (id == M_STARTUP_US)
+    if (!put[req->kind].counted)
         return; /* no Firecracker key (PATCH /vm, GET /vm/config) */
+    enum metric_id id = put[req->kind].id;
     metrics_add(m, id, 1);
     /* the *_fails key follows its *_count key for PUT and PATCH */
     if (failed && req->kind != API_REQ_INSTANCE_INFO && req->kind != API_REQ_VERSION &&

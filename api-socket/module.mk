@@ -1,7 +1,7 @@
 # api-socket/: Firecracker's HTTP API on a Unix socket (libmicrohttpd + jansson).
 # The sources are linked into build/ember by vmm/module.mk (EMBER_SRCS); here: their tests.
 API_PURE_SRCS := api-socket/routes.c api-socket/bodies.c api-socket/ctl.c api-socket/config.c \
-	api-socket/metrics.c
+	api-socket/metrics.c vmm/config.c vmm/log.c
 
 UNIT_DEPS_test_api_routes := $(API_PURE_SRCS)
 UNIT_LIBS_test_api_routes := -ljansson

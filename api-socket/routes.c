@@ -28,15 +28,7 @@ const char *api_method_name(enum api_method m)
 
 bool api_id_valid(const char *id)
 {
-    size_t n = 0;
-
-    for (; id[n]; n++) {
-        char c = id[n];
-        if (n >= API_ID_MAX || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                                 (c >= '0' && c <= '9') || c == '_'))
-            return false;
-    }
-    return n > 0;
+    return cfg_id_valid(id);
 }
 
 struct route {

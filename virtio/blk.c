@@ -252,13 +252,6 @@ static int drain(struct vblk *b, struct vmmio_dev *t, unsigned *answered, unsign
     return ret < 0 ? ret : 0;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static void signal_used(struct vblk *b, struct vmmio_dev *t, uint64_t now)
 {
     irqmod_signalled(&b->mod, now);
@@ -277,7 +270,7 @@ static int run_queue(struct vblk *b, struct vmmio_dev *t, unsigned done)
     }
     if (!popped && !done)
         return ret;
-    uint64_t now = now_ns(); /* one clock read per wake-up that did something */
+    uint64_t now = clock_ns(); /* one clock read per wake-up that did something */
     if (popped)
         irqmod_arrived(&b->mod, now);
     if (!done)
@@ -310,7 +303,7 @@ static int hold_round(struct vblk *b, struct vmmio_dev *t)
         unsigned popped = 0;
         ret = drain(b, t, &done, &popped);
     }
-    signal_used(b, t, now_ns());
+    signal_used(b, t, clock_ns());
     return ret;
 }
 
@@ -391,7 +384,7 @@ static int quiesce(void *dev, struct vmmio_dev *t)
     if (run && held)
         vq_set_quiet(vmmio_queue(t, 0), false);
     if (run && (held || answered))
-        signal_used(b, t, now_ns());
+        signal_used(b, t, clock_ns());
     return 0;
 }
 
@@ -435,8 +428,6 @@ static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *b
                      char *err, size_t errlen)
 {
     struct done_ctx d = {b, t};
-    if (strlen(path) >= sizeof(b->cfg.path))
-        return errf(err, errlen, -ENAMETOOLONG, "drive %s: path too long", b->cfg.id);
     if (b->eng.on) {
         /* Requests already submitted finish on the old file and are answered first. */
         if (uring_drain(&b->eng, vmmio_running(t) ? async_done : NULL, &d) && vmmio_running(t))
@@ -450,7 +441,7 @@ static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *b
     bk->fd = -1;
     b->capacity = bk->sectors;
     memcpy(b->id, bk->id, sizeof(b->id));
-    snprintf(b->cfg.path, sizeof(b->cfg.path), "%s", path);
+    log_debug("drive %s: now on %s", b->cfg.id, path);
     vmmio_config_changed(t); /* spec 4.2.2: generation bumped, config-change interrupt */
     return 0;
 }
@@ -492,6 +483,7 @@ struct vblk *vblk_create(const struct vm_drive *cfg, struct vm_stats *stats, cha
         return NULL;
     }
     b->cfg = *cfg;
+    b->cfg.path = NULL; /* the configuration's string: only its fd is kept */
     b->stats = stats;
     b->fd = b->timer_fd = b->hold_fd = -1;
     if (vblk_open_backing(cfg, cfg->path, &bk, err, errlen) < 0)

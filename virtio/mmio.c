@@ -127,26 +127,6 @@ void vmmio_signal(struct vmmio_dev *t, unsigned bits)
         log_debug("virtio-mmio %#llx: irqfd: %s", (unsigned long long)t->base, strerror(errno));
 }
 
-bool ratelog_allow(struct ratelog *r, uint64_t now_ns, uint64_t interval_ns, uint64_t *suppressed)
-{
-    if (r->used && now_ns - r->last_ns < interval_ns) {
-        r->suppressed++;
-        return false;
-    }
-    *suppressed = r->suppressed;
-    r->suppressed = 0;
-    r->used = true;
-    r->last_ns = now_ns;
-    return true;
-}
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 void vmmio_fail(struct vmmio_dev *t)
 {
     uint64_t dropped;
@@ -154,7 +134,7 @@ void vmmio_fail(struct vmmio_dev *t)
         return;
     t->fail_count++;
     /* A guest can break and reset its queues in a loop: one line per interval at most. */
-    if (ratelog_allow(&t->fail_log, mono_ns(), VMMIO_FAIL_LOG_NS, &dropped))
+    if (ratelog_allow(&t->fail_log, clock_ns(), VMMIO_FAIL_LOG_NS, &dropped))
         log_warn("virtio-mmio %#llx: bad queue, device needs a reset (failure %llu; %llu more "
                  "since the last such line not logged)",
                  (unsigned long long)t->base, (unsigned long long)t->fail_count,

@@ -13,15 +13,6 @@
 #define VIRTIO_MMIO_GSI_BASE MMIO_GSI_BASE
 #define VIRTIO_MMIO_MAX_DEVS VM_DEVS_MAX /* GSI 5..23: see vmm.h */
 
-/* A rate limit for one log line. */
-struct ratelog {
-    bool used;
-    uint64_t last_ns, suppressed;
-};
-/* ratelog_allow(r, now_ns, interval_ns, suppressed): Returns true if the line may be logged now
- * (none in the last interval_ns), with *suppressed the lines dropped since the last one;
- * otherwise counts one more dropped line. */
-bool ratelog_allow(struct ratelog *r, uint64_t now_ns, uint64_t interval_ns, uint64_t *suppressed);
 #define VMMIO_FAIL_LOG_NS (10 * 1000000000ULL)
 
 struct vmmio_dev {

@@ -18,7 +18,7 @@ TEST_PROGRAMS += $(VQ_CORRUPT)
 $(VQ_CORRUPT): tests/guest/vq_corrupt.c virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
-UNIT_DEPS_test_virtio_drive := virtio/drive.c vmm/log.c
+UNIT_DEPS_test_virtio_drive := vmm/drive.c vmm/config.c vmm/log.c
 UNIT_DEPS_test_virtio_irqmod := virtio/irqmod.c
 
 # blkbench: a static guest-side block benchmark (tests/bench, `make bench-blk`).

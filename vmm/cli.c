@@ -1,5 +1,4 @@
-/* Command line → struct vm_config (the API will fill the same struct later), and the checks
- * every configuration must pass whatever filled it. */
+/* `ember run` options → struct vm_config, the configuration the API fills too (config.h). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -7,31 +6,6 @@
 #include <string.h>
 
 #include "vmm.h"
-#include "../virtio/virtio.h"
-
-void cfg_defaults(struct vm_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->vcpus = 1;
-    cfg->mem_mib = 128;
-    snprintf(cfg->cmdline, sizeof(cfg->cmdline), "%s", DEFAULT_CMDLINE);
-}
-
-int cfg_validate(const struct vm_config *cfg, char *err, size_t errlen)
-{
-    if (!cfg->kernel_path[0])
-        return errf(err, errlen, -EINVAL, "--kernel PATH is required");
-    if (cfg->vcpus < 1 || cfg->vcpus > VCPUS_MAX)
-        return errf(err, errlen, -EINVAL, "vCPU count %u is out of range (1 to %d)", cfg->vcpus,
-                    VCPUS_MAX);
-    if (cfg->mem_mib < MEM_MIN_MIB || cfg->mem_mib > MEM_MAX_MIB)
-        return errf(err, errlen, -EINVAL, "memory size %llu MiB is out of range (%d to %d MiB)",
-                    (unsigned long long)cfg->mem_mib, MEM_MIN_MIB, MEM_MAX_MIB);
-    if (strnlen(cfg->cmdline, CMDLINE_MAX) >= CMDLINE_MAX)
-        return errf(err, errlen, -EINVAL, "kernel command line is longer than %d bytes",
-                    CMDLINE_MAX - 1);
-    return 0;
-}
 
 void cli_usage(void *out)
 {
@@ -78,17 +52,29 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
     return 0;
 }
 
-static int copy_arg(char *dst, size_t size, const char *opt, const char *val, char *err,
-                    size_t errlen)
+static int copy_arg(char **dst, const char *opt, const char *val, char *err, size_t errlen)
 {
     size_t len = strlen(val);
-    if (len >= size)
-        return errf(err, errlen, -EINVAL, "%s is %zu bytes long, the limit is %zu", opt, len,
-                    size - 1);
+    if (len >= CFG_PATH_MAX)
+        return errf(err, errlen, -EINVAL, "%s is %zu bytes long, the limit is %d", opt, len,
+                    CFG_PATH_MAX - 1);
     if (len == 0)
         return errf(err, errlen, -EINVAL, "%s is empty", opt);
-    memcpy(dst, val, len + 1);
-    return 0;
+    return cfg_set_path(dst, val, opt, err, errlen);
+}
+
+/* A --drive or --rootfs: parsed, then added as the API adds one (same limits and checks). */
+static int add_drive(struct vm_config *cfg, const char *spec, bool root, char *err, size_t errlen)
+{
+    struct vm_drive d;
+    int ret = drive_parse(&d, spec, root, err, errlen);
+    if (ret)
+        return ret;
+    if (!d.id[0]) /* an unnamed --drive: drive1, drive2 ... in order */
+        snprintf(d.id, sizeof(d.id), "drive%u", cfg->ndrives);
+    ret = cfg_put_drive(cfg, &d, err, errlen);
+    cfg_drive_free(&d);
+    return ret;
 }
 
 int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen)
@@ -128,27 +114,23 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
     while (!ret && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case O_KERNEL:
-            ret = copy_arg(cfg->kernel_path, sizeof(cfg->kernel_path), "--kernel", optarg, err,
-                           errlen);
+            ret = copy_arg(&cfg->kernel_path, "--kernel", optarg, err, errlen);
             break;
         case O_INITRD:
-            ret = copy_arg(cfg->initrd_path, sizeof(cfg->initrd_path), "--initrd", optarg, err,
-                           errlen);
+            ret = copy_arg(&cfg->initrd_path, "--initrd", optarg, err, errlen);
             break;
         case O_CONSOLE:
-            ret = copy_arg(cfg->console_path, sizeof(cfg->console_path), "--console", optarg, err,
-                           errlen);
+            ret = copy_arg(&cfg->console_path, "--console", optarg, err, errlen);
             break;
         case O_ROOTFS:
         case O_DRIVE:
-            if (cfg->ndrives >= VM_DRIVES_MAX)
-                return errf(err, errlen, -EINVAL, "at most %d drives", VM_DRIVES_MAX);
-            ret = drive_parse(&cfg->drives[cfg->ndrives], optarg, c == O_ROOTFS, err, errlen);
-            if (!ret)
-                cfg->ndrives++;
+            ret = add_drive(cfg, optarg, c == O_ROOTFS, err, errlen);
             break;
         case O_CMDLINE:
-            ret = copy_arg(cfg->cmdline, sizeof(cfg->cmdline), "--cmdline", optarg, err, errlen);
+            if (!optarg[0] || strlen(optarg) >= CMDLINE_MAX)
+                return errf(err, errlen, -EINVAL, "--cmdline is empty or longer than %d bytes",
+                            CMDLINE_MAX - 1);
+            ret = cfg_set_cmdline(cfg, optarg, err, errlen);
             break;
         case O_VCPUS:
             if (parse_u64(optarg, UINT32_MAX, &v))

@@ -85,14 +85,6 @@ void log_at(enum log_level level, const char *file, int line, const char *fmt, .
     va_end(ap);
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    log_vat(level, NULL, 0, fmt, ap);
-    va_end(ap);
-}
-
 uint64_t log_missed(void)
 {
     return atomic_load_explicit(&missed, memory_order_relaxed);
@@ -108,6 +100,26 @@ int errf(char *err, size_t errlen, int code, const char *fmt, ...)
         va_end(ap);
     }
     return code;
+}
+
+uint64_t clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+bool ratelog_allow(struct ratelog *r, uint64_t now_ns, uint64_t interval_ns, uint64_t *suppressed)
+{
+    if (r->used && now_ns - r->last_ns < interval_ns) {
+        r->suppressed++;
+        return false;
+    }
+    *suppressed = r->suppressed;
+    r->suppressed = 0;
+    r->used = true;
+    r->last_ns = now_ns;
+    return true;
 }
 
 uint64_t log_us_since(const struct timespec *t0, clockid_t clock)

@@ -64,15 +64,6 @@ int gm_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_
     return 0;
 }
 
-int gm_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len)
-{
-    const void *p = gm_ptr(mem, gpa, len);
-    if (!p)
-        return -EFAULT;
-    memcpy(dst, p, len);
-    return 0;
-}
-
 void gm_prefault(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
 {
     uint8_t *p = gm_ptr(mem, gpa, len);

@@ -58,9 +58,9 @@ static int vm_load(struct vm *vm, char *err, size_t errlen)
     char why[256];
 
     ret = open_input("kernel", cfg->kernel_path, &kfd, &ksize, err, errlen);
-    if (!ret && cfg->initrd_path[0])
+    if (!ret && cfg->initrd_path)
         ret = open_input("initrd", cfg->initrd_path, &ifd, &isize, err, errlen);
-    if (!ret && cfg->console_path[0]) {
+    if (!ret && cfg->console_path) {
         vm->console_fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (vm->console_fd < 0)
             ret = errf(err, errlen, -errno, "console %s: %s", cfg->console_path, strerror(errno));

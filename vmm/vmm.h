@@ -1,4 +1,5 @@
-/* ember VMM: the one internal header of vmm/ (config, guest memory, VM, vCPUs, devices). */
+/* ember VMM: the internal header of vmm/ (guest memory, VM, vCPUs, legacy devices, logging);
+ * the configuration is config.h, the event loop loop.h. */
 #ifndef EMBER_VMM_H
 #define EMBER_VMM_H
 
@@ -23,36 +24,7 @@
 #define EXIT_BAD_CONFIG 152
 #define EXIT_BAD_ARGS   153
 
-/* ---- configuration (filled by the CLI now, by the API later) ---------------------------- */
-#define CMDLINE_MAX 2048 /* bytes including the NUL, as Firecracker on x86 */
-#define VCPUS_MAX   32   /* Firecracker's machine-config limit */
-#define MEM_MIN_MIB 2
-#define MEM_MAX_MIB (255 * 1024) /* RAM must end below the 64-bit MMIO window at 256 GiB */
-#define DEFAULT_CMDLINE                                                        \
-    "console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux " \
-    "i8042.dumbkbd swiotlb=noforce"
-
-enum boot_pref { BOOT_PREF_AUTO, BOOT_PREF_LINUX, BOOT_PREF_PVH };
-
-/* Interrupt lines: the IOAPIC's 24 pins are GSI 0..23. GSI 0-4 are the PIT (0), i8042 (1),
- * the PIC cascade (2), COM2 (3, not emulated) and COM1 (4); virtio-mmio device n has GSI 5 + n
- * (Firecracker's IRQ_BASE 5 .. IRQ_MAX 23). VM_DEVS_MAX is the one limit on virtio-mmio devices
- * (drives now; nets and vsock share it), used by the API, --config-file, ember run and virtio. */
-#define IOAPIC_PINS   24
-#define MMIO_GSI_BASE 5
-#define VM_DEVS_MAX   (IOAPIC_PINS - MMIO_GSI_BASE) /* 19 */
-
-/* Block devices (virtio/blk.c); a rate limiter bucket with size 0 is disabled. */
-#define VM_DRIVES_MAX VM_DEVS_MAX
-struct vm_bucket {
-    uint64_t size, one_time_burst, refill_time_ms;
-};
-struct vm_drive {
-    char id[64];
-    char path[PATH_MAX];
-    bool root, read_only, writeback, async; /* writeback: FLUSH → fdatasync; async: io_uring */
-    struct vm_bucket bw, ops;
-};
+#include "config.h"
 
 /* Counters with Firecracker's metric names (docs/metrics.md: vcpu, block, uart, i8042), bumped
  * from any thread with relaxed atomics. The VMM never reads them; the API layer copies them into
@@ -77,37 +49,12 @@ struct vm_stats {
             atomic_fetch_add_explicit(&(stats)->field, (n), memory_order_relaxed); \
     } while (0)
 
-struct vm_config {
-    char kernel_path[PATH_MAX];
-    char initrd_path[PATH_MAX];  /* "" = none */
-    char console_path[PATH_MAX]; /* "" = stdout */
-    char cmdline[CMDLINE_MAX];
-    uint32_t vcpus;
-    bool smt; /* two threads per core in the guest's CPU topology (vcpus 1 or even) */
-    uint64_t mem_mib;
-    enum boot_pref boot; /* auto: PVH when the kernel has the PVH note (as Firecracker) */
-    struct vm_drive drives[VM_DRIVES_MAX]; /* attach order: the root drive first */
-    unsigned ndrives;
-};
-
-/* cfg_defaults(cfg): fills in the defaults (1 vCPU, 128 MiB, default command line). */
-void cfg_defaults(struct vm_config *cfg);
-/* cfg_validate(cfg, err, errlen): Returns 0, or -EINVAL with a one-line reason in err. */
-int cfg_validate(const struct vm_config *cfg, char *err, size_t errlen);
-
-/* cli_parse(cfg, argc, argv, err, errlen): parses `run` options into cfg.
- * Returns 0, 1 if --help was printed, or -EINVAL with a reason in err. */
-int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen);
-/* cli_usage(out): prints the usage text. */
-void cli_usage(void *out);
-
 /* ---- logging ---------------------------------------------------------------------------- */
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 extern enum log_level log_level;
-/* log_msg(level, fmt, ...): one line on stderr, "ember: [level: ]message"; once log_configure
- * ran, Firecracker's "<ts> [<id>:<thread>[:<LEVEL>][:<file>:<line>]] message" on its sink. */
-void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* log_at(level, file, line, fmt, ...): log_msg with the origin (the log_* macros). */
+/* log_at(level, file, line, fmt, ...): one line on stderr, "ember: [level: ]message"; once
+ * log_configure ran, Firecracker's "<ts> [<id>:<thread>[:<LEVEL>][:<file>:<line>]] message"
+ * on its sink (file NULL: no origin). The log_* macros pass their own origin. */
 void log_at(enum log_level level, const char *file, int line, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 /* log_configure(id, fd, level, off, show_level, show_origin): switches to Firecracker's line
@@ -123,6 +70,17 @@ uint64_t log_missed(void);
 /* errf(err, errlen, code, fmt, ...): formats a one-line reason into err. Returns code. */
 int errf(char *err, size_t errlen, int code, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
+/* clock_ns(): Returns CLOCK_MONOTONIC in nanoseconds (the one clock helper). */
+uint64_t clock_ns(void);
+/* A rate limit for one log line. */
+struct ratelog {
+    bool used;
+    uint64_t last_ns, suppressed;
+};
+/* ratelog_allow(r, now_ns, interval_ns, suppressed): Returns true if the line may be logged now
+ * (none in the last interval_ns), with *suppressed the lines dropped since the last one;
+ * otherwise counts one more dropped line. */
+bool ratelog_allow(struct ratelog *r, uint64_t now_ns, uint64_t interval_ns, uint64_t *suppressed);
 /* log_us_since(t0, clock): Returns microseconds elapsed on clock since t0. */
 uint64_t log_us_since(const struct timespec *t0, clockid_t clock);
 
@@ -152,67 +110,15 @@ void gm_destroy(struct guest_mem *mem);
 /* gm_ptr(mem, gpa, len): Returns a host pointer to [gpa, gpa+len) if that range lies inside
  * one region (overflow-checked; len 0 counts as 1), else NULL. The only GPA→pointer path. */
 void *gm_ptr(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
-/* gm_write(mem, gpa, src, len) / gm_read(...): Returns 0 or -EFAULT. */
+/* gm_write(mem, gpa, src, len): Returns 0 or -EFAULT. */
 int gm_write(const struct guest_mem *mem, uint64_t gpa, const void *src, uint64_t len);
-int gm_read(const struct guest_mem *mem, uint64_t gpa, void *dst, uint64_t len);
 /* gm_prefault(mem, gpa, len): populates the pages of a range about to be written in bulk (the
  * kernel and initrd images), which is much cheaper than faulting them one by one. */
 void gm_prefault(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
 /* gm_low_end(mem): Returns the end GPA of the RAM below the MMIO hole. */
 uint64_t gm_low_end(const struct guest_mem *mem);
 
-/* ---- x86_64 boot ------------------------------------------------------------------------ */
-#define BOOT_GDT_ADDR    0x500ULL
-#define BOOT_IDT_ADDR    0x520ULL
-#define PVH_INFO_ADDR    0x6000ULL
-#define PVH_MODLIST_ADDR 0x6040ULL
-#define ZERO_PAGE_ADDR   0x7000ULL
-#define BOOT_STACK_ADDR  0x8ff0ULL
-#define PML4_ADDR        0x9000ULL
-#define PDPT_ADDR        0xa000ULL
-#define PD_ADDR          0xb000ULL
-#define CMDLINE_ADDR     0x20000ULL
-#define SYSMEM_START     0x9fc00ULL /* MP table lives here; e820-reserved up to 0xE0000 */
-#define SYSMEM_END       0xe0000ULL
-#define HIMEM_START      0x100000ULL
-#define KVM_TSS_ADDR     0xfffbd000ULL
-#define KVM_IDMAP_ADDR   0xfffbc000ULL
-#define IOAPIC_ADDR      0xfec00000ULL
-#define LAPIC_ADDR       0xfee00000ULL
-
-enum boot_mode { BOOT_LINUX64, BOOT_PVH };
-
-/* Where the loaders put things, consumed by the zero-page builder and vCPU setup. */
-struct boot_info {
-    enum boot_mode mode;
-    uint64_t entry;      /* 64-bit entry (or 32-bit PVH entry) */
-    uint64_t pvh_entry;  /* from the ELF note XEN_ELFNOTE_PHYS32_ENTRY, 0 if none */
-    uint64_t kernel_end; /* first GPA after the loaded kernel image */
-    uint64_t initrd_addr, initrd_size;
-    uint32_t initrd_addr_max; /* highest address the initrd may end at (inclusive) */
-    bool has_setup_header;    /* bzImage: setup_hdr holds the image's header */
-    uint8_t setup_hdr[0x290 - 0x1f1];
-    uint32_t setup_hdr_len;
-};
-
-/* loader_load_kernel(mem, fd, size, bi, err, errlen): loads an ELF vmlinux or a bzImage from fd
- * into guest memory and fills bi. Returns 0, or -errno with a one-line reason in err. */
-int loader_load_kernel(const struct guest_mem *mem, int fd, uint64_t size, struct boot_info *bi,
-                       char *err, size_t errlen);
-/* loader_load_initrd(mem, fd, size, bi, err, errlen): places the initrd at the top of low RAM.
- * Returns 0, or -errno with a reason in err. */
-int loader_load_initrd(const struct guest_mem *mem, int fd, uint64_t size, struct boot_info *bi,
-                       char *err, size_t errlen);
-
-/* boot_setup(mem, bi, cmdline, nvcpus): writes GDT/IDT, page tables, command line, zero page
- * (or PVH start info) with e820, and the MP table. Returns 0 or -errno. */
-int boot_setup(const struct guest_mem *mem, const struct boot_info *bi, const char *cmdline,
-               unsigned nvcpus);
-/* boot_gdt(mode, gdt): the four boot GDT entries (null, code, data, TSS) for a boot mode. */
-void boot_gdt(enum boot_mode mode, uint64_t gdt[4]);
-/* mptable_write(mem, nvcpus): writes the MP floating pointer and table at SYSMEM_START.
- * Returns 0 or -errno. */
-int mptable_write(const struct guest_mem *mem, unsigned nvcpus);
+#include "boot_x86_64.h"
 
 /* ---- devices on the legacy buses ---------------------------------------------------------- */
 struct bus_dev {
@@ -387,15 +293,6 @@ void vm_destroy(struct vm *vm);
 /* vm_request_stop(vm, reason): records the first stop reason and wakes the event loop. */
 void vm_request_stop(struct vm *vm, enum vm_stop reason);
 
-/* cpu_setup(vm, vcpu): CPUID, MSRs, registers, FPU and LAPIC for boot. Returns 0 or -errno. */
-int cpu_setup(struct vm *vm, struct vcpu *vcpu);
-#define CPUID_MAX_ENTRIES 256
-/* cpuid_normalize(cpuid, cap, index, nvcpus, smt, tsc_deadline): adjusts a copy of the
- * supported CPUID (room for cap entries) for one vCPU in place; smt: two threads per core.
- * Returns 0 or -ENOSPC. */
-int cpuid_normalize(struct kvm_cpuid2 *cpuid, unsigned cap, unsigned index, unsigned nvcpus,
-                    bool smt, bool tsc_deadline);
-
 /* vcpu_init(vm, vcpu, index): creates the KVM vCPU and maps kvm_run. Returns 0 or -errno. */
 int vcpu_init(struct vm *vm, struct vcpu *vcpu, unsigned index);
 /* vcpu_start(vcpu): starts the thread in VCPU_PAUSED. Returns 0 or -errno. */
@@ -410,15 +307,5 @@ void vcpu_join(struct vcpu *vcpu);
 void vcpu_destroy(struct vcpu *vcpu);
 /* vcpu_signal_init(): installs the kick signal handler. Returns 0 or -errno. */
 int vcpu_signal_init(void);
-
-/* ---- the front ends (api-socket/) --------------------------------------------------------- */
-/* api_main(argc, argv, t0): the firecracker-compatible process (`ember --api-sock ...`,
- * api-socket/run.c). Returns the exit code. */
-int api_main(int argc, char **argv, const struct timespec *t0);
-/* api_run_cli(cfg, t0): `ember run`: the options go through the API's configuration path,
- * then the VM runs. Returns the exit code. */
-int api_run_cli(const struct vm_config *cfg, const struct timespec *t0);
-/* args_usage(out): the firecracker flags' usage text (api-socket/args.c). */
-void args_usage(void *out);
 
 #endif

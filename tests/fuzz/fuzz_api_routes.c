@@ -9,9 +9,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int op_start(void *o, char *err, size_t errlen)
+static int op_start(void *o, const struct vm_config *cfg, char *err, size_t errlen)
 {
-    (void)o, (void)err, (void)errlen;
+    (void)o, (void)cfg, (void)err, (void)errlen;
     return 0;
 }
 static int op_pause(void *o, bool p, char *err, size_t errlen)
@@ -34,9 +34,10 @@ static int op_metrics(void *o, const struct api_metrics *m, char *err, size_t er
     (void)o, (void)m, (void)err, (void)errlen;
     return 0;
 }
-static int op_drive(void *o, const struct api_drive *d, char *err, size_t errlen)
+static int op_drive(void *o, const struct vm_drive *d, const char *path, const struct vm_bucket *bw,
+                    const struct vm_bucket *bops, char *err, size_t errlen)
 {
-    (void)o, (void)d, (void)err, (void)errlen;
+    (void)o, (void)d, (void)path, (void)bw, (void)bops, (void)err, (void)errlen;
     return 0;
 }
 static const struct api_vmm_ops ops = {op_start,  op_pause,   op_plain, op_plain,
@@ -80,6 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if ((resp.status == 204) != (resp.body == NULL))
             abort();
         api_response_free(&resp);
+        ctl_free(&ctl);
     }
     free(text);
     return 0;

@@ -113,7 +113,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (unsigned i = 0; i < NDRIVES; i++) {
         struct vm_drive *d = &cfgs[i];
         snprintf(d->id, sizeof(d->id), "d%u", i);
-        snprintf(d->path, sizeof(d->path), "%s", path_a);
+        d->path = path_a;
         d->writeback = i != 1;
         d->read_only = i == 1;
         d->async = i == 2;

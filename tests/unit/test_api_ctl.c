@@ -14,11 +14,17 @@
 
 static int starts, pauses, cads, flushes, loggers, metrics_calls, updates;
 static int start_ret, update_ret;
-static struct api_drive updated;
+static struct {
+    char id[API_ID_MAX + 1];
+    char path[128]; /* "" = unchanged */
+    bool bw, ops;   /* bucket given */
+} updated;
+static struct api_ctl ctl;
 
-static int op_start(void *o, char *err, size_t errlen)
+static int op_start(void *o, const struct vm_config *cfg, char *err, size_t errlen)
 {
     (void)o;
+    assert_true(cfg == &ctl.cfg); /* the VM is built from the controller's configuration */
     starts++;
     if (start_ret)
         snprintf(err, errlen, "start failed");
@@ -55,11 +61,16 @@ static int op_metrics(void *o, const struct api_metrics *m, char *err, size_t er
     return 0;
 }
 
-static int op_update(void *o, const struct api_drive *d, char *err, size_t errlen)
+static int op_update(void *o, const struct vm_drive *d, const char *path,
+                     const struct vm_bucket *bw, const struct vm_bucket *bops, char *err,
+                     size_t errlen)
 {
     (void)o;
     updates++;
-    updated = *d;
+    snprintf(updated.id, sizeof(updated.id), "%s", d->id);
+    snprintf(updated.path, sizeof(updated.path), "%s", path ? path : "");
+    updated.bw = bw != NULL;
+    updated.ops = bops != NULL;
     if (update_ret)
         snprintf(err, errlen, "the device said no");
     return update_ret;
@@ -67,7 +78,6 @@ static int op_update(void *o, const struct api_drive *d, char *err, size_t errle
 
 static const struct api_vmm_ops ops = {op_start,  op_pause,   op_cad,   op_flush,
                                        op_logger, op_metrics, op_update};
-static struct api_ctl ctl;
 static struct api_request req;
 static struct api_response resp;
 static char file[64];
@@ -90,6 +100,7 @@ static int teardown(void **state)
 {
     (void)state;
     unlink(file);
+    ctl_free(&ctl);
     api_response_free(&resp);
     return 0;
 }
@@ -211,7 +222,7 @@ static void resources_opened_at_put(void **state)
              file);
     assert_int_equal(call("PUT", "/drives/r", body), 204);
     assert_int_equal(call("PUT", "/drives/r", body), 204); /* replace */
-    assert_int_equal(ctl.ndrives, 1);
+    assert_int_equal(ctl.cfg.ndrives, 1);
     snprintf(body, sizeof(body),
              "{\"drive_id\":\"s\",\"path_on_host\":\"%s\",\"is_root_device\":true,"
              "\"is_read_only\":true}",
@@ -225,7 +236,7 @@ static void resources_opened_at_put(void **state)
     assert_int_equal(API_DRIVES_MAX, 19);
     for (int i = 1; i < API_DRIVES_MAX; i++)
         assert_int_equal(put_plain_drive(i, true), 204);
-    assert_int_equal(ctl.ndrives, API_DRIVES_MAX);
+    assert_int_equal(ctl.cfg.ndrives, API_DRIVES_MAX);
     assert_int_equal(put_plain_drive(99, true), 400);
     body_has("Too many drives: at most 19");
     assert_int_equal(put_plain_drive(3, false), 204); /* replacing one is still allowed */
@@ -306,9 +317,9 @@ static void patch_drive_after_boot(void **state)
                           "\"refill_time\":100}}}"),
                      204);
     assert_int_equal(updates, 1);
-    assert_false(updated.has_path);
-    assert_true(updated.rate_limiter.ops.set && !updated.rate_limiter.bandwidth.set);
-    assert_int_equal(ctl.drives[0].rate_limiter.ops.size, 10);
+    assert_string_equal(updated.path, "");
+    assert_true(updated.ops && !updated.bw);
+    assert_int_equal(ctl.cfg.drives[0].ops.size, 10);
 
     /* a new file: checked, handed over, and the configuration follows */
     snprintf(body, sizeof(body), "{\"drive_id\":\"d\",\"path_on_host\":\"%s2\"}", file);
@@ -321,12 +332,12 @@ static void patch_drive_after_boot(void **state)
     update_ret = -EINVAL;
     assert_int_equal(call("PATCH", "/drives/d", body), 400);
     body_has("the device said no");
-    assert_string_equal(ctl.drives[0].path_on_host, file);
+    assert_string_equal(ctl.cfg.drives[0].path, file);
     update_ret = 0;
     assert_int_equal(call("PATCH", "/drives/d", body), 204);
-    assert_string_equal(updated.path_on_host, other);
-    assert_string_equal(ctl.drives[0].path_on_host, other);
-    assert_int_equal(ctl.drives[0].rate_limiter.ops.size, 10);
+    assert_string_equal(updated.path, other);
+    assert_string_equal(ctl.cfg.drives[0].path, other);
+    assert_int_equal(ctl.cfg.drives[0].ops.size, 10);
     unlink(other);
     /* block.update_*: the updates that reached the device */
     assert_int_equal(atomic_load(&counters.v[M_BLOCK_UPDATE]), 2);
@@ -347,8 +358,8 @@ static void config_file(void **state)
              file, file);
     assert_int_equal(ctl_config_file(&ctl, text, strlen(text), err, sizeof(err)), 0);
     assert_true(ctl.boot_set);
-    assert_int_equal(ctl.machine.vcpu_count, 2);
-    assert_int_equal(ctl.ndrives, 1);
+    assert_int_equal(ctl.cfg.vcpus, 2);
+    assert_int_equal(ctl.cfg.ndrives, 1);
 
     ctl_init(&ctl, "vm0", "1", &ops, NULL);
     const char *bad[][2] = {

@@ -45,7 +45,7 @@ static void fc_format(void **state)
     log_info("dropped");
     log_warn("kept");
     assert_string_equal(next_line() + 30, "[vm-7:fc_vmm] kept\n");
-    log_msg(LOG_ERROR, "no origin %d", 5);
+    log_at(LOG_ERROR, NULL, 0, "no origin %d", 5);
     assert_string_equal(next_line() + 30, "[vm-7:fc_vmm] no origin 5\n");
 
     log_configure("vm-7", fds[1], LOG_DEBUG, true, true, true); /* Off */

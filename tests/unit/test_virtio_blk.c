@@ -95,7 +95,7 @@ static void start(struct vm_drive *d)
     mem = (struct guest_mem){.nregions = 1};
     mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
     make_file(path, DISK / 512, 0);
-    snprintf(d->path, sizeof(d->path), "%s", path);
+    d->path = path;
     blk = vblk_create(d, &stats, err, sizeof(err));
     assert_non_null(blk);
     assert_int_equal(vmmio_init(&t, &vblk_ops, blk, &mem, 0), 0);
@@ -478,8 +478,8 @@ static void drive_update_by_id(void **state)
     cfg.drives[1] = (struct vm_drive){.id = "b", .root = true, .read_only = true};
     make_file(path, 8, 0);
     make_file(path2, 16, 0);
-    snprintf(cfg.drives[0].path, sizeof(cfg.drives[0].path), "%s", path);
-    snprintf(cfg.drives[1].path, sizeof(cfg.drives[1].path), "%s", path);
+    cfg.drives[0].path = path;
+    cfg.drives[1].path = path;
     struct virtio_devs *v = virtio_open(&cfg, &mem, NULL, err, sizeof(err));
     assert_non_null(v);
     /* One device per drive on consecutive slots; the root drive is announced as /dev/vda. */

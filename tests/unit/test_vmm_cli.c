@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -14,6 +16,7 @@ static char err[256];
 
 static int parse(int argc, const char **argv)
 {
+    cfg_free(&cfg);
     cfg_defaults(&cfg);
     err[0] = 0;
     return cli_parse(&cfg, argc, (char **)argv, err, sizeof(err));
@@ -28,7 +31,8 @@ static void defaults(void **state)
     assert_int_equal(cfg.vcpus, 1);
     assert_int_equal(cfg.mem_mib, 128);
     assert_string_equal(cfg.cmdline, DEFAULT_CMDLINE);
-    assert_string_equal(cfg.initrd_path, "");
+    assert_null(cfg.initrd_path);
+    assert_null(cfg.console_path);
     assert_int_equal(cfg_validate(&cfg, err, sizeof(err)), 0);
 }
 
@@ -85,9 +89,10 @@ static void long_command_line(void **state)
 static void validation(void **state)
 {
     (void)state;
+    cfg_free(&cfg);
     cfg_defaults(&cfg);
     assert_int_equal(cfg_validate(&cfg, err, sizeof(err)), -EINVAL); /* no kernel */
-    strcpy(cfg.kernel_path, "k");
+    assert_int_equal(cfg_set_path(&cfg.kernel_path, "k", "kernel", err, sizeof(err)), 0);
     cfg.vcpus = 0;
     assert_int_equal(cfg_validate(&cfg, err, sizeof(err)), -EINVAL);
     cfg.vcpus = VCPUS_MAX + 1;
@@ -101,12 +106,81 @@ static void validation(void **state)
     assert_int_equal(cfg_validate(&cfg, err, sizeof(err)), 0);
 }
 
+/* The configuration's drive rules, which the API and `ember run` share: ids, one root,
+ * VM_DRIVES_MAX drives, a PUT with a known id replaces that drive. */
+static void drive_rules(void **state)
+{
+    (void)state;
+    cfg_free(&cfg);
+    cfg_defaults(&cfg);
+    struct vm_drive d = {.id = "bad-id", .path = strdup("p")};
+    assert_int_equal(cfg_put_drive(&cfg, &d, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "alphanumeric"));
+    assert_non_null(d.path); /* still the caller's */
+    snprintf(d.id, sizeof(d.id), "root");
+    d.root = true;
+    assert_int_equal(cfg_put_drive(&cfg, &d, err, sizeof(err)), 0);
+    assert_null(d.path); /* taken */
+    struct vm_drive r2 = {.id = "root2", .root = true, .path = strdup("q")};
+    assert_int_equal(cfg_put_drive(&cfg, &r2, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "root block device already exists"));
+    r2.root = false;
+    for (unsigned i = 1; i < VM_DRIVES_MAX; i++) {
+        snprintf(r2.id, sizeof(r2.id), "d%u", i);
+        r2.path = strdup("q");
+        assert_int_equal(cfg_put_drive(&cfg, &r2, err, sizeof(err)), 0);
+    }
+    assert_int_equal(cfg.ndrives, VM_DRIVES_MAX);
+    snprintf(r2.id, sizeof(r2.id), "one_more");
+    r2.path = strdup("q");
+    assert_int_equal(cfg_put_drive(&cfg, &r2, err, sizeof(err)), -ENOSPC);
+    snprintf(r2.id, sizeof(r2.id), "d3"); /* a known id: replaced, not added */
+    assert_int_equal(cfg_put_drive(&cfg, &r2, err, sizeof(err)), 0);
+    assert_int_equal(cfg.ndrives, VM_DRIVES_MAX);
+    assert_string_equal(cfg_drive(&cfg, "d3")->path, "q");
+    /* A 64-character id is the limit, 65 is refused. */
+    char id65[CFG_ID_MAX + 2];
+    memset(id65, 'a', CFG_ID_MAX + 1);
+    id65[CFG_ID_MAX + 1] = 0;
+    assert_false(cfg_id_valid(id65));
+    id65[CFG_ID_MAX] = 0;
+    assert_true(cfg_id_valid(id65));
+    cfg_free(&cfg);
+}
+
+/* `ember run` drives: unnamed ones are drive1, drive2 ... the root one is rootfs; the 20th is
+ * refused at parse time. */
+static void run_drives(void **state)
+{
+    (void)state;
+    const char *argv[] = {"run",     "--kernel", "k",       "--rootfs",       "r",
+                          "--drive", "path=a",   "--drive", "path=b,id=named"};
+    assert_int_equal(parse(9, argv), 0);
+    assert_int_equal(cfg.ndrives, 3);
+    assert_string_equal(cfg.drives[0].id, "rootfs");
+    assert_string_equal(cfg.drives[1].id, "drive1");
+    assert_string_equal(cfg.drives[2].id, "named");
+    const char *many[4 + 2 * (VM_DRIVES_MAX + 1)];
+    int n = 0;
+    many[n++] = "run";
+    many[n++] = "--kernel";
+    many[n++] = "k";
+    for (int i = 0; i <= VM_DRIVES_MAX; i++) {
+        many[n++] = "--drive";
+        many[n++] = "path=x";
+    }
+    assert_int_equal(parse(n, many), -ENOSPC);
+    assert_non_null(strstr(err, "at most 19"));
+    cfg_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(defaults),    cmocka_unit_test(all_options),
             cmocka_unit_test(bad_options), cmocka_unit_test(long_command_line),
-            cmocka_unit_test(validation),
+            cmocka_unit_test(validation),  cmocka_unit_test(drive_rules),
+            cmocka_unit_test(run_drives),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "virtio.h"
+#include "vmm.h"
 
 static int number(const char *s, size_t len, uint64_t *out)
 {
@@ -44,13 +44,18 @@ static int option(struct vm_drive *d, const char *opt, size_t len, char *err, si
     }
     if (!eq)
         return errf(err, errlen, -EINVAL, "--drive: unknown option '%.*s'", (int)len, opt);
-    if (is(opt, klen, "path") || is(opt, klen, "id")) {
-        char *dst = is(opt, klen, "path") ? d->path : d->id;
-        size_t cap = is(opt, klen, "path") ? sizeof(d->path) : sizeof(d->id);
-        if (vlen == 0 || vlen >= cap)
-            return errf(err, errlen, -EINVAL, "--drive: %.*s is empty or too long", (int)klen, opt);
-        memcpy(dst, val, vlen);
-        dst[vlen] = '\0';
+    if (is(opt, klen, "path")) {
+        if (vlen == 0 || vlen >= CFG_PATH_MAX)
+            return errf(err, errlen, -EINVAL, "--drive: path is empty or too long");
+        free(d->path);
+        d->path = strndup(val, vlen);
+        return d->path ? 0 : errf(err, errlen, -ENOMEM, "out of memory");
+    }
+    if (is(opt, klen, "id")) {
+        if (vlen == 0 || vlen >= sizeof(d->id))
+            return errf(err, errlen, -EINVAL, "--drive: id is empty or longer than %d", CFG_ID_MAX);
+        memcpy(d->id, val, vlen);
+        d->id[vlen] = '\0';
         return 0;
     }
     if (is(opt, klen, "engine")) {
@@ -81,17 +86,16 @@ static int option(struct vm_drive *d, const char *opt, size_t len, char *err, si
     return errf(err, errlen, -EINVAL, "--drive: unknown option '%.*s'", (int)klen, opt);
 }
 
-int drive_parse(struct vm_drive *d, const char *spec, bool root, char *err, size_t errlen)
+static int parse(struct vm_drive *d, const char *spec, bool root, char *err, size_t errlen)
 {
-    memset(d, 0, sizeof(*d));
     d->root = root;
     if (root) { /* --rootfs PATH */
         size_t len = strlen(spec);
-        if (len == 0 || len >= sizeof(d->path))
+        if (len == 0 || len >= CFG_PATH_MAX)
             return errf(err, errlen, -EINVAL, "--rootfs: path is empty or too long");
-        memcpy(d->path, spec, len + 1);
         snprintf(d->id, sizeof(d->id), "rootfs");
-        return 0;
+        d->path = strdup(spec);
+        return d->path ? 0 : errf(err, errlen, -ENOMEM, "out of memory");
     }
     for (const char *p = spec; *p;) {
         const char *comma = strchr(p, ',');
@@ -101,7 +105,16 @@ int drive_parse(struct vm_drive *d, const char *spec, bool root, char *err, size
             return ret;
         p += len + (comma ? 1 : 0);
     }
-    if (!d->path[0])
+    if (!d->path)
         return errf(err, errlen, -EINVAL, "--drive needs path=PATH");
     return 0;
+}
+
+int drive_parse(struct vm_drive *d, const char *spec, bool root, char *err, size_t errlen)
+{
+    memset(d, 0, sizeof(*d));
+    int ret = parse(d, spec, root, err, errlen);
+    if (ret)
+        cfg_drive_free(d);
+    return ret;
 }

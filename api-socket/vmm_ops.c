@@ -1,0 +1,81 @@
+/* The bridge from the API controller to the VMM: each request the controller accepts becomes
+ * one VMM operation (vmm/app.c). The opaque pointer is the struct app. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "../vmm/app.h"
+#include "api.h"
+
+enum log_level api_to_vmm_level(enum api_log_level l)
+{
+    switch (l) {
+    case API_LOG_OFF:
+    case API_LOG_ERROR:
+        return LOG_ERROR;
+    case API_LOG_WARN:
+        return LOG_WARN;
+    case API_LOG_INFO:
+        return LOG_INFO;
+    default:
+        return LOG_DEBUG;
+    }
+}
+
+void api_server_log(enum api_log_level level, const char *file, int line, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    log_at(api_to_vmm_level(level), file, line, "%s", text);
+}
+
+static int op_start(void *opaque, const struct vm_config *cfg, char *err, size_t errlen)
+{
+    return app_start_vm(opaque, cfg, err, errlen);
+}
+
+static int op_pause(void *opaque, bool pause, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    return app_pause(opaque, pause);
+}
+
+static int op_ctrl_alt_del(void *opaque, char *err, size_t errlen)
+{
+    return app_ctrl_alt_del(opaque, err, errlen);
+}
+
+static int op_flush(void *opaque, char *err, size_t errlen)
+{
+    return app_flush_metrics(opaque, err, errlen);
+}
+
+static int op_logger(void *opaque, const struct api_logger *l, char *err, size_t errlen)
+{
+    struct app *a = opaque;
+    int fd = -1;
+
+    if (l->has_path && (fd = app_open_sink("log", l->log_path, err, errlen)) < 0)
+        return fd;
+    log_configure(a->id, fd, l->has_level ? api_to_vmm_level(l->level) : LOG_INFO,
+                  l->has_level && l->level == API_LOG_OFF, l->show_level, l->show_log_origin);
+    return 0;
+}
+
+static int op_metrics(void *opaque, const struct api_metrics *m, char *err, size_t errlen)
+{
+    return app_set_metrics(opaque, m->metrics_path, m->emit_id, m->properties, err, errlen);
+}
+
+static int op_update_drive(void *opaque, const struct vm_drive *drive, const char *path,
+                           const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
+                           size_t errlen)
+{
+    return app_update_drive(opaque, drive, path, bw, ops, err, errlen);
+}
+
+const struct api_vmm_ops api_app_ops = {op_start,  op_pause,   op_ctrl_alt_del, op_flush,
+                                        op_logger, op_metrics, op_update_drive};

@@ -1,0 +1,141 @@
+/* The one configuration (config.h): defaults, the setters every front end uses, and the checks
+ * every configuration passes whoever filled it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm.h"
+
+void cfg_defaults(struct vm_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->vcpus = 1;
+    cfg->mem_mib = 128;
+    snprintf(cfg->cmdline, sizeof(cfg->cmdline), "%s", DEFAULT_CMDLINE);
+}
+
+void cfg_drive_free(struct vm_drive *d)
+{
+    free(d->path);
+    d->path = NULL;
+}
+
+void cfg_free(struct vm_config *cfg)
+{
+    free(cfg->kernel_path);
+    free(cfg->initrd_path);
+    free(cfg->console_path);
+    for (unsigned i = 0; i < cfg->ndrives; i++)
+        cfg_drive_free(&cfg->drives[i]);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+int cfg_set_path(char **dst, const char *path, const char *what, char *err, size_t errlen)
+{
+    char *copy = NULL;
+
+    if (path && path[0]) {
+        if (strnlen(path, CFG_PATH_MAX) >= CFG_PATH_MAX)
+            return errf(err, errlen, -EINVAL, "The %s path is longer than %d bytes.", what,
+                        CFG_PATH_MAX - 1);
+        copy = strdup(path);
+        if (!copy)
+            return errf(err, errlen, -ENOMEM, "out of memory");
+    }
+    free(*dst);
+    *dst = copy;
+    return 0;
+}
+
+int cfg_set_cmdline(struct vm_config *cfg, const char *cmdline, char *err, size_t errlen)
+{
+    size_t len = strnlen(cmdline, CMDLINE_MAX);
+    if (len >= CMDLINE_MAX)
+        return errf(err, errlen, -EINVAL, "The kernel command line is longer than %d bytes.",
+                    CMDLINE_MAX - 1);
+    memcpy(cfg->cmdline, cmdline, len + 1);
+    cfg->cmdline_set = true;
+    return 0;
+}
+
+int cfg_check_machine(uint32_t vcpus, uint64_t mem_mib, bool smt, char *err, size_t errlen)
+{
+    if (vcpus < 1 || vcpus > VCPUS_MAX)
+        return errf(err, errlen, -EINVAL,
+                    "The number of vCPUs must be greater than 0, less than %d and must be 1 or "
+                    "an even number if SMT is enabled.",
+                    VCPUS_MAX + 1);
+    if (smt && vcpus > 1 && vcpus % 2) /* Firecracker's InvalidVcpuCount */
+        return errf(err, errlen, -EINVAL,
+                    "The vCPU number is invalid! The vCPU number can only be 1 or an even number "
+                    "when SMT is enabled.");
+    if (mem_mib < MEM_MIN_MIB || mem_mib > MEM_MAX_MIB)
+        return errf(err, errlen, -EINVAL,
+                    "The memory size (MiB) is invalid: %llu (ember supports %d to %d MiB).",
+                    (unsigned long long)mem_mib, MEM_MIN_MIB, MEM_MAX_MIB);
+    return 0;
+}
+
+bool cfg_id_valid(const char *id)
+{
+    size_t n = 0;
+
+    for (; id[n]; n++) {
+        char c = id[n];
+        if (n >= CFG_ID_MAX || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                 (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return n > 0;
+}
+
+struct vm_drive *cfg_drive(struct vm_config *cfg, const char *id)
+{
+    for (unsigned i = 0; id && i < cfg->ndrives; i++)
+        if (strcmp(cfg->drives[i].id, id) == 0)
+            return &cfg->drives[i];
+    return NULL;
+}
+
+int cfg_put_drive(struct vm_config *cfg, struct vm_drive *d, char *err, size_t errlen)
+{
+    if (!cfg_id_valid(d->id))
+        return errf(err, errlen, -EINVAL,
+                    "API Resource IDs can only contain alphanumeric characters and underscores "
+                    "(at most %d).",
+                    CFG_ID_MAX);
+    if (!d->path)
+        return errf(err, errlen, -EINVAL, "The block device %s needs a path.", d->id);
+    struct vm_drive *slot = cfg_drive(cfg, d->id);
+    for (unsigned j = 0; d->root && j < cfg->ndrives; j++)
+        if (&cfg->drives[j] != slot && cfg->drives[j].root)
+            return errf(err, errlen, -EINVAL, "A root block device already exists!");
+    if (!slot && cfg->ndrives == VM_DRIVES_MAX)
+        return errf(err, errlen, -ENOSPC,
+                    "Too many drives: at most %d drives (one virtio-mmio device per free "
+                    "interrupt line, GSI 5 to 23).",
+                    VM_DRIVES_MAX);
+    if (slot)
+        cfg_drive_free(slot);
+    else
+        slot = &cfg->drives[cfg->ndrives++];
+    *slot = *d;
+    d->path = NULL;
+    return 0;
+}
+
+int cfg_validate(const struct vm_config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->kernel_path)
+        return errf(err, errlen, -EINVAL, "--kernel PATH is required");
+    int ret = cfg_check_machine(cfg->vcpus, cfg->mem_mib, cfg->smt, err, errlen);
+    if (ret)
+        return ret;
+    if (strnlen(cfg->cmdline, CMDLINE_MAX) >= CMDLINE_MAX)
+        return errf(err, errlen, -EINVAL, "kernel command line is longer than %d bytes",
+                    CMDLINE_MAX - 1);
+    if (cfg->ndrives > VM_DRIVES_MAX)
+        return errf(err, errlen, -EINVAL, "at most %d drives", VM_DRIVES_MAX);
+    return 0;
+}
