@@ -48,12 +48,39 @@ int cfg_set_path(char **dst, const char *path, const char *what, char *err, size
     return 0;
 }
 
+/* The kernel command line the VM will get is the configured one plus what the devices add
+ * (virtio/registry.c: " root=/dev/vda rw", one " virtio_mmio.device=4K@0x…:N" each): it must
+ * fit CMDLINE_MAX, checked whenever either part grows, so InstanceStart never finds it long. */
+#define CMDLINE_ROOT_ARG   17 /* " root=/dev/vda rw" */
+#define CMDLINE_DEVICE_ARG 36 /* " virtio_mmio.device=4K@0xc0013000:23" */
+static int cmdline_fits(size_t len, unsigned ndevices, bool root, char *err, size_t errlen)
+{
+    size_t devices = (size_t)ndevices * CMDLINE_DEVICE_ARG + (root ? CMDLINE_ROOT_ARG : 0);
+    if (len + devices >= CMDLINE_MAX)
+        return errf(err, errlen, -EINVAL,
+                    "The kernel command line (%zu bytes) and the devices' arguments (%zu bytes) "
+                    "are longer than %d bytes.",
+                    len, devices, CMDLINE_MAX - 1);
+    return 0;
+}
+
+static bool has_root(const struct vm_config *cfg)
+{
+    for (unsigned i = 0; i < cfg->ndrives; i++)
+        if (cfg->drives[i].root)
+            return true;
+    return false;
+}
+
 int cfg_set_cmdline(struct vm_config *cfg, const char *cmdline, char *err, size_t errlen)
 {
     size_t len = strnlen(cmdline, CMDLINE_MAX);
     if (len >= CMDLINE_MAX)
         return errf(err, errlen, -EINVAL, "The kernel command line is longer than %d bytes.",
                     CMDLINE_MAX - 1);
+    int ret = cmdline_fits(len, cfg->ndrives, has_root(cfg), err, errlen);
+    if (ret)
+        return ret;
     memcpy(cfg->cmdline, cmdline, len + 1);
     cfg->cmdline_set = true;
     return 0;
@@ -116,6 +143,10 @@ int cfg_put_drive(struct vm_config *cfg, struct vm_drive *d, char *err, size_t e
                     "Too many drives: at most %d drives (one virtio-mmio device per free "
                     "interrupt line, GSI 5 to 23).",
                     VM_DRIVES_MAX);
+    int ret = cmdline_fits(strlen(cfg->cmdline), cfg->ndrives + (slot ? 0 : 1),
+                           d->root || has_root(cfg), err, errlen);
+    if (ret)
+        return ret;
     if (slot)
         cfg_drive_free(slot);
     else

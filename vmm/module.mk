@@ -15,6 +15,7 @@ $(BUILD)/ember: $(EMBER_OBJS)
 UNIT_DEPS_test_memory     := vmm/memory.c
 UNIT_DEPS_test_boot       := vmm/boot_x86_64.c vmm/mptable_x86_64.c vmm/memory.c
 UNIT_DEPS_test_vmm_loader := vmm/loader_x86_64.c vmm/memory.c vmm/log.c
+UNIT_DEPS_test_vmm_loop   := vmm/loop.c
 UNIT_DEPS_test_vmm_cli    := vmm/cli.c vmm/config.c vmm/drive.c vmm/log.c
 UNIT_DEPS_test_vmm_cpuid  := vmm/cpuid_x86_64.c
 UNIT_DEPS_test_vmm_devices := vmm/serial.c vmm/i8042.c vmm/bus.c vmm/boot_timer.c vmm/log.c

@@ -148,6 +148,29 @@ static void drive_rules(void **state)
     cfg_free(&cfg);
 }
 
+/* The command line and the devices' arguments must fit together: whichever grows last is
+ * refused, so InstanceStart never finds the line too long. */
+static void cmdline_room_for_devices(void **state)
+{
+    static char line[CMDLINE_MAX];
+    (void)state;
+    cfg_free(&cfg);
+    cfg_defaults(&cfg);
+    memset(line, 'x', 2010);
+    line[1980] = 0;
+    assert_int_equal(cfg_set_cmdline(&cfg, line, err, sizeof(err)), 0);
+    struct vm_drive d = {.id = "root", .root = true, .path = strdup("p")};
+    assert_int_equal(cfg_put_drive(&cfg, &d, err, sizeof(err)), 0); /* 1980 + 17 + 36 */
+    struct vm_drive e = {.id = "more", .path = strdup("q")};
+    assert_int_equal(cfg_put_drive(&cfg, &e, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "devices' arguments"));
+    cfg_drive_free(&e);
+    line[1980] = 'x'; /* 2010 + 17 + 36 */
+    line[2010] = 0;
+    assert_int_equal(cfg_set_cmdline(&cfg, line, err, sizeof(err)), -EINVAL);
+    cfg_free(&cfg);
+}
+
 /* `ember run` drives: unnamed ones are drive1, drive2 ... the root one is rootfs; the 20th is
  * refused at parse time. */
 static void run_drives(void **state)
@@ -180,7 +203,7 @@ int main(void)
             cmocka_unit_test(defaults),    cmocka_unit_test(all_options),
             cmocka_unit_test(bad_options), cmocka_unit_test(long_command_line),
             cmocka_unit_test(validation),  cmocka_unit_test(drive_rules),
-            cmocka_unit_test(run_drives),
+            cmocka_unit_test(run_drives),  cmocka_unit_test(cmdline_room_for_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
