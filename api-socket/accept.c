@@ -16,6 +16,7 @@
 
 #include <microhttpd.h>
 
+#include "../seccomp/seccomp.h"
 #include "api.h"
 
 /* Firecracker's reply, plus the swagger Error's key, so either kind of client reads it. */
@@ -82,6 +83,7 @@ static void *acceptor(void *arg)
     struct pollfd p[2 + LINGER_MAX];
 
     pthread_setname_np(pthread_self(), "fc_api_accept");
+    sc_enter(SC_ROLE_ACCEPT); /* before the first accept */
     for (;;) {
         p[0] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
         p[1] = (struct pollfd){.fd = s->stop_fd, .events = POLLIN};

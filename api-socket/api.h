@@ -248,7 +248,7 @@ int ctl_config_file(struct api_ctl *c, const char *text, size_t len, char *err, 
 
 struct api_args {
     const char *api_sock, *id, *config_file, *log_path, *metrics_path, *seccomp_filter;
-    bool no_api, boot_timer, show_level, show_log_origin, no_seccomp;
+    bool no_api, boot_timer, show_level, show_log_origin, no_seccomp, strict_sandbox;
     bool has_level;
     enum api_log_level level;
     size_t max_payload;

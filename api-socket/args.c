@@ -27,7 +27,9 @@ void args_usage(void *out)
             "  --http-api-max-payload-size N   largest request body in bytes (default %d)\n"
             "  --start-time-us N, --start-time-cpu-us N, --parent-cpu-time-us N\n"
             "                                  start times passed by the jailer\n"
-            "  --seccomp-filter FILE, --no-seccomp  accepted; filters come with a later issue\n"
+            "  --seccomp-filter FILE           per-thread filters from FILE (see ember-seccomp)\n"
+            "  --no-seccomp                    install no seccomp filter\n"
+            "  --strict-sandbox                refuse to start unjailed or with capabilities\n"
             "  --version, --help\n",
             API_SOCK_DEFAULT, API_INSTANCE_ID_DEFAULT, API_PAYLOAD_MAX_DEFAULT);
 }
@@ -95,6 +97,7 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
         O_PARENT_CPU_US,
         O_SECCOMP,
         O_NO_SECCOMP,
+        O_STRICT,
         O_VERSION,
         O_HELP
     };
@@ -115,6 +118,7 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
             {"parent-cpu-time-us", required_argument, NULL, O_PARENT_CPU_US},
             {"seccomp-filter", required_argument, NULL, O_SECCOMP},
             {"no-seccomp", no_argument, NULL, O_NO_SECCOMP},
+            {"strict-sandbox", no_argument, NULL, O_STRICT},
             {"version", no_argument, NULL, O_VERSION},
             {"help", no_argument, NULL, O_HELP},
             {NULL, 0, NULL, 0},
@@ -200,6 +204,9 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
             break;
         case O_NO_SECCOMP:
             a->no_seccomp = true;
+            break;
+        case O_STRICT:
+            a->strict_sandbox = true;
             break;
         case O_VERSION:
             return 2;

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "../seccomp/seccomp.h"
 #include "api.h"
 
 #define NOT_BEFORE "The requested operation is not supported before starting the microVM."
@@ -36,7 +37,7 @@ void ctl_free(struct api_ctl *c)
 static int check_file(const char *what, const char *path, bool writable, char *err, size_t errlen)
 {
     struct stat st;
-    int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    int fd = sc_open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 
     if (fd < 0) {
         int e = errno;

@@ -17,6 +17,7 @@
 
 #include <microhttpd.h>
 
+#include "../seccomp/seccomp.h"
 #include "api.h"
 
 #define CONN_SLACK   4 /* libmicrohttpd's own limit is above ours: it never refuses silently */
@@ -284,6 +285,7 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
     s->listen_fd = ret;
     snprintf(s->path, sizeof(s->path), "%s", path);
     /* No listen socket for libmicrohttpd: accept.c accepts and hands connections over. */
+    sc_next_thread(SC_ROLE_API, "fc_api"); /* its thread installs the api filter first */
     s->daemon = MHD_start_daemon(
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                     MHD_USE_SUPPRESS_DATE_NO_CLOCK | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
@@ -339,7 +341,7 @@ void api_server_stop(struct api_server *s)
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     if (s->path[0])
-        unlink(s->path);
+        sc_unlink(s->path);
     if (s->req_fd >= 0)
         close(s->req_fd);
     s->listen_fd = s->req_fd = -1;

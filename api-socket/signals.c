@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../vmm/vmm.h"
+#include "../seccomp/seccomp.h"
 #include "api.h"
 
 static struct api_metrics_counters *counters;
@@ -40,6 +41,14 @@ static void on_fatal(int sig)
     _exit(EXIT_GENERIC);
 }
 
+/* A seccomp violation (the SIGSYS handler, seccomp/install.c): counted and flushed. */
+static void on_seccomp_fault(void)
+{
+    metrics_add(counters, M_SECCOMP_FAULTS, 1);
+    if (flush_last)
+        flush_last();
+}
+
 /* A client hung up: counted, and the write sees EPIPE. */
 static void on_sigpipe(int sig)
 {
@@ -58,6 +67,7 @@ int sig_setup(struct api_metrics_counters *c, void (*flush)(void), sigset_t *ter
         sigaction(fatal[i].sig, &sa, NULL);
     struct sigaction pipe_sa = {.sa_handler = on_sigpipe, .sa_flags = SA_RESTART};
     sigaction(SIGPIPE, &pipe_sa, NULL);
+    sc_on_fault(on_seccomp_fault);
     sigemptyset(term);
     sigaddset(term, SIGTERM);
     sigaddset(term, SIGINT);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../seccomp/seccomp.h"
 #include "blk.h"
 
 #define VIRTIO_BLK_F_SEG_MAX 2
@@ -403,7 +404,7 @@ int vblk_open_backing(const struct vm_drive *cfg, const char *path, struct vblk_
     struct stat st;
     /* O_NONBLOCK: a FIFO put at the path must not block the event loop in open(); cleared
      * again for the file we keep (io_uring would fail page-cache misses with EAGAIN). */
-    int fd = open(path, (cfg->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
+    int fd = sc_open(path, (cfg->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return errf(err, errlen, -errno, "drive %s: %s: %s", cfg->id, path, strerror(errno));
     if (fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) ||

@@ -14,6 +14,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "../seccomp/seccomp.h"
 #include "../virtio/virtio.h"
 #include "app.h"
 #include "loop.h"
@@ -30,6 +31,7 @@ static int flush_metrics(struct app *a)
     if (a->vm_built)
         metrics_from_vm_stats(&a->counters, &a->vm.stats);
     metrics_set(&a->counters, M_LOG_MISSED_LOG, log_missed());
+    metrics_set(&a->counters, M_SECCOMP_THREADS, sc_filtered_threads());
     return metrics_flush(&a->counters, a->metrics_fd, a->emit_id ? a->id : NULL, a->props);
 }
 
@@ -95,6 +97,8 @@ int app_setup(struct app *a, const char *id, const struct timespec *t0)
 int app_run(struct app *a)
 {
     while (!a->quit && !(a->vm_built && vm_stopped(&a->vm))) {
+        if (a->vm_built) /* the VM and its vCPUs run: filtered before the next event */
+            sc_enter(SC_ROLE_VMM);
         int n = loop_wait(a->loop, -1);
         if (n < 0) {
             log_err("epoll_wait: %s", strerror(-n));

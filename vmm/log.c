@@ -90,6 +90,16 @@ uint64_t log_missed(void)
     return atomic_load_explicit(&missed, memory_order_relaxed);
 }
 
+int log_sink_fd(const char **id)
+{
+    *id = sink.fc_format ? sink.id : NULL;
+    if (sink.off)
+        return -1;
+    if (!sink.fc_format)
+        return STDERR_FILENO;
+    return sink.fd >= 0 ? sink.fd : STDOUT_FILENO;
+}
+
 int errf(char *err, size_t errlen, int code, const char *fmt, ...)
 {
     va_list ap;

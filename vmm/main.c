@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "../seccomp/seccomp.h"
 #include "app.h"
 #include "loop.h"
 
@@ -49,6 +50,12 @@ static int cmd_run(int argc, char **argv, const struct timespec *t0)
     if (app_setup(a, "ember", t0)) {
         log_err("cannot set up the process: %s", strerror(errno));
         return EXIT_GENERIC;
+    }
+    struct sc_options sc = {.opener = false}; /* the built-in filters, no sandbox check */
+    if (sc_setup(&sc, err, sizeof(err))) {
+        log_err("%s", err);
+        cfg_free(&cfg);
+        return app_finish(a, EXIT_GENERIC);
     }
     a->boot_timer = true; /* ember run always has it */
     ret = app_start_vm(a, &cfg, err, sizeof(err));
@@ -199,8 +206,11 @@ static int fc_main(int argc, char **argv, const struct timespec *t0)
         return fc_finish(&f, EXIT_BAD_CONFIG);
     }
     log_info("Running Firecracker v%s (ember %s)", EMBER_FC_VERSION, EMBER_VERSION);
-    if (args.seccomp_filter || !args.no_seccomp)
-        log_warn("seccomp filters are not installed by this build of ember");
+    struct sc_options sc = {args.no_seccomp, args.seccomp_filter, true, args.strict_sandbox, true};
+    if (sc_setup(&sc, err, sizeof(err))) { /* before any other thread exists */
+        log_err("%s", err);
+        return fc_finish(&f, EXIT_GENERIC);
+    }
     if (args.config_file && config_file(&f, args.config_file, err, sizeof(err))) {
         log_err("Building VMM configured from cmdline json failed: %s", err);
         return fc_finish(&f, EXIT_BAD_CONFIG);

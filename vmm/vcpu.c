@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "../seccomp/seccomp.h"
 #include "vmm.h"
 
 #define VCPU_KICK_SIGNAL (SIGRTMIN + 0)
@@ -216,6 +217,7 @@ static void *vcpu_thread(void *arg)
     sigemptyset(&kick);
     sigaddset(&kick, VCPU_KICK_SIGNAL);
     pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
+    sc_enter(SC_ROLE_VCPU); /* before the first KVM_RUN */
 
     for (;;) {
         pthread_mutex_lock(&vcpu->lock);

@@ -67,6 +67,9 @@ void log_configure(const char *id, int fd, enum log_level level, bool off, bool 
 #define log_debug(...) log_at(LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
 /* log_missed(): Returns how many log lines could not be written (logger.missed_log_count). */
 uint64_t log_missed(void);
+/* log_sink_fd(id): Returns the fd log lines go to (-1: logging is off), with *id the instance
+ * id of Firecracker's line format, or NULL for ember run's. Async-signal-safe (the SIGSYS line). */
+int log_sink_fd(const char **id);
 /* errf(err, errlen, code, fmt, ...): formats a one-line reason into err. Returns code. */
 int errf(char *err, size_t errlen, int code, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));

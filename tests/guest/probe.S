@@ -5,7 +5,9 @@
  *       through the i8042 (port 0x64, 0xFE)
  *   't' triple fault (load an empty IDT and raise an exception)
  *   'i' the same as 'h' but hang instead of resetting (for signal/timeout tests)
- *   'e' the same as 'h', then echo COM1 input back (polling) until it reads 'q', then reset */
+ *   'e' the same as 'h', then echo COM1 input back (polling) until it reads 'q', then reset
+ *   'x' the same as 'h' with 200000 port writes to 0x80 (nobody's: 200000 plain vCPU exits)
+ *       before the reset, for measuring the cost of an exit (tests/bench/seccomp-cost) */
     .code64
     .section .text
     .globl _start
@@ -35,6 +37,8 @@ _start:
 
     cmp     $'i', %r12d
     je      idle
+    cmp     $'x', %r12d
+    je      exits
     cmp     $'e', %r12d
     jne     reset
 echo:
@@ -47,6 +51,12 @@ echo:
     out     %al, %dx                /* echo it */
     cmp     $'q', %al
     jne     echo
+    jmp     reset
+exits:
+    mov     $200000, %ecx
+3:  out     %al, $0x80
+    dec     %ecx
+    jnz     3b
 reset:
     mov     $0xfe, %al
     out     %al, $0x64
