@@ -142,6 +142,7 @@ int api_acceptor_start(struct api_server *s, char *err, size_t errlen)
     sigdelset(&all, SIGBUS);
     sigdelset(&all, SIGILL);
     sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGSYS); /* a seccomp trap: the handler reports it (blocked, it kills) */
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int ret = pthread_create(&s->acceptor, NULL, acceptor, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);

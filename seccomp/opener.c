@@ -77,7 +77,8 @@ int sc_opener_start(char *err, size_t errlen)
     sigset_t all, old;
     pthread_t t;
 
-    sigfillset(&all); /* no signal handler runs on it: its list has no rt_sigreturn */
+    sigfillset(&all);        /* no handler returns on it (its list has no rt_sigreturn) */
+    sigdelset(&all, SIGSYS); /* but a trap must reach the SIGSYS handler: a blocked one kills */
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int ret = pthread_create(&t, NULL, opener, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);

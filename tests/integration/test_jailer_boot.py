@@ -7,6 +7,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -29,6 +30,18 @@ def proc_status(pid):
             key, _, value = line.partition(":")
             fields[key] = value.split()
     return fields
+
+
+def seccomp_modes(pid):
+    """{thread name: (Seccomp, Seccomp_filters)}, without the kernel's user workers (KVM's NX
+    recovery worker runs no user code)."""
+    modes = {}
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        if int((task / "stat").read_text().rsplit(")", 1)[1].split()[6]) & 0x4000:
+            continue
+        st = proc_status(f"{pid}/task/{task.name}")
+        modes[" ".join(st["Name"])] = (int(st["Seccomp"][0]), int(st["Seccomp_filters"][0]))
+    return modes
 
 
 @pytest.fixture
@@ -74,6 +87,11 @@ def test_jailer_ember_curl_boot(jailed_ember):
     assert st["NoNewPrivs"] == ["1"]
     assert {"ember", "dev", "run", "vmlinux", "rootfs.ext4"} <= set(
         os.listdir(f"/proc/{proc.pid}/root")), "ember's / is not the jail"
+    # Jailed, ember finds its sandbox in order (no warning), and its API-side threads and the
+    # opener run under their seccomp filters; the VMM thread's comes at InstanceStart.
+    assert "not sandboxed" not in out.read_text(), out.read_text()
+    assert seccomp_modes(proc.pid)["ember_opener"] == (2, 1)
+    assert seccomp_modes(proc.pid)["fc_api_accept"] == (2, 1)
 
     # Paths are resolved inside the jail: a host path that is not there is refused.
     code, body = curl(sock, "PUT", "/boot-source",
@@ -94,6 +112,16 @@ def test_jailer_ember_curl_boot(jailed_ember):
     assert curl(sock, "PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 128}) == \
         (204, "")
     assert curl(sock, "PUT", "/actions", {"action_type": "InstanceStart"}) == (204, "")
+    modes = {}
+    for _ in range(200):  # every thread filtered while the guest runs (before it exits)
+        try:
+            modes = seccomp_modes(proc.pid)
+        except OSError:
+            break
+        if "fc_vcpu 0" in modes and all(m == (2, 1) for m in modes.values()):
+            break
+        time.sleep(0.05)
+    assert modes.get("fc_vmm") == (2, 1) and modes.get("fc_vcpu 0") == (2, 1), modes
 
     finished = wait_for(out, "ember.exit=", proc, BOOT_TIMEOUT)
     code = proc.wait(timeout=BOOT_TIMEOUT if not finished else TIMEOUT * 4)
