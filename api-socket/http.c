@@ -294,6 +294,7 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
             MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
             on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
             MHD_OPTION_END);
+    sc_next_thread_done();
     if (!s->daemon) {
         unlink(s->path);
         return snprintf(err, errlen, "cannot start the HTTP server on %s", path), -EIO;

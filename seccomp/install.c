@@ -275,6 +275,11 @@ void sc_next_thread(enum sc_role role, const char *name)
     }
 }
 
+void sc_next_thread_done(void)
+{
+    pending_role = -1;
+}
+
 int __real_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 int __wrap_pthread_create(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 

@@ -86,6 +86,9 @@ void sc_enter(enum sc_role role);
  * libmicrohttpd's thread, which ember does not create itself; ember links with
  * --wrap=pthread_create). */
 void sc_next_thread(enum sc_role role, const char *name);
+/* sc_next_thread_done(): forgets a pending sc_next_thread that no pthread_create took (the
+ * creating call failed before it made its thread). */
+void sc_next_thread_done(void);
 /* sc_filtered_threads(): Returns how many threads have installed a filter so far. */
 unsigned sc_filtered_threads(void);
 /* sc_on_fault(hook): hook runs in the SIGSYS handler before the exit (count, flush metrics);
