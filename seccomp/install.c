@@ -215,11 +215,11 @@ int sc_setup(const struct sc_options *opts, char *err, size_t errlen)
             return ret;
     }
     /* the firecracker front end says it; ember run's one-line errors stay alone */
-    log_msg(opts->check_sandbox ? LOG_INFO : LOG_DEBUG,
-            "seccomp: %s filters (BPF instructions: api %u, accept %u, vmm %u, vcpu %u, opener %u)",
-            opts->file ? opts->file : "built-in", filters.prog[SC_ROLE_API].len,
-            filters.prog[SC_ROLE_ACCEPT].len, filters.prog[SC_ROLE_VMM].len,
-            filters.prog[SC_ROLE_VCPU].len, filters.prog[SC_ROLE_OPENER].len);
+    log_at(opts->check_sandbox ? LOG_INFO : LOG_DEBUG, __FILE__, __LINE__,
+           "seccomp: %s filters (BPF instructions: api %u, accept %u, vmm %u, vcpu %u, opener %u)",
+           opts->file ? opts->file : "built-in", filters.prog[SC_ROLE_API].len,
+           filters.prog[SC_ROLE_ACCEPT].len, filters.prog[SC_ROLE_VMM].len,
+           filters.prog[SC_ROLE_VCPU].len, filters.prog[SC_ROLE_OPENER].len);
     return 0;
 }
 
