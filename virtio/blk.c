@@ -25,9 +25,9 @@
 #define SEG_MAX 126
 
 struct vblk {
+    struct vblk_state st;
     struct vm_drive cfg;
     int fd;
-    uint64_t capacity; /* sectors */
     char id[VIRTIO_BLK_ID_BYTES];
     struct vm_stats *stats; /* may be NULL */
     uint32_t gen;           /* reset generation: completions of an older one are dropped */
@@ -62,7 +62,7 @@ static void config_read(void *dev, uint64_t off, uint8_t *data, uint32_t len)
     const struct vblk *b = dev;
     uint8_t cfg[16] = {0};
     uint32_t seg_max = SEG_MAX;
-    memcpy(cfg, &b->capacity, 8);
+    memcpy(cfg, &b->st.capacity, 8);
     memcpy(cfg + 12, &seg_max, 4);
     memcpy(data, cfg + off, len); /* inside config_size: the transport checked */
 }
@@ -183,7 +183,7 @@ static int handle(struct vblk *b, struct vmmio_dev *t)
         complete(t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0);
         return 1;
     }
-    uint8_t s = vblk_check(r, b->capacity, b->cfg.read_only);
+    uint8_t s = vblk_check(r, b->st.capacity, b->cfg.read_only);
     if (s != VIRTIO_BLK_S_OK) {
         STAT_ADD(b->stats, block_invalid_reqs, 1);
         complete(t, b->chain.head, r->status, s, 0);
@@ -440,7 +440,7 @@ static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *b
     close(b->fd);
     b->fd = bk->fd;
     bk->fd = -1;
-    b->capacity = bk->sectors;
+    b->st.capacity = bk->sectors;
     memcpy(b->id, bk->id, sizeof(b->id));
     log_debug("drive %s: now on %s", b->cfg.id, path);
     vmmio_config_changed(t); /* spec 4.2.2: generation bumped, config-change interrupt */
@@ -490,7 +490,7 @@ struct vblk *vblk_create(const struct vm_drive *cfg, struct vm_stats *stats, cha
     if (vblk_open_backing(cfg, cfg->path, &bk, err, errlen) < 0)
         goto fail;
     b->fd = bk.fd;
-    b->capacity = bk.sectors;
+    b->st.capacity = bk.sectors;
     memcpy(b->id, bk.id, sizeof(b->id));
     tb_init(&b->bw, &cfg->bw);
     tb_init(&b->ops, &cfg->ops);

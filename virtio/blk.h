@@ -91,6 +91,15 @@ void uring_close(struct uring_eng *e);
 
 /* The device (blk.c). */
 struct vblk;
+/* What a snapshot carries of a quiesced virtio-blk (plain data, fixed layout: 8 bytes). The
+ * features are the transport's; the reset generation, the rate limiter's budget (its clock is
+ * the host's), the interrupt moderation's measurements and GET_ID (from the file) are runtime
+ * and start afresh. The capacity is read from the backing file again: a restore checks it did
+ * not change under the guest. */
+struct vblk_state {
+    uint64_t capacity; /* sectors */
+};
+_Static_assert(sizeof(struct vblk_state) == 8, "vblk_state layout");
 extern const struct virtio_dev_ops vblk_ops;
 
 /* A backing file opened for a drive: the fd, its size in sectors and its GET_ID. */

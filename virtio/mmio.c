@@ -122,7 +122,7 @@ void vmmio_destroy(struct vmmio_dev *t)
 void vmmio_signal(struct vmmio_dev *t, unsigned bits)
 {
     static const uint64_t one = 1;
-    atomic_fetch_or(&t->interrupt_status, bits);
+    atomic_fetch_or(&t->st.interrupt_status, bits);
     if (t->irq_fd >= 0 && write(t->irq_fd, &one, sizeof(one)) < 0)
         log_debug("virtio-mmio %#llx: irqfd: %s", (unsigned long long)t->base, strerror(errno));
 }
@@ -130,7 +130,7 @@ void vmmio_signal(struct vmmio_dev *t, unsigned bits)
 void vmmio_fail(struct vmmio_dev *t)
 {
     uint64_t dropped;
-    if (t->status & VIRTIO_STATUS_NEEDS_RESET)
+    if (t->st.status & VIRTIO_STATUS_NEEDS_RESET)
         return;
     t->fail_count++;
     /* A guest can break and reset its queues in a loop: one line per interval at most. */
@@ -139,8 +139,8 @@ void vmmio_fail(struct vmmio_dev *t)
                  "since the last such line not logged)",
                  (unsigned long long)t->base, (unsigned long long)t->fail_count,
                  (unsigned long long)dropped);
-    t->status |= VIRTIO_STATUS_NEEDS_RESET;
-    t->config_generation++;
+    t->st.status |= VIRTIO_STATUS_NEEDS_RESET;
+    t->st.config_generation++;
     vmmio_signal(t, VIRTIO_INT_CONFIG);
 }
 
@@ -162,13 +162,13 @@ const struct guest_mem *vmmio_mem(const struct vmmio_dev *t)
 
 bool vmmio_running(const struct vmmio_dev *t)
 {
-    return t->activated && !(t->status & VIRTIO_STATUS_NEEDS_RESET);
+    return t->st.activated && !(t->st.status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
 void vmmio_config_changed(struct vmmio_dev *t)
 {
-    t->config_generation++;
-    if (t->activated)
+    t->st.config_generation++;
+    if (t->st.activated)
         vmmio_signal(t, VIRTIO_INT_CONFIG);
 }
 
@@ -187,7 +187,7 @@ static bool in_config(const struct vmmio_dev *t, uint64_t off, uint32_t len)
 
 static struct vq *selected(struct vmmio_dev *t)
 {
-    return t->queue_sel < t->ops->nqueues ? &t->queues[t->queue_sel] : NULL;
+    return t->st.queue_sel < t->ops->nqueues ? &t->queues[t->st.queue_sel] : NULL;
 }
 
 /* Device reset (spec 4.2.2.1: writing 0 to Status). */
@@ -197,20 +197,21 @@ static void reset(struct vmmio_dev *t)
         t->ops->reset(t->dev, t);
     for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
         vq_reset(&t->queues[i]);
-    t->status = 0;
-    t->queue_sel = t->dev_features_sel = t->drv_features_sel = 0;
-    t->drv_features = 0;
-    t->activated = false;
-    atomic_store(&t->interrupt_status, 0);
+    t->st.status = 0;
+    t->st.queue_sel = t->st.dev_features_sel = t->st.drv_features_sel = 0;
+    t->st.drv_features = 0;
+    t->st.activated = false;
+    atomic_store(&t->st.interrupt_status, 0);
+    t->resets++;
 }
 
 /* DRIVER_OK: map every queue the driver made ready, then start the device. */
 static int activate(struct vmmio_dev *t)
 {
-    bool event_idx = t->drv_features & (1ULL << VIRTIO_F_RING_EVENT_IDX);
+    bool event_idx = t->st.drv_features & (1ULL << VIRTIO_F_RING_EVENT_IDX);
     for (unsigned i = 0; i < t->ops->nqueues; i++) {
         struct vq *q = &t->queues[i];
-        if (!q->ready)
+        if (!q->st.ready)
             continue;
         int ret = vq_activate(q, t->mem, event_idx);
         if (ret)
@@ -218,7 +219,7 @@ static int activate(struct vmmio_dev *t)
     }
     int ret = t->ops->activate ? t->ops->activate(t->dev, t) : 0;
     if (!ret)
-        t->activated = true;
+        t->st.activated = true;
     return ret;
 }
 
@@ -228,26 +229,27 @@ static void write_status(struct vmmio_dev *t, uint32_t v)
         reset(t);
         return;
     }
-    if (v == (t->status | VIRTIO_STATUS_FAILED)) {
-        t->status = v;
+    if (v == (t->st.status | VIRTIO_STATUS_FAILED)) {
+        t->st.status = v;
         return;
     }
     for (size_t i = 0; i < sizeof(vmmio_transitions) / sizeof(vmmio_transitions[0]); i++) {
-        if (vmmio_transitions[i].from != t->status || vmmio_transitions[i].to != v)
+        if (vmmio_transitions[i].from != t->st.status || vmmio_transitions[i].to != v)
             continue;
-        if (v & S_FOK && !(t->status & S_FOK)) {
+        if (v & S_FOK && !(t->st.status & S_FOK)) {
             /* Spec 3.1.1 step 5-6: features outside the offer leave FEATURES_OK clear. */
             uint64_t offered = t->ops->features(t->dev);
-            if ((t->drv_features & ~offered) || !(t->drv_features & (1ULL << VIRTIO_F_VERSION_1)))
+            if ((t->st.drv_features & ~offered) ||
+                !(t->st.drv_features & (1ULL << VIRTIO_F_VERSION_1)))
                 return;
         }
-        t->status = v;
+        t->st.status = v;
         if (v & S_DOK && activate(t))
             vmmio_fail(t);
         return;
     }
     log_debug("virtio-mmio %#llx: status %#x -> %#x refused", (unsigned long long)t->base,
-              t->status, v);
+              t->st.status, v);
 }
 
 void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
@@ -258,7 +260,7 @@ void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
     /* The interrupt handler's register, read on every interrupt: lock-free, so a vCPU never
      * waits for the event loop's I/O. */
     if (off == REG_INT_STATUS && len == 4) {
-        v = atomic_load(&t->interrupt_status);
+        v = atomic_load(&t->st.interrupt_status);
         memcpy(data, &v, 4);
         return;
     }
@@ -288,21 +290,21 @@ void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
         v = 0;
         break;
     case REG_DEV_FEATURES:
-        v = t->dev_features_sel < 2
-                    ? (uint32_t)(t->ops->features(t->dev) >> (32 * t->dev_features_sel))
+        v = t->st.dev_features_sel < 2
+                    ? (uint32_t)(t->ops->features(t->dev) >> (32 * t->st.dev_features_sel))
                     : 0;
         break;
     case REG_QUEUE_NUM_MAX:
         v = q ? t->ops->queue_max : 0;
         break;
     case REG_QUEUE_READY:
-        v = q ? q->ready : 0;
+        v = q ? q->st.ready : 0;
         break;
     case REG_STATUS:
-        v = t->status;
+        v = t->st.status;
         break;
     case REG_CONFIG_GEN:
-        v = t->config_generation;
+        v = t->st.config_generation;
         break;
     default:
         break;
@@ -317,7 +319,7 @@ out:
 static struct vq *writable_queue(struct vmmio_dev *t)
 {
     struct vq *q = selected(t);
-    if (!q || q->ready || t->status & (S_DOK | VIRTIO_STATUS_FAILED))
+    if (!q || q->st.ready || t->st.status & (S_DOK | VIRTIO_STATUS_FAILED))
         return NULL;
     return q;
 }
@@ -334,21 +336,21 @@ static void write_queue_reg(struct vmmio_dev *t, uint64_t off, uint32_t v)
         return;
     switch (off) {
     case REG_QUEUE_NUM:
-        q->size = v <= t->ops->queue_max ? (uint16_t)v : 0;
+        q->st.size = v <= t->ops->queue_max ? (uint16_t)v : 0;
         break;
     case REG_QUEUE_READY:
-        q->ready = v == 1;
+        q->st.ready = v == 1;
         break;
     case REG_QUEUE_DESC_LO:
     case REG_QUEUE_DESC_HI:
-        set_half(&q->desc_gpa, off == REG_QUEUE_DESC_HI, v);
+        set_half(&q->st.desc_gpa, off == REG_QUEUE_DESC_HI, v);
         break;
     case REG_QUEUE_AVAIL_LO:
     case REG_QUEUE_AVAIL_HI:
-        set_half(&q->avail_gpa, off == REG_QUEUE_AVAIL_HI, v);
+        set_half(&q->st.avail_gpa, off == REG_QUEUE_AVAIL_HI, v);
         break;
     default:
-        set_half(&q->used_gpa, off == REG_QUEUE_USED_HI, v);
+        set_half(&q->st.used_gpa, off == REG_QUEUE_USED_HI, v);
         break;
     }
 }
@@ -360,14 +362,14 @@ void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
 
     if (off == REG_INT_ACK && len == 4) { /* lock-free, as the status read */
         memcpy(&v, data, 4);
-        atomic_fetch_and(&t->interrupt_status, ~v);
+        atomic_fetch_and(&t->st.interrupt_status, ~v);
         return;
     }
     pthread_mutex_lock(&t->lock);
     if (off >= REG_CONFIG) {
         /* Config space belongs to a driver: refused before DRIVER and after FAILED. */
-        if ((t->status & S_DRV) && !(t->status & VIRTIO_STATUS_FAILED) && t->ops->config_write &&
-            in_config(t, off, len))
+        if ((t->st.status & S_DRV) && !(t->st.status & VIRTIO_STATUS_FAILED) &&
+            t->ops->config_write && in_config(t, off, len))
             t->ops->config_write(t->dev, off - REG_CONFIG, data, len);
         goto out;
     }
@@ -375,20 +377,20 @@ void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
         goto out;
     memcpy(&v, data, 4);
     switch (off) {
-    case REG_DEV_FEATURES_SEL:
-        t->dev_features_sel = v;
+    case REG_DEV_FEATURES_SEL: /* write-only selectors: any value out of range is "none" */
+        t->st.dev_features_sel = v < 2 ? v : 2;
         break;
     case REG_DRV_FEATURES:
         /* Features are written between DRIVER and FEATURES_OK only (spec 3.1.1). */
-        if ((t->status & (S_DRV | S_FOK | VIRTIO_STATUS_FAILED)) == S_DRV &&
-            t->drv_features_sel < 2)
-            set_half(&t->drv_features, t->drv_features_sel == 1, v);
+        if ((t->st.status & (S_DRV | S_FOK | VIRTIO_STATUS_FAILED)) == S_DRV &&
+            t->st.drv_features_sel < 2)
+            set_half(&t->st.drv_features, t->st.drv_features_sel == 1, v);
         break;
     case REG_DRV_FEATURES_SEL:
-        t->drv_features_sel = v;
+        t->st.drv_features_sel = v < 2 ? v : 2;
         break;
     case REG_QUEUE_SEL:
-        t->queue_sel = v;
+        t->st.queue_sel = v < t->ops->nqueues ? v : t->ops->nqueues;
         break;
     case REG_QUEUE_NUM:
     case REG_QUEUE_READY:
@@ -415,8 +417,8 @@ out:
 void vmmio_notify(struct vmmio_dev *t, unsigned qi)
 {
     pthread_mutex_lock(&t->lock);
-    if (vmmio_running(t) && qi < t->ops->nqueues && t->queues[qi].active && t->ops->process_queue &&
-        t->ops->process_queue(t->dev, t, qi) < 0)
+    if (vmmio_running(t) && qi < t->ops->nqueues && t->queues[qi].st.active &&
+        t->ops->process_queue && t->ops->process_queue(t->dev, t, qi) < 0)
         vmmio_fail(t);
     pthread_mutex_unlock(&t->lock);
 }

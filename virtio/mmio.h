@@ -15,7 +15,20 @@
 
 #define VMMIO_FAIL_LOG_NS (10 * 1000000000ULL)
 
+/* The transport's state that a snapshot carries (plain data, fixed layout: 40 bytes, no
+ * padding the compiler adds). The selectors are kept in range (QueueSel at most nqueues,
+ * the feature selectors at most 2: "none"), as the registers are write-only. */
+struct vmmio_state {
+    uint64_t drv_features;
+    uint32_t status, queue_sel, dev_features_sel, drv_features_sel, config_generation;
+    _Atomic uint32_t interrupt_status; /* VIRTIO_INT_*; INT_STATUS/INT_ACK take no lock */
+    uint8_t activated;                 /* 0 or 1 */
+    uint8_t pad[7];                    /* 0 */
+};
+_Static_assert(sizeof(struct vmmio_state) == 40, "vmmio_state layout");
+
 struct vmmio_dev {
+    struct vmmio_state st;
     pthread_mutex_t lock; /* registers, status, queues, the device: vCPUs and the event loop */
     const struct virtio_dev_ops *ops;
     void *dev;
@@ -24,12 +37,9 @@ struct vmmio_dev {
     unsigned gsi;
     int irq_fd;                       /* eventfd bound to the GSI by irqfd, or -1 */
     int notify_fd[VIRTIO_MAX_QUEUES]; /* ioeventfds on QueueNotify, or -1 */
-    uint32_t status, queue_sel, dev_features_sel, drv_features_sel, config_generation;
-    uint64_t drv_features;
-    atomic_uint interrupt_status;
-    bool activated;
-    uint64_t fail_count;     /* NEEDS_RESET transitions */
-    struct ratelog fail_log; /* their log line */
+    uint64_t resets;                  /* device resets so far (vmmio_unlocked) */
+    uint64_t fail_count;              /* NEEDS_RESET transitions */
+    struct ratelog fail_log;          /* their log line */
     struct vq queues[VIRTIO_MAX_QUEUES];
 };
 

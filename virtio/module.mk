@@ -1,7 +1,7 @@
 # virtio/: the virtqueue, the virtio-mmio transport and the devices (linked into build/ember
 # through vmm/module.mk). Unit tests and fuzz targets of this directory:
-UNIT_DEPS_test_virtio_queue := virtio/queue.c vmm/memory.c
-FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk_req.c vmm/memory.c
+UNIT_DEPS_test_virtio_queue := virtio/queue.c vmm/memory.c vmm/log.c
+FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk_req.c vmm/memory.c vmm/log.c
 FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/queue.c virtio/blk.c virtio/blk_req.c \
 	virtio/blk_uring.c virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring

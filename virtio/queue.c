@@ -40,29 +40,84 @@ static void store32(uint8_t *p, uint32_t v)
     __atomic_store_n((uint32_t *)(void *)p, v, __ATOMIC_RELAXED);
 }
 
-int vq_activate(struct vq *q, const struct guest_mem *mem, bool event_idx)
+/* Checks the queue's size and ring placement and maps the rings. Returns 0, or -EINVAL with
+ * the reason in *why. */
+static int map(struct vq *q, const struct guest_mem *mem, uint16_t queue_max, const char **why)
 {
-    uint64_t n = q->size;
+    uint64_t n = q->st.size;
 
-    q->active = false;
+    q->desc = q->avail = q->used = NULL;
     /* Spec 2.7: Queue Size is a power of two no larger than QueueNumMax (4.2.2.2). */
-    if (n == 0 || n > VQ_MAX_SIZE || (n & (n - 1)))
+    if (n == 0 || n > queue_max || (n & (n - 1))) {
+        *why = "size is 0, not a power of two or above the device's maximum";
         return -EINVAL;
+    }
     /* Alignment: descriptor table 16, available ring 2, used ring 4 (spec 2.7). */
-    if ((q->desc_gpa & 15) || (q->avail_gpa & 1) || (q->used_gpa & 3))
+    if ((q->st.desc_gpa & 15) || (q->st.avail_gpa & 1) || (q->st.used_gpa & 3)) {
+        *why = "a misaligned ring";
         return -EINVAL;
-    q->desc = gm_ptr(mem, q->desc_gpa, 16 * n);
-    q->avail = gm_ptr(mem, q->avail_gpa, 6 + 2 * n);
-    q->used = gm_ptr(mem, q->used_gpa, 6 + 8 * n);
+    }
+    q->desc = gm_ptr(mem, q->st.desc_gpa, 16 * n);
+    q->avail = gm_ptr(mem, q->st.avail_gpa, 6 + 2 * n);
+    q->used = gm_ptr(mem, q->st.used_gpa, 6 + 8 * n);
     if (!q->desc || !q->avail || !q->used) {
         q->desc = q->avail = q->used = NULL;
+        *why = "a ring outside guest RAM";
         return -EFAULT;
     }
-    q->event_idx = event_idx;
-    q->broken = q->quiet = false;
-    q->last_avail = q->next_used = q->signalled_used = 0;
-    q->signalled_valid = false;
-    q->active = true;
+    return 0;
+}
+
+int vq_activate(struct vq *q, const struct guest_mem *mem, bool event_idx)
+{
+    const char *why;
+
+    q->st.active = false;
+    int ret = map(q, mem, VQ_MAX_SIZE, &why);
+    if (ret)
+        return ret;
+    q->st.event_idx = event_idx;
+    q->st.broken = q->st.quiet = false;
+    q->st.last_avail = q->st.next_used = q->st.signalled_used = 0;
+    q->st.signalled_valid = false;
+    q->st.active = true;
+    return 0;
+}
+
+static bool flag(uint8_t v)
+{
+    return v <= 1;
+}
+
+int vq_restore(struct vq *q, const struct vq_state *st, const struct guest_mem *mem,
+               uint16_t queue_max, char *err, size_t errlen)
+{
+    const char *why = NULL;
+
+    vq_reset(q);
+    if (!flag(st->ready) || !flag(st->active) || !flag(st->event_idx) || !flag(st->broken) ||
+        !flag(st->quiet) || !flag(st->signalled_valid) || st->pad[0] || st->pad[1])
+        why = "a flag that is neither 0 nor 1";
+    else if (st->size > queue_max)
+        why = "size above the device's maximum";
+    else if (st->active && !st->ready)
+        why = "active but not ready";
+    else if (!st->active && (st->last_avail || st->next_used || st->signalled_used ||
+                             st->event_idx || st->broken || st->quiet || st->signalled_valid))
+        why = "device-side state on a queue that is not active";
+    /* Chains popped and not answered yet: at most one ring's worth. */
+    else if (st->active && (uint16_t)(st->last_avail - st->next_used) > st->size)
+        why = "more chains in flight than the queue holds";
+    if (why)
+        return errf(err, errlen, -EINVAL, "queue: %s", why);
+    q->st = *st;
+    if (!st->active)
+        return 0; /* what the driver wrote so far: checked again at DRIVER_OK */
+    int ret = map(q, mem, queue_max, &why);
+    if (ret) {
+        vq_reset(q);
+        return errf(err, errlen, -EINVAL, "queue: %s", why);
+    }
     return 0;
 }
 
@@ -73,7 +128,7 @@ void vq_reset(struct vq *q)
 
 static int broken(struct vq *q)
 {
-    q->broken = true;
+    q->st.broken = true;
     return -EINVAL;
 }
 
@@ -81,12 +136,12 @@ static int broken(struct vq *q)
  * (spec 2.7.10: avail_event; 2.7.7: the used ring flags without EVENT_IDX). */
 static bool rearm_and_recheck(struct vq *q)
 {
-    if (q->event_idx)
-        store16(q->used + USED_RING + 8 * (size_t)q->size, q->last_avail);
+    if (q->st.event_idx)
+        store16(q->used + USED_RING + 8 * (size_t)q->st.size, q->st.last_avail);
     else
         store16(q->used + USED_FLAGS, 0);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return load16(q->avail + AVAIL_IDX) != q->last_avail;
+    return load16(q->avail + AVAIL_IDX) != q->st.last_avail;
 }
 
 /* Copies descriptor i into d (one read of guest memory). */
@@ -99,26 +154,26 @@ int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c)
 {
     struct desc d;
 
-    if (!q->active || q->broken)
-        return q->broken ? -EINVAL : 0;
+    if (!q->st.active || q->st.broken)
+        return q->st.broken ? -EINVAL : 0;
     uint16_t avail_idx = load16(q->avail + AVAIL_IDX);
-    if (avail_idx == q->last_avail) {
-        if (q->quiet || !rearm_and_recheck(q))
+    if (avail_idx == q->st.last_avail) {
+        if (q->st.quiet || !rearm_and_recheck(q))
             return 0;
         avail_idx = load16(q->avail + AVAIL_IDX);
     }
     /* The driver can be at most one ring ahead of us (spec 2.7.13.3: idx wraps at 2^16). */
-    if ((uint16_t)(avail_idx - q->last_avail) > q->size)
+    if ((uint16_t)(avail_idx - q->st.last_avail) > q->st.size)
         return broken(q);
-    uint16_t head = load16(q->avail + AVAIL_RING + 2 * (size_t)(q->last_avail % q->size));
-    if (head >= q->size)
+    uint16_t head = load16(q->avail + AVAIL_RING + 2 * (size_t)(q->st.last_avail % q->st.size));
+    if (head >= q->st.size)
         return broken(q);
 
     memset(c, 0, offsetof(struct vq_chain, iov));
     c->head = head;
     uint16_t i = head;
     /* A chain visits at most size descriptors: a longer one loops (spec 2.7.5.2). */
-    for (unsigned ttl = q->size;; ttl--) {
+    for (unsigned ttl = q->st.size;; ttl--) {
         if (ttl == 0)
             return broken(q);
         read_desc(q, i, &d);
@@ -144,56 +199,56 @@ int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c)
         }
         if (!(d.flags & VRING_DESC_F_NEXT))
             break;
-        if (d.next >= q->size)
+        if (d.next >= q->st.size)
             return broken(q);
         i = d.next;
     }
-    q->last_avail++;
+    q->st.last_avail++;
     return 1;
 }
 
 void vq_unpop(struct vq *q)
 {
-    if (!q->active)
+    if (!q->st.active)
         return;
-    q->last_avail--;
-    if (q->event_idx) /* the driver kicks again for it (an earlier avail_event is harmless) */
-        store16(q->used + USED_RING + 8 * (size_t)q->size, q->last_avail);
+    q->st.last_avail--;
+    if (q->st.event_idx) /* the driver kicks again for it (an earlier avail_event is harmless) */
+        store16(q->used + USED_RING + 8 * (size_t)q->st.size, q->st.last_avail);
 }
 
 void vq_set_quiet(struct vq *q, bool quiet)
 {
-    q->quiet = quiet;
+    q->st.quiet = quiet;
     /* With EVENT_IDX nothing to write: avail_event stays where the last re-arm put it, and a
      * driver already past it does not kick again (spec 2.7.10). */
-    if (q->active && quiet && !q->event_idx)
+    if (q->st.active && quiet && !q->st.event_idx)
         store16(q->used + USED_FLAGS, VRING_USED_F_NO_NOTIFY);
 }
 
 void vq_push(struct vq *q, uint16_t head, uint32_t len)
 {
-    if (!q->active)
+    if (!q->st.active)
         return;
-    uint8_t *e = q->used + USED_RING + 8 * (size_t)(q->next_used % q->size);
+    uint8_t *e = q->used + USED_RING + 8 * (size_t)(q->st.next_used % q->st.size);
     store32(e, head);
     store32(e + 4, len);
-    q->next_used++;
+    q->st.next_used++;
     /* The element is visible before the index that publishes it (spec 2.7.8.2). */
-    store16(q->used + USED_IDX, q->next_used);
+    store16(q->used + USED_IDX, q->st.next_used);
 }
 
 bool vq_should_notify(struct vq *q)
 {
-    if (!q->active)
+    if (!q->st.active)
         return false;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (!q->event_idx)
+    if (!q->st.event_idx)
         return !(load16(q->avail + AVAIL_FLAGS) & VRING_AVAIL_F_NO_INTERRUPT);
     /* Spec 2.7.10: notify if used_event lies in [old, new). */
-    uint16_t event = load16(q->avail + AVAIL_RING + 2 * (size_t)q->size);
-    uint16_t old = q->signalled_used, now = q->next_used;
-    bool valid = q->signalled_valid;
-    q->signalled_used = now;
-    q->signalled_valid = true;
+    uint16_t event = load16(q->avail + AVAIL_RING + 2 * (size_t)q->st.size);
+    uint16_t old = q->st.signalled_used, now = q->st.next_used;
+    bool valid = q->st.signalled_valid;
+    q->st.signalled_used = now;
+    q->st.signalled_valid = true;
     return !valid || (uint16_t)(now - event - 1) < (uint16_t)(now - old);
 }

@@ -15,19 +15,28 @@
 #define VRING_DESC_F_WRITE    2
 #define VRING_DESC_F_INDIRECT 4
 
-struct vq {
-    /* Set by the driver through the transport before QueueReady. */
+/* A queue's state that a snapshot carries (plain data, fixed layout: 40 bytes, no padding the
+ * compiler adds; the flags are 0 or 1). The driver's registers, then what the device keeps once
+ * the queue is active; all zero in the reset state. */
+struct vq_state {
+    uint64_t desc_gpa, avail_gpa, used_gpa; /* set by the driver before QueueReady */
     uint16_t size;
-    bool ready;
-    uint64_t desc_gpa, avail_gpa, used_gpa;
-    /* Valid after vq_activate(). */
-    bool active, event_idx, broken;
-    bool quiet;     /* kicks suppressed (vq_set_quiet): an empty ring does not re-arm them */
+    uint16_t last_avail, next_used, signalled_used; /* valid while active */
+    uint8_t ready;
+    uint8_t active, event_idx, broken; /* set by vq_activate() */
+    uint8_t quiet;                     /* kicks suppressed (vq_set_quiet): an empty ring does not
+                                        * re-arm them */
+    uint8_t signalled_valid;
+    uint8_t pad[2]; /* 0 */
+};
+_Static_assert(sizeof(struct vq_state) == 40, "vq_state layout");
+
+struct vq {
+    struct vq_state st;
+    /* The rings in host memory: mapped by vq_activate() and vq_restore(). */
     uint8_t *desc;  /* size × 16 bytes */
     uint8_t *avail; /* flags, idx, ring[size], used_event */
     uint8_t *used;  /* flags, idx, ring[size] × 8, avail_event */
-    uint16_t last_avail, next_used, signalled_used;
-    bool signalled_valid;
 };
 
 /* One popped descriptor chain: device-readable iovecs first (nout), then device-writable. */
@@ -41,10 +50,17 @@ struct vq_chain {
 /* vq_activate(q, mem, event_idx): checks size and ring placement and maps the rings.
  * Returns 0, or -EINVAL (size, alignment) / -EFAULT (a ring outside RAM). */
 int vq_activate(struct vq *q, const struct guest_mem *mem, bool event_idx);
+/* vq_restore(q, st, mem, queue_max, err, errlen): q takes the saved state st, which is hostile
+ * (a snapshot file): flags 0/1, size at most queue_max, no device-side state on a queue that
+ * is not active, and an active queue passes vq_activate's checks again (size a nonzero power
+ * of two, aligned rings inside mem: mapped anew) with at most size chains in flight.
+ * Returns 0, or -EINVAL with a one-line reason in err (q then reset). */
+int vq_restore(struct vq *q, const struct vq_state *st, const struct guest_mem *mem,
+               uint16_t queue_max, char *err, size_t errlen);
 /* vq_reset(q): back to the reset state (driver registers zeroed, rings unmapped). */
 void vq_reset(struct vq *q);
 /* vq_pop(q, mem, c): takes the next available chain into c. Returns 1 if one was taken, 0 if
- * the ring is empty (notifications re-armed), -EINVAL if the ring is malformed (q->broken). */
+ * the ring is empty (notifications re-armed), -EINVAL if the ring is malformed (q->st.broken). */
 int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c);
 /* vq_unpop(q): gives the chain the last vq_pop took back to the ring (popped again next). */
 void vq_unpop(struct vq *q);

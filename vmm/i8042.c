@@ -26,12 +26,12 @@ static void kick(int fd)
 /* Called with the lock held. Returns true when IRQ 1 should be raised. */
 static bool push(struct i8042 *k, uint8_t b)
 {
-    if (k->count >= sizeof(k->buf)) {
+    if (k->st.count >= sizeof(k->st.buf)) {
         STAT_ADD(k->stats, i8042_missed_write, 1);
         return false;
     }
-    k->buf[(k->head + k->count++) % sizeof(k->buf)] = b;
-    return (k->ctr & CTR_KBD_INT) != 0;
+    k->st.buf[(k->st.head + k->st.count++) % sizeof(k->st.buf)] = b;
+    return (k->st.ctr & CTR_KBD_INT) != 0;
 }
 
 static bool push_n(struct i8042 *k, const uint8_t *b, unsigned n)
@@ -45,27 +45,27 @@ static bool push_n(struct i8042 *k, const uint8_t *b, unsigned n)
 /* A command on port 0x64. Returns true when IRQ 1 should be raised. */
 static bool command(struct i8042 *k, uint8_t cmd, bool *reset)
 {
-    k->cmd = 0;
+    k->st.cmd = 0;
     switch (cmd) {
     case 0x20: /* read the control byte */
-        return push(k, k->ctr);
+        return push(k, k->st.ctr);
     case 0xaa: /* controller self-test: passed */
         return push(k, 0x55);
     case 0xab: /* keyboard interface test: no error */
     case 0xc0: /* read input port */
         return push(k, 0x00);
     case 0xad:
-        k->ctr |= CTR_KBD_OFF;
+        k->st.ctr |= CTR_KBD_OFF;
         return false;
     case 0xae:
-        k->ctr &= (uint8_t)~CTR_KBD_OFF;
+        k->st.ctr &= (uint8_t)~CTR_KBD_OFF;
         return false;
     case 0x60: /* the next data byte is the control byte */
     case 0xd1: /* ... the output port */
     case 0xd2: /* ... a byte "from the keyboard" */
     case 0xd3: /* ... a byte "from the mouse" */
     case 0xd4: /* ... a byte for the mouse */
-        k->cmd = cmd;
+        k->st.cmd = cmd;
         return false;
     case 0xfe: /* pulse the reset line */
         STAT_ADD(k->stats, i8042_reset, 1);
@@ -80,12 +80,12 @@ static bool command(struct i8042 *k, uint8_t cmd, bool *reset)
 static bool data(struct i8042 *k, uint8_t v)
 {
     static const uint8_t ack_reset[] = {0xfa, 0xaa}, ack_id[] = {0xfa, 0xab, 0x83};
-    uint8_t pending = k->cmd;
+    uint8_t pending = k->st.cmd;
 
-    k->cmd = 0;
+    k->st.cmd = 0;
     switch (pending) {
     case 0x60:
-        k->ctr = v;
+        k->st.ctr = v;
         return false;
     case 0xd2:
         return push(k, v);
@@ -113,20 +113,20 @@ static void i8042_read(void *opaque, uint64_t off, uint8_t *out, uint32_t len)
     pthread_mutex_lock(&k->lock);
     if (off == 0) {
         STAT_ADD(k->stats, i8042_read, 1);
-        if (k->count) {
-            out[0] = k->buf[k->head];
-            k->head = (k->head + 1) % sizeof(k->buf);
-            k->count--;
+        if (k->st.count) {
+            out[0] = k->st.buf[k->st.head];
+            k->st.head = (k->st.head + 1) % sizeof(k->st.buf);
+            k->st.count--;
         } else {
             STAT_ADD(k->stats, i8042_missed_read, 1);
             out[0] = 0;
         }
         /* The IRQ is an edge and Linux reads one byte per interrupt: raise it again while
          * bytes are left (a Ctrl-Alt-Del is four of them). */
-        irq = k->count && (k->ctr & CTR_KBD_INT);
+        irq = k->st.count && (k->st.ctr & CTR_KBD_INT);
     } else if (off == 4) {
         STAT_ADD(k->stats, i8042_read, 1);
-        out[0] = (uint8_t)(k->status | (k->count ? ST_OBF : 0));
+        out[0] = (uint8_t)(k->st.status | (k->st.count ? ST_OBF : 0));
     }
     pthread_mutex_unlock(&k->lock);
     if (irq)
@@ -143,10 +143,10 @@ static void i8042_write(void *opaque, uint64_t off, const uint8_t *in, uint32_t 
     if (off == 0 || off == 4)
         STAT_ADD(k->stats, i8042_write, 1);
     if (off == 0) {
-        k->status &= (uint8_t)~ST_CMD;
+        k->st.status &= (uint8_t)~ST_CMD;
         irq = data(k, in[0]);
     } else if (off == 4) {
-        k->status |= ST_CMD;
+        k->st.status |= ST_CMD;
         irq = command(k, in[0], &reset);
     }
     pthread_mutex_unlock(&k->lock);
@@ -159,8 +159,8 @@ static void i8042_write(void *opaque, uint64_t off, const uint8_t *in, uint32_t 
 int i8042_init(struct i8042 *k, int irq_fd, int reset_fd)
 {
     memset(k, 0, sizeof(*k));
-    k->status = ST_SYS | ST_UNLOCKED;
-    k->ctr = CTR_KBD_INT | CTR_SYS;
+    k->st.status = ST_SYS | ST_UNLOCKED;
+    k->st.ctr = CTR_KBD_INT | CTR_SYS;
     k->irq_fd = irq_fd;
     k->reset_fd = reset_fd;
     return -pthread_mutex_init(&k->lock, NULL);
@@ -184,7 +184,7 @@ int i8042_ctrl_alt_del(struct i8042 *k)
     bool irq = false;
 
     pthread_mutex_lock(&k->lock);
-    if (k->count + sizeof(keys) > sizeof(k->buf)) {
+    if (k->st.count + sizeof(keys) > sizeof(k->st.buf)) {
         STAT_ADD(k->stats, i8042_errors, 1);
         ret = -ENOSPC;
     } else

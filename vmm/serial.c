@@ -31,73 +31,73 @@ static void raise_irq(struct serial *s)
 /* Called with the lock held. Returns true when an interrupt should be raised. */
 static bool push_rx(struct serial *s, uint8_t b)
 {
-    if (s->rx_count >= SERIAL_FIFO)
+    if (s->st.rx_count >= SERIAL_FIFO)
         return false;
-    s->rx[(s->rx_head + s->rx_count++) % SERIAL_FIFO] = b;
-    return (s->ier & IER_RDI) != 0;
+    s->st.rx[(s->st.rx_head + s->st.rx_count++) % SERIAL_FIFO] = b;
+    return (s->st.ier & IER_RDI) != 0;
 }
 
 static uint8_t read_reg(struct serial *s, uint64_t off, bool *wake_input)
 {
     uint8_t v = 0;
-    bool dlab = s->lcr & LCR_DLAB;
+    bool dlab = s->st.lcr & LCR_DLAB;
 
     switch (off) {
     case 0:
         if (dlab)
-            return s->dll;
+            return s->st.dll;
         STAT_ADD(s->stats, uart_read, 1);
-        if (s->rx_count) {
-            v = s->rx[s->rx_head];
-            s->rx_head = (s->rx_head + 1) % SERIAL_FIFO;
-            s->rx_count--;
+        if (s->st.rx_count) {
+            v = s->st.rx[s->st.rx_head];
+            s->st.rx_head = (s->st.rx_head + 1) % SERIAL_FIFO;
+            s->st.rx_count--;
         }
-        if (s->rx_blocked && s->rx_count == 0) { /* let the host send more */
+        if (s->rx_blocked && s->st.rx_count == 0) { /* let the host send more */
             s->rx_blocked = false;
             *wake_input = true;
         }
         return v;
     case 1:
-        return dlab ? s->dlm : s->ier;
+        return dlab ? s->st.dlm : s->st.ier;
     case 2:
-        if ((s->ier & IER_RDI) && s->rx_count) {
+        if ((s->st.ier & IER_RDI) && s->st.rx_count) {
             v = IIR_RDI;
-        } else if ((s->ier & IER_THRI) && s->iir_thri) {
+        } else if ((s->st.ier & IER_THRI) && s->st.iir_thri) {
             v = IIR_THRI;
-            s->iir_thri = 0; /* reading IIR acknowledges THR-empty */
+            s->st.iir_thri = 0; /* reading IIR acknowledges THR-empty */
         } else {
             v = IIR_NONE;
         }
-        return v | ((s->fcr & 1) ? IIR_FIFO : 0);
+        return v | ((s->st.fcr & 1) ? IIR_FIFO : 0);
     case 3:
-        return s->lcr;
+        return s->st.lcr;
     case 4:
-        return s->mcr;
+        return s->st.mcr;
     case 5:
-        return (s->rx_count ? LSR_DR : 0) | LSR_THRE | LSR_TEMT;
+        return (s->st.rx_count ? LSR_DR : 0) | LSR_THRE | LSR_TEMT;
     case 6:
-        if (!(s->mcr & MCR_LOOP))
+        if (!(s->st.mcr & MCR_LOOP))
             return MSR_IDLE;
         /* loopback: the modem outputs come back as inputs */
-        return (uint8_t)(((s->mcr & 0x02) << 3) | ((s->mcr & 0x01) << 5) | ((s->mcr & 0x04) << 4) |
-                         ((s->mcr & 0x08) << 4));
+        return (uint8_t)(((s->st.mcr & 0x02) << 3) | ((s->st.mcr & 0x01) << 5) |
+                         ((s->st.mcr & 0x04) << 4) | ((s->st.mcr & 0x08) << 4));
     default:
-        return s->scr;
+        return s->st.scr;
     }
 }
 
 /* Returns true when an interrupt should be raised. */
 static bool write_reg(struct serial *s, uint64_t off, uint8_t v)
 {
-    bool dlab = s->lcr & LCR_DLAB;
+    bool dlab = s->st.lcr & LCR_DLAB;
 
     switch (off) {
     case 0:
         if (dlab) {
-            s->dll = v;
+            s->st.dll = v;
             return false;
         }
-        if (s->mcr & MCR_LOOP) {
+        if (s->st.mcr & MCR_LOOP) {
             push_rx(s, v);
         } else if (s->out_fd >= 0) {
             ssize_t n;
@@ -108,31 +108,31 @@ static bool write_reg(struct serial *s, uint64_t off, uint8_t v)
             else
                 STAT_ADD(s->stats, uart_errors, 1); /* the byte is lost */
         }
-        s->iir_thri = 1;
-        return (s->ier & (IER_THRI | IER_RDI)) != 0;
+        s->st.iir_thri = 1;
+        return (s->st.ier & (IER_THRI | IER_RDI)) != 0;
     case 1:
         if (dlab) {
-            s->dlm = v;
+            s->st.dlm = v;
             return false;
         }
-        s->ier = v & 0x0f;
-        if (s->ier & IER_THRI)
-            s->iir_thri = 1;
-        return (s->ier & IER_THRI) || ((s->ier & IER_RDI) && s->rx_count);
+        s->st.ier = v & 0x0f;
+        if (s->st.ier & IER_THRI)
+            s->st.iir_thri = 1;
+        return (s->st.ier & IER_THRI) || ((s->st.ier & IER_RDI) && s->st.rx_count);
     case 2:
-        s->fcr = v;
+        s->st.fcr = v;
         if (v & 0x02) { /* clear the receive FIFO */
-            s->rx_head = s->rx_count = 0;
+            s->st.rx_head = s->st.rx_count = 0;
         }
         return false;
     case 3:
-        s->lcr = v;
+        s->st.lcr = v;
         return false;
     case 4:
-        s->mcr = v & 0x1f;
+        s->st.mcr = v & 0x1f;
         return false;
     case 7:
-        s->scr = v;
+        s->st.scr = v;
         return false;
     default: /* LSR and MSR are read-only */
         return false;
@@ -173,9 +173,9 @@ int serial_init(struct serial *s, int out_fd, int irq_fd, int rx_ready_fd)
     s->out_fd = out_fd;
     s->irq_fd = irq_fd;
     s->rx_ready_fd = rx_ready_fd;
-    s->dll = 0x0c; /* 9600 baud, as after a BIOS */
-    s->lcr = 0x03; /* 8N1 */
-    s->mcr = 0x08; /* OUT2 */
+    s->st.dll = 0x0c; /* 9600 baud, as after a BIOS */
+    s->st.lcr = 0x03; /* 8N1 */
+    s->st.mcr = 0x08; /* OUT2 */
     return -pthread_mutex_init(&s->lock, NULL);
 }
 
@@ -196,9 +196,9 @@ size_t serial_input(struct serial *s, const uint8_t *buf, size_t len)
     bool irq = false;
 
     pthread_mutex_lock(&s->lock);
-    while (n < len && s->rx_count < SERIAL_FIFO)
+    while (n < len && s->st.rx_count < SERIAL_FIFO)
         irq |= push_rx(s, buf[n++]);
-    if (s->rx_count >= SERIAL_FIFO)
+    if (s->st.rx_count >= SERIAL_FIFO)
         s->rx_blocked = true;
     pthread_mutex_unlock(&s->lock);
     if (irq)
@@ -209,7 +209,7 @@ size_t serial_input(struct serial *s, const uint8_t *buf, size_t len)
 size_t serial_rx_space(struct serial *s)
 {
     pthread_mutex_lock(&s->lock);
-    size_t space = SERIAL_FIFO - s->rx_count;
+    size_t space = SERIAL_FIFO - s->st.rx_count;
     if (!space)
         s->rx_blocked = true;
     pthread_mutex_unlock(&s->lock);

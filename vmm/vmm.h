@@ -144,11 +144,17 @@ int bus_add(struct bus *bus, const struct bus_dev *dev);
 bool bus_access(struct bus *bus, uint64_t addr, uint8_t *data, uint32_t len, bool is_write);
 
 #define SERIAL_FIFO 64
-struct serial {
-    pthread_mutex_t lock;
-    uint8_t ier, iir_thri, lcr, mcr, lsr_extra, msr, scr, dll, dlm, fcr;
+/* The UART's state that a snapshot carries (plain data, fixed layout: 80 bytes): the
+ * registers and the receive FIFO (rx_count bytes from rx[rx_head], wrapping). */
+struct serial_state {
+    uint8_t ier, iir_thri, lcr, mcr, scr, dll, dlm, fcr;
+    uint32_t rx_head, rx_count;
     uint8_t rx[SERIAL_FIFO];
-    unsigned rx_head, rx_count;
+};
+_Static_assert(sizeof(struct serial_state) == 80, "serial_state layout");
+struct serial {
+    struct serial_state st;
+    pthread_mutex_t lock;
     bool rx_blocked;        /* the host stopped reading input because the FIFO was full */
     int out_fd;             /* where guest output goes */
     int irq_fd;             /* irqfd eventfd for GSI 4 */
@@ -167,11 +173,19 @@ size_t serial_input(struct serial *s, const uint8_t *buf, size_t len);
 /* serial_rx_space(s): Returns free FIFO space (0 marks the input blocked). */
 size_t serial_rx_space(struct serial *s);
 
-struct i8042 {
-    pthread_mutex_t lock;
+/* The i8042's state that a snapshot carries (plain data, fixed layout: 28 bytes): status and
+ * control bytes, the command waiting for its data byte, and the output buffer (count bytes from
+ * buf[head], wrapping). */
+struct i8042_state {
     uint8_t status, ctr, cmd;
     uint8_t buf[16];
-    unsigned head, count;
+    uint8_t pad; /* 0 */
+    uint32_t head, count;
+};
+_Static_assert(sizeof(struct i8042_state) == 28, "i8042_state layout");
+struct i8042 {
+    struct i8042_state st;
+    pthread_mutex_t lock;
     int irq_fd;             /* irqfd eventfd for GSI 1 */
     int reset_fd;           /* eventfd: guest asked for a CPU reset */
     struct vm_stats *stats; /* i8042_* counters; NULL = none (set before the vCPUs run) */

@@ -153,10 +153,10 @@ static void mmio_read(uint64_t off, uint32_t len)
  * NEEDS_RESET; the device runs only after DRIVER_OK. */
 static void check_status(void)
 {
-    uint32_t s = t.status & ~(uint32_t)(VIRTIO_STATUS_FAILED | VIRTIO_STATUS_NEEDS_RESET);
+    uint32_t s = t.st.status & ~(uint32_t)(VIRTIO_STATUS_FAILED | VIRTIO_STATUS_NEEDS_RESET);
     if (s != 0 && s != 1 && s != 3 && s != 0xb && s != 0xf)
         abort();
-    if (t.activated && !(t.status & VIRTIO_STATUS_DRIVER_OK))
+    if (t.st.activated && !(t.st.status & VIRTIO_STATUS_DRIVER_OK))
         abort();
 }
 
@@ -214,7 +214,7 @@ static void driver_init(struct input *in)
 
 static void put_desc(const struct vq *q, uint16_t i, uint64_t addr, uint32_t len, uint16_t flags)
 {
-    uint16_t next = (uint16_t)((i + 1) % q->size);
+    uint16_t next = (uint16_t)((i + 1) % q->st.size);
     uint8_t *d = q->desc + 16 * i;
     memcpy(d, &addr, 8);
     memcpy(d + 8, &len, 4);
@@ -233,7 +233,7 @@ static void request(struct input *in)
     uint16_t hdr = in16(in), data = in16(in), status = in16(in);
     struct vq *q = &t.queues[0];
 
-    if (!q->active || !q->size)
+    if (!q->st.active || !q->st.size)
         return;
     uint8_t h[16] = {0};
     uint32_t ty = types[type % 5];
@@ -242,19 +242,19 @@ static void request(struct input *in)
     memcpy(h + 8, &sec, 8);
     gm_write(&mem, hdr, h, sizeof(h));
     bool dev_writes = ty == VIRTIO_BLK_T_IN || ty == VIRTIO_BLK_T_GET_ID;
-    uint16_t head = next_desc % q->size;
-    put_desc(q, next_desc++ % q->size, hdr, 16, VRING_DESC_F_NEXT);
+    uint16_t head = next_desc % q->st.size;
+    put_desc(q, next_desc++ % q->st.size, hdr, 16, VRING_DESC_F_NEXT);
     uint32_t off = 0;
     for (unsigned s = 0; s < segs; s++) {
         uint32_t part = s + 1 == segs ? len - off : len / segs;
-        put_desc(q, next_desc++ % q->size, (uint64_t)data + off, part,
+        put_desc(q, next_desc++ % q->st.size, (uint64_t)data + off, part,
                  VRING_DESC_F_NEXT | (dev_writes ? VRING_DESC_F_WRITE : 0));
         off += part;
     }
-    put_desc(q, next_desc++ % q->size, status, 1, type & 0x80 ? 0 : VRING_DESC_F_WRITE);
+    put_desc(q, next_desc++ % q->st.size, status, 1, type & 0x80 ? 0 : VRING_DESC_F_WRITE);
     uint16_t idx;
     memcpy(&idx, q->avail + 2, 2);
-    memcpy(q->avail + 4 + 2 * (idx % q->size), &head, 2);
+    memcpy(q->avail + 4 + 2 * (idx % q->st.size), &head, 2);
     idx++;
     memcpy(q->avail + 2, &idx, 2);
 }
@@ -426,7 +426,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         run_op(&in);
 
     wr32(0x70, 0); /* the driver's reset: in-flight I/O is dropped by the event loop */
-    if (t.status || t.activated)
+    if (t.st.status || t.st.activated)
         abort();
     /* Nothing may stay in flight into this RAM: quiesce waits for it. */
     if (vmmio_quiesce(&t))

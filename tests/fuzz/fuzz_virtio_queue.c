@@ -38,17 +38,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
 
     vq_reset(&q);
-    q.size = hdr[0] & 0x1ff;
-    q.desc_gpa = hdr[1];
-    q.avail_gpa = hdr[2];
-    q.used_gpa = hdr[3] & 0x7fff;
+    q.st.size = hdr[0] & 0x1ff;
+    q.st.desc_gpa = hdr[1];
+    q.st.avail_gpa = hdr[2];
+    q.st.used_gpa = hdr[3] & 0x7fff;
     if (vq_activate(&q, &mem, hdr[0] & 0x8000) != 0)
         return 0;
     for (int n = 0; n < 2 * VQ_MAX_SIZE; n++) {
         int got = vq_pop(&q, &mem, &c);
         if (got <= 0)
             break;
-        if (c.head >= q.size || c.niov > q.size || c.nout > c.niov)
+        if (c.head >= q.st.size || c.niov > q.st.size || c.nout > c.niov)
             abort();
         for (unsigned i = 0; i < c.niov; i++)
             if (!in_ram(&c.iov[i]))

@@ -454,8 +454,8 @@ static void quiesce_leaves_nothing_in_flight(void **state)
     request(VIRTIO_BLK_T_IN, 1, DATA + 512, 512, false);
     vmmio_notify(&t, 0);
     assert_int_equal(vmmio_quiesce(&t), 0);
-    assert_int_equal(used_idx(), 1);             /* the first answered (in flight: waited for) */
-    assert_int_equal(t.queues[0].last_avail, 1); /* the second is back in the ring */
+    assert_int_equal(used_idx(), 1);                /* the first answered (in flight: waited for) */
+    assert_int_equal(t.queues[0].st.last_avail, 1); /* the second is back in the ring */
     assert_int_equal(status(0), VIRTIO_BLK_S_OK);
     assert_int_equal(rd(0x60) & VIRTIO_INT_USED, VIRTIO_INT_USED);
     struct vm_bucket off = {0};

@@ -236,7 +236,7 @@ static void feature_writes_in_wrong_state(void **state)
     (void)state;
     wr(0x24, 1);
     wr(0x20, 1); /* before DRIVER: ignored */
-    assert_int_equal(t.drv_features, 0);
+    assert_int_equal(t.st.drv_features, 0);
     wr(0x70, 1);
     wr(0x70, 3);
     wr(0x24, 1);
@@ -249,7 +249,7 @@ static void feature_writes_in_wrong_state(void **state)
     wr(0x70, 0xb);
     assert_int_equal(rd(0x70), 0xb);
     wr(0x20, 1u << VIRTIO_F_RING_EVENT_IDX); /* after FEATURES_OK: ignored */
-    assert_int_equal(t.drv_features, 1ULL << VIRTIO_F_VERSION_1 | 1ULL << 5);
+    assert_int_equal(t.st.drv_features, 1ULL << VIRTIO_F_VERSION_1 | 1ULL << 5);
 }
 
 static void config_space(void **state)
@@ -286,9 +286,9 @@ static void queue_max_per_device(void **state)
     wr(0x30, 0);
     assert_int_equal(rd(0x34), 64);
     wr(0x38, 128);
-    assert_int_equal(t.queues[0].size, 0);
+    assert_int_equal(t.queues[0].st.size, 0);
     wr(0x38, 64);
-    assert_int_equal(t.queues[0].size, 64);
+    assert_int_equal(t.queues[0].st.size, 64);
 }
 
 /* Device fds: the event op runs under the transport (running or not); an error marks the
@@ -352,12 +352,12 @@ static void queue_registers_and_activation(void **state)
     /* Once ready, the queue's registers are frozen. */
     wr(0x38, 32);
     wr(0x80, 0x5000);
-    assert_int_equal(t.queues[0].size, 16);
-    assert_int_equal(t.queues[0].desc_gpa, 0x1000);
+    assert_int_equal(t.queues[0].st.size, 16);
+    assert_int_equal(t.queues[0].st.desc_gpa, 0x1000);
     wr(0x70, 0xf);
     assert_int_equal(rd(0x70), 0xf);
-    assert_true(t.queues[0].active);
-    assert_true(t.queues[0].event_idx);
+    assert_true(t.queues[0].st.active);
+    assert_true(t.queues[0].st.event_idx);
     /* A notification runs the device; the avail ring is empty. */
     vmmio_notify(&t, 0);
     assert_int_equal(fake.processed, 1);
@@ -384,8 +384,8 @@ static void bad_queue_at_driver_ok_needs_reset(void **state)
     assert_int_equal(rd(0x70), 0x4f);
     wr(0x70, 0);
     assert_int_equal(rd(0x70), 0);
-    assert_int_equal(t.queues[0].size, 0);
-    assert_false(t.queues[0].ready);
+    assert_int_equal(t.queues[0].st.size, 0);
+    assert_false(t.queues[0].st.ready);
 }
 
 static void malformed_ring_on_notify_needs_reset(void **state)

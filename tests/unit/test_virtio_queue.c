@@ -33,11 +33,11 @@ static int setup(void **state)
     mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = low};
     mem.regions[1] = (struct gm_region){.gpa = HIGH, .size = RAM, .host = high};
     vq_reset(&q);
-    q.size = QSIZE;
-    q.desc_gpa = DESC;
-    q.avail_gpa = AVAIL;
-    q.used_gpa = USED;
-    q.ready = true;
+    q.st.size = QSIZE;
+    q.st.desc_gpa = DESC;
+    q.st.avail_gpa = AVAIL;
+    q.st.used_gpa = USED;
+    q.st.ready = true;
     return 0;
 }
 
@@ -106,7 +106,7 @@ static void good_chain(void **state)
 static void expect_broken(void)
 {
     assert_int_equal(vq_pop(&q, &mem, &chain), -EINVAL);
-    assert_true(q.broken);
+    assert_true(q.st.broken);
     /* A broken queue stays broken until reset, and nothing more is consumed. */
     assert_int_equal(vq_pop(&q, &mem, &chain), -EINVAL);
 }
@@ -236,13 +236,13 @@ static void avail_index_wraps_fine(void **state)
 {
     (void)state;
     activate(false);
-    q.last_avail = q.next_used = 0xffff;
+    q.st.last_avail = q.st.next_used = 0xffff;
     set_desc(1, BUF, 16, 0, 0);
     offer(0xffff, 1);
     assert_int_equal(get16(AVAIL + 2), 0);
     assert_int_equal(vq_pop(&q, &mem, &chain), 1);
     assert_int_equal(chain.head, 1);
-    assert_int_equal(q.last_avail, 0);
+    assert_int_equal(q.st.last_avail, 0);
 }
 
 static void readable_after_writable(void **state)
@@ -269,31 +269,31 @@ static void activation_checks(void **state)
     (void)state;
     static const uint16_t bad_sizes[] = {0, 3, 12, 512, 0xffff};
     for (unsigned i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++) {
-        q.size = bad_sizes[i];
+        q.st.size = bad_sizes[i];
         assert_int_equal(vq_activate(&q, &mem, false), -EINVAL);
-        assert_false(q.active);
+        assert_false(q.st.active);
     }
-    q.size = QSIZE;
-    q.desc_gpa = DESC + 8;
+    q.st.size = QSIZE;
+    q.st.desc_gpa = DESC + 8;
     assert_int_equal(vq_activate(&q, &mem, false), -EINVAL);
-    q.desc_gpa = DESC;
-    q.avail_gpa = AVAIL + 1;
+    q.st.desc_gpa = DESC;
+    q.st.avail_gpa = AVAIL + 1;
     assert_int_equal(vq_activate(&q, &mem, false), -EINVAL);
-    q.avail_gpa = AVAIL;
-    q.used_gpa = USED + 2;
+    q.st.avail_gpa = AVAIL;
+    q.st.used_gpa = USED + 2;
     assert_int_equal(vq_activate(&q, &mem, false), -EINVAL);
     /* A used ring the device cannot write as RAM (in the MMIO hole, past RAM, straddling
      * the end of a region) is refused at activation. */
-    q.used_gpa = MMIO_HOLE_START;
+    q.st.used_gpa = MMIO_HOLE_START;
     assert_int_equal(vq_activate(&q, &mem, false), -EFAULT);
-    q.used_gpa = RAM - 16;
+    q.st.used_gpa = RAM - 16;
     assert_int_equal(vq_activate(&q, &mem, false), -EFAULT);
-    q.used_gpa = USED;
-    q.desc_gpa = HIGH + RAM - 16;
+    q.st.used_gpa = USED;
+    q.st.desc_gpa = HIGH + RAM - 16;
     assert_int_equal(vq_activate(&q, &mem, false), -EFAULT);
-    q.desc_gpa = HIGH;
+    q.st.desc_gpa = HIGH;
     assert_int_equal(vq_activate(&q, &mem, false), 0);
-    q.size = VQ_MAX_SIZE;
+    q.st.size = VQ_MAX_SIZE;
     assert_int_equal(vq_activate(&q, &mem, false), 0);
 }
 
