@@ -389,6 +389,37 @@ static int quiesce(void *dev, struct vmmio_dev *t)
     return 0;
 }
 
+/* Only after quiesce: nothing in flight, no chain held, no interrupt held back. */
+static int save(const void *dev, struct vmmio_dev *t, void *state)
+{
+    const struct vblk *b = dev;
+    (void)t;
+    if (b->has_pending || b->eng.inflight || b->mod.holding || b->throttled)
+        return -EBUSY;
+    memcpy(state, &b->st, sizeof(b->st));
+    return 0;
+}
+
+/* The transport and its queue are restored already; the device starts with nothing in flight
+ * (as quiesce left it) and its runtime state fresh. */
+static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err, size_t errlen)
+{
+    struct vblk *b = dev;
+    struct vblk_state st;
+    const struct vq_state *q = &vmmio_queue(t, 0)->st;
+
+    memcpy(&st, state, sizeof(st));
+    if (st.capacity != b->st.capacity)
+        return errf(err, errlen, -EINVAL,
+                    "drive %s: the snapshot's disk has %llu sectors, %s has %llu", b->cfg.id,
+                    (unsigned long long)st.capacity, b->cfg.path,
+                    (unsigned long long)b->st.capacity);
+    if (q->active && q->last_avail != q->next_used)
+        return errf(err, errlen, -EINVAL, "drive %s: requests in flight in a snapshot", b->cfg.id);
+    reset(b, t);
+    return 0;
+}
+
 static unsigned fds(const void *dev, struct virtio_fd out[VIRTIO_MAX_DEV_FDS])
 {
     const struct vblk *b = dev;
@@ -542,6 +573,9 @@ const struct virtio_dev_ops vblk_ops = {
         .fds = fds,
         .event = event,
         .quiesce = quiesce,
+        .state_size = sizeof(struct vblk_state),
+        .save = save,
+        .restore = restore,
         .update = update,
         .destroy = destroy,
 };

@@ -71,6 +71,16 @@ struct virtio_dev_ops {
     /* quiesce(dev, t): the VM is paused for a snapshot (event loop): afterwards nothing is in
      * flight, no chain is held popped, no interrupt is held back. Returns 0 or -errno. */
     int (*quiesce)(void *dev, struct vmmio_dev *t);
+    /* The device's own part of a snapshot: state_size bytes of plain data (0: none). */
+    uint32_t state_size;
+    /* save(dev, t, state): fills state (state_size bytes) once quiesce ran (VM paused).
+     * Returns 0, or -EBUSY while something is still in flight. */
+    int (*save)(const void *dev, struct vmmio_dev *t, void *state);
+    /* restore(dev, t, state, err, errlen): the device takes a saved state, after the transport
+     * took its own (registers and queues of t restored and checked). state is hostile (a
+     * snapshot file): every field is checked. Returns 0, or -EINVAL with a one-line reason in
+     * err. */
+    int (*restore)(void *dev, struct vmmio_dev *t, const void *state, char *err, size_t errlen);
     /* update(dev, t, upd, err, errlen): a device-type-specific change on a running VM
      * (PATCH /drives: struct vblk_update). Returns 0, or -errno with a reason in err. */
     int (*update)(void *dev, struct vmmio_dev *t, const void *upd, char *err, size_t errlen);

@@ -69,4 +69,23 @@ void vmmio_signal(struct vmmio_dev *t, unsigned bits);
 /* vmmio_cmdline(t, buf, len): Returns the snprintf count of " virtio_mmio.device=4K@0x…:N". */
 int vmmio_cmdline(const struct vmmio_dev *t, char *buf, size_t len);
 
+/* ---- snapshots (mmio_state.c) ------------------------------------------------------------ */
+/* vmmio_save(t, st, q, dev_state): under the lock, the transport's state into st, each queue's
+ * into q (the queues the device lacks: zero) and the device's (ops->state_size bytes; NULL
+ * when 0) into dev_state; the VM paused and vmmio_quiesce done. Returns 0, or the device's
+ * -EBUSY. */
+int vmmio_save(struct vmmio_dev *t, struct vmmio_state *st, struct vq_state q[VIRTIO_MAX_QUEUES],
+               void *dev_state);
+/* vmmio_restore(t, st, q, dev_state, err, errlen): under the lock, a transport made by
+ * vmmio_init (its device opened as configured) takes a saved state, which is hostile (a
+ * snapshot file). Refused: a status the driver's sequence cannot reach, an activated device
+ * without DRIVER_OK (or DRIVER_OK without activation and without NEEDS_RESET), features outside
+ * the offer after FEATURES_OK, selectors out of range, unknown interrupt bits, nonzero padding,
+ * and queues vq_restore refuses, active ones out of step with the transport (EVENT_IDX as
+ * negotiated) or state on queues the device lacks; then whatever the device's restore refuses.
+ * Returns 0, or -EINVAL with a one-line reason in err (t is then in the reset state). */
+int vmmio_restore(struct vmmio_dev *t, const struct vmmio_state *st,
+                  const struct vq_state q[VIRTIO_MAX_QUEUES], const void *dev_state, char *err,
+                  size_t errlen);
+
 #endif

@@ -109,14 +109,14 @@ int vq_restore(struct vq *q, const struct vq_state *st, const struct guest_mem *
     else if (st->active && (uint16_t)(st->last_avail - st->next_used) > st->size)
         why = "more chains in flight than the queue holds";
     if (why)
-        return errf(err, errlen, -EINVAL, "queue: %s", why);
+        return errf(err, errlen, -EINVAL, "%s", why);
     q->st = *st;
     if (!st->active)
         return 0; /* what the driver wrote so far: checked again at DRIVER_OK */
     int ret = map(q, mem, queue_max, &why);
     if (ret) {
         vq_reset(q);
-        return errf(err, errlen, -EINVAL, "queue: %s", why);
+        return errf(err, errlen, -EINVAL, "%s", why);
     }
     return 0;
 }

@@ -194,3 +194,30 @@ int i8042_ctrl_alt_del(struct i8042 *k)
         kick(k->irq_fd);
     return ret;
 }
+
+void i8042_save(struct i8042 *k, struct i8042_state *st)
+{
+    pthread_mutex_lock(&k->lock);
+    *st = k->st;
+    pthread_mutex_unlock(&k->lock);
+}
+
+int i8042_restore(struct i8042 *k, const struct i8042_state *st, char *err, size_t errlen)
+{
+    const char *why = NULL;
+
+    if (st->count > sizeof(st->buf) || st->head >= sizeof(st->buf))
+        why = "output buffer count or head beyond the buffer";
+    else if ((st->status & ~ST_CMD) != (ST_SYS | ST_UNLOCKED))
+        why = "status bits the controller never sets";
+    else if (st->cmd && st->cmd != 0x60 && (st->cmd < 0xd1 || st->cmd > 0xd4))
+        why = "a pending command that takes no data byte";
+    else if (st->pad)
+        why = "nonzero padding";
+    if (why)
+        return errf(err, errlen, -EINVAL, "i8042: %s", why);
+    pthread_mutex_lock(&k->lock);
+    k->st = *st;
+    pthread_mutex_unlock(&k->lock);
+    return 0;
+}

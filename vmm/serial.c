@@ -215,3 +215,31 @@ size_t serial_rx_space(struct serial *s)
     pthread_mutex_unlock(&s->lock);
     return space;
 }
+
+void serial_save(struct serial *s, struct serial_state *st)
+{
+    pthread_mutex_lock(&s->lock);
+    *st = s->st;
+    pthread_mutex_unlock(&s->lock);
+}
+
+int serial_restore(struct serial *s, const struct serial_state *st, char *err, size_t errlen)
+{
+    const char *why = NULL;
+
+    if (st->rx_count > SERIAL_FIFO || st->rx_head >= SERIAL_FIFO)
+        why = "receive FIFO count or head beyond the FIFO";
+    else if (st->ier & ~0x0fu)
+        why = "reserved IER bits";
+    else if (st->mcr & ~0x1fu)
+        why = "reserved MCR bits";
+    else if (st->iir_thri > 1)
+        why = "THR-empty flag neither 0 nor 1";
+    if (why)
+        return errf(err, errlen, -EINVAL, "serial: %s", why);
+    pthread_mutex_lock(&s->lock);
+    s->st = *st;
+    s->rx_blocked = false; /* the console asks for room again (serial_rx_space) */
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}

@@ -172,6 +172,12 @@ struct bus_dev serial_bus_dev(struct serial *s);
 size_t serial_input(struct serial *s, const uint8_t *buf, size_t len);
 /* serial_rx_space(s): Returns free FIFO space (0 marks the input blocked). */
 size_t serial_rx_space(struct serial *s);
+/* serial_save(s, st): the registers and the receive FIFO into st (under the lock). */
+void serial_save(struct serial *s, struct serial_state *st);
+/* serial_restore(s, st, err, errlen): takes a saved state, which is hostile (a snapshot file):
+ * a FIFO count or head beyond the FIFO, reserved IER/MCR bits or a THR-empty flag other than
+ * 0/1 are refused. Returns 0, or -EINVAL with a one-line reason in err (s unchanged). */
+int serial_restore(struct serial *s, const struct serial_state *st, char *err, size_t errlen);
 
 /* The i8042's state that a snapshot carries (plain data, fixed layout: 28 bytes): status and
  * control bytes, the command waiting for its data byte, and the output buffer (count bytes from
@@ -199,6 +205,13 @@ void i8042_destroy(struct i8042 *k);
 struct bus_dev i8042_bus_dev(struct i8042 *k);
 /* i8042_ctrl_alt_del(k): injects Ctrl-Alt-Del scancodes. Returns 0 or -ENOSPC. */
 int i8042_ctrl_alt_del(struct i8042 *k);
+/* i8042_save(k, st): status, control byte, pending command and output buffer into st. */
+void i8042_save(struct i8042 *k, struct i8042_state *st);
+/* i8042_restore(k, st, err, errlen): takes a saved state, which is hostile (a snapshot file):
+ * a buffer count or head beyond the buffer, status bits the controller never sets, a pending
+ * command that takes no data byte or nonzero padding are refused. Returns 0, or -EINVAL with
+ * a one-line reason in err (k unchanged). */
+int i8042_restore(struct i8042 *k, const struct i8042_state *st, char *err, size_t errlen);
 
 struct boot_timer {
     struct timespec start_wall, start_cpu;

@@ -20,6 +20,7 @@
 
 #include "../../virtio/blk.h"
 #include "../../virtio/mmio.h"
+#include "fuzz_input.h"
 #include "guest_ram.h"
 
 #define RAM0_GPA  0x0ULL
@@ -49,11 +50,6 @@ enum op {
     OP_COUNT
 };
 
-struct input {
-    const uint8_t *p;
-    size_t left;
-};
-
 static struct guest_mem mem;
 static uint8_t *ram0, *ram1;
 static struct vblk *drives[NDRIVES];
@@ -66,27 +62,6 @@ static struct vblk *blk;
 static unsigned drive_idx;
 static bool swapped[NDRIVES];
 static uint16_t next_desc;
-
-static uint8_t in8(struct input *in)
-{
-    if (!in->left)
-        return 0;
-    in->left--;
-    return *in->p++;
-}
-
-/* Little-endian, one byte after the other (the operands of | are not sequenced). */
-static uint16_t in16(struct input *in)
-{
-    uint16_t lo = in8(in);
-    return (uint16_t)(lo | in8(in) << 8);
-}
-
-static uint32_t in32(struct input *in)
-{
-    uint32_t lo = in16(in);
-    return lo | (uint32_t)in16(in) << 16;
-}
 
 static int memfd_file(char *path, size_t len, unsigned sectors)
 {

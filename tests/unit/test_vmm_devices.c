@@ -135,6 +135,125 @@ static void keyboard_controller(void **state)
     close(irq), close(reset);
 }
 
+/* The UART's state round trip: a fresh UART restored from a saved one keeps its registers and
+ * the bytes left in its receive FIFO (wrapped around the ring); hostile states are refused and
+ * change nothing. */
+static void uart_save_restore(void **state)
+{
+    struct serial a, b;
+    struct serial_state st, bad;
+    int irq = eventfd(0, EFD_NONBLOCK), rx = eventfd(0, EFD_NONBLOCK);
+    char err[128];
+    uint8_t fill[SERIAL_FIFO - 2];
+    (void)state;
+    memset(&pio, 0, sizeof(pio));
+    assert_int_equal(serial_init(&a, -1, irq, rx), 0);
+    struct bus_dev d = serial_bus_dev(&a);
+    assert_int_equal(bus_add(&pio, &d), 0);
+    memset(fill, 'x', sizeof(fill));
+    assert_int_equal(serial_input(&a, fill, sizeof(fill)), sizeof(fill));
+    for (size_t i = 0; i < sizeof(fill); i++)
+        inb(0x3f8);
+    assert_int_equal(serial_input(&a, (const uint8_t *)"wrap", 4), 4); /* across the ring's end */
+    outb(0x3f9, 0x01);
+    outb(0x3ff, 0x42);
+    outb(0x3fb, 0x83);
+    outb(0x3f8, 0x01); /* divisor 115200 */
+    outb(0x3fb, 0x03);
+    serial_save(&a, &st);
+    serial_destroy(&a);
+
+    assert_int_equal(serial_init(&b, -1, irq, rx), 0);
+    static const struct {
+        const char *what;
+        size_t off;
+        uint32_t v;
+        unsigned width;
+    } hostile[] = {
+            {"count", offsetof(struct serial_state, rx_count), SERIAL_FIFO + 1, 4},
+            {"head", offsetof(struct serial_state, rx_head), SERIAL_FIFO, 4},
+            {"IER", offsetof(struct serial_state, ier), 0x10, 1},
+            {"MCR", offsetof(struct serial_state, mcr), 0x20, 1},
+            {"THR", offsetof(struct serial_state, iir_thri), 2, 1},
+    };
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        bad = st;
+        memcpy((uint8_t *)&bad + hostile[i].off, &hostile[i].v, hostile[i].width);
+        assert_int_equal(serial_restore(&b, &bad, err, sizeof(err)), -EINVAL);
+        assert_non_null(strstr(err, hostile[i].what));
+        assert_int_equal(b.st.rx_count, 0);
+    }
+    assert_int_equal(serial_restore(&b, &st, err, sizeof(err)), 0);
+    memset(&pio, 0, sizeof(pio));
+    d = serial_bus_dev(&b);
+    assert_int_equal(bus_add(&pio, &d), 0);
+    assert_int_equal(inb(0x3ff), 0x42);
+    assert_int_equal(inb(0x3f9), 0x01);
+    assert_int_equal(inb(0x3fa) & 0x0f, 0x04); /* received data pending */
+    for (const char *c = "wrap"; *c; c++)
+        assert_int_equal(inb(0x3f8), *c);
+    assert_int_equal(inb(0x3fd) & 1, 0);
+    outb(0x3fb, 0x83);
+    assert_int_equal(inb(0x3f8), 0x01);
+    serial_destroy(&b);
+    close(irq), close(rx);
+}
+
+/* The i8042's state round trip: the output buffer and a command waiting for its data byte. */
+static void i8042_save_restore(void **state)
+{
+    struct i8042 a, b;
+    struct i8042_state st, bad;
+    int irq = eventfd(0, EFD_NONBLOCK), reset = eventfd(0, EFD_NONBLOCK);
+    char err[128];
+    (void)state;
+    memset(&pio, 0, sizeof(pio));
+    assert_int_equal(i8042_init(&a, irq, reset), 0);
+    struct bus_dev d = i8042_bus_dev(&a);
+    assert_int_equal(bus_add(&pio, &d), 0);
+    for (int i = 0; i < 3; i++) /* 12 bytes in, 8 read: the ring wraps */
+        assert_int_equal(i8042_ctrl_alt_del(&a), 0);
+    for (int i = 0; i < 8; i++)
+        inb(0x60);
+    assert_int_equal(i8042_ctrl_alt_del(&a), 0);
+    outb(0x64, 0x60); /* the next data byte is the control byte */
+    i8042_save(&a, &st);
+    i8042_destroy(&a);
+
+    assert_int_equal(i8042_init(&b, irq, reset), 0);
+    bad = st;
+    bad.count = 17;
+    assert_int_equal(i8042_restore(&b, &bad, err, sizeof(err)), -EINVAL);
+    bad = st;
+    bad.head = 16;
+    assert_int_equal(i8042_restore(&b, &bad, err, sizeof(err)), -EINVAL);
+    bad = st;
+    bad.status = 0x01;
+    assert_int_equal(i8042_restore(&b, &bad, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "status"));
+    bad = st;
+    bad.cmd = 0xaa;
+    assert_int_equal(i8042_restore(&b, &bad, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "command"));
+    bad = st;
+    bad.pad = 1;
+    assert_int_equal(i8042_restore(&b, &bad, err, sizeof(err)), -EINVAL);
+    assert_int_equal(b.st.count, 0);
+    assert_int_equal(i8042_restore(&b, &st, err, sizeof(err)), 0);
+    memset(&pio, 0, sizeof(pio));
+    d = i8042_bus_dev(&b);
+    assert_int_equal(bus_add(&pio, &d), 0);
+    static const uint8_t want[] = {0x14, 0x11, 0xe0, 0x71, 0x14, 0x11, 0xe0, 0x71};
+    for (size_t i = 0; i < sizeof(want); i++)
+        assert_int_equal(inb(0x60), want[i]);
+    assert_int_equal(inb(0x64) & 1, 0);
+    outb(0x60, 0x47); /* the pending command takes it */
+    outb(0x64, 0x20);
+    assert_int_equal(inb(0x60), 0x47);
+    i8042_destroy(&b);
+    close(irq), close(reset);
+}
+
 static void bus_rules(void **state)
 {
     struct bus_dev a = {.base = 0x100, .len = 8}, b = {.base = 0x104, .len = 8};
@@ -174,6 +293,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(uart),
             cmocka_unit_test(keyboard_controller),
+            cmocka_unit_test(uart_save_restore),
+            cmocka_unit_test(i8042_save_restore),
             cmocka_unit_test(bus_rules),
             cmocka_unit_test(boot_timer),
     };

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seeds of two fuzz targets; run it again after changing a target's input
+"""Writes the hand-made seeds of three fuzz targets; run it again after changing a target's input
 encoding.
 
 corpus/virtio_mmio/ (tests/fuzz/fuzz_virtio_mmio.c): the drive byte (0 Sync, 1 read-only,
@@ -8,7 +8,11 @@ corpus/virtio_mmio/ (tests/fuzz/fuzz_virtio_mmio.c): the drive byte (0 Sync, 1 r
 corpus/vmm_loader/ (tests/fuzz/fuzz_vmm_loader.c): minimal kernel images the loader accepts
 (ELF vmlinux, ELF with a PVH note, bzImage) and a few it must refuse. All stay under 4 KiB,
 libFuzzer's default input size, and load into the target's guest RAM (1.5 MiB from 0, 64 KiB
-at 4 GiB). The last byte of an image that loads picks the PVH entry (odd) and the vCPU count."""
+at 4 GiB). The last byte of an image that loads picks the PVH entry (odd) and the vCPU count.
+
+corpus/state_restore/ (tests/fuzz/fuzz_state_restore.c): the target byte (0 virtio, 1 UART,
+2 i8042), patches to the saved state (offsets as the structs' static-asserted layouts), then
+operations."""
 import pathlib
 import struct
 
@@ -164,8 +168,38 @@ LOADER_SEEDS = {
 }
 
 
+# ---- state_restore ------------------------------------------------------------------------
+V_STATUS, V_ACTIVATED, Q0 = 8, 32, 40  # struct vmmio_state, then vq_state[0] at 40
+Q_USED, Q_SIZE, Q_LAST_AVAIL = Q0 + 16, Q0 + 24, Q0 + 26
+UART_RX_COUNT = 12  # struct serial_state
+
+
+def patches(*pairs):
+    return bytes([len(pairs)]) + b"".join(struct.pack("<HB", off, v) for off, v in pairs)
+
+
+def vop(op, x, v=0):
+    return struct.pack("<BHH", op, x, v)
+
+
+V_NOTIFY, V_READ4, V_WRITE, V_POKE, V_EVENT = 0, 1 | 2 << 6, 2, 3, 4
+RESTORE_SEEDS = {
+    "virtio_as_saved": bytes([0]) + patches() + vop(V_NOTIFY, 0) + vop(V_READ4, 0x70)
+    + vop(V_WRITE, 0x64, 3) + vop(V_WRITE, 0x70, 0),
+    "virtio_size_3": bytes([0]) + patches((Q_SIZE, 3)),
+    "virtio_used_outside": bytes([0]) + patches((Q_USED, 0xf8), (Q_USED + 1, 0x7f)),
+    "virtio_in_flight": bytes([0]) + patches((Q_LAST_AVAIL, 9)),
+    "virtio_not_activated": bytes([0]) + patches((V_ACTIVATED, 0)),
+    "virtio_failed": bytes([0]) + patches((V_STATUS, 0xcf)) + vop(V_NOTIFY, 0),
+    "uart_as_saved": bytes([1]) + patches() + bytes([0, 0, 5, 0, 0x80, 0x41]),
+    "uart_count": bytes([1]) + patches((UART_RX_COUNT, 0x41)),
+    "i8042_as_saved": bytes([2]) + patches() + bytes([0, 0, 4, 0, 0x84, 0xaa, 0, 0]),
+}
+
+
 def main():
-    for name, seeds in (("virtio_mmio", MMIO_SEEDS), ("vmm_loader", LOADER_SEEDS)):
+    for name, seeds in (("virtio_mmio", MMIO_SEEDS), ("vmm_loader", LOADER_SEEDS),
+                        ("state_restore", RESTORE_SEEDS)):
         (HERE / name).mkdir(exist_ok=True)
         for seed, data in seeds.items():
             (HERE / name / seed).write_bytes(data)
