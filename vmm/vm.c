@@ -1,5 +1,7 @@
-/* The VM: open the host resources, load the kernel into fresh guest memory, then create the KVM
- * VM (irqchip, PIT, memory slots), the legacy devices and the vCPUs. */
+/* The VM: open the host resources, load the kernel into fresh guest memory, then build the
+ * machine (the KVM VM with irqchip, PIT and memory slots, the legacy devices, the virtio devices
+ * attached, the vCPU fds: what a snapshot restore reuses) and cold-boot it (the vCPUs' boot
+ * registers). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -266,11 +268,8 @@ static int devices(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
-int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop, char *err,
-              size_t errlen)
+void vm_init(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
 {
-    int ret;
-
     vm->cfg = cfg;
     vm->loop = loop;
     vm->nvcpus = cfg->vcpus;
@@ -279,13 +278,11 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop, cha
     vm->serial_rx_fd = vm->reset_fd = vm->stop_fd = -1;
     atomic_store(&vm->stop_reason, VM_STOP_NONE);
     boot_timer_start(&vm->boot_timer); /* the InstanceStart equivalent */
+}
 
-    ret = vm_load(vm, err, errlen);
-    if (ret) {
-        vm->config_error = true;
-        return ret;
-    }
-    ret = kvm_open(vm, err, errlen);
+int vm_build(struct vm *vm, char *err, size_t errlen)
+{
+    int ret = kvm_open(vm, err, errlen);
     if (!ret)
         ret = kvm_vm(vm, err, errlen);
     if (!ret)
@@ -301,11 +298,31 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop, cha
         ret = vcpu_init(vm, &vm->vcpus[i], i);
         if (ret)
             return errf(err, errlen, ret, "KVM_CREATE_VCPU %u: %s", i, strerror(-ret));
-        ret = cpu_setup(vm, &vm->vcpus[i]);
+    }
+    return 0;
+}
+
+int vm_cold_boot(struct vm *vm, char *err, size_t errlen)
+{
+    for (unsigned i = 0; i < vm->nvcpus; i++) {
+        int ret = cpu_setup(vm, &vm->vcpus[i]);
         if (ret)
             return errf(err, errlen, ret, "vCPU %u setup failed: %s", i, strerror(-ret));
     }
     return 0;
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop, char *err,
+              size_t errlen)
+{
+    vm_init(vm, cfg, loop);
+    int ret = vm_load(vm, err, errlen);
+    if (ret) {
+        vm->config_error = true;
+        return ret;
+    }
+    ret = vm_build(vm, err, errlen);
+    return ret ? ret : vm_cold_boot(vm, err, errlen);
 }
 
 int vm_start(struct vm *vm)

@@ -309,6 +309,21 @@ struct vm {
  * devices' fds with loop. Returns 0 or -errno. */
 int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop, char *err,
               size_t errlen);
+/* vm_create is vm_init, the configuration's files, guest memory, kernel, boot structures and
+ * devices (vm.c's vm_load: no KVM yet, so bad input is a configuration error on any host), then
+ * vm_build and vm_cold_boot. A snapshot restore calls vm_init, makes memory and devices its
+ * own way, then vm_build, and sets the vCPUs' saved state instead of vm_cold_boot. */
+/* vm_init(vm, cfg, loop): the VM's fields before anything is opened (every fd -1, the boot
+ * timer started). */
+void vm_init(struct vm *vm, const struct vm_config *cfg, struct loop *loop);
+/* vm_build(vm, err, errlen): builds the machine around vm->mem and vm->virtio: the KVM VM
+ * (irqchip, PIT, memory slots), the legacy devices, the virtio devices attached to KVM, the
+ * MMIO bus and loop, and the vCPU fds (no register set). Returns 0, or -errno with a reason in
+ * err. */
+int vm_build(struct vm *vm, char *err, size_t errlen);
+/* vm_cold_boot(vm, err, errlen): the boot registers of every vCPU (cpu_setup) for the kernel
+ * vm->boot describes. Returns 0, or -errno with a reason in err. */
+int vm_cold_boot(struct vm *vm, char *err, size_t errlen);
 /* vm_start(vm): starts the console input and the vCPU threads, running. Returns 0 or -errno
  * (the VM is then stopping with VM_STOP_ERROR). */
 int vm_start(struct vm *vm);
