@@ -38,7 +38,6 @@ struct vstate {
     struct vblk_state blk;
 };
 
-
 static struct guest_mem mem;
 static uint8_t *ram;
 static struct vblk *blk;
@@ -66,10 +65,10 @@ static void drain(void)
 static void base_session(void)
 {
     static const uint32_t seq[][2] = {
-            {0x70, 1},    {0x70, 3},     {0x24, 0},     {0x20, 1U << VIRTIO_F_RING_EVENT_IDX},
-            {0x24, 1},    {0x20, 1},     {0x70, 0xb},   {0x30, 0},
-            {0x38, 8},    {0x80, 0x1000}, {0x90, 0x2000}, {0xa0, 0x3000},
-            {0x44, 1},    {0x70, 0xf},
+            {0x70, 1}, {0x70, 3},      {0x24, 0},      {0x20, 1U << VIRTIO_F_RING_EVENT_IDX},
+            {0x24, 1}, {0x20, 1},      {0x70, 0xb},    {0x30, 0},
+            {0x38, 8}, {0x80, 0x1000}, {0x90, 0x2000}, {0xa0, 0x3000},
+            {0x44, 1}, {0x70, 0xf},
     };
     for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++)
         wr32(seq[i][0], seq[i][1]);

@@ -141,9 +141,9 @@ static int setup(void **state)
     mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
     fresh();
     static const uint32_t seq[][2] = {
-            {0x70, 1},     {0x70, 3},     {0x24, 0},     {0x20, (uint32_t)FEAT},
-            {0x24, 1},     {0x20, 1},     {0x70, 0xb},   {0x30, 0},
-            {0x38, QSIZE}, {0x80, DESC},  {0x90, AVAIL}, {0xa0, USED},
+            {0x70, 1},     {0x70, 3},    {0x24, 0},     {0x20, (uint32_t)FEAT},
+            {0x24, 1},     {0x20, 1},    {0x70, 0xb},   {0x30, 0},
+            {0x38, QSIZE}, {0x80, DESC}, {0x90, AVAIL}, {0xa0, USED},
             {0x44, 1},     {0x70, 0xf},
     };
     for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++)
@@ -211,16 +211,16 @@ struct hostile {
     void (*mutate)(struct vmmio_state *s, struct vq_state *q, uint32_t *dev);
 };
 
-#define H(name, body)                                                           \
+#define H(name, body)                                                          \
     static void name(struct vmmio_state *s, struct vq_state *q, uint32_t *dev) \
-    {                                                                           \
-        (void)s, (void)q, (void)dev;                                            \
-        body;                                                                   \
+    {                                                                          \
+        (void)s, (void)q, (void)dev;                                           \
+        body;                                                                  \
     }
 H(status_skips, s->status = 0x7)
 H(status_unknown_bit, s->status |= 0x20)
-H(needs_reset_early, (s->status = 0xb | VIRTIO_STATUS_NEEDS_RESET, s->activated = 0,
-                                     q[0].active = 0))
+H(needs_reset_early,
+  (s->status = 0xb | VIRTIO_STATUS_NEEDS_RESET, s->activated = 0, q[0].active = 0))
 H(activated_flag, s->activated = 2)
 H(activated_early, (s->status = 0xb))
 H(dok_not_activated, s->activated = 0)
@@ -238,15 +238,17 @@ H(ring_outside, q[0].used_gpa = RAM - 8)
 H(in_flight, q[0].next_used = (uint16_t)(q[0].last_avail - QSIZE - 1))
 H(queue_flag, q[0].broken = 2)
 H(active_not_ready, q[0].ready = 0)
-H(inactive_indices, (q[0].active = 0, s->status |= VIRTIO_STATUS_NEEDS_RESET,
-                                   s->activated = 0))
+H(inactive_indices, (q[0].active = 0, s->status |= VIRTIO_STATUS_NEEDS_RESET, s->activated = 0))
 H(event_idx_mismatch, q[0].event_idx = 0)
 H(absent_queue, q[1].size = 8)
 H(ready_inactive, (q[0] = (struct vq_state){.ready = 1, .size = 8}))
 H(device_refuses, *dev = 0xdead)
 
 static const struct hostile hostiles[] = {
-#define E(name, reason_word) {#name, reason_word, name}
+#define E(name, reason_word)     \
+    {                            \
+#name, reason_word, name \
+    }
         E(status_skips, "status"),
         E(status_unknown_bit, "status"),
         E(needs_reset_early, "NEEDS_RESET"),
