@@ -1,8 +1,10 @@
 /* virtio-blk (spec 5.2): a file-backed block device with one queue. Requests run on the event
- * loop, either synchronously (preadv/pwritev) or through the io_uring engine (blk_uring.c) with
- * completions arriving on an eventfd; a token-bucket rate limiter holds requests back (never
- * drops them) and wakes the device with a timerfd. PATCH /drives swaps the backing file and the
- * buckets of a running device (the update op). Every op runs under the transport's lock. */
+ * loop, either synchronously (preadv/pwritev in batches, blk_sync.c) or through the io_uring
+ * engine (blk_uring.c) with completions arriving on an eventfd; the I/O itself runs with the
+ * transport's lock released (vmmio_unlocked), so a vCPU never waits for the disk. A token-bucket
+ * rate limiter holds requests back (never drops them) and wakes the device with a timerfd. PATCH
+ * /drives swaps the backing file and the buckets of a running device (the update op). Every op runs
+ * under the transport's lock. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -39,7 +41,9 @@ struct vblk {
     unsigned round_found;  /* requests popped during this round */
     struct vq_chain chain; /* the chain being handled (kept while it waits) */
     struct vblk_req req;
-    struct uring_eng eng; /* Async engine (eng.on) */
+    struct uring_eng eng;    /* Async engine (eng.on) */
+    unsigned queued;         /* Async requests queued, not submitted yet */
+    struct sync_batch batch; /* Sync engine: requests whose I/O runs without the lock */
 };
 
 /* ---- the device ------------------------------------------------------------------------- */
@@ -65,27 +69,6 @@ static void config_read(void *dev, uint64_t off, uint8_t *data, uint32_t len)
     memcpy(cfg, &b->st.capacity, 8);
     memcpy(cfg + 12, &seg_max, 4);
     memcpy(data, cfg + off, len); /* inside config_size: the transport checked */
-}
-
-static uint8_t sync_rw(struct vblk *b, struct vblk_req *r)
-{
-    struct iovec *iov = r->iov;
-    unsigned n = r->niov;
-    off_t off = (off_t)(r->sector * VBLK_SECTOR);
-    uint64_t left = r->len;
-
-    while (left) {
-        ssize_t got = r->type == VIRTIO_BLK_T_IN ? preadv(b->fd, iov, (int)n, off)
-                                                 : pwritev(b->fd, iov, (int)n, off);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return VIRTIO_BLK_S_IOERR;
-        left -= (uint64_t)got;
-        off += got;
-        vblk_iov_advance(&iov, &n, (size_t)got);
-    }
-    return VIRTIO_BLK_S_OK;
 }
 
 /* Counts a request that completed (Firecracker's block metrics: only successful I/O counts). */
@@ -172,7 +155,12 @@ static void unthrottle(struct vblk *b)
     b->throttled = false;
 }
 
-/* Handles one request of b->chain. Returns 1 if done, 0 if it must wait (kept pending). */
+/* What handle() did with a request. */
+enum { H_DONE, H_WAIT, H_QUEUED, H_FULL };
+
+/* Handles one request of b->chain. Returns H_DONE (answered), H_WAIT (kept pending: tokens or
+ * an io_uring slot), H_QUEUED (its I/O queued on the engine) or H_FULL (kept pending: the Sync
+ * batch is full, run it first). */
 static int handle(struct vblk *b, struct vmmio_dev *t)
 {
     struct vblk_req *r = &b->req;
@@ -181,75 +169,109 @@ static int handle(struct vblk *b, struct vmmio_dev *t)
     if (vblk_parse(&b->chain, r) < 0) {
         STAT_ADD(b->stats, block_invalid_reqs, 1);
         complete(t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0);
-        return 1;
+        return H_DONE;
     }
     uint8_t s = vblk_check(r, b->st.capacity, b->cfg.read_only);
     if (s != VIRTIO_BLK_S_OK) {
         STAT_ADD(b->stats, block_invalid_reqs, 1);
         complete(t, b->chain.head, r->status, s, 0);
-        return 1;
+        return H_DONE;
     }
     uint64_t wait = charge(b, r);
     if (wait) {
         throttle(b, wait);
-        return 0;
+        return H_WAIT;
     }
+    /* FLUSH without Writeback caching has nothing to do (spec 5.2.6.2). */
     bool io = r->type == VIRTIO_BLK_T_IN || r->type == VIRTIO_BLK_T_OUT ||
               (r->type == VIRTIO_BLK_T_FLUSH && b->cfg.writeback);
-    if (io && b->eng.on) {
-        if (uring_queue(&b->eng, r, b->chain.head, b->gen))
-            return 1;
+    if (io) {
+        if (b->eng.on ? uring_queue(&b->eng, r, b->chain.head, b->gen)
+                      : sync_add(&b->batch, r, b->chain.head)) {
+            b->queued += b->eng.on;
+            return H_QUEUED;
+        }
         tb_refund(&b->bw, r->type == VIRTIO_BLK_T_FLUSH ? 0 : r->len);
         tb_refund(&b->ops, 1);
-        return 0; /* retried when a completion frees a slot */
+        return b->eng.on ? H_WAIT : H_FULL; /* retried after a completion, or the batch */
     }
-    switch (r->type) {
-    case VIRTIO_BLK_T_IN:
-        s = sync_rw(b, r);
-        used = s == VIRTIO_BLK_S_OK ? (uint32_t)r->len : 0;
-        break;
-    case VIRTIO_BLK_T_OUT:
-        s = sync_rw(b, r);
-        break;
-    case VIRTIO_BLK_T_FLUSH: /* spec 5.2.6.2; without Writeback caching there is nothing to do */
-        s = b->cfg.writeback && fdatasync(b->fd) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
-        break;
-    default: /* GET_ID */
+    if (r->type == VIRTIO_BLK_T_GET_ID)
         used = (uint32_t)vblk_iov_fill(r->iov, r->niov, b->id, sizeof(b->id));
-        break;
-    }
-    account(b, r->type, r->len, s);
-    complete(t, b->chain.head, r->status, s, used);
-    return 1;
+    account(b, r->type, r->len, VIRTIO_BLK_S_OK);
+    complete(t, b->chain.head, r->status, VIRTIO_BLK_S_OK, used);
+    return H_DONE;
 }
 
+/* The I/O of a drain, without the transport's lock: the Sync batch, the Async submission. */
+static void run_io(void *ctx)
+{
+    struct vblk *b = ctx;
+    sync_run(&b->batch, b->fd);
+    if (b->eng.on)
+        uring_submit(&b->eng);
+}
+
+/* Answers the Sync batch once its I/O ran. Returns how many. */
+static unsigned answer_batch(struct vblk *b, struct vmmio_dev *t)
+{
+    unsigned n = b->batch.n;
+    for (unsigned i = 0; i < n; i++) {
+        const struct sync_req *s = &b->batch.r[i];
+        account(b, s->type, s->len, s->s);
+        complete(t, s->head, s->status, s->s,
+                 s->type == VIRTIO_BLK_T_IN && s->s == VIRTIO_BLK_S_OK ? (uint32_t)s->len : 0);
+    }
+    b->batch.n = b->batch.niov = 0;
+    return n;
+}
+
+/* drain() returns this when the driver reset the device while the I/O ran: the caller stops,
+ * the answers were dropped (the chains belong to rings the driver has taken back). */
+#define DRAIN_RESET 1
+
 /* Runs the queue until it is empty, throttled or out of async slots, adding the requests it
- * popped to *popped and those it answered to *answered. Returns 0 or -EINVAL. */
+ * popped to *popped and those it answered to *answered; the I/O runs in batches without the
+ * transport's lock (vmmio_unlocked). Returns 0, DRAIN_RESET or -EINVAL. */
 static int drain(struct vblk *b, struct vmmio_dev *t, unsigned *answered, unsigned *popped)
 {
     struct vq *q = vmmio_queue(t, 0);
     struct done_ctx d = {b, t};
-    int ret = 0;
+    int ret = 0, h;
 
-    while (!b->throttled) {
-        if (!b->has_pending) {
-            ret = vq_pop(q, vmmio_mem(t), &b->chain);
-            if (ret <= 0)
+    do {
+        h = H_DONE;
+        while (!b->throttled) {
+            if (!b->has_pending) {
+                ret = vq_pop(q, vmmio_mem(t), &b->chain);
+                if (ret <= 0)
+                    break;
+                b->has_pending = true;
+                (*popped)++;
+            }
+            h = handle(b, t);
+            if (h == H_WAIT || h == H_FULL)
                 break;
-            b->has_pending = true;
-            (*popped)++;
+            b->has_pending = false;
+            if (h == H_DONE || b->eng.on) /* Async: counted when queued */
+                (*answered)++;
         }
-        if (!handle(b, t))
+        if (!b->batch.n && !b->queued) {
+            if (b->eng.on && b->eng.inflight)
+                *answered += uring_reap(&b->eng, async_done, &d);
             break;
-        b->has_pending = false;
-        (*answered)++;
-    }
-    if (b->eng.on && b->eng.inflight) {
-        /* One submit for the whole drain of the queue. Page-cache hits complete inside it:
-         * answer them now (the ring fd only reports later completions). */
-        uring_submit(&b->eng);
-        *answered += uring_reap(&b->eng, async_done, &d);
-    }
+        }
+        /* One submit for the whole drain of the queue, and the Sync I/O, unlocked. */
+        b->queued = 0;
+        if (vmmio_unlocked(t, run_io, b)) {
+            b->batch.n = b->batch.niov = 0;
+            return DRAIN_RESET;
+        }
+        *answered += answer_batch(b, t);
+        /* Page-cache hits complete inside the submit: answer them now (the ring fd only
+         * reports later completions). */
+        if (b->eng.on)
+            *answered += uring_reap(&b->eng, async_done, &d);
+    } while (h == H_FULL);
     return ret < 0 ? ret : 0;
 }
 
@@ -265,6 +287,8 @@ static int run_queue(struct vblk *b, struct vmmio_dev *t, unsigned done)
 {
     unsigned popped = 0;
     int ret = drain(b, t, &done, &popped);
+    if (ret == DRAIN_RESET)
+        return 0;
     if (b->mod.holding) {
         b->round_found += popped; /* answered when the hold ends */
         return ret;
@@ -291,6 +315,8 @@ static int hold_round(struct vblk *b, struct vmmio_dev *t)
 {
     unsigned done = 0;
     int ret = drain(b, t, &done, &b->round_found);
+    if (ret == DRAIN_RESET)
+        return 0;
     if (ret < 0)
         irqmod_reset(&b->mod); /* the device is failing: no more rounds */
     bool more = irqmod_round(&b->mod, b->round_found);
@@ -303,6 +329,8 @@ static int hold_round(struct vblk *b, struct vmmio_dev *t)
     if (!ret) { /* re-arms the kicks; what slipped in meanwhile joins this interrupt */
         unsigned popped = 0;
         ret = drain(b, t, &done, &popped);
+        if (ret == DRAIN_RESET)
+            return 0;
     }
     signal_used(b, t, clock_ns());
     return ret;
@@ -455,13 +483,20 @@ int vblk_open_backing(const struct vm_drive *cfg, const char *path, struct vblk_
     return 0;
 }
 
+static void wait_io(void *ctx)
+{
+    uring_wait(&((struct vblk *)ctx)->eng);
+}
+
 /* Swaps the backing file (the update op). Returns 0 or -errno (the old file kept). */
 static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *bk, const char *path,
                      char *err, size_t errlen)
 {
     struct done_ctx d = {b, t};
     if (b->eng.on) {
-        /* Requests already submitted finish on the old file and are answered first. */
+        /* Requests already submitted finish on the old file (waited for without the lock) and
+         * are answered first. */
+        vmmio_unlocked(t, wait_io, b);
         if (uring_drain(&b->eng, vmmio_running(t) ? async_done : NULL, &d) && vmmio_running(t))
             vmmio_used(t, 0);
         int ret = uring_set_file(&b->eng, bk->fd, err, errlen);

@@ -84,10 +84,35 @@ void uring_submit(struct uring_eng *e);
 /* uring_reap(e, done, ctx): hands every completion so far to done (may be NULL).
  * Returns the count. */
 unsigned uring_reap(struct uring_eng *e, uring_done_fn *done, void *ctx);
+/* uring_wait(e): submits and waits until everything in flight has completed, taking no
+ * completion off (uring_reap or uring_drain then answers them without waiting). */
+void uring_wait(struct uring_eng *e);
 /* uring_drain(e, done, ctx): submits and waits until nothing is in flight. Returns the count. */
 unsigned uring_drain(struct uring_eng *e, uring_done_fn *done, void *ctx);
 /* uring_close(e): closes the ring (safe on a zeroed e). */
 void uring_close(struct uring_eng *e);
+
+/* The Sync engine (blk_sync.c): a batch of requests whose I/O runs without the transport's
+ * lock. */
+struct sync_req {
+    uint16_t head;
+    uint8_t s; /* the answer, set by sync_run */
+    uint8_t *status;
+    uint32_t type; /* IN, OUT or FLUSH */
+    uint64_t sector, len;
+    uint16_t iov0, niov; /* its iovecs in the batch */
+};
+struct sync_batch {
+    unsigned n, niov;
+    struct sync_req r[VQ_MAX_SIZE];
+    struct iovec iov[VQ_MAX_SIZE];
+};
+/* sync_add(bt, r, head): copies request r of chain head into the batch.
+ * Returns 1, or 0 when the batch has no room for it (run the batch first). */
+int sync_add(struct sync_batch *bt, const struct vblk_req *r, uint16_t head);
+/* sync_run(bt, fd): runs the batch's I/O on fd in order (preadv, pwritev, fdatasync), each
+ * request's answer into its s. Touches nothing but bt, fd and guest buffers. */
+void sync_run(struct sync_batch *bt, int fd);
 
 /* The device (blk.c). */
 struct vblk;

@@ -153,6 +153,14 @@ unsigned uring_reap(struct uring_eng *e, uring_done_fn *done, void *ctx)
     return n;
 }
 
+void uring_wait(struct uring_eng *e)
+{
+    struct io_uring_cqe *cqe;
+    uring_submit(e);
+    while (e->inflight && io_uring_wait_cqe_nr(&e->ring, &cqe, e->inflight) == -EINTR)
+        ;
+}
+
 unsigned uring_drain(struct uring_eng *e, uring_done_fn *done, void *ctx)
 {
     unsigned n = 0;

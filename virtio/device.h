@@ -41,7 +41,8 @@ struct virtio_fd {
 };
 
 /* A device: a const ops table. The transport owns registers, status and queues, takes its lock
- * around every call below except destroy, and turns an error return into NEEDS_RESET. */
+ * around every call below except destroy, and turns an error return into NEEDS_RESET. A device
+ * never takes the lock itself: I/O that may wait runs inside vmmio_unlocked(). */
 struct virtio_dev_ops {
     const char *name; /* in log lines: "block", "net", "vsock" */
     uint32_t device_id;
@@ -101,6 +102,13 @@ void vmmio_used(struct vmmio_dev *t, unsigned qi);
 /* vmmio_fail(t): marks the device NEEDS_RESET and raises a config interrupt (spec 2.1.2); the
  * transport does this itself when an op returns an error. */
 void vmmio_fail(struct vmmio_dev *t);
+/* vmmio_unlocked(t, fn, ctx): runs fn(ctx) with the transport's lock released, so that vCPUs
+ * reach the registers (and may reset the device) meanwhile: for the device's disk I/O. fn
+ * touches only what it was handed (copies, guest buffers, the device's fds), never the
+ * transport, its queues, or device state that an op run from a vCPU changes. Returns true if
+ * the device was reset or stopped running meanwhile: the caller then drops what fn produced
+ * (its chains belong to rings the driver has taken back) and returns. */
+bool vmmio_unlocked(struct vmmio_dev *t, void (*fn)(void *ctx), void *ctx);
 /* vmmio_config_changed(t): the config space changed: generation bumped, and a config
  * interrupt once the driver runs the device (spec 4.2.2). */
 void vmmio_config_changed(struct vmmio_dev *t);

@@ -165,6 +165,15 @@ bool vmmio_running(const struct vmmio_dev *t)
     return t->st.activated && !(t->st.status & VIRTIO_STATUS_NEEDS_RESET);
 }
 
+bool vmmio_unlocked(struct vmmio_dev *t, void (*fn)(void *ctx), void *ctx)
+{
+    uint64_t resets = t->resets;
+    pthread_mutex_unlock(&t->lock);
+    fn(ctx);
+    pthread_mutex_lock(&t->lock);
+    return t->resets != resets || !vmmio_running(t);
+}
+
 void vmmio_config_changed(struct vmmio_dev *t)
 {
     t->st.config_generation++;

@@ -2,6 +2,8 @@
  * machine, feature and config writes in the wrong state, queue registers, activation, NEEDS_RESET
  * with a config interrupt, interrupt acknowledgement, reset. A fake one-queue device. */
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,7 +26,21 @@ static struct fake {
     int activated, resets, processed, events, updates;
     int process_ret, event_ret;
     bool running_at_event;
+    bool slow;  /* process_queue does "I/O" that waits for the gate */
+    bool stale; /* what vmmio_unlocked said after it */
 } fake;
+
+/* The slow I/O: says it started (entered), then waits until the test opens the gate. */
+static int gate[2] = {-1, -1}, entered = -1;
+
+static void slow_io(void *ctx)
+{
+    uint64_t one = 1;
+    char c;
+    (void)ctx;
+    assert_int_equal(write(entered, &one, sizeof(one)), sizeof(one));
+    assert_int_equal(read(gate[0], &c, 1), 1);
+}
 
 static uint64_t fake_features(void *dev)
 {
@@ -58,6 +74,8 @@ static int fake_process(void *dev, struct vmmio_dev *tr, unsigned qi)
     struct fake *f = dev;
     struct vq_chain c;
     f->processed++;
+    if (f->slow)
+        f->stale = vmmio_unlocked(tr, slow_io, f);
     int r;
     while ((r = vq_pop(&tr->queues[qi], tr->mem, &c)) > 0)
         vq_push(&tr->queues[qi], c.head, 0);
@@ -427,6 +445,80 @@ static void used_interrupt_and_ack(void **state)
     assert_int_equal(rd(0x60), 0);
 }
 
+static void *notify_thread(void *arg)
+{
+    (void)arg;
+    vmmio_notify(&t, 0);
+    return NULL;
+}
+
+/* A vCPU's register accesses, from another thread; done is written when they returned. */
+static uint32_t seen_status;
+static int done_fd = -1;
+static bool reset_from_vcpu;
+
+static void *vcpu_thread(void *arg)
+{
+    uint64_t one = 1;
+    uint8_t cfg[4];
+    (void)arg;
+    seen_status = rd(0x70);
+    vmmio_read(&t, 0x100, cfg, sizeof(cfg));
+    rd(0x34);
+    wr(0x30, 0);
+    if (reset_from_vcpu)
+        wr(0x70, 0);
+    assert_int_equal(write(done_fd, &one, sizeof(one)), sizeof(one));
+    return NULL;
+}
+
+/* Returns true if fd became readable within 2 s (a bound for a wedge, not a timing). */
+static bool within_2s(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 2000) == 1;
+}
+
+/* Item 7 of issue 12: while the device's I/O runs (here it waits on a pipe until the test
+ * opens it), a vCPU's register accesses (Status, config space, QueueNumMax, QueueSel, a reset)
+ * do not wait for it; a reset meanwhile is reported to the device, which drops its answers. */
+static void register_access_does_not_wait_for_io(bool reset)
+{
+    pthread_t io, vcpu;
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    setup_queue(8);
+    wr(0x70, 0xf);
+    assert_int_equal(pipe(gate), 0);
+    entered = eventfd(0, 0);
+    done_fd = eventfd(0, 0);
+    fake.slow = true;
+    reset_from_vcpu = reset;
+    assert_int_equal(pthread_create(&io, NULL, notify_thread, NULL), 0);
+    assert_true(within_2s(entered));
+    assert_int_equal(pthread_create(&vcpu, NULL, vcpu_thread, NULL), 0);
+    bool answered = within_2s(done_fd);
+    assert_int_equal(write(gate[1], "x", 1), 1); /* the I/O ends; a vCPU stuck behind it too */
+    pthread_join(io, NULL);
+    pthread_join(vcpu, NULL);
+    close(gate[0]), close(gate[1]), close(entered), close(done_fd);
+    assert_true(answered);
+    assert_int_equal(seen_status, 0xf);
+    assert_int_equal(fake.stale, reset);
+    assert_int_equal(rd(0x70), reset ? 0 : 0xf);
+}
+
+static void vcpu_never_waits_for_io(void **state)
+{
+    (void)state;
+    register_access_does_not_wait_for_io(false);
+}
+
+static void reset_during_io_is_reported(void **state)
+{
+    (void)state;
+    register_access_does_not_wait_for_io(true);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -442,6 +534,8 @@ int main(void)
             T(bad_queue_at_driver_ok_needs_reset),
             T(malformed_ring_on_notify_needs_reset),
             T(used_interrupt_and_ack),
+            T(vcpu_never_waits_for_io),
+            T(reset_during_io_is_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
