@@ -439,9 +439,8 @@ static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err,
     memcpy(&st, state, sizeof(st));
     if (st.capacity != b->st.capacity)
         return errf(err, errlen, -EINVAL,
-                    "drive %s: the snapshot's disk has %llu sectors, %s has %llu", b->cfg.id,
-                    (unsigned long long)st.capacity, b->cfg.path,
-                    (unsigned long long)b->st.capacity);
+                    "drive %s: the snapshot's disk has %llu sectors, its file now %llu", b->cfg.id,
+                    (unsigned long long)st.capacity, (unsigned long long)b->st.capacity);
     if (q->active && q->last_avail != q->next_used)
         return errf(err, errlen, -EINVAL, "drive %s: requests in flight in a snapshot", b->cfg.id);
     reset(b, t);

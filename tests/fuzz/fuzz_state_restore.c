@@ -101,7 +101,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     int fd = memfd_create("fuzz-restore", 0);
     if (efd < 0 || fd < 0 || ftruncate(fd, 16 * VBLK_SECTOR) < 0)
         abort();
-    snprintf(cfg.path, sizeof(cfg.path), "/proc/self/fd/%d", fd);
+    static char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    cfg.path = path;
     blk = vblk_create(&cfg, NULL, err, sizeof(err));
     if (!blk || vmmio_init(&t, &vblk_ops, blk, &mem, 0)) {
         fprintf(stderr, "fuzz_state_restore: %s\n", err);
