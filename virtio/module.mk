@@ -10,7 +10,7 @@ UNIT_LIBS_test_virtio_mmio  := -lpthread
 UNIT_DEPS_test_virtio_blk   := virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
 	vmm/loop.c
-UNIT_LIBS_test_virtio_blk   := -luring
+UNIT_LIBS_test_virtio_blk   := -luring -lpthread
 
 # A guest-side probe (static) that hands a virtio-blk device hostile queues through /dev/mem;
 # the integration tests copy it onto a drive image.
