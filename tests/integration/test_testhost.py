@@ -59,6 +59,11 @@ grep -qw svm /proc/cpuinfo && echo cpu=svm
 grep -q '^kvm_amd ' /proc/modules && echo module=kvm_amd
 python3 -c "import socket; s = socket.socket(socket.AF_UNIX); s.bind('$EMBER_SCRATCH/t.sock'); print('unix_socket=ok')"
 build/tests/kvm-probe
+# the KVM VM tests/host/init keeps open (started in the background just before this command)
+for i in $(seq 120); do
+    ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q 'anon_inode:kvm-vm' && {{ echo kvm_keeper=yes; break; }}
+    sleep 1
+done
 exit 7
 """
     env = dict(os.environ, EMBER_TEST_TOKEN=token)
@@ -72,6 +77,7 @@ exit 7
         assert "kvm=present" in out and "cpu=svm" in out and "module=kvm_amd" in out
         assert "unix_socket=ok" in out
         assert "kvm-probe: ok: guest computed 4" in out
+        assert "kvm_keeper=yes" in out, out
         assert tmp_file.read_text() == "written-in-guest\n"
         assert repo_file.read_text() == "written-in-guest\n"
     finally:
