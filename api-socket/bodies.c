@@ -218,10 +218,11 @@ static int bucket(const json_t *obj, const char *key, struct api_bucket *b, char
         return 0;
     b->set = true;
     if ((ret = check_keys(v, keys, err, errlen)) ||
-        (ret = get_u64(v, "size", true, INT64_MAX, &b->size, NULL, err, errlen)) ||
-        (ret = get_u64(v, "refill_time", true, INT64_MAX, &b->refill_time, NULL, err, errlen)) ||
-        (ret = get_u64(v, "one_time_burst", false, INT64_MAX, &b->one_time_burst, NULL, err,
-                       errlen)))
+        (ret = get_u64(v, "size", true, VM_BUCKET_SIZE_MAX, &b->size, NULL, err, errlen)) ||
+        (ret = get_u64(v, "refill_time", true, VM_BUCKET_REFILL_MS_MAX, &b->refill_time, NULL, err,
+                       errlen)) ||
+        (ret = get_u64(v, "one_time_burst", false, VM_BUCKET_SIZE_MAX, &b->one_time_burst, NULL,
+                       err, errlen)))
         return ret;
     return 0;
 }

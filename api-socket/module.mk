@@ -13,6 +13,12 @@ UNIT_LIBS_test_api_args   := -ljansson
 FUZZ_DEPS_fuzz_api_routes := $(API_PURE_SRCS)
 FUZZ_LIBS_fuzz_api_routes := -ljansson
 
+# Token-bucket bounds (F6): the body parser's limits and the bucket behind them.
+UNIT_DEPS_test_api_tbucket := $(API_PURE_SRCS) virtio/tbucket.c
+UNIT_LIBS_test_api_tbucket := -ljansson
+FUZZ_DEPS_fuzz_api_tbucket := $(API_PURE_SRCS) virtio/tbucket.c
+FUZZ_LIBS_fuzz_api_tbucket := -ljansson
+
 # The logger's Firecracker line format (vmm/log.c, owned with this issue).
 UNIT_DEPS_test_api_log    := vmm/log.c
 UNIT_LIBS_test_api_log    := -lpthread

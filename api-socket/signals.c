@@ -1,8 +1,9 @@
 /* The process's signals, as Firecracker handles them. Fatal ones (SIGBUS, SIGSEGV, SIGXFSZ,
- * SIGXCPU, SIGILL) are counted, logged, flush the metrics and exit with Firecracker's code;
- * SIGPIPE is counted and otherwise ignored. The stopping ones (SIGTERM, SIGINT, SIGHUP, SIGQUIT)
- * are blocked here and read from a signalfd by the event loops, which stop the VM cleanly;
- * sig_stop_code and sig_exit then give the process Firecracker's end for them. */
+ * SIGXCPU, SIGILL, and SIGFPE, which Firecracker does not catch) are counted, logged, flush the
+ * metrics and exit with Firecracker's code; SIGPIPE is counted and otherwise ignored. The stopping
+ * ones (SIGTERM, SIGINT, SIGHUP, SIGQUIT) are blocked here and read from a signalfd by the event
+ * loops, which stop the VM cleanly; sig_stop_code and sig_exit then give the process Firecracker's
+ * end for them. */
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,6 +25,8 @@ static const struct {
         {SIGXFSZ, 151, M_SIG_XFSZ, "Shutting down VM after intercepting signal SIGXFSZ.\n"},
         {SIGXCPU, 154, M_SIG_XCPU, "Shutting down VM after intercepting signal SIGXCPU.\n"},
         {SIGILL, 157, M_SIG_ILL, "Shutting down VM after intercepting signal SIGILL.\n"},
+        /* No code of Firecracker's: 128 + 8, as the default action would have ended us. */
+        {SIGFPE, 136, M_SIG_FPE, "Shutting down VM after intercepting signal SIGFPE.\n"},
 };
 
 /* Async-signal-safe calls only (the flush allocates nothing). */

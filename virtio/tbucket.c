@@ -1,7 +1,9 @@
 /* Token buckets for the rate limiter (as Firecracker's: size tokens refilled over
  * refill_time_ms, plus a one-time burst spent first). A request larger than the bucket is let
  * through when the bucket is full and leaves it in debt, so the long-run rate stays exact and no
- * request is ever dropped. */
+ * request is ever dropped. The API refuses a refill time whose nanoseconds overflow 64 bits
+ * (VM_BUCKET_REFILL_MS_MAX); the arithmetic here still saturates instead of wrapping and never
+ * divides by zero, whatever the configuration. */
 #include <errno.h>
 #include <string.h>
 
@@ -21,7 +23,9 @@ void tb_init(struct tbucket *b, const struct vm_bucket *cfg)
         return; /* zero disables */
     b->enabled = true;
     b->size = cfg->size > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)cfg->size;
-    b->refill_ns = cfg->refill_time_ms * 1000000ULL;
+    /* Checked: a wrapped product could be 0 (2^58 ms is 2^64 ns), a divisor below. */
+    if (__builtin_mul_overflow(cfg->refill_time_ms, 1000000ULL, &b->refill_ns))
+        b->refill_ns = UINT64_MAX;
     b->tokens = b->size;
     b->burst = cfg->one_time_burst > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)cfg->one_time_burst;
     b->last_ns = now_ns();
@@ -29,6 +33,8 @@ void tb_init(struct tbucket *b, const struct vm_bucket *cfg)
 
 static void refill(struct tbucket *b, uint64_t now)
 {
+    if (b->refill_ns == 0 || b->size <= 0 || now <= b->last_ns)
+        return;
     uint64_t dt = now - b->last_ns;
     /* tokens += size * dt / refill_ns, without overflow and without losing fractions. */
     unsigned __int128 add = (unsigned __int128)b->size * dt / b->refill_ns;
@@ -64,14 +70,21 @@ uint64_t tb_consume(struct tbucket *b, uint64_t n)
         b->tokens -= want;
         return 0;
     }
-    /* Time until the bucket holds need tokens. */
+    /* Time until the bucket holds need tokens (saturated: at most 2^64-1 ns, 584 years). */
+    if (b->size <= 0)
+        return 0;
     uint64_t missing = (uint64_t)(need - b->tokens);
-    uint64_t wait = (uint64_t)((unsigned __int128)missing * b->refill_ns / (uint64_t)b->size);
-    return wait ? wait : 1;
+    unsigned __int128 wait = (unsigned __int128)missing * b->refill_ns / (uint64_t)b->size;
+    if (wait > UINT64_MAX)
+        return UINT64_MAX;
+    return wait ? (uint64_t)wait : 1;
 }
 
 void tb_refund(struct tbucket *b, uint64_t n)
 {
-    if (b->enabled)
-        b->tokens += n > (uint64_t)b->size ? b->size : (int64_t)n;
+    if (!b->enabled)
+        return;
+    b->tokens += n > (uint64_t)b->size ? b->size : (int64_t)n;
+    if (b->tokens > b->size) /* never above the size, as Firecracker's replenish */
+        b->tokens = b->size;
 }

@@ -125,6 +125,13 @@ struct vm_drive *cfg_drive(struct vm_config *cfg, const char *id)
     return NULL;
 }
 
+/* A bucket whose arithmetic fits (the rate limiter would otherwise clamp or saturate). */
+static bool bucket_ok(const struct vm_bucket *b)
+{
+    return b->size <= VM_BUCKET_SIZE_MAX && b->one_time_burst <= VM_BUCKET_SIZE_MAX &&
+           b->refill_time_ms <= VM_BUCKET_REFILL_MS_MAX;
+}
+
 int cfg_put_drive(struct vm_config *cfg, struct vm_drive *d, char *err, size_t errlen)
 {
     if (!cfg_id_valid(d->id))
@@ -134,6 +141,12 @@ int cfg_put_drive(struct vm_config *cfg, struct vm_drive *d, char *err, size_t e
                     CFG_ID_MAX);
     if (!d->path)
         return errf(err, errlen, -EINVAL, "The block device %s needs a path.", d->id);
+    if (!bucket_ok(&d->bw) || !bucket_ok(&d->ops))
+        return errf(err, errlen, -EINVAL,
+                    "The block device %s: a rate limiter's size or one_time_burst is above %llu "
+                    "or its refill_time above %llu ms.",
+                    d->id, (unsigned long long)VM_BUCKET_SIZE_MAX,
+                    (unsigned long long)VM_BUCKET_REFILL_MS_MAX);
     struct vm_drive *slot = cfg_drive(cfg, d->id);
     for (unsigned j = 0; d->root && j < cfg->ndrives; j++)
         if (&cfg->drives[j] != slot && cfg->drives[j].root)

@@ -347,7 +347,8 @@ def test_sighup_and_sigpipe_counted(ember_bin, scratch, tmp_path):
 
 @pytest.mark.parametrize("sig,code,key", [(signal.SIGBUS, 149, "sigbus"),
                                           (signal.SIGXFSZ, 151, "sigxfsz"),
-                                          (signal.SIGILL, 157, "sigill")])
+                                          (signal.SIGILL, 157, "sigill"),
+                                          (signal.SIGFPE, 136, "sigfpe")])
 def test_fatal_signal_flushes_metrics(ember_bin, scratch, tmp_path, sig, code, key):
     metrics = tmp_path / "metrics.json"
     e = Ember.start(ember_bin, scratch, "--metrics-path", metrics)

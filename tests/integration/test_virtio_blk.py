@@ -208,6 +208,21 @@ def test_rate_limiter(guest_assets, tmp_path):
     assert 0.85 * iops <= ops <= 1.15 * iops, f"{ops:.1f} ops/s, want {iops}"
 
 
+def boot_for_patch(vm, guest_assets, cmd, rootfs, data):
+    """Configures and starts vm through the API (the guest runs cmd, rootfs is /dev/vda, the
+    drive data /dev/vdb) and waits until the guest prints patch-me-now."""
+    assert vm.put("/boot-source", {
+        "kernel_image_path": str(guest_assets["vmlinux"]),
+        "boot_args": f'{CMDLINE} ember.cmd="{cmd}"'}).status_code == 204
+    assert vm.put("/drives/rootfs", {
+        "drive_id": "rootfs", "path_on_host": str(rootfs), "is_root_device": True,
+        "is_read_only": False}).status_code == 204
+    assert vm.put("/drives/data", data).status_code == 204
+    assert vm.put("/machine-config", {"vcpu_count": 1, "mem_size_mib": 256}).status_code == 204
+    assert vm.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
+    assert wait_for(vm.log_path, "patch-me-now", vm.proc, BOOT_TIMEOUT), vm.output()[-3000:]
+
+
 @pytest.mark.parametrize("engine", ["Sync", "Async"])
 def test_patch_drive_after_boot(ember_bin, scratch, guest_assets, tmp_path, engine):
     """PATCH /drives/{id} on a running VM (booted through the API, as a Firecracker user would):
@@ -230,19 +245,9 @@ def test_patch_drive_after_boot(ember_bin, scratch, guest_assets, tmp_path, engi
            "| sed s/^/md5b=/")
     vm = Ember.start(ember_bin, scratch, "--id", "patch-vm")
     try:
-        assert vm.put("/boot-source", {
-            "kernel_image_path": str(guest_assets["vmlinux"]),
-            "boot_args": f'{CMDLINE} ember.cmd="{cmd}"'}).status_code == 204
-        assert vm.put("/drives/rootfs", {
-            "drive_id": "rootfs", "path_on_host": str(rootfs), "is_root_device": True,
-            "is_read_only": False}).status_code == 204
-        assert vm.put("/drives/data", {
+        boot_for_patch(vm, guest_assets, cmd, rootfs, {
             "drive_id": "data", "path_on_host": str(old), "is_root_device": False,
-            "is_read_only": False, "io_engine": engine}).status_code == 204
-        assert vm.put("/machine-config", {"vcpu_count": 1,
-                                          "mem_size_mib": 256}).status_code == 204
-        assert vm.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
-        assert wait_for(vm.log_path, "patch-me-now", vm.proc, BOOT_TIMEOUT), vm.output()[-3000:]
+            "is_read_only": False, "io_engine": engine})
         r = vm.patch("/drives/data", {"drive_id": "data", "path_on_host": "/no/such/file"})
         assert r.status_code == 400, r.text
         r = vm.patch("/drives/data", {"drive_id": "data", "path_on_host": str(new)})
@@ -256,5 +261,34 @@ def test_patch_drive_after_boot(ember_bin, scratch, guest_assets, tmp_path, engi
         want = hashlib.md5(new_content[2 * MiB:2 * MiB + 4096]).hexdigest()
         assert f"md5b={want}" in text, text[-4000:]
         assert old.read_bytes() == old_content and new.read_bytes() == new_content
+    finally:
+        vm.close()
+
+
+def test_patch_huge_refill_time_refused(ember_bin, scratch, guest_assets, tmp_path):
+    """A rate limiter whose refill time overflows the bucket's nanoseconds (2^58 ms wrapped to a
+    zero divisor: SIGFPE at the guest's next request, security review F6) is refused with a 400
+    on a running VM; the guest's I/O and a sane limiter then work."""
+    data = make_file(tmp_path / "data.img", pattern(1 * MiB, "data"))
+    rootfs = rootfs_copy(guest_assets, tmp_path)
+    cmd = ("echo patch-me-now; sleep 3; "
+           "dd if=/dev/vdb of=/dev/null bs=4k count=64 iflag=direct 2>/dev/null && echo read-ok")
+    vm = Ember.start(ember_bin, scratch, "--id", "refill-vm")
+    try:
+        boot_for_patch(vm, guest_assets, cmd, rootfs, {
+            "drive_id": "data", "path_on_host": str(data), "is_root_device": False,
+            "is_read_only": True})
+        for bucket in ({"size": 10, "refill_time": 1 << 58},
+                       {"size": 10, "refill_time": (1 << 63) - 1},
+                       {"size": 1 << 63, "refill_time": 1}):
+            r = vm.patch("/drives/data", {"drive_id": "data", "rate_limiter": {"ops": bucket}})
+            assert r.status_code == 400, (bucket, r.status_code, r.text)
+            assert "out of range" in r.json()["fault_message"] or "integer" in r.text, r.text
+        r = vm.patch("/drives/data", {"drive_id": "data", "rate_limiter": {
+            "ops": {"size": 1000, "refill_time": 100}}})
+        assert r.status_code == 204, r.text
+        code = vm.wait(BOOT_TIMEOUT)
+        text = vm.output()
+        assert code == 0 and "ember.exit=0" in text and "read-ok" in text, (code, text[-4000:])
     finally:
         vm.close()

@@ -197,13 +197,38 @@ static void run_drives(void **state)
     cfg_free(&cfg);
 }
 
+/* A rate limiter whose arithmetic would overflow is refused, from --drive or any other path. */
+static void bucket_bounds(void **state)
+{
+    const char *argv[] = {"run", "--kernel", "k", "--drive", "path=x,bw=9223372036854775808"};
+    (void)state;
+    assert_int_equal(parse(5, argv), -EINVAL);
+    assert_non_null(strstr(err, "rate limiter"));
+    argv[4] = "path=x,iops=9223372036854775807";
+    assert_int_equal(parse(5, argv), 0);
+    cfg_free(&cfg);
+    cfg_defaults(&cfg);
+    /* as a configuration that did not come through the API's body parser might */
+    struct vm_drive d = {.id = "d", .path = strdup("p")};
+    d.ops.refill_time_ms = VM_BUCKET_REFILL_MS_MAX + 1;
+    assert_int_equal(cfg_put_drive(&cfg, &d, err, sizeof(err)), -EINVAL);
+    d.ops = (struct vm_bucket){.size = 1,
+                               .refill_time_ms = VM_BUCKET_REFILL_MS_MAX,
+                               .one_time_burst = (uint64_t)INT64_MAX + 1};
+    assert_int_equal(cfg_put_drive(&cfg, &d, err, sizeof(err)), -EINVAL);
+    d.ops.one_time_burst = INT64_MAX;
+    assert_int_equal(cfg_put_drive(&cfg, &d, err, sizeof(err)), 0);
+    cfg_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-            cmocka_unit_test(defaults),    cmocka_unit_test(all_options),
-            cmocka_unit_test(bad_options), cmocka_unit_test(long_command_line),
-            cmocka_unit_test(validation),  cmocka_unit_test(drive_rules),
-            cmocka_unit_test(run_drives),  cmocka_unit_test(cmdline_room_for_devices),
+            cmocka_unit_test(defaults),      cmocka_unit_test(all_options),
+            cmocka_unit_test(bad_options),   cmocka_unit_test(long_command_line),
+            cmocka_unit_test(validation),    cmocka_unit_test(drive_rules),
+            cmocka_unit_test(run_drives),    cmocka_unit_test(cmdline_room_for_devices),
+            cmocka_unit_test(bucket_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
