@@ -20,9 +20,14 @@ void args_usage(FILE *f)
             "  --cgroup FILE=VALUE        write VALUE to FILE in the VM's cgroup (repeatable)\n"
             "  --cgroup-version 1|2       cgroup hierarchy to use (default 1)\n"
             "  --parent-cgroup PATH       parent of the VM's cgroup (default: exec name)\n"
-            "  --resource-limit RES=N     no-file=N or fsize=N (repeatable; default no-file=%d)\n"
+            "  --resource-limit RES=N     no-file=N, fsize=N or core=N (repeatable; default\n"
+            "                             no-file=%d core=0)\n"
             "  --daemonize                detach: double fork, setsid, stdio to /dev/null\n"
             "  --new-pid-ns               run the binary as PID 1 of a new PID namespace\n"
+            "  --userfaultfd              create /dev/userfaultfd in the jail (snapshot loads\n"
+            "                             with a UFFD backend); without it there is none\n"
+            "  --strict-sandbox           refuse --uid 0 and --gid 0 (accepted with a warning\n"
+            "                             otherwise, as Firecracker's jailer accepts them)\n"
             "  --version, --help\n"
             "  -- ARGS                    passed to the binary after --id and the start times\n",
             JAIL_DEFAULT_BASE, JAIL_DEFAULT_NOFILE);
@@ -159,9 +164,11 @@ static int add_rlimit(struct jail_args *a, const char *spec)
         res = RLIMIT_NOFILE;
     else if ((size_t)(eq - spec) == 5 && !strncmp(spec, "fsize", 5))
         res = RLIMIT_FSIZE;
+    else if ((size_t)(eq - spec) == 4 && !strncmp(spec, "core", 4))
+        res = RLIMIT_CORE;
     else
-        return fail(a, JEXIT_BAD_RLIMIT, "--resource-limit '%s': resource must be no-file or fsize",
-                    spec);
+        return fail(a, JEXIT_BAD_RLIMIT,
+                    "--resource-limit '%s': resource must be no-file, fsize or core", spec);
     for (int i = 0; i < a->n_rlimits; i++)
         if (a->rlimits[i].resource == res)
             return fail(a, JEXIT_BAD_RLIMIT, "--resource-limit '%s': given twice", spec);
@@ -200,6 +207,8 @@ enum opt {
     O_RLIMIT,
     O_DAEMON,
     O_PIDNS,
+    O_UFFD,
+    O_STRICT,
     O_VERSION,
     O_HELP,
     O_COUNT
@@ -222,6 +231,8 @@ static const struct {
         [O_RLIMIT] = {"--resource-limit", true, true},
         [O_DAEMON] = {"--daemonize", false, false},
         [O_PIDNS] = {"--new-pid-ns", false, false},
+        [O_UFFD] = {"--userfaultfd", false, false},
+        [O_STRICT] = {"--strict-sandbox", false, false},
         [O_VERSION] = {"--version", false, false},
         [O_HELP] = {"--help", false, false},
 };
@@ -281,6 +292,12 @@ static int apply(struct jail_args *a, enum opt o, const char *v)
         return 0;
     case O_PIDNS:
         a->new_pid_ns = true;
+        return 0;
+    case O_UFFD:
+        a->userfaultfd = true;
+        return 0;
+    case O_STRICT:
+        a->strict_sandbox = true;
         return 0;
     case O_VERSION:
         a->version = true;
@@ -354,5 +371,7 @@ int args_parse(struct jail_args *a, int argc, char **argv)
         return fail(a, JEXIT_USAGE, "missing --uid");
     if (!seen[O_GID])
         return fail(a, JEXIT_USAGE, "missing --gid");
+    if (a->strict_sandbox && (a->uid == 0 || a->gid == 0))
+        return fail(a, JEXIT_BAD_UID_GID, "--strict-sandbox: --uid and --gid must not be 0");
     return 0;
 }

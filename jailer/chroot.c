@@ -14,118 +14,195 @@
 #include "jailer.h"
 
 /*
- * A directory of an existing jail tree (lstat: a symlink is not a directory) must be a real
- * directory owned by root that nobody else can write: then no one but root can change the tree
- * between these checks and its use. (root/ owned by the VM's uid would let that uid put a
- * symlink at root/dev before the jailer creates it.) A directory on the way to the jail (the
- * chroot base and its ancestors, on_the_way) may also be writable by others if it is sticky, as
- * /tmp is: others can add entries there but not rename or remove root's.
- * Returns 0, -ENOENT (not there, not logged), or -errno (logged).
+ * The way to the jail is walked once, from "/", one openat(O_NOFOLLOW|O_DIRECTORY) per
+ * component, and every later step works from the directory fds of that walk: a symlink
+ * anywhere on the way is refused, never followed, and nothing can be swapped in under a path
+ * between a check and its use. Each directory must be real, owned by root and writable by
+ * nobody else (then only root can change the tree). The directories above the chroot base
+ * (LV_ABOVE) may also be writable by others when sticky, as /tmp is: others can add entries
+ * there but not rename or remove root's. The base itself (LV_BASE) may not: anyone who can
+ * write it could make <base>/<exec name> first. (root/ owned by the VM's uid would let that uid
+ * put a symlink at root/dev before the jailer creates it: LV_JAIL.)
  */
-static int check_dir(const char *path, bool on_the_way)
+enum level { LV_ABOVE, LV_BASE, LV_JAIL };
+
+static const char *level_name(enum level lv)
 {
-    const char *what = on_the_way ? "--chroot-base-dir: directory" : "jail path";
+    return lv == LV_JAIL ? "jail path" : "--chroot-base-dir: directory";
+}
+
+/* Checks the opened directory fd (named path in messages). Returns 0 or -errno (logged). */
+static int check_fd(int fd, const char *path, enum level lv)
+{
     struct stat st;
 
-    if (lstat(path, &st) != 0) {
+    if (fstat(fd, &st) != 0) {
         int rc = -errno;
-        if (rc != -ENOENT)
-            env_log(rc, "%s %s", what, path);
+        env_log(rc, "%s %s", level_name(lv), path);
         return rc;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        env_log(0, "%s %s is %s", what, path,
-                S_ISLNK(st.st_mode) ? "a symlink" : "not a directory");
-        return -ENOTDIR;
-    }
     if (st.st_uid != 0) {
-        env_log(0, "%s %s is owned by uid %u (must be root)", what, path, (unsigned int)st.st_uid);
+        env_log(0, "%s %s is owned by uid %u (must be root)", level_name(lv), path,
+                (unsigned int)st.st_uid);
         return -EPERM;
     }
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(on_the_way && (st.st_mode & S_ISVTX))) {
-        env_log(0, "%s %s is writable by group or others (mode %04o)", what, path,
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(lv == LV_ABOVE && (st.st_mode & S_ISVTX))) {
+        env_log(0, "%s %s is writable by group or others (mode %04o)", level_name(lv), path,
                 (unsigned int)(st.st_mode & 07777));
         return -EPERM;
     }
     return 0;
 }
 
-/* check_dir() of one level of an existing tree: 1 if the level is missing (the rest of the tree
- * is then the jailer's to make), 0 if it is there and safe, or -errno. */
-static int check_level(const char *path)
+/*
+ * Opens the directory name in dirfd (path names it in messages) without following a symlink,
+ * and checks it. Returns 0 with *out set, 1 if it does not exist (not logged), or -errno
+ * (logged).
+ */
+static int open_level(int dirfd, const char *name, const char *path, enum level lv, int *out)
 {
-    int rc = check_dir(path, false);
-    return rc == -ENOENT ? 1 : rc;
+    struct stat st;
+    int fd, rc;
+
+    fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        if (rc == -ENOENT)
+            return 1;
+        if ((rc == -ENOTDIR || rc == -ELOOP) &&
+            fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (S_ISLNK(st.st_mode) || lv == LV_JAIL)
+                env_log(0, "%s %s is %s", level_name(lv), path,
+                        S_ISLNK(st.st_mode) ? "a symlink" : "not a directory");
+            else
+                env_log(-ENOTDIR, "%s %s", level_name(lv), path);
+            return -ENOTDIR;
+        }
+        env_log(rc, "%s %s", level_name(lv), path);
+        return rc;
+    }
+    rc = check_fd(fd, path, lv);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    *out = fd;
+    return 0;
 }
 
-/* Checks "/" and every existing directory of path down to path itself (check_dir on the way). */
-static int check_ancestors(const char *path)
+/* The level of component number k (1 = the first below "/") of <base>/<exec name>. */
+static enum level level_of(const struct jail *j, int k)
 {
-    char buf[JAIL_PATH_MAX];
-    int rc;
+    return k < j->base_depth ? LV_ABOVE : k == j->base_depth ? LV_BASE : LV_JAIL;
+}
 
-    if (env_path(buf, sizeof(buf), "%s", path))
-        return -ENAMETOOLONG;
-    rc = check_dir("/", true);
-    for (char *p = buf + 1; rc == 0 && *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        rc = check_dir(buf, true);
-        *p = '/';
+/*
+ * Walks <base>/<exec name> from "/" as far as it exists. The deepest directory reached becomes
+ * the anchor (undo works relative to it, also after pivot_root); j->way_len is the length of its
+ * path, and j->way_complete says whether <base>/<exec name> exists. Returns 0 or -errno (logged,
+ * *exit_code set).
+ */
+static int walk_way(struct jail *j, int *exit_code)
+{
+    char path[JAIL_PATH_MAX];
+    int fd, k = 0, rc;
+
+    env_path(path, sizeof(path), "%s", j->id_dir);
+    *strrchr(path, '/') = '\0'; /* <base>/<exec> */
+    *exit_code = JEXIT_BAD_CHROOT;
+    fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        env_log(rc, "opening /");
+        return rc;
     }
-    if (rc == 0 && strcmp(buf, "/") != 0)
-        rc = check_dir(buf, true);
-    return rc == -ENOENT ? 0 : rc;
+    if ((rc = check_fd(fd, "/", level_of(j, 0)))) {
+        close(fd);
+        return rc;
+    }
+    j->way_len = 1;
+    j->way_complete = true;
+    for (char *name = path + 1; *name;) {
+        char *slash = strchr(name, '/');
+        int next;
+        if (slash)
+            *slash = '\0';
+        enum level lv = level_of(j, ++k);
+        *exit_code = lv == LV_JAIL ? JEXIT_JAIL_EXISTS : JEXIT_BAD_CHROOT;
+        rc = open_level(fd, name, path, lv, &next);
+        if (rc) {
+            if (rc < 0) {
+                close(fd);
+                return rc;
+            }
+            j->way_complete = false; /* the rest is the jailer's to make */
+            break;
+        }
+        close(fd);
+        fd = next;
+        j->way_len = strlen(path);
+        if (!slash)
+            break;
+        *slash = '/';
+        name = slash + 1;
+    }
+    j->anchor_fd = fd;
+    j->anchor_len = j->way_len;
+    *exit_code = JEXIT_OK;
+    return 0;
 }
 
 /*
  * Firecracker's jailer uses a jail directory that already exists; Kata makes <id>/root, mounts
  * the kernel, disks, FIFOs and its config file into it, then runs the jailer. Accept such a tree
- * when it is safe: every directory from <base>/<exec> down is real, root-owned and writable only
- * by root (the base and its ancestors: check_ancestors), and nothing the jailer puts there (the
- * binary copy, the pid file, dev/) exists yet, so a jail in use or left over from an earlier VM is
- * still refused.
+ * when it is safe: <id>, root/ and root/run are real, root-owned directories writable only by
+ * root, and nothing the jailer puts there (the binary copy, the pid files, dev/) exists yet, so a
+ * jail in use or left over from an earlier VM is still refused. Runs on the fds of walk_way.
  */
 static int check_existing(struct jail *j)
 {
-    char path[JAIL_PATH_MAX];
-    const char *const ours[] = {j->exec_name, NULL, "dev"};
+    char path[JAIL_PATH_MAX], pid_name[JAIL_PATH_MAX];
+    const char *const ours[] = {j->exec_name, pid_name, "dev"};
     struct stat st;
-    int rc;
+    int rc, fd;
 
-    env_path(path, sizeof(path), "%s", j->id_dir);
-    *strrchr(path, '/') = '\0'; /* <base>/<exec> */
-    if ((rc = check_level(path)))
-        return rc > 0 ? 0 : rc;
-    if ((rc = check_level(j->id_dir)))
+    if (!j->way_complete)
+        return 0;
+    env_path(pid_name, sizeof(pid_name), "%s.pid", j->exec_name);
+    if ((rc = open_level(j->anchor_fd, j->args->id, j->id_dir, LV_JAIL, &j->id_fd)))
         return rc > 0 ? 0 : rc;
     j->existed = true;
+    if (fstatat(j->id_fd, pid_name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) {
+        env_log(0, "jail %s already exists and is in use or left over: %s/%s exists", j->id_dir,
+                j->id_dir, pid_name);
+        return -EEXIST;
+    }
     /*
-     * The jailer's own entries first (lstat only, nothing is used yet): a jail in use has a
-     * root/ that belongs to its VM's uid, and "in use" is the clearer message for it.
+     * The jailer's own entries first (nothing is used yet): a jail in use has a root/ that
+     * belongs to its VM's uid, and "in use" is the clearer message for it.
      */
-    if (lstat(j->root, &st) == 0 && S_ISDIR(st.st_mode)) {
+    fd = openat(j->id_fd, "root", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
         for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++) {
-            if (ours[i])
-                env_path(path, sizeof(path), "%s/%s", j->root, ours[i]);
-            else
-                env_path(path, sizeof(path), "%s/%s.pid", j->root, j->exec_name);
-            if (lstat(path, &st) == 0 || errno != ENOENT) {
-                env_log(0, "jail %s already exists and is in use or left over: %s exists",
-                        j->id_dir, path);
+            if (fstatat(fd, ours[i], &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) {
+                env_log(0, "jail %s already exists and is in use or left over: %s/%s exists",
+                        j->id_dir, j->root, ours[i]);
+                close(fd);
                 return -EEXIST;
             }
         }
+        close(fd);
     }
-    if ((rc = check_level(j->root)))
+    if ((rc = open_level(j->id_fd, "root", j->root, LV_JAIL, &j->root_fd)))
         return rc > 0 ? 0 : rc;
     j->had_root = true;
     env_path(path, sizeof(path), "%s/run", j->root);
-    rc = check_dir(path, false);
-    if (rc == 0)
+    rc = open_level(j->root_fd, "run", path, LV_JAIL, &fd);
+    if (rc == 0) {
         j->had_run = true;
-    return rc == -ENOENT ? 0 : rc;
+        close(fd);
+    }
+    return rc > 0 ? 0 : rc;
 }
 
 int chroot_resolve(struct jail *j, int *exit_code)
@@ -156,31 +233,39 @@ int chroot_resolve(struct jail *j, int *exit_code)
     slash = strrchr(j->exec_path, '/');
     j->exec_name = slash ? slash + 1 : j->exec_path;
 
+    /* Used as given (absolute, no '.' or '..': args.c), never resolved: walk_way refuses a
+     * symlink in it. */
     *exit_code = JEXIT_BAD_CHROOT;
-    if (realpath(a->chroot_base, j->base) == NULL) {
-        if (errno != ENOENT) {
-            rc = -errno;
-            env_log(rc, "--chroot-base-dir '%s'", a->chroot_base);
-            return rc;
-        }
-        /* Created later; the argument is already absolute and free of '.' and '..'. */
-        env_path(j->base, sizeof(j->base), "%s", a->chroot_base);
-        for (size_t len = strlen(j->base); len > 1 && j->base[len - 1] == '/'; len--)
-            j->base[len - 1] = '\0';
-    } else if (stat(j->base, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        env_log(0, "--chroot-base-dir '%s': not a directory", a->chroot_base);
-        return -ENOTDIR;
-    }
+    env_path(j->base, sizeof(j->base), "%s", a->chroot_base);
+    for (size_t len = strlen(j->base); len > 1 && j->base[len - 1] == '/'; len--)
+        j->base[len - 1] = '\0';
+    j->base_depth = 0;
+    for (const char *p = j->base; *p; p++)
+        if (*p == '/' && p[1] && p[1] != '/')
+            j->base_depth++;
     /* Room for <root>/<exec_name>.pid as well. */
     if (env_path(j->id_dir, sizeof(j->id_dir), "%s/%s/%s", strcmp(j->base, "/") ? j->base : "",
                  j->exec_name, a->id) ||
-        strlen(j->id_dir) + 6 + strlen(j->exec_name) + 8 >= sizeof(j->root)) {
-        env_log(0, "--chroot-base-dir '%s': jail path too long", a->chroot_base);
+        strlen(j->id_dir) + 6 + strlen(j->exec_name) + 8 >= sizeof(j->root) ||
+        strstr(j->base, "//")) {
+        env_log(0, "--chroot-base-dir '%s': jail path too long or has an empty component",
+                a->chroot_base);
         return -ENAMETOOLONG;
     }
     env_path(j->root, sizeof(j->root), "%s/root", j->id_dir);
-    /* Only root may be able to change the way to the jail (checked again as it is created). */
-    rc = check_ancestors(j->base);
+    /*
+     * Our own mount namespace first, every mount a slave of the host's (nothing mounted here
+     * propagates back): the directory fds of the walk must belong to the namespace in which
+     * root/ is bind-mounted and pivot_root'ed, since a mount of another namespace cannot be a
+     * mount target.
+     */
+    *exit_code = JEXIT_JAIL;
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) != 0) {
+        rc = -errno;
+        env_log(rc, "making a private mount namespace");
+        return rc;
+    }
+    rc = walk_way(j, exit_code);
     if (rc)
         return rc;
 
@@ -193,48 +278,81 @@ int chroot_resolve(struct jail *j, int *exit_code)
 }
 
 /*
- * mkdir -p for the directories above the id directory, remembering what we made. A directory
- * that was already there must pass check_dir (one on the way from a sticky directory such
- * as /tmp may have been made by anyone since chroot_resolve).
+ * Makes the directory name in dirfd (path in messages) at level lv, or, when it exists already
+ * (someone made it since walk_way: a level under a sticky directory), takes it if it passes
+ * open_level's checks. *made says which. Returns 0 with *out set, or -errno (logged).
  */
-static int make_parents(struct jail *j, const char *path)
+static int make_level(int dirfd, const char *name, const char *path, enum level lv, bool *made,
+                      int *out)
 {
-    char buf[JAIL_PATH_MAX];
-    char *p;
     int rc;
 
-    env_path(buf, sizeof(buf), "%s", path);
-    for (p = buf + 1;; p++) {
-        bool end = (*p == '\0');
-        if (*p != '/' && !end)
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) == 0) {
-            /* umask is 077 here: directories on the path stay traversable by the jail uid. */
-            if (chmod(buf, 0755) != 0)
-                goto fail;
-            if (j->n_created >= (int)(sizeof(j->created) / sizeof(j->created[0])) ||
-                strlen(buf) >= sizeof(j->created[0])) {
-                errno = ENAMETOOLONG;
-                goto fail;
-            }
-            strcpy(j->created[j->n_created++], buf);
-        } else if (errno != EEXIST) {
-            goto fail;
-        } else if ((rc = check_dir(buf, true)) != 0) {
-            if (rc != -ENOENT)
-                return rc; /* logged */
-            errno = ENOENT;
-            goto fail;
-        }
-        if (end)
-            return 0;
-        *p = '/';
+    *made = mkdirat(dirfd, name, 0700) == 0;
+    if (!*made && errno != EEXIST) {
+        rc = -errno;
+        env_log(rc, "creating %s", path);
+        return rc;
     }
-fail:
-    rc = -errno;
-    env_log(rc, "creating %s", buf);
+    rc = open_level(dirfd, name, path, lv, out);
+    if (rc > 0) { /* removed again in between */
+        env_log(-ENOENT, "creating %s", path);
+        return -ENOENT;
+    }
     return rc;
+}
+
+/*
+ * mkdir -p for the rest of <base>/<exec name> below the anchor, remembering what we made (for
+ * undo). Returns 0 with *out the fd of <base>/<exec name>, or -errno (logged).
+ */
+static int make_parents(struct jail *j, int *out)
+{
+    char path[JAIL_PATH_MAX];
+    int fd = j->anchor_fd, k = 0, rc;
+
+    env_path(path, sizeof(path), "%s", j->id_dir);
+    *strrchr(path, '/') = '\0';
+    for (size_t i = 0; j->anchor_len > 1 && i < j->anchor_len; i++)
+        k += path[i] == '/'; /* the anchor's depth */
+    if (j->way_complete) {
+        *out = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return *out < 0 ? -errno : 0;
+    }
+    for (char *name = path + j->anchor_len + (j->anchor_len > 1);;) {
+        char *slash = strchr(name, '/');
+        bool made;
+        int next;
+        if (slash)
+            *slash = '\0';
+        rc = make_level(fd, name, path, level_of(j, ++k), &made, &next);
+        if (fd != j->anchor_fd)
+            close(fd);
+        if (rc)
+            return rc;
+        fd = next;
+        if (made) {
+            /* umask is 077 here: directories on the path stay traversable by the jail uid. */
+            if (j->n_created >= (int)(sizeof(j->created) / sizeof(j->created[0])) ||
+                strlen(path) >= sizeof(j->created[0])) {
+                env_log(-ENAMETOOLONG, "creating %s", path);
+                close(fd);
+                return -ENAMETOOLONG;
+            }
+            strcpy(j->created[j->n_created++], path);
+            if (fchmod(fd, 0755) != 0) {
+                rc = -errno;
+                env_log(rc, "creating %s", path);
+                close(fd);
+                return rc;
+            }
+        }
+        if (!slash)
+            break;
+        *slash = '/';
+        name = slash + 1;
+    }
+    *out = fd;
+    return 0;
 }
 
 static int copy_binary(const struct jail *j)
@@ -248,7 +366,8 @@ static int copy_binary(const struct jail *j)
     in = open(j->exec_path, O_RDONLY | O_CLOEXEC);
     if (in < 0)
         return -errno;
-    out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    out = openat(j->root_fd, j->exec_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                 0700);
     if (out < 0) {
         rc = -errno;
         goto out_in;
@@ -286,35 +405,10 @@ out_out:
         rc = -errno;
     /* O_EXCL made it ours: a partial copy must not stay behind as a claim on the jail. */
     if (rc)
-        unlink(dst);
+        unlinkat(j->root_fd, j->exec_name, 0);
 out_in:
     close(in);
     return rc;
-}
-
-/*
- * Opens (O_PATH) the deepest directory of path that already exists. Undo works relative to it,
- * so it still reaches the jail after pivot_root, when the host's paths are gone.
- */
-static int open_anchor(struct jail *j, const char *path)
-{
-    char buf[JAIL_PATH_MAX];
-
-    env_path(buf, sizeof(buf), "%s", path);
-    for (;;) {
-        char *slash;
-        int fd = open(buf, O_PATH | O_DIRECTORY | O_CLOEXEC);
-
-        if (fd >= 0) {
-            j->anchor_fd = fd;
-            j->anchor_len = strlen(buf);
-            return 0;
-        }
-        slash = strrchr(buf, '/');
-        if (errno != ENOENT || !slash || !strcmp(buf, "/"))
-            return -errno;
-        slash[slash == buf ? 1 : 0] = '\0';
-    }
 }
 
 /*
@@ -355,43 +449,36 @@ static void remove_anchored(const struct jail *j, const char *abs)
 
 int chroot_create(struct jail *j)
 {
-    char parent[JAIL_PATH_MAX];
-    int rc;
+    bool made;
+    int exec_fd, rc;
 
-    env_path(parent, sizeof(parent), "%s", j->id_dir);
-    *strrchr(parent, '/') = '\0';
-    rc = open_anchor(j, parent);
-    if (rc) {
-        env_log(rc, "opening %s", parent);
-        return rc;
-    }
-    rc = make_parents(j, parent); /* logs its errors */
+    rc = make_parents(j, &exec_fd); /* logs its errors */
     if (rc)
         return rc;
     /* A directory that appeared since chroot_resolve is another jailer's: refused. */
     if (!j->existed) {
-        if (mkdir(j->id_dir, 0700) != 0) {
-            rc = -errno;
-            if (rc == -EEXIST)
-                env_log(0, "jail %s already exists", j->id_dir);
-            else
-                env_log(rc, "creating %s", j->id_dir);
-            return rc;
+        rc = mkdirat(exec_fd, j->args->id, 0700) ? -errno : 0;
+        if (rc == 0) {
+            j->made_id_dir = true;
+            rc = open_level(exec_fd, j->args->id, j->id_dir, LV_JAIL, &j->id_fd);
+            if (rc == 0 && fchmod(j->id_fd, 0755) != 0)
+                rc = -errno;
+        } else if (rc == -EEXIST) {
+            env_log(0, "jail %s already exists", j->id_dir);
         }
-        j->made_id_dir = true;
-        if (chmod(j->id_dir, 0755) != 0) {
-            rc = -errno;
-            env_log(rc, "creating %s", j->id_dir);
-            return rc;
+        if (rc) {
+            if (rc != -EEXIST)
+                env_log(rc, "creating %s", j->id_dir);
+            close(exec_fd);
+            return rc > 0 ? -ENOENT : rc;
         }
     }
+    close(exec_fd);
     if (!j->had_root) {
-        if (mkdir(j->root, 0700) != 0) {
-            rc = -errno;
-            env_log(rc, "creating %s", j->root);
+        rc = make_level(j->id_fd, "root", j->root, LV_JAIL, &made, &j->root_fd);
+        j->made_root = made;
+        if (rc)
             return rc;
-        }
-        j->made_root = true;
     }
     /* The O_EXCL copy of the binary is the atomic claim on the jail (also on an existing one). */
     rc = copy_binary(j);
@@ -417,8 +504,8 @@ void chroot_undo(struct jail *j)
     if (j->anchor_fd < 0)
         return;
     /*
-     * Our own bind mount, in our own mount namespace. Before chroot_enter's unshare the mounts
-     * at j->root are the host's (Kata bind-mounts root/ onto itself): never touch those.
+     * Our own bind mount, the top one at j->root in our own mount namespace; below it may be
+     * the orchestrator's (Kata bind-mounts root/ onto itself), never touched.
      */
     if (j->bound && !j->pivoted)
         umount2(j->root, MNT_DETACH);
@@ -428,6 +515,8 @@ void chroot_undo(struct jail *j)
         if (!env_path(path, sizeof(path), "%s/%s", j->root, j->exec_name))
             remove_anchored(j, path);
         if (!env_path(path, sizeof(path), "%s/%s.pid", j->root, j->exec_name))
+            remove_anchored(j, path);
+        if (!env_path(path, sizeof(path), "%s/%s.pid", j->id_dir, j->exec_name))
             remove_anchored(j, path);
         for (size_t i = 0; i < sizeof(inner) / sizeof(inner[0]); i++)
             if (!env_path(path, sizeof(path), "%s/%s", j->root, inner[i]))
@@ -448,27 +537,36 @@ void chroot_undo(struct jail *j)
         remove_anchored(j, j->created[--j->n_created]);
     close(j->anchor_fd);
     j->anchor_fd = -1;
+    for (int *fd = &j->id_fd; fd <= &j->root_fd; fd++)
+        if (*fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
 }
 
 int chroot_enter(struct jail *j)
 {
+    char self[32];
     const char *step;
-    int rc;
+    int rc, fd;
 
-    step = "unshare(CLONE_NEWNS)";
-    if (unshare(CLONE_NEWNS) != 0)
-        goto fail;
-    /* Nothing we mount from here on may propagate back to the host. */
-    step = "making mounts slave";
-    if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) != 0)
-        goto fail;
-    /* pivot_root needs the new root to be a mount point. */
+    /*
+     * pivot_root needs the new root to be a mount point. Bound through the fd of the walk
+     * (/proc/self/fd/N names that very directory), then entered by a lookup of "root" in the
+     * root-owned <id> directory, which lands on top of the new mount.
+     */
     step = "bind-mounting the jail";
-    if (mount(j->root, j->root, NULL, MS_BIND | MS_REC, NULL) != 0)
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", j->root_fd);
+    if (mount(self, self, NULL, MS_BIND | MS_REC, NULL) != 0)
         goto fail;
     j->bound = true;
     step = "chdir into the jail";
-    if (chdir(j->root) != 0)
+    fd = openat(j->id_fd, "root", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        goto fail;
+    rc = fchdir(fd);
+    close(fd);
+    if (rc != 0)
         goto fail;
     /*
      * pivot_root(".", ".") stacks the old root on top of the new one at "/"; detaching "."

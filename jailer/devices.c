@@ -84,7 +84,11 @@ int devices_create(const struct jail *j)
             {"kvm", DEV, 10, 232, true},
             {"tun", NET, 10, 200, true},
             {"urandom", DEV, 1, 9, true},
-            {"userfaultfd", DEV, 10, (unsigned int)j->uffd_minor, j->uffd_minor >= 0},
+            /* Only when asked (--userfaultfd): the node gives the VM's uid kernel-fault
+             * userfaultfds, past vm.unprivileged_userfaultfd, and nothing uses it before
+             * snapshot loads with a UFFD backend. */
+            {"userfaultfd", DEV, 10, (unsigned int)j->uffd_minor,
+             j->args->userfaultfd && j->uffd_minor >= 0},
     };
     uid_t uid = j->args->uid;
     gid_t gid = j->args->gid;
@@ -118,9 +122,15 @@ int devices_create(const struct jail *j)
             goto out;
         }
     }
-    /* Innermost first, the root last: until then no path here is the VM uid's to change. */
+    /*
+     * Innermost first, the root last: until then no path here is the VM uid's to change. The
+     * root stays root's, writable by the VM's gid and sticky (1770): the VMM can make files
+     * there but never unlink or rename root's (the binary copy, the pid file).
+     */
     for (i = N_DIRS - 1; i >= 0; i--) {
-        if (fchown(fd[i], uid, gid) != 0 || fchmod(fd[i], 0700) != 0) {
+        uid_t owner = i == ROOT ? 0 : uid;
+        mode_t mode = i == ROOT ? 01770 : 0700;
+        if (fchown(fd[i], owner, gid) != 0 || fchmod(fd[i], mode) != 0) {
             rc = -errno;
             goto fail_dir;
         }

@@ -49,7 +49,7 @@ struct jail_cgroup {
 };
 
 struct jail_rlimit {
-    int resource; /* RLIMIT_NOFILE or RLIMIT_FSIZE */
+    int resource; /* RLIMIT_NOFILE, RLIMIT_FSIZE or RLIMIT_CORE */
     uint64_t value;
 };
 
@@ -69,6 +69,8 @@ struct jail_args {
     int n_rlimits;
     bool daemonize;
     bool new_pid_ns;
+    bool userfaultfd;    /* --userfaultfd: /dev/userfaultfd in the jail */
+    bool strict_sandbox; /* --strict-sandbox: uid/gid 0 refused */
     bool help;
     bool version;
     char **extra_argv; /* arguments after "--" */
@@ -85,8 +87,13 @@ struct jail {
     char base[JAIL_PATH_MAX];      /* canonical chroot base */
     char id_dir[JAIL_PATH_MAX];    /* <base>/<exec_name>/<id> */
     char root[JAIL_PATH_MAX];      /* <id_dir>/root */
-    int anchor_fd;     /* O_PATH: deepest directory above the jail that existed (undo) */
-    size_t anchor_len; /* length of its path */
+    int base_depth;                /* components of base ("/" has 0) */
+    int anchor_fd;                 /* deepest directory of <base>/<exec> that existed (undo) */
+    size_t anchor_len;             /* length of its path */
+    size_t way_len;                /* the same while walking */
+    bool way_complete;             /* <base>/<exec> exists */
+    int id_fd;                     /* <id>/ and root/, opened without following symlinks (or -1) */
+    int root_fd;
     char created[16][JAIL_PATH_MAX / 4]; /* directories above id_dir that we made */
     int n_created;
     bool made_id_dir;
@@ -159,7 +166,7 @@ int cgroup_setup(struct jail *j);
 void cgroup_undo(struct jail *j);
 
 /* rlimits.c */
-/* Applies --resource-limit values (default no-file=2048). Returns 0 or -errno. */
+/* Applies --resource-limit values (default no-file=2048, core=0). Returns 0 or -errno. */
 int rlimits_apply(const struct jail_args *a);
 
 /* ns.c */

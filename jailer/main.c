@@ -65,6 +65,8 @@ int main(int argc, char **argv)
     j->netns_fd = -1;
     j->devnull_fd = -1;
     j->anchor_fd = -1;
+    j->id_fd = -1;
+    j->root_fd = -1;
     j->uffd_minor = -1;
     /* Files the jailer (and, inherited, the VMM) creates are private unless chmod'ed. */
     umask(077);
@@ -92,7 +94,22 @@ int main(int argc, char **argv)
         return JEXIT_NOT_ROOT;
     }
     j->args = &g_args;
+    if (g_args.uid == 0 || g_args.gid == 0)
+        env_log(0,
+                "warning: --uid %u --gid %u: id 0 keeps, with no capability, owner rights on "
+                "root's files (chmod, rewrite) and kill(2) on root's processes; give each VM its "
+                "own unprivileged ids (--strict-sandbox refuses 0)",
+                (unsigned int)g_args.uid, (unsigned int)g_args.gid);
 
+    if (g_args.daemonize) {
+        /* Opened now, in the host's mount namespace: after pivot_root the host's /dev/null is
+         * out of reach. */
+        j->devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (j->devnull_fd < 0) {
+            env_log(-errno, "opening /dev/null");
+            return JEXIT_DAEMON;
+        }
+    }
     /* Validate everything that can be checked before anything is created. */
     rc = chroot_resolve(j, &code);
     if (rc)
@@ -102,18 +119,14 @@ int main(int argc, char **argv)
     rc = cgroup_check(j);
     if (rc)
         return rc == -ENOENT ? JEXIT_CGROUP_FILE : JEXIT_CGROUP;
-    rc = devices_probe(j);
+    rc = g_args.userfaultfd ? devices_probe(j) : 0;
     if (rc) {
         env_log(rc, "reading /proc/misc");
         return JEXIT_DEVICES;
     }
-    if (g_args.daemonize) {
-        /* Opened now: after pivot_root the host's /dev/null is out of reach. */
-        j->devnull_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (j->devnull_fd < 0) {
-            env_log(-errno, "opening /dev/null");
-            return JEXIT_DAEMON;
-        }
+    if (g_args.userfaultfd && j->uffd_minor < 0) {
+        env_log(0, "--userfaultfd: this host has no userfaultfd device (not in /proc/misc)");
+        return JEXIT_DEVICES;
     }
 
     rc = chroot_create(j);

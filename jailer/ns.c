@@ -1,10 +1,12 @@
-/* ns: the network namespace, daemonizing, the PID namespace and the pid file. */
+/* ns: the network namespace, daemonizing, the PID namespace, the controlling terminal and the
+ * pid files. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,13 +45,13 @@ int ns_join_netns(struct jail *j)
     return rc;
 }
 
-static int write_pid_file(const struct jail *j, pid_t pid)
+/* Writes pid into name (O_EXCL: a file there is someone else's) in the directory dirfd. */
+static int write_pid_at(int dirfd, const char *name, pid_t pid)
 {
-    char path[JAIL_PATH_MAX], buf[24];
+    char buf[24];
     int fd, rc = 0, len;
 
-    env_path(path, sizeof(path), "/%s.pid", j->exec_name);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0)
         return -errno;
     len = snprintf(buf, sizeof(buf), "%d", (int)pid);
@@ -60,6 +62,59 @@ static int write_pid_file(const struct jail *j, pid_t pid)
     if (close(fd) != 0 && rc == 0)
         rc = -errno;
     return rc;
+}
+
+/*
+ * The pid file the orchestrator should trust is <base>/<exec>/<id>/<exec>.pid: that directory
+ * is root's, so the VM's uid cannot replace it. Firecracker's place, root/<exec>.pid (Kata reads
+ * it), gets the same pid; root/ is root's and sticky (devices_create), so the VM's uid cannot
+ * unlink or rename that one either. Returns 0 or -errno (logged).
+ */
+static int write_pid_file(const struct jail *j, pid_t pid)
+{
+    char name[JAIL_PATH_MAX];
+    int rc;
+
+    env_path(name, sizeof(name), "%s.pid", j->exec_name);
+    rc = write_pid_at(j->id_fd, name, pid);
+    if (rc) {
+        env_log(rc, "writing %s/%s", j->id_dir, name);
+        return rc;
+    }
+    rc = write_pid_at(AT_FDCWD, name, pid); /* cwd is the jail's "/" */
+    if (rc)
+        env_log(rc, "writing /%s in the jail", name);
+    return rc;
+}
+
+/*
+ * Leaves the controlling terminal, so that the VMM cannot push input into the operator's shell
+ * (TIOCSTI needs the terminal to be the caller's controlling one, or CAP_SYS_ADMIN). setsid()
+ * when we can; a process-group leader (a shell's foreground job) cannot, and drops it with
+ * TIOCNOTTY on whichever of fds 0-2 is that terminal. As a session leader that also hangs the
+ * terminal's foreground group up: SIGHUP is ignored meanwhile. Returns 0 or -errno (logged).
+ */
+static int leave_terminal(void)
+{
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_hup, old_cont;
+    pid_t sid;
+
+    if (setsid() >= 0)
+        return 0;
+    sigaction(SIGHUP, &ign, &old_hup);
+    sigaction(SIGCONT, &ign, &old_cont);
+    for (int fd = 0; fd <= 2; fd++)
+        if (isatty(fd))
+            ioctl(fd, TIOCNOTTY); /* ENOTTY if it is not our controlling terminal */
+    sigaction(SIGHUP, &old_hup, NULL);
+    sigaction(SIGCONT, &old_cont, NULL);
+    /* TIOCGSID answers only for the caller's controlling terminal. */
+    for (int fd = 0; fd <= 2; fd++)
+        if (isatty(fd) && ioctl(fd, TIOCGSID, &sid) == 0) {
+            env_log(-EPERM, "leaving the controlling terminal (fd %d)", fd);
+            return -EPERM;
+        }
+    return 0;
 }
 
 /* Double fork and setsid: the caller's child exits at once, the grandchild carries on. */
@@ -90,7 +145,6 @@ static int daemonize(struct jail *j)
 /* The child becomes PID 1 of a new PID namespace; the parent records its pid and exits. */
 static int new_pid_ns(struct jail *j)
 {
-    bool leader = (getsid(0) == getpid());
     pid_t pid;
     int rc;
 
@@ -110,13 +164,13 @@ static int new_pid_ns(struct jail *j)
         if (rc == 0)
             _exit(0);
         /* The caller undoes the jail, which needs the child gone from the cgroup first. */
-        env_log(rc, "writing /%s.pid", j->exec_name);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         return rc;
     }
-    /* Leave the jailer's session so its exit does not hang us up. */
-    if (leader && setsid() < 0) {
+    /* A session of its own (a child is never a group leader, so setsid works): the jailer's
+     * exit does not hang it up, and it has no controlling terminal. */
+    if (setsid() < 0) {
         rc = -errno;
         env_log(rc, "setsid in the new PID namespace");
         return rc;
@@ -137,9 +191,9 @@ int ns_detach(struct jail *j)
     }
     if (j->args->new_pid_ns)
         return new_pid_ns(j);
+    /* daemonize() made a new session; otherwise the terminal is left here. */
+    if (!j->args->daemonize && (rc = leave_terminal()) != 0)
+        return rc;
     /* This pid becomes the exec'd binary's. */
-    rc = write_pid_file(j, getpid());
-    if (rc)
-        env_log(rc, "writing /%s.pid", j->exec_name);
-    return rc;
+    return write_pid_file(j, getpid());
 }

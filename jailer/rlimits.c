@@ -1,4 +1,5 @@
-/* rlimits: --resource-limit, applied as both soft and hard limit. */
+/* rlimits: --resource-limit, applied as both soft and hard limit. RLIMIT_CORE is 0 unless
+ * --resource-limit core=N says otherwise: a VMM's core holds all of its guest's RAM. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sys/resource.h>
@@ -14,21 +15,29 @@ static int set_one(int resource, uint64_t value)
     return 0;
 }
 
+static const char *name(int resource)
+{
+    return resource == RLIMIT_NOFILE ? "no-file" : resource == RLIMIT_FSIZE ? "fsize" : "core";
+}
+
 int rlimits_apply(const struct jail_args *a)
 {
-    bool nofile_set = false;
+    bool nofile_set = false, core_set = false;
     int rc;
 
     for (int i = 0; i < a->n_rlimits; i++) {
         rc = set_one(a->rlimits[i].resource, a->rlimits[i].value);
         if (rc) {
-            env_log(rc, "setting %s=%llu",
-                    a->rlimits[i].resource == RLIMIT_NOFILE ? "no-file" : "fsize",
+            env_log(rc, "setting %s=%llu", name(a->rlimits[i].resource),
                     (unsigned long long)a->rlimits[i].value);
             return rc;
         }
-        if (a->rlimits[i].resource == RLIMIT_NOFILE)
-            nofile_set = true;
+        nofile_set |= a->rlimits[i].resource == RLIMIT_NOFILE;
+        core_set |= a->rlimits[i].resource == RLIMIT_CORE;
+    }
+    if (!core_set && (rc = set_one(RLIMIT_CORE, 0)) != 0) {
+        env_log(rc, "setting core=0");
+        return rc;
     }
     if (!nofile_set) {
         rc = set_one(RLIMIT_NOFILE, JAIL_DEFAULT_NOFILE);

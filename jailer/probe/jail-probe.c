@@ -1,10 +1,11 @@
 /*
  * jail-probe: run by ember-jailer in place of ember in the tests. Reports, as JSON, what a
  * process inside the jail sees: ids, groups, the five capability sets, no_new_privs, the file
- * tree, rlimits, open fds, environment, argv and its start clocks. Built static (the jail has
- * no libc). Options (after the jailer's own): --out PATH (default /run/probe.json), --wait
- * (stay alive until SIGTERM, at most 60 s, so the test can inspect /proc/<pid>), --quick (report
- * only the clocks and argv: for jailer/measure-launch).
+ * tree, rlimits, open fds, environment, argv, its start clocks, and whether it can push input
+ * into the terminal on fd 0 (TIOCSTI) and still has it as its controlling terminal. Built static
+ * (the jail has no libc). Options (after the jailer's own): --out PATH (default /run/probe.json),
+ * --wait (stay alive until SIGTERM, at most 60 s, so the test can inspect /proc/<pid>), --quick
+ * (report only the clocks and argv: for jailer/measure-launch).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -138,7 +140,7 @@ int main(int argc, char **argv)
     char tmp[512], cwd[512];
     uid_t ru, eu, su;
     gid_t rg, eg, sg, groups[64];
-    struct rlimit nofile, fsize;
+    struct rlimit nofile, fsize, core;
     int wait = 0, quick = 0, first = 1, ngroups, fd;
     FILE *f;
 
@@ -189,9 +191,19 @@ int main(int argc, char **argv)
     fprintf(f, "\"no_new_privs\":%d,", prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0));
     getrlimit(RLIMIT_NOFILE, &nofile);
     getrlimit(RLIMIT_FSIZE, &fsize);
-    fprintf(f, "\"rlimits\":{\"nofile\":[%llu,%llu],\"fsize\":[%llu,%llu]},",
+    getrlimit(RLIMIT_CORE, &core);
+    fprintf(f, "\"rlimits\":{\"nofile\":[%llu,%llu],\"fsize\":[%llu,%llu],\"core\":[%llu,%llu]},",
             (unsigned long long)nofile.rlim_cur, (unsigned long long)nofile.rlim_max,
-            (unsigned long long)fsize.rlim_cur, (unsigned long long)fsize.rlim_max);
+            (unsigned long long)fsize.rlim_cur, (unsigned long long)fsize.rlim_max,
+            (unsigned long long)core.rlim_cur, (unsigned long long)core.rlim_max);
+    /* A terminal on fd 0: can this process inject a keystroke (a space) into it? */
+    if (isatty(0)) {
+        pid_t tty_sid;
+        char c = ' ';
+        int sti = ioctl(0, TIOCSTI, &c) == 0 ? 0 : errno;
+        int ctty = ioctl(0, TIOCGSID, &tty_sid) == 0;
+        fprintf(f, "\"tty\":{\"tiocsti\":%d,\"ctty\":%d},", sti, ctty);
+    }
     fputs("\"fds\":[", f);
     for (int i = 0, n = 0; i < 4096; i++) {
         if (i != fd && fcntl(i, F_GETFD) >= 0)

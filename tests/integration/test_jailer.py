@@ -37,11 +37,6 @@ def launch(launches, base, jail_id, *args, **kw):
     return item
 
 
-def host_has_userfaultfd():
-    with open("/proc/misc") as f:
-        return any(line.split()[1] == "userfaultfd" for line in f if len(line.split()) == 2)
-
-
 def test_help_and_version():
     require_binaries()
     out = run_jailer(["--help"])
@@ -100,17 +95,15 @@ def test_jail_contents_and_credentials(base, launches):
     assert int(j.status("SigBlk"), 16) == 0 and int(j.status("SigIgn"), 16) == 0
     assert rep["rlimits"]["nofile"] == [2048, 2048]
     assert rep["rlimits"]["fsize"][0] == 2**64 - 1
+    assert rep["rlimits"]["core"] == [0, 0]  # a core would hold all guest RAM
 
     # The file tree: the binary copy, its pid file, the devices, /run; nothing else.
     tree = rep["tree"]
+    # (No /dev/userfaultfd without --userfaultfd: test_jailer_hardening.)
     expected = {f"/{EXEC_NAME}", f"/{EXEC_NAME}.pid", "/dev", "/dev/net", "/dev/kvm",
                 "/dev/net/tun", "/dev/urandom", "/run", "/run/probe.json.tmp"}
-    if host_has_userfaultfd():
-        expected.add("/dev/userfaultfd")
     assert set(tree) == expected
     devices = {"/dev/kvm": (10, 232), "/dev/net/tun": (10, 200), "/dev/urandom": (1, 9)}
-    if host_has_userfaultfd():
-        devices["/dev/userfaultfd"] = (10, os.minor(os.stat("/dev/userfaultfd").st_rdev))
     for path, (major, minor) in devices.items():
         e = tree[path]
         assert (e["type"], e["major"], e["minor"]) == ("chr", major, minor), path
@@ -118,6 +111,8 @@ def test_jail_contents_and_credentials(base, launches):
     for path in ("/dev", "/dev/net", "/run"):
         assert tree[path]["type"] == "dir"
         assert (tree[path]["uid"], tree[path]["gid"], tree[path]["mode"]) == (UID, GID, 0o700)
+    st = j.root.stat()  # the jail's "/": root's, sticky, writable by the VM's gid
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, GID, 0o1770)
     binary = tree[f"/{EXEC_NAME}"]
     assert (binary["uid"], binary["gid"], binary["mode"]) == (0, 0, 0o555)
     copy = j.root / EXEC_NAME
@@ -303,8 +298,8 @@ def test_default_base_dir_layout_is_per_exec_name_and_id(base, launches):
     jb = launch(launches, base, b)
     assert ja.root != jb.root and ja.root.parent.parent == jb.root.parent.parent
     assert (ja.root / EXEC_NAME).stat().st_ino != (jb.root / EXEC_NAME).stat().st_ino
-    assert stat.S_IMODE(ja.root.stat().st_mode) == 0o700
-    assert (ja.root.stat().st_uid, ja.root.stat().st_gid) == (UID, GID)
+    assert stat.S_IMODE(ja.root.stat().st_mode) == 0o1770  # root's, sticky (pid file: F9)
+    assert (ja.root.stat().st_uid, ja.root.stat().st_gid) == (0, GID)
 
 
 def test_jailed_ember_serves_its_api_in_the_jail(base):

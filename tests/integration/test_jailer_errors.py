@@ -76,7 +76,7 @@ def test_bad_required_values(base, flag, value, code, message):
     (["--cgroup-version", "2", "--cgroup", "nosuchctl.max=1"], CGROUP_FILE, "not available"),
     (["--cgroup-version", "2", "--parent-cgroup", "ember-no-such-cgroup"], CGROUP_FILE,
      "No such file or directory"),
-    (["--resource-limit", "nofile=1"], BAD_RLIMIT, "no-file or fsize"),
+    (["--resource-limit", "nofile=1"], BAD_RLIMIT, "no-file, fsize or core"),
     (["--resource-limit", "fsize=big"], BAD_RLIMIT, "decimal"),
     # Above fs.nr_open: refused by setrlimit after the jail exists, which is then removed.
     (["--resource-limit", "no-file=4294967296"], RLIMIT, "setting no-file=4294967296"),

@@ -138,6 +138,22 @@ static void test_uid_gid(void **state)
     assert_int_equal(a.uid, 4294967294u);
 }
 
+/* uid/gid 0 are accepted (Kata passes them; the jailer warns), refused by --strict-sandbox. */
+static void test_strict_sandbox(void **state)
+{
+    (void)state;
+    assert_int_equal(parse("--id", "x", "--exec-file", "/x", "--uid", "0", "--gid", "0"), 0);
+    assert_false(a.strict_sandbox);
+    expect_fail(
+            parse("--id", "x", "--exec-file", "/x", "--uid", "0", "--gid", "5", "--strict-sandbox"),
+            JEXIT_BAD_UID_GID, "--strict-sandbox");
+    expect_fail(
+            parse("--id", "x", "--exec-file", "/x", "--uid", "5", "--gid", "0", "--strict-sandbox"),
+            JEXIT_BAD_UID_GID, "must not be 0");
+    assert_int_equal(parse(BASE, "--strict-sandbox", "--userfaultfd"), 0);
+    assert_true(a.strict_sandbox && a.userfaultfd);
+}
+
 static void test_chroot_base(void **state)
 {
     (void)state;
@@ -186,7 +202,11 @@ static void test_cgroup_limit(void **state)
 static void test_rlimit(void **state)
 {
     (void)state;
-    expect_fail(parse("--resource-limit", "nofile=1"), JEXIT_BAD_RLIMIT, "no-file or fsize");
+    expect_fail(parse("--resource-limit", "nofile=1"), JEXIT_BAD_RLIMIT, "no-file, fsize or core");
+    assert_int_equal(parse(BASE, "--resource-limit", "core=0"), 0);
+    assert_int_equal(a.rlimits[0].resource, RLIMIT_CORE);
+    expect_fail(parse(BASE, "--resource-limit", "core=1", "--resource-limit", "core=2"),
+                JEXIT_BAD_RLIMIT, "twice");
     expect_fail(parse("--resource-limit", "no-file"), JEXIT_BAD_RLIMIT, "RES=N");
     expect_fail(parse("--resource-limit", "no-file=x"), JEXIT_BAD_RLIMIT, "decimal");
     expect_fail(parse("--resource-limit", "fsize=-1"), JEXIT_BAD_RLIMIT, "decimal");
@@ -224,6 +244,7 @@ int main(void)
             cmocka_unit_test(test_id),
             cmocka_unit_test(test_exec_file),
             cmocka_unit_test(test_uid_gid),
+            cmocka_unit_test(test_strict_sandbox),
             cmocka_unit_test(test_chroot_base),
             cmocka_unit_test(test_netns),
             cmocka_unit_test(test_cgroup),
