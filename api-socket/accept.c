@@ -116,7 +116,7 @@ static void *acceptor(void *arg)
             continue;
         }
         /* counted here, uncounted when libmicrohttpd reports it closed (http.c) */
-        if (atomic_fetch_add(&s->conns, 1) >= API_CONN_LIMIT) {
+        if (atomic_fetch_add(&s->conns, 1) >= (s->conn_limit ? s->conn_limit : API_CONN_LIMIT)) {
             atomic_fetch_sub(&s->conns, 1);
             refuse(&l, fd);
             continue;

@@ -252,6 +252,8 @@ struct api_args {
     bool has_level;
     enum api_log_level level;
     size_t max_payload;
+    unsigned max_connections, idle_timeout_s;
+    bool allow_core_dumps; /* acted on by proc_hygiene, before parsing */
     uint64_t start_time_us, start_time_cpu_us, parent_cpu_time_us;
     bool has_start_time_us, has_start_time_cpu_us, has_parent_cpu_time_us;
 };
@@ -282,7 +284,12 @@ struct MHD_Daemon;
 typedef void (*api_log_fn)(enum api_log_level level, const char *file, int line, const char *fmt,
                            ...) __attribute__((format(printf, 4, 5)));
 
-#define API_CONN_LIMIT 64 /* open connections; Firecracker allows 10 (the 11th gets a 503) */
+#define API_CONN_LIMIT     10 /* open connections, as Firecracker (the 11th gets a 503) */
+#define API_CONN_LIMIT_MAX 1024
+#define API_IDLE_TIMEOUT_S                                            \
+    60 /* a connection with nothing sent or received for this long is \
+          closed, so idle or slowloris clients cannot hold every slot */
+#define API_IDLE_TIMEOUT_MAX_S 86400
 
 struct api_server {
     struct MHD_Daemon *daemon;
@@ -294,7 +301,9 @@ struct api_server {
     int req_fd;        /* eventfd: a request waits in the mailbox (the VMM thread polls it) */
     char path[108];
     size_t max_payload;
-    api_log_fn log; /* may be NULL */
+    unsigned conn_limit;     /* 0: API_CONN_LIMIT */
+    unsigned idle_timeout_s; /* 0: API_IDLE_TIMEOUT_S */
+    api_log_fn log;          /* may be NULL */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct api_request *pending; /* the one-slot mailbox, guarded by lock */
@@ -304,7 +313,8 @@ struct api_server {
 };
 
 /* api_server_start(s, path, max_payload, err, errlen): binds path (fails if it exists;
- * mode 0600) and starts the API thread. Returns 0 or -errno with a reason in err. */
+ * mode 0600) and starts the API thread, with s->conn_limit and s->idle_timeout_s (0: the
+ * defaults) as set by the caller. Returns 0 or -errno with a reason in err. */
 int api_server_start(struct api_server *s, const char *path, size_t max_payload, char *err,
                      size_t errlen);
 /* api_server_serve(s, c): on the VMM thread when s->req_fd is readable: runs the waiting

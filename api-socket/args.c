@@ -25,13 +25,21 @@ void args_usage(void *out)
             "  --show-level, --show-log-origin add the level / file:line to log lines\n"
             "  --metrics-path PATH             write metrics (one JSON line per flush)\n"
             "  --http-api-max-payload-size N   largest request body in bytes (default %d)\n"
+            "  --http-api-max-connections N    open API connections, 1 to %d (default %d, as\n"
+            "                                  Firecracker); one more gets a 503\n"
+            "  --http-api-idle-timeout S       close a connection idle for S seconds, 1 to %d\n"
+            "                                  (default %d)\n"
+            "  --allow-core-dumps              stay dumpable, RLIMIT_CORE as inherited (default:\n"
+            "                                  not dumpable, RLIMIT_CORE 0: a core holds all\n"
+            "                                  guest RAM); spelt out in full\n"
             "  --start-time-us N, --start-time-cpu-us N, --parent-cpu-time-us N\n"
             "                                  start times passed by the jailer\n"
             "  --seccomp-filter FILE           per-thread filters from FILE (see ember-seccomp)\n"
             "  --no-seccomp                    install no seccomp filter\n"
             "  --strict-sandbox                refuse to start unjailed or with capabilities\n"
             "  --version, --help\n",
-            API_SOCK_DEFAULT, API_INSTANCE_ID_DEFAULT, API_PAYLOAD_MAX_DEFAULT);
+            API_SOCK_DEFAULT, API_INSTANCE_ID_DEFAULT, API_PAYLOAD_MAX_DEFAULT, API_CONN_LIMIT_MAX,
+            API_CONN_LIMIT, API_IDLE_TIMEOUT_MAX_S, API_IDLE_TIMEOUT_S);
 }
 
 static int number(const char *opt, const char *s, uint64_t *out, char *err, size_t errlen)
@@ -92,6 +100,9 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
         O_SHOW_ORIGIN,
         O_METRICS,
         O_PAYLOAD,
+        O_MAX_CONNS,
+        O_IDLE_TIMEOUT,
+        O_ALLOW_CORE,
         O_START_US,
         O_START_CPU_US,
         O_PARENT_CPU_US,
@@ -113,6 +124,9 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
             {"show-log-origin", no_argument, NULL, O_SHOW_ORIGIN},
             {"metrics-path", required_argument, NULL, O_METRICS},
             {"http-api-max-payload-size", required_argument, NULL, O_PAYLOAD},
+            {"http-api-max-connections", required_argument, NULL, O_MAX_CONNS},
+            {"http-api-idle-timeout", required_argument, NULL, O_IDLE_TIMEOUT},
+            {"allow-core-dumps", no_argument, NULL, O_ALLOW_CORE},
             {"start-time-us", required_argument, NULL, O_START_US},
             {"start-time-cpu-us", required_argument, NULL, O_START_CPU_US},
             {"parent-cpu-time-us", required_argument, NULL, O_PARENT_CPU_US},
@@ -130,6 +144,8 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
     a->api_sock = API_SOCK_DEFAULT;
     a->id = API_INSTANCE_ID_DEFAULT;
     a->max_payload = API_PAYLOAD_MAX_DEFAULT;
+    a->max_connections = API_CONN_LIMIT;
+    a->idle_timeout_s = API_IDLE_TIMEOUT_S;
     a->level = API_LOG_INFO;
     optind = 1;
     opterr = 0;
@@ -186,6 +202,22 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
                                 64u << 20),
                        -EINVAL;
             a->max_payload = (size_t)v;
+            break;
+        case O_MAX_CONNS:
+        case O_IDLE_TIMEOUT: {
+            bool conns = c == O_MAX_CONNS;
+            uint64_t max = conns ? API_CONN_LIMIT_MAX : API_IDLE_TIMEOUT_MAX_S;
+            const char *name = conns ? "http-api-max-connections" : "http-api-idle-timeout";
+            ret = number(name, optarg, &v, err, errlen);
+            if (!ret && (v == 0 || v > max))
+                return snprintf(err, errlen, "Arguments parsing error: --%s must be 1 to %llu.",
+                                name, (unsigned long long)max),
+                       -EINVAL;
+            *(conns ? &a->max_connections : &a->idle_timeout_s) = (unsigned)v;
+            break;
+        }
+        case O_ALLOW_CORE:
+            a->allow_core_dumps = true;
             break;
         case O_START_US:
             ret = number("start-time-us", optarg, &a->start_time_us, err, errlen);

@@ -206,6 +206,9 @@ int body_boot_source(const void *o, struct api_boot_source *b, char *err, size_t
     return 0;
 }
 
+/* An id the API accepts fits the VMM's drive id whole (a cut id names another drive). */
+_Static_assert(sizeof(((struct vm_drive *)0)->id) == API_ID_MAX + 1, "drive id sizes differ");
+
 static int bucket(const json_t *obj, const char *key, struct api_bucket *b, char *err,
                   size_t errlen)
 {

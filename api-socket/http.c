@@ -49,6 +49,17 @@ static void logf_cb(void *cls, const char *fmt, va_list ap)
         SLOG(s, API_LOG_DEBUG, "libmicrohttpd: %s", line);
 }
 
+/*
+ * libmicrohttpd's default percent-decodes the request target before handing it over; as
+ * Firecracker, ember routes on the raw target, so "%00" or "%0a" can never become part of an id
+ * or a log line (an id with '%' is refused as any other bad id). Returns the length unchanged.
+ */
+static size_t no_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls, (void)conn;
+    return strlen(s);
+}
+
 static enum MHD_Result send_json(struct MHD_Connection *conn, int status, char *body)
 {
     struct MHD_Response *r;
@@ -274,6 +285,10 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
 
     s->listen_fd = s->req_fd = s->stop_fd = -1;
     s->max_payload = max_payload;
+    if (!s->conn_limit)
+        s->conn_limit = API_CONN_LIMIT;
+    if (!s->idle_timeout_s)
+        s->idle_timeout_s = API_IDLE_TIMEOUT_S;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -290,7 +305,8 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
             MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                     MHD_USE_SUPPRESS_DATE_NO_CLOCK | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
             0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, logf_cb, s,
-            MHD_OPTION_CONNECTION_LIMIT, (unsigned)(API_CONN_LIMIT + CONN_SLACK),
+            MHD_OPTION_CONNECTION_LIMIT, s->conn_limit + CONN_SLACK, MHD_OPTION_CONNECTION_TIMEOUT,
+            s->idle_timeout_s, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, s,
             MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_NOTIFY_COMPLETED,
             on_completed, s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
             MHD_OPTION_END);

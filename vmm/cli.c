@@ -30,6 +30,8 @@ void cli_usage(void *out)
             "  --boot MODE       auto (default: PVH entry if the ELF has one), linux (64-bit\n"
             "                    Linux boot protocol) or pvh\n"
             "  --log-level LVL   error, warning, info (default) or debug\n"
+            "  --allow-core-dumps  stay dumpable, RLIMIT_CORE as inherited (default: not\n"
+            "                    dumpable, RLIMIT_CORE 0: a core holds all guest RAM)\n"
             "\n"
             "The guest stops the VM with `reboot` (keyboard-controller reset, reboot=k), as with\n"
             "Firecracker; a guest `poweroff` needs ACPI, which ember does not offer yet.\n"
@@ -102,6 +104,7 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
             {"boot", required_argument, NULL, O_BOOT},
             {"rootfs", required_argument, NULL, O_ROOTFS},
             {"drive", required_argument, NULL, O_DRIVE},
+            {"allow-core-dumps", no_argument, NULL, 'c'}, /* read by proc_hygiene */
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
@@ -164,6 +167,8 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
                 cfg->boot = BOOT_PREF_PVH;
             else
                 return errf(err, errlen, -EINVAL, "--boot '%s' is not auto, linux or pvh", optarg);
+            break;
+        case 'c':
             break;
         case 'h':
             cli_usage(stdout);

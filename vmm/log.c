@@ -35,16 +35,42 @@ void log_configure(const char *id, int fd, enum log_level level, bool off, bool 
     log_level = level;
 }
 
+/*
+ * A message can carry what a client sent (a path, a request body, an id): its control bytes are
+ * written as \xHH, so that no message starts a forged line or sends escapes to a terminal. C0
+ * controls, DEL, and C1 controls in UTF-8 (0xc2 0x80-0x9f) are escaped; other bytes are kept.
+ */
+static void escape_controls(const char *in, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 5 <= size; p++) {
+        bool c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
+        if (*p >= 0x20 && *p != 0x7f && !c1) {
+            out[o++] = (char)*p;
+            continue;
+        }
+        unsigned char c = c1 ? *++p : *p;
+        out[o++] = '\\';
+        out[o++] = 'x';
+        out[o++] = hex[c >> 4];
+        out[o++] = hex[c & 15];
+    }
+    out[o] = '\0';
+}
+
 static void log_vat(enum log_level level, const char *file, int line, const char *fmt, va_list ap)
 {
     static const char *const prefix[] = {"error: ", "warning: ", "", "debug: "};
     static const char *const names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
-    char msg[1024], out[1400], thread[16] = "main";
+    char raw[1024], msg[1024], out[1400], thread[16] = "main";
     int saved = errno;
 
     if (level > log_level || sink.off)
         return;
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    escape_controls(raw, msg, sizeof(msg));
     if (!sink.fc_format) {
         /* One fprintf per line, so lines from vCPU threads do not interleave. */
         fprintf(stderr, "ember: %s%s\n", prefix[level], msg);

@@ -217,6 +217,7 @@ static int fc_main(int argc, char **argv, const struct timespec *t0)
     }
     if (!args.no_api) {
         f.srv.log = api_server_log;
+        f.srv.conn_limit = args.max_connections, f.srv.idle_timeout_s = args.idle_timeout_s;
         ret = api_server_start(&f.srv, args.api_sock, args.max_payload, err, sizeof(err));
         if (ret) {
             log_err("%s", err);
@@ -244,6 +245,7 @@ int main(int argc, char **argv)
     struct timespec t0;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    proc_hygiene(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
         /* Firecracker's form: clients (Kata) read the 2nd word as the API's semver */
         printf("Firecracker v%s (ember %s)\n", EMBER_FC_VERSION, EMBER_VERSION);

@@ -353,4 +353,8 @@ void vcpu_destroy(struct vcpu *vcpu);
 /* vcpu_signal_init(): installs the kick signal handler. Returns 0 or -errno. */
 int vcpu_signal_init(void);
 
+/* proc_hygiene(argc, argv): first thing in main (vmm/hygiene.c): not dumpable and RLIMIT_CORE
+ * 0 (soft and hard), unless argv has --allow-core-dumps. */
+void proc_hygiene(int argc, char **argv);
+
 #endif

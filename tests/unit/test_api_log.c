@@ -57,10 +57,37 @@ static void fc_format(void **state)
     close(fds[1]);
 }
 
+/* What a client sent never starts a line of its own or reaches a terminal as an escape. */
+static void control_characters_escaped(void **state)
+{
+    (void)state;
+    assert_int_equal(pipe(fds), 0);
+    pthread_setname_np(pthread_self(), "fc_api");
+    log_configure("vm-7", fds[1], LOG_INFO, false, false, false);
+    log_info("GET \"%s\"", "/x\nFORGED [vm-7:fc_api] line\r\x1b[31mRED\x7f\t");
+    assert_string_equal(next_line() + 30, "[vm-7:fc_api] GET \"/x\\x0aFORGED [vm-7:fc_api] "
+                                          "line\\x0d\\x1b[31mRED\\x7f\\x09\"\n");
+    log_info("C1 %s, UTF-8 %s",
+             "\xc2\x9b"
+             "2J",
+             "\xc3\xa9\xe2\x82\xac");
+    assert_string_equal(next_line() + 30, "[vm-7:fc_api] C1 \\x9b2J, UTF-8 \xc3\xa9\xe2\x82\xac\n");
+    char big[2000];
+    memset(big, '\n', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    log_info("%s", big); /* 4 bytes each: cut at the buffer, still one line */
+    const char *l = next_line();
+    assert_non_null(strstr(l, "\\x0a\\x0a"));
+    assert_ptr_equal(strchr(l, '\n'), l + strlen(l) - 1);
+    close(fds[0]);
+    close(fds[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(fc_format),
+            cmocka_unit_test(control_characters_escaped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
