@@ -29,6 +29,9 @@ static void defaults_and_all_flags(void **state)
     assert_string_equal(a.api_sock, API_SOCK_DEFAULT);
     assert_string_equal(a.id, API_INSTANCE_ID_DEFAULT);
     assert_int_equal(a.max_payload, API_PAYLOAD_MAX_DEFAULT);
+    assert_int_equal(a.max_connections, 10); /* Firecracker's */
+    assert_int_equal(a.idle_timeout_s, API_IDLE_TIMEOUT_S);
+    assert_false(a.allow_core_dumps);
     const char *all[] = {"ember",
                          "--api-sock",
                          "/s",
@@ -54,6 +57,11 @@ static void defaults_and_all_flags(void **state)
                          "34",
                          "--parent-cpu-time-us",
                          "56",
+                         "--http-api-max-connections",
+                         "1024",
+                         "--http-api-idle-timeout",
+                         "7",
+                         "--allow-core-dumps",
                          "--no-seccomp"};
     assert_int_equal(parse(sizeof(all) / sizeof(all[0]), all), 0);
     assert_string_equal(a.api_sock, "/s");
@@ -65,6 +73,9 @@ static void defaults_and_all_flags(void **state)
     assert_int_equal(a.start_time_us, 12);
     assert_int_equal(a.start_time_cpu_us, 34);
     assert_int_equal(a.parent_cpu_time_us, 56);
+    assert_int_equal(a.max_connections, 1024);
+    assert_int_equal(a.idle_timeout_s, 7);
+    assert_true(a.allow_core_dumps);
     const char *help[] = {"ember", "--help"}, *version[] = {"ember", "--version"};
     assert_int_equal(parse(2, help), 1);
     assert_int_equal(parse(2, version), 2);
@@ -82,6 +93,11 @@ static void refused(void **state)
             {"--http-api-max-payload-size", "0", NULL, "1 to"},
             {"--http-api-max-payload-size", "-1", NULL, "not a number"},
             {"--start-time-us", "1x", NULL, "not a number"},
+            {"--http-api-max-connections", "0", NULL, "1 to 1024"},
+            {"--http-api-max-connections", "1025", NULL, "1 to 1024"},
+            {"--http-api-idle-timeout", "0", NULL, "1 to 86400"},
+            {"--http-api-idle-timeout", "86401", NULL, "1 to 86400"},
+            {"--http-api-idle-timeout", "x", NULL, "not a number"},
             {"--no-api", NULL, NULL, "requires --config-file"},
             {"--seccomp-filter", "f", "--no-seccomp", "conflict"},
             {"stray", NULL, NULL, "stray"},
