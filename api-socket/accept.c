@@ -136,7 +136,7 @@ int api_acceptor_start(struct api_server *s, char *err, size_t errlen)
 
     s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->stop_fd < 0)
-        return snprintf(err, errlen, "eventfd: %s", strerror(errno)), -errno;
+        return errf(err, errlen, -errno, "eventfd: %s", strerror(errno));
     sigfillset(&all); /* signals are the VMM thread's business, but for its own faults */
     sigdelset(&all, SIGSEGV);
     sigdelset(&all, SIGBUS);
@@ -147,7 +147,7 @@ int api_acceptor_start(struct api_server *s, char *err, size_t errlen)
     int ret = pthread_create(&s->acceptor, NULL, acceptor, s);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (ret)
-        return snprintf(err, errlen, "cannot start the API acceptor: %s", strerror(ret)), -ret;
+        return errf(err, errlen, -ret, "cannot start the API acceptor: %s", strerror(ret));
     s->acceptor_up = true;
     return 0;
 }

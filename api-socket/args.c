@@ -49,8 +49,8 @@ static int number(const char *opt, const char *s, uint64_t *out, char *err, size
     errno = 0;
     unsigned long long v = (s[0] >= '0' && s[0] <= '9') ? strtoull(s, &end, 10) : 0;
     if (s[0] < '0' || s[0] > '9' || errno || *end)
-        return snprintf(err, errlen, "Arguments parsing error: --%s '%s' is not a number.", opt, s),
-               -EINVAL;
+        return errf(err, errlen, -EINVAL, "Arguments parsing error: --%s '%s' is not a number.",
+                    opt, s);
     *out = v;
     return 0;
 }
@@ -156,11 +156,10 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
             break;
         case O_ID:
             if (!instance_id_valid(optarg))
-                return snprintf(err, errlen,
-                                "Arguments parsing error: Invalid instance ID: '%.80s' (1 to 64 "
-                                "characters, alphanumeric or '-').",
-                                optarg),
-                       -EINVAL;
+                return errf(err, errlen, -EINVAL,
+                            "Arguments parsing error: Invalid instance ID: '%.80s' (1 to 64 "
+                            "characters, alphanumeric or '-').",
+                            optarg);
             a->id = optarg;
             break;
         case O_CONFIG:
@@ -177,11 +176,10 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
             break;
         case O_LEVEL:
             if (level_parse(optarg, &a->level))
-                return snprintf(err, errlen,
-                                "Arguments parsing error: --level '%.32s' is not one of Off, "
-                                "Error, Warning, Info, Debug, Trace.",
-                                optarg),
-                       -EINVAL;
+                return errf(err, errlen, -EINVAL,
+                            "Arguments parsing error: --level '%.32s' is not one of Off, "
+                            "Error, Warning, Info, Debug, Trace.",
+                            optarg);
             a->has_level = true;
             break;
         case O_SHOW_LEVEL:
@@ -196,11 +194,10 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
         case O_PAYLOAD:
             ret = number("http-api-max-payload-size", optarg, &v, err, errlen);
             if (!ret && (v == 0 || v > (64u << 20)))
-                return snprintf(err, errlen,
-                                "Arguments parsing error: --http-api-max-payload-size must be "
-                                "1 to %u bytes.",
-                                64u << 20),
-                       -EINVAL;
+                return errf(err, errlen, -EINVAL,
+                            "Arguments parsing error: --http-api-max-payload-size must be "
+                            "1 to %u bytes.",
+                            64u << 20);
             a->max_payload = (size_t)v;
             break;
         case O_MAX_CONNS:
@@ -210,9 +207,9 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
             const char *name = conns ? "http-api-max-connections" : "http-api-idle-timeout";
             ret = number(name, optarg, &v, err, errlen);
             if (!ret && (v == 0 || v > max))
-                return snprintf(err, errlen, "Arguments parsing error: --%s must be 1 to %llu.",
-                                name, (unsigned long long)max),
-                       -EINVAL;
+                return errf(err, errlen, -EINVAL,
+                            "Arguments parsing error: --%s must be 1 to %llu.", name,
+                            (unsigned long long)max);
             *(conns ? &a->max_connections : &a->idle_timeout_s) = (unsigned)v;
             break;
         }
@@ -245,30 +242,26 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
         case O_HELP:
             return 1;
         case ':':
-            return snprintf(err, errlen, "Arguments parsing error: %s needs a value.",
-                            argv[optind - 1]),
-                   -EINVAL;
+            return errf(err, errlen, -EINVAL, "Arguments parsing error: %s needs a value.",
+                        argv[optind - 1]);
         default:
-            return snprintf(err, errlen,
-                            "Arguments parsing error: Found argument '%.80s' which wasn't "
-                            "expected, or isn't valid in this context.",
-                            argv[optind - 1]),
-                   -EINVAL;
+            return errf(err, errlen, -EINVAL,
+                        "Arguments parsing error: Found argument '%.80s' which wasn't "
+                        "expected, or isn't valid in this context.",
+                        argv[optind - 1]);
         }
     }
     if (ret)
         return ret;
     if (optind < argc)
-        return snprintf(err, errlen,
-                        "Arguments parsing error: Found argument '%.80s' which wasn't expected.",
-                        argv[optind]),
-               -EINVAL;
+        return errf(err, errlen, -EINVAL,
+                    "Arguments parsing error: Found argument '%.80s' which wasn't expected.",
+                    argv[optind]);
     if (a->no_api && !a->config_file)
-        return snprintf(err, errlen, "Arguments parsing error: --no-api requires --config-file."),
-               -EINVAL;
+        return errf(err, errlen, -EINVAL,
+                    "Arguments parsing error: --no-api requires --config-file.");
     if (a->seccomp_filter && a->no_seccomp)
-        return snprintf(err, errlen,
-                        "Arguments parsing error: --seccomp-filter and --no-seccomp conflict."),
-               -EINVAL;
+        return errf(err, errlen, -EINVAL,
+                    "Arguments parsing error: --seccomp-filter and --no-seccomp conflict.");
     return 0;
 }

@@ -252,13 +252,13 @@ static int listen_unix(const char *path, char *err, size_t errlen)
     int fd;
 
     if (strlen(path) >= sizeof(addr.sun_path))
-        return snprintf(err, errlen, "API socket path is too long (%zu bytes, at most %zu): %s",
-                        strlen(path), sizeof(addr.sun_path) - 1, path),
-               -ENAMETOOLONG;
+        return errf(err, errlen, -ENAMETOOLONG,
+                    "API socket path is too long (%zu bytes, at most %zu): %s", strlen(path),
+                    sizeof(addr.sun_path) - 1, path);
     memcpy(addr.sun_path, path, strlen(path) + 1);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
-        return snprintf(err, errlen, "cannot create the API socket: %s", strerror(errno)), -errno;
+        return errf(err, errlen, -errno, "cannot create the API socket: %s", strerror(errno));
     mode_t old = umask(0177); /* the socket file is created 0600 */
     int r = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
     int e = errno;
@@ -273,7 +273,7 @@ static int listen_unix(const char *path, char *err, size_t errlen)
         e = errno;
         close(fd);
         unlink(path);
-        return snprintf(err, errlen, "cannot listen on the API socket: %s", strerror(e)), -e;
+        return errf(err, errlen, -e, "cannot listen on the API socket: %s", strerror(e));
     }
     return fd;
 }
@@ -293,7 +293,7 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
     pthread_cond_init(&s->cond, NULL);
     s->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->req_fd < 0)
-        return snprintf(err, errlen, "eventfd: %s", strerror(errno)), -errno;
+        return errf(err, errlen, -errno, "eventfd: %s", strerror(errno));
     ret = listen_unix(path, err, errlen);
     if (ret < 0)
         return ret;
@@ -313,7 +313,7 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
     sc_next_thread_done();
     if (!s->daemon) {
         unlink(s->path);
-        return snprintf(err, errlen, "cannot start the HTTP server on %s", path), -EIO;
+        return errf(err, errlen, -EIO, "cannot start the HTTP server on %s", path);
     }
     ret = api_acceptor_start(s, err, errlen);
     if (ret) {
