@@ -9,13 +9,6 @@
 
 #include "device.h"
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 void tb_init(struct tbucket *b, const struct vm_bucket *cfg)
 {
     memset(b, 0, sizeof(*b));
@@ -28,7 +21,7 @@ void tb_init(struct tbucket *b, const struct vm_bucket *cfg)
         b->refill_ns = UINT64_MAX;
     b->tokens = b->size;
     b->burst = cfg->one_time_burst > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)cfg->one_time_burst;
-    b->last_ns = now_ns();
+    b->last_ns = clock_ns();
 }
 
 static void refill(struct tbucket *b, uint64_t now)
@@ -54,7 +47,7 @@ uint64_t tb_consume(struct tbucket *b, uint64_t n)
 {
     if (!b->enabled || n == 0)
         return 0;
-    uint64_t now = now_ns();
+    uint64_t now = clock_ns();
     refill(b, now);
     int64_t want = n > (uint64_t)INT64_MAX / 4 ? INT64_MAX / 4 : (int64_t)n;
     if (b->burst > 0) { /* the one-time burst goes first */
