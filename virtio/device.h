@@ -109,6 +109,13 @@ void vmmio_fail(struct vmmio_dev *t);
  * the device was reset or stopped running meanwhile: the caller then drops what fn produced
  * (its chains belong to rings the driver has taken back) and returns. */
 bool vmmio_unlocked(struct vmmio_dev *t, void (*fn)(void *ctx), void *ctx);
+/* vmmio_features(t): Returns the feature bits the driver acknowledged (valid from activate). */
+uint64_t vmmio_features(const struct vmmio_dev *t);
+/* vmmio_watch(t, which, events): the event loop watches the device's fd number `which` (fds
+ * op) for events from now on (EPOLLIN, EPOLLOUT; 0: not at all, errors and hang-ups included,
+ * after at most one more event). Event-loop thread only (an epoll_ctl); a no-op for a
+ * transport not attached to a loop (unit tests). */
+void vmmio_watch(struct vmmio_dev *t, unsigned which, uint32_t events);
 /* vmmio_config_changed(t): the config space changed: generation bumped, and a config
  * interrupt once the driver runs the device (spec 4.2.2). */
 void vmmio_config_changed(struct vmmio_dev *t);

@@ -174,6 +174,17 @@ bool vmmio_unlocked(struct vmmio_dev *t, void (*fn)(void *ctx), void *ctx)
     return t->resets != resets || !vmmio_running(t);
 }
 
+uint64_t vmmio_features(const struct vmmio_dev *t)
+{
+    return t->st.drv_features;
+}
+
+void vmmio_watch(struct vmmio_dev *t, unsigned which, uint32_t events)
+{
+    if (t->watch)
+        t->watch(t->watch_opaque, which, events);
+}
+
 void vmmio_config_changed(struct vmmio_dev *t)
 {
     t->st.config_generation++;

@@ -41,6 +41,9 @@ struct vmmio_dev {
     uint64_t fail_count;              /* NEEDS_RESET transitions */
     struct ratelog fail_log;          /* their log line */
     struct vq queues[VIRTIO_MAX_QUEUES];
+    /* vmmio_watch's way to the event loop (set by the device set when attached; NULL: none) */
+    void (*watch)(void *opaque, unsigned which, uint32_t events);
+    void *watch_opaque;
 };
 
 /* vmmio_init(t, ops, dev, mem, index): a transport for device number index (base address and

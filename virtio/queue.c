@@ -216,6 +216,19 @@ void vq_unpop(struct vq *q)
         store16(q->used + USED_RING + 8 * (size_t)q->st.size, q->st.last_avail);
 }
 
+bool vq_kick_on_more(struct vq *q)
+{
+    if (!q->st.active || q->st.broken)
+        return false;
+    uint16_t idx = load16(q->avail + AVAIL_IDX);
+    if (q->st.event_idx)
+        store16(q->used + USED_RING + 8 * (size_t)q->st.size, idx);
+    else
+        store16(q->used + USED_FLAGS, 0);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return load16(q->avail + AVAIL_IDX) != idx;
+}
+
 void vq_set_quiet(struct vq *q, bool quiet)
 {
     q->st.quiet = quiet;

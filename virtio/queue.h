@@ -64,6 +64,10 @@ void vq_reset(struct vq *q);
 int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c);
 /* vq_unpop(q): gives the chain the last vq_pop took back to the ring (popped again next). */
 void vq_unpop(struct vq *q);
+/* vq_kick_on_more(q): asks the driver to kick once it adds a chain beyond those available now
+ * (for a device that gave chains back with vq_unpop because they were not enough).
+ * Returns true if the driver added some meanwhile (the caller tries again). */
+bool vq_kick_on_more(struct vq *q);
 /* vq_set_quiet(q, quiet): while quiet, the driver is asked not to kick (avail_event is left
  * behind, or VRING_USED_F_NO_NOTIFY without EVENT_IDX) and the device polls the ring instead;
  * the first vq_pop that finds the ring empty after quiet ends re-arms the kicks. */

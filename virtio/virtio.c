@@ -25,7 +25,9 @@ struct virtio_slot {
 
 struct virtio_entry {
     struct vmmio_dev t;
+    struct loop *loop; /* set when attached */
     char id[ID_MAX];
+    int fd[VIRTIO_MAX_DEV_FDS]; /* the device's fds as registered */
     struct virtio_slot queue_slot[VIRTIO_MAX_QUEUES], fd_slot[VIRTIO_MAX_DEV_FDS];
 };
 
@@ -95,6 +97,16 @@ static void on_device_fd(void *opaque, uint32_t events)
     vmmio_event(&s->e->t, s->which);
 }
 
+/* vmmio_watch: 0 becomes EPOLLONESHOT, since epoll reports errors and hang-ups whatever the
+ * mask (a TAP whose interface is gone is always "in error"): one more event, then silence. */
+static void watch_fd(void *opaque, unsigned which, uint32_t events)
+{
+    struct virtio_entry *e = opaque;
+    if (which < VIRTIO_MAX_DEV_FDS && e->loop && e->fd[which] >= 0 &&
+        loop_modify(e->loop, e->fd[which], events ? events : EPOLLONESHOT) < 0)
+        log_warn("virtio %s %s: cannot change what the loop watches", e->t.ops->name, e->id);
+}
+
 /* Queue notifiers are edge-triggered and never read: every guest kick is an event of its own,
  * and a wake-up runs the queue until it is empty, so nothing is lost (one syscall less per
  * kick). Device fds are watched as the device asks (level-triggered). */
@@ -109,10 +121,21 @@ static int attach_one(struct virtio_entry *e, int vm_fd, struct bus *mmio, struc
         ret = loop_add(loop, t->notify_fd[q], EPOLLIN | EPOLLET, on_notify, &e->queue_slot[q]);
     }
     unsigned nfds = t->ops->fds ? t->ops->fds(t->dev, fds) : 0;
+    for (unsigned f = 0; f < VIRTIO_MAX_DEV_FDS; f++)
+        e->fd[f] = -1;
     for (unsigned f = 0; !ret && f < nfds && f < VIRTIO_MAX_DEV_FDS; f++) {
         e->fd_slot[f] = (struct virtio_slot){e, f};
         if (fds[f].fd >= 0)
             ret = loop_add(loop, fds[f].fd, fds[f].events, on_device_fd, &e->fd_slot[f]);
+        if (!ret)
+            e->fd[f] = fds[f].fd;
+    }
+    if (!ret) {
+        pthread_mutex_lock(&t->lock);
+        e->loop = loop;
+        t->watch = watch_fd;
+        t->watch_opaque = e;
+        pthread_mutex_unlock(&t->lock);
     }
     if (ret)
         return ret;

@@ -78,7 +78,7 @@ int cfg_set_cmdline(struct vm_config *cfg, const char *cmdline, char *err, size_
     if (len >= CMDLINE_MAX)
         return errf(err, errlen, -EINVAL, "The kernel command line is longer than %d bytes.",
                     CMDLINE_MAX - 1);
-    int ret = cmdline_fits(len, cfg->ndrives, has_root(cfg), err, errlen);
+    int ret = cmdline_fits(len, cfg->ndrives + cfg->nnets, has_root(cfg), err, errlen);
     if (ret)
         return ret;
     memcpy(cfg->cmdline, cmdline, len + 1);
@@ -151,12 +151,12 @@ int cfg_put_drive(struct vm_config *cfg, struct vm_drive *d, char *err, size_t e
     for (unsigned j = 0; d->root && j < cfg->ndrives; j++)
         if (&cfg->drives[j] != slot && cfg->drives[j].root)
             return errf(err, errlen, -EINVAL, "A root block device already exists!");
-    if (!slot && cfg->ndrives == VM_DRIVES_MAX)
+    if (!slot && cfg->ndrives + cfg->nnets >= VM_DEVS_MAX)
         return errf(err, errlen, -ENOSPC,
                     "Too many drives: at most %d drives (one virtio-mmio device per free "
                     "interrupt line, GSI 5 to 23).",
                     VM_DRIVES_MAX);
-    int ret = cmdline_fits(strlen(cfg->cmdline), cfg->ndrives + (slot ? 0 : 1),
+    int ret = cmdline_fits(strlen(cfg->cmdline), cfg->ndrives + cfg->nnets + (slot ? 0 : 1),
                            d->root || has_root(cfg), err, errlen);
     if (ret)
         return ret;
@@ -166,6 +166,96 @@ int cfg_put_drive(struct vm_config *cfg, struct vm_drive *d, char *err, size_t e
         slot = &cfg->drives[cfg->ndrives++];
     *slot = *d;
     d->path = NULL;
+    return 0;
+}
+
+struct vm_net *cfg_net(struct vm_config *cfg, const char *id)
+{
+    for (unsigned i = 0; id && i < cfg->nnets; i++)
+        if (strcmp(cfg->nets[i].id, id) == 0)
+            return &cfg->nets[i];
+    return NULL;
+}
+
+int cfg_mac_parse(const char *s, uint8_t mac[6])
+{
+    for (unsigned i = 0; i < 6; i++, s += 3) {
+        unsigned v = 0;
+        for (unsigned k = 0; k < 2; k++) {
+            char c = s[k];
+            unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                         : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                         : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                                : 16;
+            if (d > 15)
+                return -EINVAL;
+            v = v << 4 | d;
+        }
+        if (s[2] != (i == 5 ? '\0' : ':'))
+            return -EINVAL;
+        mac[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+char *cfg_mac_format(const uint8_t mac[6], char buf[18])
+{
+    snprintf(buf, 18, "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4],
+             mac[5]);
+    return buf;
+}
+
+static bool ifname_valid(const char *name)
+{
+    size_t n = strnlen(name, VM_IFNAME_MAX + 1);
+    if (n == 0 || n > VM_IFNAME_MAX || !strcmp(name, ".") || !strcmp(name, ".."))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] == '/' || name[i] == ':' || name[i] <= ' ' || name[i] == 0x7f)
+            return false;
+    return true;
+}
+
+int cfg_put_net(struct vm_config *cfg, const struct vm_net *n, char *err, size_t errlen)
+{
+    char mac[18];
+
+    if (!cfg_id_valid(n->id))
+        return errf(err, errlen, -EINVAL,
+                    "API Resource IDs can only contain alphanumeric characters and underscores "
+                    "(at most %d).",
+                    CFG_ID_MAX);
+    if (!ifname_valid(n->host_dev_name))
+        return errf(err, errlen, -EINVAL,
+                    "Invalid host device name '%.32s': 1 to %d characters, no '/', ':' or "
+                    "whitespace.",
+                    n->host_dev_name, VM_IFNAME_MAX);
+    struct vm_net *slot = cfg_net(cfg, n->id);
+    for (unsigned i = 0; i < cfg->nnets; i++) {
+        const struct vm_net *o = &cfg->nets[i];
+        if (o == slot)
+            continue;
+        if (n->has_mac && o->has_mac && !memcmp(n->mac, o->mac, 6))
+            return errf(err, errlen, -EINVAL, "The MAC address is already in use: %s",
+                        cfg_mac_format(n->mac, mac));
+        if (!strcmp(n->host_dev_name, o->host_dev_name))
+            return errf(err, errlen, -EINVAL,
+                        "The host device name is already in use: %s (network interface %s).",
+                        n->host_dev_name, o->id);
+    }
+    if (!slot && cfg->ndrives + cfg->nnets >= VM_DEVS_MAX)
+        return errf(err, errlen, -ENOSPC,
+                    "Too many network interfaces: at most %d devices in all, drives and "
+                    "network interfaces (one virtio-mmio device per free interrupt line, GSI 5 "
+                    "to 23).",
+                    VM_DEVS_MAX);
+    int ret = cmdline_fits(strlen(cfg->cmdline), cfg->ndrives + cfg->nnets + (slot ? 0 : 1),
+                           has_root(cfg), err, errlen);
+    if (ret)
+        return ret;
+    if (!slot)
+        slot = &cfg->nets[cfg->nnets++];
+    *slot = *n;
     return 0;
 }
 
@@ -181,5 +271,8 @@ int cfg_validate(const struct vm_config *cfg, char *err, size_t errlen)
                     CMDLINE_MAX - 1);
     if (cfg->ndrives > VM_DRIVES_MAX)
         return errf(err, errlen, -EINVAL, "at most %d drives", VM_DRIVES_MAX);
+    if (cfg->ndrives + cfg->nnets > VM_DEVS_MAX)
+        return errf(err, errlen, -EINVAL, "at most %d devices (drives and network interfaces)",
+                    VM_DEVS_MAX);
     return 0;
 }

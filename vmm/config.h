@@ -22,11 +22,13 @@
 /* Interrupt lines: the IOAPIC's 24 pins are GSI 0..23. GSI 0-4 are the PIT (0), i8042 (1),
  * the PIC cascade (2), COM2 (3, not emulated) and COM1 (4); virtio-mmio device n has GSI 5 + n
  * (Firecracker's IRQ_BASE 5 .. IRQ_MAX 23). VM_DEVS_MAX is the one limit on virtio-mmio devices
- * (drives now; nets and vsock share it). */
+ * (drives and nets share it; vsock will). */
 #define IOAPIC_PINS   24
 #define MMIO_GSI_BASE 5
 #define VM_DEVS_MAX   (IOAPIC_PINS - MMIO_GSI_BASE) /* 19 */
 #define VM_DRIVES_MAX VM_DEVS_MAX
+#define VM_NETS_MAX   VM_DEVS_MAX
+#define VM_IFNAME_MAX 15 /* characters of a host interface name (IFNAMSIZ - 1) */
 
 enum boot_pref { BOOT_PREF_AUTO, BOOT_PREF_LINUX, BOOT_PREF_PVH };
 enum vm_huge_pages { VM_HUGE_NONE, VM_HUGE_2M, VM_HUGE_TRANSPARENT };
@@ -49,6 +51,15 @@ struct vm_drive {
     struct vm_bucket bw, ops;
 };
 
+/* A network interface (virtio/net.c) on a host TAP device. */
+struct vm_net {
+    char id[CFG_ID_MAX + 1];
+    char host_dev_name[VM_IFNAME_MAX + 1];
+    bool has_mac; /* false: the guest picks a random one (VIRTIO_NET_F_MAC not offered) */
+    uint8_t mac[6];
+    struct vm_bucket rx_bw, rx_ops, tx_bw, tx_ops;
+};
+
 struct vm_config {
     char *kernel_path;
     char *initrd_path;  /* NULL: none */
@@ -63,6 +74,8 @@ struct vm_config {
     enum boot_pref boot; /* auto: PVH when the kernel has the PVH note (as Firecracker) */
     struct vm_drive drives[VM_DRIVES_MAX]; /* as configured; attach order is the registry's */
     unsigned ndrives;
+    struct vm_net nets[VM_NETS_MAX]; /* attached after the drives, as configured */
+    unsigned nnets;                  /* ndrives + nnets <= VM_DEVS_MAX */
 };
 
 /* cfg_defaults(cfg): an empty configuration with the defaults (1 vCPU, 128 MiB, the default
@@ -85,6 +98,18 @@ struct vm_drive *cfg_drive(struct vm_config *cfg, const char *id);
  * on success (d is then cleared); on failure d keeps them. Returns 0, or -EINVAL / -ENOSPC
  * with a reason in err. */
 int cfg_put_drive(struct vm_config *cfg, struct vm_drive *d, char *err, size_t errlen);
+/* cfg_net(cfg, id): Returns the network interface with that id, or NULL. */
+struct vm_net *cfg_net(struct vm_config *cfg, const char *id);
+/* cfg_put_net(cfg, n, err, errlen): adds interface n, or replaces the one with its id: valid
+ * id and host_dev_name, MAC and host_dev_name not used by another interface, at most
+ * VM_DEVS_MAX devices, room on the kernel command line. Returns 0, or -EINVAL / -ENOSPC with
+ * a reason (Firecracker's messages) in err. */
+int cfg_put_net(struct vm_config *cfg, const struct vm_net *n, char *err, size_t errlen);
+/* cfg_mac_parse(s, mac): "xx:xx:xx:xx:xx:xx" (hex digits, either case) into mac.
+ * Returns 0 or -EINVAL. */
+int cfg_mac_parse(const char *s, uint8_t mac[6]);
+/* cfg_mac_format(mac, buf): writes "xx:xx:xx:xx:xx:xx" (lower case) into buf. Returns buf. */
+char *cfg_mac_format(const uint8_t mac[6], char buf[18]);
 /* cfg_drive_free(d): frees a drive's strings. */
 void cfg_drive_free(struct vm_drive *d);
 /* cfg_id_valid(id): Returns true for a non-empty id of [A-Za-z0-9_] up to CFG_ID_MAX chars. */

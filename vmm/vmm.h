@@ -26,7 +26,7 @@
 
 #include "config.h"
 
-/* Counters with Firecracker's metric names (docs/metrics.md: vcpu, block, uart, i8042), bumped
+/* Counters with Firecracker's metric names (docs/metrics.md: vcpu, block, net, uart, i8042), bumped
  * from any thread with relaxed atomics. The VMM never reads them; the API layer copies them into
  * its metrics at each flush, so the VMM and devices need not know about metrics files. */
 struct vm_stats {
@@ -37,6 +37,12 @@ struct vm_stats {
     _Alignas(64) _Atomic uint64_t block_read_bytes;
     _Atomic uint64_t block_write_bytes, block_read_count, block_write_count, block_flush_count,
             block_invalid_reqs;
+    _Alignas(64) _Atomic uint64_t net_rx_bytes;
+    _Atomic uint64_t net_rx_packets, net_rx_fails, net_rx_rate_limiter_throttled,
+            net_no_rx_avail_buffer;
+    _Alignas(64) _Atomic uint64_t net_tx_bytes;
+    _Atomic uint64_t net_tx_packets, net_tx_malformed_frames, net_tx_fails,
+            net_tx_rate_limiter_throttled;
     _Alignas(64) _Atomic uint64_t uart_read;
     _Atomic uint64_t uart_write, uart_errors;
     _Atomic uint64_t i8042_reset, i8042_read, i8042_write, i8042_missed_read, i8042_missed_write,

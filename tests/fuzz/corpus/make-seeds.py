@@ -5,6 +5,9 @@ encoding.
 corpus/virtio_mmio/ (tests/fuzz/fuzz_virtio_mmio.c): the drive byte (0 Sync, 1 read-only,
 2 Async, 3 rate-limited) followed by operations in the target's encoding (see enum op there).
 
+corpus/virtio_net/ (tests/fuzz/fuzz_virtio_net.c): 8 bytes (features, queue sizes, reset, frame
+length / 8), the frame the host sends, then guest RAM with both rings and well-formed chains.
+
 corpus/vmm_loader/ (tests/fuzz/fuzz_vmm_loader.c): minimal kernel images the loader accepts
 (ELF vmlinux, ELF with a PVH note, bzImage) and a few it must refuse. All stay under 4 KiB,
 libFuzzer's default input size, and load into the target's guest RAM (1.5 MiB from 0, 64 KiB
@@ -197,9 +200,49 @@ RESTORE_SEEDS = {
 }
 
 
+# ---- virtio_net ---------------------------------------------------------------------------
+def net_seed(features, frame, tx_hdr, tx_len, rx_lens):
+    ram = bytearray(0x2000)
+    def desc(base, i, addr, length, flags, nxt):
+        struct.pack_into("<QIHH", ram, base + 16 * i, addr, length, flags, nxt)
+    # tx: header + frame at 0x800, one or two descriptors
+    ram[0x800:0x800 + 12] = tx_hdr
+    ram[0x80c:0x80c + tx_len] = bytes([0xab]) * tx_len
+    desc(0x400, 0, 0x800, 12, 1, 1)
+    desc(0x400, 1, 0x80c, tx_len, 0, 0)
+    struct.pack_into("<HHH", ram, 0x500, 0, 1, 0)
+    # rx: buffers at 0x1000 on
+    at = 0x1000
+    for i, n in enumerate(rx_lens):
+        desc(0, i, at, n, 2, 0)
+        struct.pack_into("<H", ram, 0x104 + 2 * i, i)
+        at += n
+    struct.pack_into("<HH", ram, 0x100, 0, len(rx_lens))
+    hdr = struct.pack("<I", features)[:3] + bytes([0x20, 4, 4, 0, len(frame) // 8])
+    return hdr + frame + bytes(ram)
+
+
+def vnet_hdr(flags=0, gso=0, hdr_len=0, gso_size=0, cs=0, co=0):
+    return struct.pack("<BBHHHHH", flags, gso, hdr_len, gso_size, cs, co, 0)
+
+
+F_CSUM, F_GCSUM, F_MAC, F_TSO4, F_MRG = 1, 2, 32, 1 << 11, 1 << 15
+frame = vnet_hdr() + bytes(range(60)) + bytes(4)
+NET_SEEDS = {
+    "plain": net_seed(F_MAC, frame, vnet_hdr(), 60, [1600, 1600]),
+    "merged": net_seed(F_MAC | F_MRG | F_GCSUM, frame, vnet_hdr(), 60, [20, 30, 40, 1000]),
+    "csum_tso": net_seed(F_CSUM | F_TSO4, frame, vnet_hdr(1, 1, 54, 1448, 34, 16), 200, [1600]),
+    "lying_csum": net_seed(F_CSUM, frame, vnet_hdr(1, 0, 0, 0, 500, 16), 60, [8]),
+}
+
+
 def main():
-    for name, seeds in (("virtio_mmio", MMIO_SEEDS), ("vmm_loader", LOADER_SEEDS),
-                        ("state_restore", RESTORE_SEEDS)):
+    for name, seeds in (
+        ("virtio_mmio", MMIO_SEEDS),
+        ("vmm_loader", LOADER_SEEDS),
+        ("state_restore", RESTORE_SEEDS),
+        ("virtio_net", NET_SEEDS),
+    ):
         (HERE / name).mkdir(exist_ok=True)
         for seed, data in seeds.items():
             (HERE / name / seed).write_bytes(data)
@@ -207,3 +250,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+
