@@ -34,6 +34,8 @@ enum api_kind {
     API_REQ_BOOT_SOURCE,   /* PUT /boot-source */
     API_REQ_PUT_DRIVE,     /* PUT /drives/{id} */
     API_REQ_PATCH_DRIVE,   /* PATCH /drives/{id} */
+    API_REQ_PUT_NET,       /* PUT /network-interfaces/{id} */
+    API_REQ_PATCH_NET,     /* PATCH /network-interfaces/{id} */
     API_REQ_ACTION,        /* PUT /actions */
     API_REQ_PATCH_VM,      /* PATCH /vm */
     API_REQ_LOGGER,        /* PUT /logger */
@@ -90,6 +92,14 @@ struct api_drive {
     struct api_rate_limiter rate_limiter;
 };
 
+struct api_net {
+    char iface_id[API_ID_MAX + 1]; /* first: the id routes compare with the path's */
+    char host_dev_name[64];
+    bool has_mac;
+    uint8_t guest_mac[6];
+    struct api_rate_limiter rx_rate_limiter, tx_rate_limiter;
+};
+
 struct api_logger {
     bool has_path, has_level, has_show_level, has_show_origin;
     char log_path[PATH_MAX];
@@ -115,6 +125,7 @@ struct api_request {
         struct api_machine machine;
         struct api_boot_source boot;
         struct api_drive drive;
+        struct api_net net;
         enum api_action action;
         bool pause; /* PATCH /vm: true = Paused, false = Resumed */
         struct api_logger logger;
@@ -151,6 +162,7 @@ bool api_id_valid(const char *id);
 int body_machine(const void *obj, bool partial, struct api_machine *m, char *err, size_t errlen);
 int body_boot_source(const void *obj, struct api_boot_source *b, char *err, size_t errlen);
 int body_drive(const void *obj, bool partial, struct api_drive *d, char *err, size_t errlen);
+int body_net(const void *obj, bool partial, struct api_net *n, char *err, size_t errlen);
 int body_action(const void *obj, enum api_action *a, char *err, size_t errlen);
 int body_vm_state(const void *obj, bool *pause, char *err, size_t errlen);
 int body_logger(const void *obj, struct api_logger *l, char *err, size_t errlen);
@@ -174,6 +186,13 @@ struct api_vmm_ops {
     int (*update_drive)(void *opaque, const struct vm_drive *drive, const char *path,
                         const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
                         size_t errlen);
+    /* check_net (may be NULL): PUT /network-interfaces: the TAP can be opened as the device
+     * will open it (then closed again) */
+    int (*check_net)(void *opaque, const struct vm_net *net, char *err, size_t errlen);
+    /* PATCH /network-interfaces/{id} on the running VM: rx/tx buckets (NULL: unchanged) */
+    int (*update_net)(void *opaque, const struct vm_net *net, const struct vm_bucket *rx_bw,
+                      const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
+                      const struct vm_bucket *tx_ops, char *err, size_t errlen);
 };
 
 /* The VMM operations behind the controller (vmm_ops.c; opaque: the struct app of vmm/app.h). */

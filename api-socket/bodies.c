@@ -290,6 +290,37 @@ int body_drive(const void *o, bool partial, struct api_drive *d, char *err, size
     return 0;
 }
 
+int body_net(const void *o, bool partial, struct api_net *n, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"iface_id",        "host_dev_name",   "guest_mac",
+                                       "rx_rate_limiter", "tx_rate_limiter", NULL};
+    static const char *const pkeys[] = {"iface_id", "rx_rate_limiter", "tx_rate_limiter", NULL};
+    const json_t *obj = o;
+    char mac[32];
+    bool present;
+    int ret;
+
+    memset(n, 0, sizeof(*n));
+    if ((ret = check_keys(obj, partial ? pkeys : keys, err, errlen)) ||
+        (ret = get_str(obj, "iface_id", true, n->iface_id, sizeof(n->iface_id), NULL, err,
+                       errlen)) ||
+        (ret = rate_limiter(obj, "rx_rate_limiter", &n->rx_rate_limiter, &present, err, errlen)) ||
+        (ret = rate_limiter(obj, "tx_rate_limiter", &n->tx_rate_limiter, &present, err, errlen)))
+        return ret;
+    if (partial)
+        return 0;
+    if ((ret = get_str(obj, "host_dev_name", true, n->host_dev_name, sizeof(n->host_dev_name), NULL,
+                       err, errlen)) ||
+        (ret = get_str(obj, "guest_mac", false, mac, sizeof(mac), &n->has_mac, err, errlen)))
+        return ret;
+    if (n->has_mac && cfg_mac_parse(mac, n->guest_mac))
+        return fault(err, errlen,
+                     "invalid MAC address `%s`: expected six colon-separated pairs of hex "
+                     "digits (06:00:AC:10:00:02).",
+                     mac);
+    return 0;
+}
+
 int body_action(const void *o, enum api_action *a, char *err, size_t errlen)
 {
     static const char *const keys[] = {"action_type", NULL};

@@ -21,23 +21,58 @@ static json_t *drive_json(const struct vm_drive *d)
     return o;
 }
 
+static json_t *bucket_json(const struct vm_bucket *b)
+{
+    return json_pack("{s:I,s:I,s:I}", "size", (json_int_t)b->size, "one_time_burst",
+                     (json_int_t)b->one_time_burst, "refill_time", (json_int_t)b->refill_time_ms);
+}
+
+/* A rate limiter with its enabled buckets, or NULL when it has none (left out). */
+static json_t *limiter_json(const struct vm_bucket *bw, const struct vm_bucket *ops)
+{
+    if (!bw->size && !ops->size)
+        return NULL;
+    json_t *o = json_object();
+    if (o && bw->size)
+        json_object_set_new(o, "bandwidth", bucket_json(bw));
+    if (o && ops->size)
+        json_object_set_new(o, "ops", bucket_json(ops));
+    return o;
+}
+
+static json_t *net_json(const struct vm_net *n)
+{
+    char mac[18];
+    json_t *o = json_pack("{s:s,s:s}", "iface_id", n->id, "host_dev_name", n->host_dev_name);
+    json_t *rx = limiter_json(&n->rx_bw, &n->rx_ops), *tx = limiter_json(&n->tx_bw, &n->tx_ops);
+    if (o && n->has_mac)
+        json_object_set_new(o, "guest_mac", json_string(cfg_mac_format(n->mac, mac)));
+    if (o && rx)
+        json_object_set_new(o, "rx_rate_limiter", rx);
+    if (o && tx)
+        json_object_set_new(o, "tx_rate_limiter", tx);
+    return o;
+}
+
 char *ctl_vm_config_json(const struct api_ctl *c)
 {
     static const char *const huge[] = {"None", "2M", "Transparent"};
     static const char *const levels[] = {"Off", "Error", "Warning", "Info", "Debug", "Trace"};
     const struct vm_config *cfg = &c->cfg;
-    json_t *drives = json_array();
+    json_t *drives = json_array(), *nets = json_array();
     char *text = NULL;
 
     json_t *root =
-            json_pack("{s:{s:I,s:I,s:b,s:b,s:s},s:o,s:[]}", "machine-config", "vcpu_count",
+            json_pack("{s:{s:I,s:I,s:b,s:b,s:s},s:o,s:o}", "machine-config", "vcpu_count",
                       (json_int_t)cfg->vcpus, "mem_size_mib", (json_int_t)cfg->mem_mib, "smt",
                       cfg->smt, "track_dirty_pages", cfg->track_dirty_pages, "huge_pages",
-                      huge[cfg->huge_pages], "drives", drives, "network-interfaces");
+                      huge[cfg->huge_pages], "drives", drives, "network-interfaces", nets);
     if (!root)
         return NULL;
     for (unsigned i = 0; i < cfg->ndrives; i++)
         json_array_append_new(drives, drive_json(&cfg->drives[i]));
+    for (unsigned i = 0; i < cfg->nnets; i++)
+        json_array_append_new(nets, net_json(&cfg->nets[i]));
     if (c->boot_set) {
         json_t *b = json_pack("{s:s}", "kernel_image_path", cfg->kernel_path);
         if (b && cfg->initrd_path)
@@ -73,11 +108,11 @@ static const struct {
         {"machine-config", API_REQ_PUT_MACHINE, false},
         {"boot-source", API_REQ_BOOT_SOURCE, false},
         {"drives", API_REQ_PUT_DRIVE, true},
+        {"network-interfaces", API_REQ_PUT_NET, true},
 };
 
 static const char *const unsupported_sections[] = {
-        "balloon", "network-interfaces", "vsock",          "mmds-config", "entropy",
-        "pmem",    "cpu-config",         "memory-hotplug", NULL,
+        "balloon", "vsock", "mmds-config", "entropy", "pmem", "cpu-config", "memory-hotplug", NULL,
 };
 
 /* Parses and applies one section object through the controller. */
@@ -95,7 +130,8 @@ static int apply(struct api_ctl *c, const char *key, enum api_kind kind, const j
         snprintf(err, errlen, "%s: %s", key, why);
         goto out;
     }
-    if (kind == API_REQ_PUT_DRIVE && !api_id_valid(req->u.drive.drive_id)) {
+    if ((kind == API_REQ_PUT_DRIVE && !api_id_valid(req->u.drive.drive_id)) ||
+        (kind == API_REQ_PUT_NET && !api_id_valid(req->u.net.iface_id))) {
         snprintf(err, errlen,
                  "%s: API Resource IDs can only contain alphanumeric characters and "
                  "underscores.",

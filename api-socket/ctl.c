@@ -165,6 +165,62 @@ static int patch_drive(struct api_ctl *c, const struct api_drive *d, char *err, 
     return 0;
 }
 
+static int set_net(struct api_ctl *c, const struct api_net *in, char *err, size_t errlen)
+{
+    struct vm_net n = {
+            .has_mac = in->has_mac,
+            .rx_bw = bucket(&in->rx_rate_limiter.bandwidth),
+            .rx_ops = bucket(&in->rx_rate_limiter.ops),
+            .tx_bw = bucket(&in->tx_rate_limiter.bandwidth),
+            .tx_ops = bucket(&in->tx_rate_limiter.ops),
+    };
+    snprintf(n.id, sizeof(n.id), "%s", in->iface_id);
+    if (strlen(in->host_dev_name) >= sizeof(n.host_dev_name))
+        return errf(err, errlen, -EINVAL,
+                    "Invalid host device name '%.32s': at most %d characters (IFNAMSIZ).",
+                    in->host_dev_name, VM_IFNAME_MAX);
+    snprintf(n.host_dev_name, sizeof(n.host_dev_name), "%s", in->host_dev_name);
+    memcpy(n.mac, in->guest_mac, sizeof(n.mac));
+    /* The configuration's checks first (a copy: nothing changes), then the TAP itself. */
+    struct vm_config *probe = malloc(sizeof(*probe));
+    if (!probe)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    memcpy(probe, &c->cfg, sizeof(*probe));
+    int ret = cfg_put_net(probe, &n, err, errlen);
+    free(probe); /* a shallow copy: its strings are c->cfg's */
+    if (!ret && c->ops->check_net)
+        ret = c->ops->check_net(c->opaque, &n, err, errlen);
+    return ret ? ret : cfg_put_net(&c->cfg, &n, err, errlen);
+}
+
+/* PATCH /network-interfaces/{id} after boot: the device takes the new buckets, then the
+ * configuration follows (GET /vm/config). */
+static int patch_net(struct api_ctl *c, const struct api_net *in, char *err, size_t errlen)
+{
+    const struct api_rate_limiter *rx = &in->rx_rate_limiter, *tx = &in->tx_rate_limiter;
+    struct vm_net *cur = cfg_net(&c->cfg, in->iface_id);
+    if (!cur)
+        return errf(err, errlen, -ENOENT,
+                    "Invalid network interface ID: no interface `%s` was configured.",
+                    in->iface_id);
+    struct vm_bucket rx_bw = bucket(&rx->bandwidth), rx_ops = bucket(&rx->ops);
+    struct vm_bucket tx_bw = bucket(&tx->bandwidth), tx_ops = bucket(&tx->ops);
+    int ret = c->ops->update_net(c->opaque, cur, rx->bandwidth.set ? &rx_bw : NULL,
+                                 rx->ops.set ? &rx_ops : NULL, tx->bandwidth.set ? &tx_bw : NULL,
+                                 tx->ops.set ? &tx_ops : NULL, err, errlen);
+    if (ret)
+        return ret;
+    if (rx->bandwidth.set)
+        cur->rx_bw = rx_bw;
+    if (rx->ops.set)
+        cur->rx_ops = rx_ops;
+    if (tx->bandwidth.set)
+        cur->tx_bw = tx_bw;
+    if (tx->ops.set)
+        cur->tx_ops = tx_ops;
+    return 0;
+}
+
 static int machine_json(const struct vm_config *cfg, struct api_response *resp)
 {
     static const char *const huge[] = {"None", "2M", "Transparent"};
@@ -243,6 +299,12 @@ static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_r
     case API_REQ_PATCH_DRIVE:
         ret = pre ? errf(err, errlen, -EINVAL, NOT_BEFORE)
                   : patch_drive(c, &r->u.drive, err, errlen);
+        break;
+    case API_REQ_PUT_NET:
+        ret = pre ? set_net(c, &r->u.net, err, errlen) : errf(err, errlen, -EINVAL, NOT_AFTER);
+        break;
+    case API_REQ_PATCH_NET:
+        ret = pre ? errf(err, errlen, -EINVAL, NOT_BEFORE) : patch_net(c, &r->u.net, err, errlen);
         break;
     case API_REQ_ACTION:
         ret = action(c, r->u.action, err, errlen);

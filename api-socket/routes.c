@@ -47,6 +47,8 @@ static const struct route routes[] = {
         {"/boot-source", API_PUT, API_REQ_BOOT_SOURCE},
         {"/drives/", API_PUT, API_REQ_PUT_DRIVE},
         {"/drives/", API_PATCH, API_REQ_PATCH_DRIVE},
+        {"/network-interfaces/", API_PUT, API_REQ_PUT_NET},
+        {"/network-interfaces/", API_PATCH, API_REQ_PATCH_NET},
         {"/actions", API_PUT, API_REQ_ACTION},
         {"/vm", API_PATCH, API_REQ_PATCH_VM},
         {"/logger", API_PUT, API_REQ_LOGGER},
@@ -56,8 +58,8 @@ static const struct route routes[] = {
 
 /* Firecracker endpoints whose device or feature this build does not have yet. */
 static const char *const unsupported[] = {
-        "/network-interfaces", "/vsock",   "/snapshot", "/mmds", "/balloon", "/entropy", "/pmem",
-        "/cpu-config",         "/hotplug", NULL,
+        "/vsock", "/snapshot",   "/mmds",    "/balloon", "/entropy",
+        "/pmem",  "/cpu-config", "/hotplug", NULL,
 };
 
 static bool path_under(const char *path, const char *base)
@@ -93,6 +95,9 @@ int api_parse_body(enum api_kind kind, const void *obj, struct api_request *req,
     case API_REQ_PUT_DRIVE:
     case API_REQ_PATCH_DRIVE:
         return body_drive(obj, kind == API_REQ_PATCH_DRIVE, &req->u.drive, err, errlen);
+    case API_REQ_PUT_NET:
+    case API_REQ_PATCH_NET:
+        return body_net(obj, kind == API_REQ_PATCH_NET, &req->u.net, err, errlen);
     case API_REQ_ACTION:
         return body_action(obj, &req->u.action, err, errlen);
     case API_REQ_PATCH_VM:
@@ -160,7 +165,10 @@ int api_route(const char *method, const char *path, const char *body, size_t len
     json_decref(obj);
     if (ret)
         return ret;
-    if (id && strcmp(id, req->u.drive.drive_id))
+    const char *body_id = r->kind == API_REQ_PUT_NET || r->kind == API_REQ_PATCH_NET
+                                  ? req->u.net.iface_id
+                                  : req->u.drive.drive_id;
+    if (id && strcmp(id, body_id))
         return snprintf(err, errlen, "The id from the path does not match the id from the body!"),
                -EINVAL;
     return 0;

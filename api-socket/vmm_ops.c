@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "../virtio/virtio.h"
 #include "../vmm/app.h"
 #include "api.h"
 
@@ -77,5 +78,27 @@ static int op_update_drive(void *opaque, const struct vm_drive *drive, const cha
     return app_update_drive(opaque, drive, path, bw, ops, err, errlen);
 }
 
-const struct api_vmm_ops api_app_ops = {op_start,  op_pause,   op_ctrl_alt_del, op_flush,
-                                        op_logger, op_metrics, op_update_drive};
+static int op_check_net(void *opaque, const struct vm_net *net, char *err, size_t errlen)
+{
+    (void)opaque;
+    return virtio_net_check(net, err, errlen);
+}
+
+static int op_update_net(void *opaque, const struct vm_net *net, const struct vm_bucket *rx_bw,
+                         const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
+                         const struct vm_bucket *tx_ops, char *err, size_t errlen)
+{
+    return app_update_net(opaque, net, rx_bw, rx_ops, tx_bw, tx_ops, err, errlen);
+}
+
+const struct api_vmm_ops api_app_ops = {
+        .start = op_start,
+        .pause = op_pause,
+        .ctrl_alt_del = op_ctrl_alt_del,
+        .flush_metrics = op_flush,
+        .logger = op_logger,
+        .metrics = op_metrics,
+        .update_drive = op_update_drive,
+        .check_net = op_check_net,
+        .update_net = op_update_net,
+};

@@ -1,13 +1,14 @@
 /* The registry: the closed set of devices ember offers and how a configuration becomes them.
- * Today virtio-blk (one device per drive, the root drive first so that it is /dev/vda);
- * virtio-net and virtio-vsock join here. No other device type and no PCI, on purpose: the
- * guest-facing surface stays this small. */
+ * virtio-blk (one device per drive, the root drive first so that it is /dev/vda), then
+ * virtio-net (one device per network interface, as configured); virtio-vsock joins here. No other
+ * device type and no PCI, on purpose: the guest-facing surface stays this small. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "blk.h"
+#include "net.h"
 #include "virtio.h"
 
 static int add_drive(struct virtio_devs *v, const struct vm_drive *d, struct vm_stats *stats,
@@ -15,6 +16,13 @@ static int add_drive(struct virtio_devs *v, const struct vm_drive *d, struct vm_
 {
     struct vblk *b = vblk_create(d, stats, err, errlen);
     return b ? virtio_add(v, &vblk_ops, b, d->id, err, errlen) : -EINVAL;
+}
+
+static int add_net(struct virtio_devs *v, const struct vm_net *n, struct vm_stats *stats, char *err,
+                   size_t errlen)
+{
+    struct vnet *d = vnet_create(n, stats, err, errlen);
+    return d ? virtio_add(v, &vnet_ops, d, n->id, err, errlen) : -EINVAL;
 }
 
 struct virtio_devs *virtio_open(const struct vm_config *cfg, const struct guest_mem *mem,
@@ -32,6 +40,8 @@ struct virtio_devs *virtio_open(const struct vm_config *cfg, const struct guest_
         for (unsigned i = 0; i < cfg->ndrives && !ret; i++)
             if (cfg->drives[i].root == (bool)root)
                 ret = add_drive(v, &cfg->drives[i], stats, err, errlen);
+    for (unsigned i = 0; i < cfg->nnets && !ret; i++)
+        ret = add_net(v, &cfg->nets[i], stats, err, errlen);
     if (ret) {
         virtio_destroy(v);
         return NULL;
@@ -73,5 +83,26 @@ int virtio_drive_update(struct virtio_devs *v, const struct vm_drive *drive, con
         close(bk.fd);
     if (ret == -ENOENT)
         return errf(err, errlen, ret, "no drive with id %s", drive->id);
+    return ret;
+}
+
+int virtio_net_check(const struct vm_net *net, char *err, size_t errlen)
+{
+    int fd = vnet_tap_open(net->host_dev_name, err, errlen);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
+}
+
+int virtio_net_update(struct virtio_devs *v, const struct vm_net *net,
+                      const struct vm_bucket *rx_bw, const struct vm_bucket *rx_ops,
+                      const struct vm_bucket *tx_bw, const struct vm_bucket *tx_ops, char *err,
+                      size_t errlen)
+{
+    struct vnet_update upd = {rx_bw, rx_ops, tx_bw, tx_ops};
+    int ret = virtio_update(v, VIRTIO_ID_NET, net->id, &upd, err, errlen);
+    if (ret == -ENOENT)
+        return errf(err, errlen, ret, "no network interface with id %s", net->id);
     return ret;
 }

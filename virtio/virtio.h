@@ -37,8 +37,8 @@ void virtio_destroy(struct virtio_devs *v);
 
 /* ---- the registry (registry.c): the configuration's devices ------------------------------ */
 /* virtio_open(cfg, mem, stats, err, errlen): every device cfg asks for, in attach order (the
- * root drive first: /dev/vda), counting into stats (may be NULL). Returns the set, or NULL
- * with a reason in err. */
+ * root drive first: /dev/vda; the network interfaces after the drives), counting into stats (may be
+ * NULL). Returns the set, or NULL with a reason in err. */
 struct virtio_devs *virtio_open(const struct vm_config *cfg, const struct guest_mem *mem,
                                 struct vm_stats *stats, char *err, size_t errlen);
 /* virtio_boot_args(cfg, cmdline, len): appends what the devices tell the kernel besides their
@@ -52,6 +52,18 @@ int virtio_boot_args(const struct vm_config *cfg, char *cmdline, size_t len);
 int virtio_drive_update(struct virtio_devs *v, const struct vm_drive *drive, const char *path,
                         const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
                         size_t errlen);
+
+/* virtio_net_check(net, err, errlen): opens the interface's TAP as the device will, and
+ * closes it (PUT /network-interfaces). Returns 0, or -errno with a reason in err. */
+int virtio_net_check(const struct vm_net *net, char *err, size_t errlen);
+/* virtio_net_update(v, net, rx_bw, rx_ops, tx_bw, tx_ops, err, errlen): PATCH
+ * /network-interfaces/{id} on a running VM (event-loop thread): the buckets given (NULL:
+ * unchanged) replace the device's. Returns 0, -ENOENT for an interface the VM does not have,
+ * or -errno with a reason in err. */
+int virtio_net_update(struct virtio_devs *v, const struct vm_net *net,
+                      const struct vm_bucket *rx_bw, const struct vm_bucket *rx_ops,
+                      const struct vm_bucket *tx_bw, const struct vm_bucket *tx_ops, char *err,
+                      size_t errlen);
 
 /* ---- drive options (drive.c) ------------------------------------------------------------- */
 /* drive_parse(d, spec, root, err, errlen): fills d from a --drive spec, or from a --rootfs path

@@ -255,6 +255,20 @@ int app_set_metrics(struct app *a, const char *path, bool emit_id, const char *p
     return 0;
 }
 
+int app_update_net(struct app *a, const struct vm_net *net, const struct vm_bucket *rx_bw,
+                   const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
+                   const struct vm_bucket *tx_ops, char *err, size_t errlen)
+{
+    int ret = virtio_net_update(a->vm.virtio, net, rx_bw, rx_ops, tx_bw, tx_ops, err, errlen);
+    if (ret && !err[0])
+        errf(err, errlen, ret, "Failed to update the network interface %s: %s", net->id,
+             strerror(-ret));
+    if (ret)
+        return ret == -ENOENT ? ret : -EINVAL;
+    log_info("Updated the network interface %s.", net->id);
+    return 0;
+}
+
 int app_update_drive(struct app *a, const struct vm_drive *drive, const char *path,
                      const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
                      size_t errlen)

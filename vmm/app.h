@@ -53,6 +53,11 @@ int app_set_metrics(struct app *a, const char *path, bool emit_id, const char *p
 /* app_open_sink(what, path, err, errlen): opens a log or metrics file as Firecracker does.
  * Returns the fd, or -errno with a reason in err. */
 int app_open_sink(const char *what, const char *path, char *err, size_t errlen);
+/* app_update_net(a, net, rx_bw, rx_ops, tx_bw, tx_ops, err, errlen): PATCH
+ * /network-interfaces on the running VM (NULL buckets: unchanged). Returns 0 or -errno. */
+int app_update_net(struct app *a, const struct vm_net *net, const struct vm_bucket *rx_bw,
+                   const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
+                   const struct vm_bucket *tx_ops, char *err, size_t errlen);
 /* app_update_drive(a, drive, path, bw, ops, err, errlen): PATCH /drives on the running VM. */
 int app_update_drive(struct app *a, const struct vm_drive *drive, const char *path,
                      const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,

@@ -26,6 +26,8 @@ void cli_usage(void *out)
             "  --drive SPEC      another drive (repeatable, in order): path=PATH[,ro]\n"
             "                    [,engine=sync|async][,cache=unsafe|writeback][,bw=BYTES/s]\n"
             "                    [,iops=N][,id=ID]\n"
+            "  --net SPEC        a network interface on an existing host TAP device\n"
+            "                    (repeatable): tap=NAME[,mac=xx:xx:xx:xx:xx:xx][,id=ID]\n"
             "  --console FILE    write the guest console to FILE instead of stdout\n"
             "  --boot MODE       auto (default: PVH entry if the ELF has one), linux (64-bit\n"
             "                    Linux boot protocol) or pvh\n"
@@ -79,6 +81,47 @@ static int add_drive(struct vm_config *cfg, const char *spec, bool root, char *e
     return ret;
 }
 
+/* A --net tap=NAME[,mac=MAC][,id=ID]: added as the API adds one (same limits and checks; the
+ * TAP itself is opened when the VM is built). */
+static int add_net(struct vm_config *cfg, const char *spec, char *err, size_t errlen)
+{
+    struct vm_net n = {0};
+    char buf[256];
+    if (strlen(spec) >= sizeof(buf))
+        return errf(err, errlen, -EINVAL, "--net '%.32s...' is too long", spec);
+    snprintf(buf, sizeof(buf), "%s", spec);
+    snprintf(n.id, sizeof(n.id), "net%u", cfg->nnets);
+    char *save = NULL;
+    for (char *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *val = strchr(kv, '=');
+        if (!val)
+            return errf(err, errlen, -EINVAL, "--net: '%.32s' is not KEY=VALUE", kv);
+        *val++ = '\0';
+        if (!strcmp(kv, "tap")) {
+            if (strlen(val) > VM_IFNAME_MAX)
+                return errf(err, errlen, -EINVAL, "--net: tap name '%.32s' is longer than %d", val,
+                            VM_IFNAME_MAX);
+            snprintf(n.host_dev_name, sizeof(n.host_dev_name), "%s", val);
+        } else if (!strcmp(kv, "mac")) {
+            if (cfg_mac_parse(val, n.mac))
+                return errf(err, errlen, -EINVAL,
+                            "--net: mac '%.32s' is not xx:xx:xx:xx:xx:xx (hex digits)", val);
+            n.has_mac = true;
+        } else if (!strcmp(kv, "id")) {
+            if (strlen(val) >= sizeof(n.id))
+                return errf(err, errlen, -EINVAL, "--net: id '%.32s...' is too long", val);
+            snprintf(n.id, sizeof(n.id), "%s", val);
+        } else {
+            return errf(err, errlen, -EINVAL, "--net: unknown option '%.32s' (tap, mac, id)", kv);
+        }
+    }
+    if (!n.host_dev_name[0])
+        return errf(err, errlen, -EINVAL, "--net needs tap=NAME");
+    if (cfg_net(cfg, n.id))
+        return errf(err, errlen, -EINVAL, "--net: id %s is given twice", n.id);
+    return cfg_put_net(cfg, &n, err, errlen);
+}
+
 int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     enum {
@@ -91,7 +134,8 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
         O_LOG,
         O_BOOT,
         O_ROOTFS,
-        O_DRIVE
+        O_DRIVE,
+        O_NET
     };
     static const struct option opts[] = {
             {"kernel", required_argument, NULL, O_KERNEL},
@@ -105,6 +149,7 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
             {"rootfs", required_argument, NULL, O_ROOTFS},
             {"drive", required_argument, NULL, O_DRIVE},
             {"allow-core-dumps", no_argument, NULL, 'c'}, /* read by proc_hygiene */
+            {"net", required_argument, NULL, O_NET},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
@@ -128,6 +173,9 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
         case O_ROOTFS:
         case O_DRIVE:
             ret = add_drive(cfg, optarg, c == O_ROOTFS, err, errlen);
+            break;
+        case O_NET:
+            ret = add_net(cfg, optarg, err, errlen);
             break;
         case O_CMDLINE:
             if (!optarg[0] || strlen(optarg) >= CMDLINE_MAX)

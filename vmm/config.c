@@ -230,6 +230,13 @@ int cfg_put_net(struct vm_config *cfg, const struct vm_net *n, char *err, size_t
                     "Invalid host device name '%.32s': 1 to %d characters, no '/', ':' or "
                     "whitespace.",
                     n->host_dev_name, VM_IFNAME_MAX);
+    if (!bucket_ok(&n->rx_bw) || !bucket_ok(&n->rx_ops) || !bucket_ok(&n->tx_bw) ||
+        !bucket_ok(&n->tx_ops))
+        return errf(err, errlen, -EINVAL,
+                    "The network interface %s: a rate limiter's size or one_time_burst is above "
+                    "%llu or its refill_time above %llu ms.",
+                    n->id, (unsigned long long)VM_BUCKET_SIZE_MAX,
+                    (unsigned long long)VM_BUCKET_REFILL_MS_MAX);
     struct vm_net *slot = cfg_net(cfg, n->id);
     for (unsigned i = 0; i < cfg->nnets; i++) {
         const struct vm_net *o = &cfg->nets[i];

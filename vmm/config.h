@@ -34,8 +34,8 @@ enum boot_pref { BOOT_PREF_AUTO, BOOT_PREF_LINUX, BOOT_PREF_PVH };
 enum vm_huge_pages { VM_HUGE_NONE, VM_HUGE_2M, VM_HUGE_TRANSPARENT };
 
 /* A rate limiter bucket (Firecracker's TokenBucket); size 0 is disabled. Its bounds, checked
- * by the API's body parser and cfg_put_drive: the refill time in nanoseconds fits 64 bits (as
- * Firecracker's TokenBucket computes it), sizes are the API's int64. */
+ * by the API's body parser, cfg_put_drive and cfg_put_net: the refill time in nanoseconds fits 64
+ * bits (as Firecracker's TokenBucket computes it), sizes are the API's int64. */
 struct vm_bucket {
     uint64_t size, one_time_burst, refill_time_ms;
 };

@@ -76,8 +76,40 @@ static int op_update(void *o, const struct vm_drive *d, const char *path,
     return update_ret;
 }
 
-static const struct api_vmm_ops ops = {op_start,  op_pause,   op_cad,   op_flush,
-                                       op_logger, op_metrics, op_update};
+/* The TAP check at PUT: "bad" is no TAP. */
+static int net_checks, net_updates;
+static struct vm_bucket net_rx_bw;
+static int op_check_net(void *o, const struct vm_net *n, char *err, size_t errlen)
+{
+    (void)o;
+    net_checks++;
+    if (!strcmp(n->host_dev_name, "bad"))
+        return errf(err, errlen, -ENODEV, "Open tap device failed: no interface %s.",
+                    n->host_dev_name);
+    return 0;
+}
+static int op_update_net(void *o, const struct vm_net *n, const struct vm_bucket *rx_bw,
+                         const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
+                         const struct vm_bucket *tx_ops, char *err, size_t errlen)
+{
+    (void)o, (void)n, (void)rx_ops, (void)tx_bw, (void)tx_ops, (void)err, (void)errlen;
+    net_updates++;
+    if (rx_bw)
+        net_rx_bw = *rx_bw;
+    return 0;
+}
+
+static const struct api_vmm_ops ops = {
+        .start = op_start,
+        .pause = op_pause,
+        .ctrl_alt_del = op_cad,
+        .flush_metrics = op_flush,
+        .logger = op_logger,
+        .metrics = op_metrics,
+        .update_drive = op_update,
+        .check_net = op_check_net,
+        .update_net = op_update_net,
+};
 static struct api_request req;
 static struct api_response resp;
 static char file[64];
@@ -88,6 +120,8 @@ static int setup(void **state)
     ctl_init(&ctl, "vm0", "1.2.3", &ops, NULL);
     starts = pauses = cads = flushes = loggers = metrics_calls = start_ret = 0;
     updates = update_ret = 0;
+    net_checks = net_updates = 0;
+    memset(&net_rx_bw, 0, sizeof(net_rx_bw));
     snprintf(file, sizeof(file), "/tmp/ember-test-api-ctl-%d", (int)getpid());
     FILE *f = fopen(file, "w");
     assert_non_null(f);
@@ -345,6 +379,91 @@ static void patch_drive_after_boot(void **state)
     assert_int_equal(atomic_load(&counters.v[M_PATCH_DRIVE]), 7);
 }
 
+static int put_net(const char *id, const char *tap, const char *mac)
+{
+    char path[96], body[256];
+    snprintf(path, sizeof(path), "/network-interfaces/%s", id);
+    int n = snprintf(body, sizeof(body), "{\"iface_id\":\"%s\",\"host_dev_name\":\"%s\"", id, tap);
+    if (mac)
+        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"guest_mac\":\"%s\"", mac);
+    snprintf(body + n, sizeof(body) - (size_t)n, "}");
+    return call("PUT", path, body);
+}
+
+/* PUT /network-interfaces: the TAP checked at PUT, MAC and TAP unique, an id replaces, the
+ * device limit shared with drives; PATCH only after boot, reaching the device; GET /vm/config
+ * and --config-file carry them. */
+static void network_interfaces(void **state)
+{
+    char body[512], err[API_ERR_MAX];
+    (void)state;
+    assert_int_equal(put_net("eth0", "tap0", "06:00:AC:10:00:02"), 204);
+    assert_int_equal(net_checks, 1);
+    assert_int_equal(put_net("eth0", "tap0", "06:00:ac:10:00:03"), 204); /* replaces */
+    assert_int_equal(ctl.cfg.nnets, 1);
+    assert_int_equal(ctl.cfg.nets[0].mac[5], 3);
+    assert_int_equal(put_net("eth1", "tap1", "06:00:ac:10:00:03"), 400);
+    body_has("The MAC address is already in use: 06:00:ac:10:00:03");
+    assert_int_equal(put_net("eth1", "tap0", NULL), 400);
+    body_has("The host device name is already in use: tap0");
+    assert_int_equal(put_net("eth1", "bad", NULL), 400);
+    body_has("Open tap device failed");
+    assert_int_equal(put_net("eth1", "tap/1", NULL), 400);
+    body_has("Invalid host device name");
+    assert_int_equal(put_net("eth1", "a_name_too_long_for_ifnamsiz", NULL), 400);
+    body_has("Invalid host device name");
+    assert_int_equal(ctl.cfg.nnets, 1);
+    assert_int_equal(call("PATCH", "/network-interfaces/eth0", "{\"iface_id\":\"eth0\"}"), 400);
+    body_has("before starting");
+    assert_int_equal(call("GET", "/vm/config", NULL), 200);
+    body_has("\"network-interfaces\":[{\"iface_id\":\"eth0\",\"host_dev_name\":\"tap0\","
+             "\"guest_mac\":\"06:00:ac:10:00:03\"}]");
+    /* drives and nets share the 19 interrupt lines */
+    for (int i = 1; i < API_DRIVES_MAX; i++)
+        assert_int_equal(put_plain_drive(i, true), 204);
+    assert_int_equal(put_net("eth2", "tap2", NULL), 400);
+    body_has("Too many network interfaces: at most 19 devices");
+    assert_int_equal(put_plain_drive(99, true), 400);
+    body_has("Too many drives");
+    /* after boot: PUT refused, PATCH of a limiter reaches the device and the configuration */
+    snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\"}", file);
+    assert_int_equal(call("PUT", "/boot-source", body), 204);
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"InstanceStart\"}"), 204);
+    assert_int_equal(put_net("eth0", "tap0", NULL), 400);
+    body_has("not supported after starting");
+    assert_int_equal(call("PATCH", "/network-interfaces/eth9", "{\"iface_id\":\"eth9\"}"), 400);
+    body_has("Invalid network interface ID");
+    assert_int_equal(call("PATCH", "/network-interfaces/eth0",
+                          "{\"iface_id\":\"eth0\",\"rx_rate_limiter\":{\"bandwidth\":{\"size\":"
+                          "1000,\"refill_time\":100}}}"),
+                     204);
+    assert_int_equal(net_updates, 1);
+    assert_int_equal(net_rx_bw.size, 1000);
+    assert_int_equal(ctl.cfg.nets[0].rx_bw.refill_time_ms, 100);
+    assert_int_equal(call("GET", "/vm/config", NULL), 200);
+    body_has("\"rx_rate_limiter\":{\"bandwidth\":{\"size\":1000,\"one_time_burst\":0,"
+             "\"refill_time\":100}}");
+
+    ctl_init(&ctl, "vm0", "1", &ops, NULL);
+    snprintf(
+            body, sizeof(body),
+            "{\"boot-source\":{\"kernel_image_path\":\"%s\"},\"network-interfaces\":["
+            "{\"iface_id\":\"a\",\"host_dev_name\":\"tap0\"},"
+            "{\"iface_id\":\"b\",\"host_dev_name\":\"tap1\",\"guest_mac\":\"02:00:00:00:00:01\"}]}",
+            file);
+    assert_int_equal(ctl_config_file(&ctl, body, strlen(body), err, sizeof(err)), 0);
+    assert_int_equal(ctl.cfg.nnets, 2);
+    assert_true(ctl.cfg.nets[1].has_mac);
+    ctl_init(&ctl, "vm0", "1", &ops, NULL);
+    snprintf(body, sizeof(body),
+             "{\"boot-source\":{\"kernel_image_path\":\"%s\"},\"network-interfaces\":["
+             "{\"iface_id\":\"a\",\"host_dev_name\":\"bad\"}]}",
+             file);
+    assert_int_not_equal(ctl_config_file(&ctl, body, strlen(body), err, sizeof(err)), 0);
+    if (!strstr(err, "network-interfaces: Open tap device failed"))
+        fail_msg("\"%s\"", err);
+}
+
 static void config_file(void **state)
 {
     char text[1024], err[API_ERR_MAX];
@@ -390,6 +509,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(phases, setup, teardown),
             cmocka_unit_test_setup_teardown(patch_drive_after_boot, setup, teardown),
             cmocka_unit_test_setup_teardown(config_file, setup, teardown),
+            cmocka_unit_test_setup_teardown(network_interfaces, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

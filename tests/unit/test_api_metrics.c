@@ -120,6 +120,7 @@ static void line_shape(void **state)
                                            "signals",
                                            "vcpu",
                                            "block",
+                                           "net",
                                            "uart",
                                            "i8042"};
     (void)state;
@@ -133,7 +134,7 @@ static void line_shape(void **state)
     assert_true(json_integer_value(json_object_get(l, "utc_timestamp_ms")) > 0);
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
         assert_true(json_is_object(json_object_get(l, sections[i])));
-    /* 2 + 12 sections: nothing else at the top */
+    /* 2 + 13 sections: nothing else at the top */
     assert_int_equal(json_object_size(l), 2 + 1 + sizeof(sections) / sizeof(sections[0]));
     assert_int_equal(get(l, "signals", "sighup"), 1);
     assert_true(get(l, "latencies_us", "api_request_us") == INT64_MAX);

@@ -49,7 +49,22 @@ static void unknown_paths(void **state)
     fails_with("GET", "/actions", NULL, "Invalid request method and/or path");
     fails_with("DELETE", "/drives/x", NULL, "Invalid request method and/or path");
     fails_with("PUT", "/machine-config/", "{}", "Invalid request method and/or path");
-    fails_with("PUT", "/network-interfaces/eth0", "{}", "not supported by this build");
+    fails_with("PUT", "/network-interfaces/eth0", "{\"iface_id\":\"eth0\"}",
+               "missing field `host_dev_name`");
+    fails_with("PUT", "/network-interfaces/eth0",
+               "{\"iface_id\":\"eth0\",\"host_dev_name\":\"t\",\"guest_mac\":\"06:00:ac:10:00\"}",
+               "invalid MAC address `06:00:ac:10:00`");
+    fails_with(
+            "PUT", "/network-interfaces/eth0",
+            "{\"iface_id\":\"eth0\",\"host_dev_name\":\"t\",\"guest_mac\":\"06:00:ac:10:00:0g\"}",
+            "invalid MAC address");
+    fails_with("PUT", "/network-interfaces/eth0", "{\"iface_id\":\"eth1\",\"host_dev_name\":\"t\"}",
+               "does not match the id from the body");
+    fails_with("PATCH", "/network-interfaces/eth0",
+               "{\"iface_id\":\"eth0\",\"host_dev_name\":\"t\"}", "unknown field `host_dev_name`");
+    fails_with("PUT", "/network-interfaces/eth0",
+               "{\"iface_id\":\"eth0\",\"host_dev_name\":\"t\",\"mtu\":1500}",
+               "unknown field `mtu`");
     fails_with("PUT", "/vsock", "{}", "not supported by this build");
     fails_with("PUT", "/snapshot/create", "{}", "not supported by this build");
     fails_with("GET", "/mmds", NULL, "not supported by this build");

@@ -221,6 +221,74 @@ static void bucket_bounds(void **state)
     cfg_free(&cfg);
 }
 
+/* `ember run --net tap=NAME[,mac=MAC][,id=ID]`: net0, net1 ... unless named; MACs parsed;
+ * the configuration's rules (unique MAC and TAP, devices shared with drives, the command-line
+ * room) as for the API. */
+static void run_nets(void **state)
+{
+    (void)state;
+    const char *argv[] = {"run",   "--kernel",       "k", "--net", "tap=tap0,mac=06:00:AC:10:00:02",
+                          "--net", "tap=tap1,id=lan"};
+    assert_int_equal(parse(7, argv), 0);
+    assert_int_equal(cfg.nnets, 2);
+    assert_string_equal(cfg.nets[0].id, "net0");
+    assert_string_equal(cfg.nets[0].host_dev_name, "tap0");
+    assert_true(cfg.nets[0].has_mac);
+    assert_int_equal(cfg.nets[0].mac[2], 0xac);
+    assert_string_equal(cfg.nets[1].id, "lan");
+    assert_false(cfg.nets[1].has_mac);
+    const char *bad[][2] = {
+            {"mac=06:00:ac:10:00:02", "needs tap=NAME"},
+            {"tap=t,mac=06:00:ac:10:00", "is not xx:xx"},
+            {"tap=t,mac=06:00:ac:10:00:02:03", "is not xx:xx"},
+            {"tap=t,speed=10", "unknown option 'speed'"},
+            {"tap=a_name_longer_than_15", "longer than 15"},
+            {"tap", "not KEY=VALUE"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *one[] = {"run", "--kernel", "k", "--net", bad[i][0]};
+        assert_int_equal(parse(5, one), -EINVAL);
+        if (!strstr(err, bad[i][1]))
+            fail_msg("%s: \"%s\" lacks \"%s\"", bad[i][0], err, bad[i][1]);
+    }
+    const char *dup_mac[] = {"run",
+                             "--kernel",
+                             "k",
+                             "--net",
+                             "tap=a,mac=02:00:00:00:00:01",
+                             "--net",
+                             "tap=b,mac=02:00:00:00:00:01"};
+    assert_int_equal(parse(7, dup_mac), -EINVAL);
+    assert_non_null(strstr(err, "The MAC address is already in use"));
+    const char *dup_tap[] = {"run", "--kernel", "k", "--net", "tap=a", "--net", "tap=a"};
+    assert_int_equal(parse(7, dup_tap), -EINVAL);
+    assert_non_null(strstr(err, "host device name is already in use"));
+    const char *dup_id[] = {"run", "--kernel", "k", "--net", "tap=a,id=x", "--net", "tap=b,id=x"};
+    assert_int_equal(parse(7, dup_id), -EINVAL);
+    /* 18 drives and 1 net fill the 19 lines; one more of either is refused */
+    const char *many[8 + 2 * VM_DEVS_MAX];
+    int n = 0;
+    many[n++] = "run";
+    many[n++] = "--kernel";
+    many[n++] = "k";
+    for (int i = 0; i < VM_DEVS_MAX - 1; i++) {
+        many[n++] = "--drive";
+        many[n++] = "path=x";
+    }
+    many[n++] = "--net";
+    many[n++] = "tap=a";
+    assert_int_equal(parse(n, many), 0);
+    many[n++] = "--net";
+    many[n++] = "tap=b";
+    assert_int_equal(parse(n, many), -ENOSPC);
+    assert_non_null(strstr(err, "Too many network interfaces"));
+    many[n - 2] = "--drive";
+    many[n - 1] = "path=y";
+    assert_int_equal(parse(n, many), -ENOSPC);
+    assert_non_null(strstr(err, "Too many drives"));
+    cfg_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,7 +296,7 @@ int main(void)
             cmocka_unit_test(bad_options),   cmocka_unit_test(long_command_line),
             cmocka_unit_test(validation),    cmocka_unit_test(drive_rules),
             cmocka_unit_test(run_drives),    cmocka_unit_test(cmdline_room_for_devices),
-            cmocka_unit_test(bucket_bounds),
+            cmocka_unit_test(bucket_bounds), cmocka_unit_test(run_nets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
