@@ -1,0 +1,69 @@
+"""The host end of the virtio-net tests, run inside the test's network namespace
+(`ip netns exec NS python3 net_peer.py ADDR SIZE SLOW_SIZE TIMEOUT`). In order, each accept and
+each transfer bounded by TIMEOUT seconds:
+
+  :5002  sends SIZE random bytes to the guest, then closes     -> {"sent_md5": ...}
+  :5001  receives SIZE bytes from the guest                    -> {"recv_md5": ..., "secs": ...}
+  then prints {"ready": true} and waits for a line on stdin (the test PATCHes meanwhile)
+  :5003  sends "go" and closes
+  :5004  receives SLOW_SIZE bytes                               -> {"slow_secs": ...}
+
+One JSON object per line on stdout."""
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+
+
+def out(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def accept(addr, port, timeout):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+        s.listen(1)
+        s.settimeout(timeout)
+        c, _ = s.accept()
+        c.settimeout(timeout)
+        return c
+
+
+def receive(c, size, deadline):
+    md5, got = hashlib.md5(), 0
+    while got < size:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"received {got} of {size} bytes")
+        b = c.recv(min(1 << 16, size - got))
+        if not b:
+            break
+        md5.update(b)
+        got += len(b)
+    return got, md5.hexdigest()
+
+
+def main():
+    addr, size, slow, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    data = os.urandom(size)
+    with accept(addr, 5002, timeout) as c:
+        c.sendall(data)
+    out(sent_md5=hashlib.md5(data).hexdigest())
+    with accept(addr, 5001, timeout) as c:
+        t0 = time.monotonic()
+        got, md5 = receive(c, size, t0 + timeout)
+        out(recv_md5=md5, recv_len=got, secs=time.monotonic() - t0)
+    out(ready=True)
+    sys.stdin.readline()
+    with accept(addr, 5003, timeout) as c:
+        c.sendall(b"go\n")
+    with accept(addr, 5004, timeout) as c:
+        t0 = time.monotonic()
+        got, _ = receive(c, slow, t0 + timeout)
+        out(slow_len=got, slow_secs=time.monotonic() - t0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""virtio-net on a TAP device. Every TAP and address lives in a network namespace the test
+creates and deletes (ember runs inside it); nothing touches the host's own networking.
+
+Without KVM: PUT /network-interfaces validation as Firecracker's (unknown TAP, bad and
+duplicate MAC, duplicate TAP, an id that replaces, too many devices, PATCH before boot).
+With KVM (the nested test host): a guest booted through the API sees the configured MAC on
+eth0 and a second interface, pings the host end, moves 16 MiB each way over TCP with matching
+checksums, and a PATCH of its tx rate limiter after boot slows it down to the limit."""
+import itertools
+import json
+import os
+import pathlib
+import select
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from api_client import Ember, fault
+from ember_vm import BOOT_TIMEOUT, SLOW, wait_for
+
+HERE = pathlib.Path(__file__).resolve().parent
+MiB = 1 << 20
+HOST_IP, GUEST_IP = "10.200.0.1", "10.200.0.2"
+MAC = "06:00:ac:10:00:02"
+CMDLINE = ("console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
+           "i8042.dumbkbd quiet")
+_names = itertools.count()
+
+
+def sh(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True, timeout=60)
+
+
+class Netns:
+    """A network namespace with TAP devices; ember and the host peer run inside it."""
+
+    def __init__(self):
+        self.name = f"ember-net-{os.getpid()}-{next(_names)}"
+        self.taps = []
+        sh("ip", "netns", "add", self.name)
+        sh("ip", "-n", self.name, "link", "set", "lo", "up")
+
+    def tap(self, name, addr=None):
+        sh("ip", "-n", self.name, "tuntap", "add", "dev", name, "mode", "tap")
+        self.taps.append(name)
+        if addr:
+            sh("ip", "-n", self.name, "addr", "add", addr, "dev", name)
+        sh("ip", "-n", self.name, "link", "set", name, "up")
+        return name
+
+    def wrapper(self, tmp_path, ember_bin):
+        """An executable that runs ember inside the namespace (as Ember.start's binary)."""
+        w = pathlib.Path(tmp_path) / f"ember-in-{self.name}"
+        w.write_text(f'#!/bin/sh\nexec ip netns exec {self.name} {ember_bin} "$@"\n')
+        w.chmod(0o755)
+        return w
+
+    def delete(self):
+        for t in self.taps:
+            subprocess.run(["ip", "-n", self.name, "link", "del", t], capture_output=True,
+                           timeout=60)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def netns():
+    ns = Netns()
+    yield ns
+    ns.delete()
+
+
+@pytest.fixture
+def vm_in_ns(netns, ember_bin, scratch, tmp_path):
+    vm = Ember.start(netns.wrapper(tmp_path, ember_bin), scratch, "--id", "net-vm")
+    yield vm
+    vm.close()
+
+
+def iface(id_, tap, mac=None, **kw):
+    body = {"iface_id": id_, "host_dev_name": tap, **kw}
+    if mac:
+        body["guest_mac"] = mac
+    return body
+
+
+def test_put_validation(netns, vm_in_ns, tmp_path):
+    vm = vm_in_ns
+    netns.tap("tap0")
+    netns.tap("tap1")
+    assert "Open tap device failed" in fault(vm.put("/network-interfaces/a",
+                                                    iface("a", "nosuchtap")))
+    assert "invalid MAC address" in fault(vm.put("/network-interfaces/a",
+                                                 iface("a", "tap0", "06:00:ac:10:00")))
+    assert "invalid MAC address" in fault(vm.put("/network-interfaces/a",
+                                                 iface("a", "tap0", "zz:00:ac:10:00:02")))
+    assert "does not match" in fault(vm.put("/network-interfaces/a", iface("b", "tap0")))
+    assert vm.put("/network-interfaces/a", iface("a", "tap0", MAC)).status_code == 204
+    assert vm.put("/network-interfaces/a", iface("a", "tap0", MAC)).status_code == 204
+    assert "The MAC address is already in use" in fault(
+        vm.put("/network-interfaces/b", iface("b", "tap1", MAC.upper())))
+    assert "host device name is already in use" in fault(
+        vm.put("/network-interfaces/b", iface("b", "tap0")))
+    assert "before starting" in fault(vm.patch("/network-interfaces/a", {"iface_id": "a"}))
+    assert "unknown field" in fault(vm.patch("/network-interfaces/a",
+                                             {"iface_id": "a", "host_dev_name": "tap1"}))
+    cfg = vm.get("/vm/config").json()
+    assert cfg["network-interfaces"] == [{"iface_id": "a", "host_dev_name": "tap0",
+                                          "guest_mac": MAC}]
+    # drives and network interfaces share the 19 interrupt lines
+    disk = tmp_path / "disk"
+    disk.write_bytes(bytes(4096))
+    for i in range(18):
+        assert vm.put(f"/drives/d{i}", {"drive_id": f"d{i}", "path_on_host": str(disk),
+                                        "is_root_device": False,
+                                        "is_read_only": True}).status_code == 204
+    assert "Too many network interfaces" in fault(vm.put("/network-interfaces/b",
+                                                         iface("b", "tap1")))
+    assert "Too many drives" in fault(vm.put("/drives/d99", {
+        "drive_id": "d99", "path_on_host": str(disk), "is_root_device": False,
+        "is_read_only": True}))
+
+
+def test_config_file_unknown_tap(netns, ember_bin, tmp_path, scratch):
+    """--config-file network-interfaces goes through the same checks as PUT."""
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(bytes(4096))
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"boot-source": {"kernel_image_path": str(kernel)},
+                               "network-interfaces": [iface("a", "nosuchtap")]}))
+    w = netns.wrapper(tmp_path, ember_bin)
+    r = subprocess.run([str(w), "--api-sock", str(pathlib.Path(scratch) / "s"),
+                        "--config-file", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "network-interfaces: Open tap device failed" in r.stdout + r.stderr
+
+
+class Peer:
+    """net_peer.py inside the namespace, read line by line with a deadline."""
+
+    def __init__(self, ns, size, slow, timeout):
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns.name, "/usr/bin/python3", str(HERE / "net_peer.py"),
+             HOST_IP, str(size), str(slow), str(timeout)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def next(self, timeout):
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if r else ""
+        assert line, f"net_peer said nothing: {self.proc.poll()} {self.stderr()}"
+        return json.loads(line)
+
+    def stderr(self):
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=60)
+
+
+@pytest.mark.kvm
+def test_guest_traffic_and_rate_limit_patch(netns, vm_in_ns, guest_assets, tmp_path):
+    vm = vm_in_ns
+    size, slow, limit = 16 * MiB, 2 * MiB, 256 * 1024
+    netns.tap("tap0", f"{HOST_IP}/24")
+    netns.tap("tap1")
+    rootfs = tmp_path / "rootfs.ext4"
+    shutil.copy(guest_assets["rootfs"], rootfs)
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("")
+    t = 600 if SLOW else 120
+    cmd = ("mount -t tmpfs tmpfs /mnt; ip link set eth0 up; "
+           f"ip addr add {GUEST_IP}/24 dev eth0; echo mac=$(cat /sys/class/net/eth0/address); "
+           "echo eth1=$(cat /sys/class/net/eth1/address); "
+           f"ping -c 3 -W 10 {HOST_IP} >/dev/null && echo ping=ok; "
+           f"timeout {t} nc {HOST_IP} 5002 </dev/null >/mnt/in; "
+           "echo rx=$(wc -c </mnt/in):$(md5sum </mnt/in | cut -d' ' -f1); rm /mnt/in; "
+           f"head -c {size} /dev/urandom >/mnt/out; "
+           "echo tx=$(md5sum </mnt/out | cut -d' ' -f1); "
+           f"timeout {t} nc {HOST_IP} 5001 </mnt/out >/dev/null; "
+           f"timeout {t} nc {HOST_IP} 5003 </dev/null >/dev/null; "
+           f"head -c {slow} /mnt/out | timeout {t} nc {HOST_IP} 5004 >/dev/null; echo net-done")
+    peer = Peer(netns, size, slow, t)
+    try:
+        assert vm.put("/boot-source", {"kernel_image_path": str(guest_assets["vmlinux"]),
+                                       "boot_args": f'{CMDLINE} ember.cmd="{cmd}"'}
+                      ).status_code == 204
+        assert vm.put("/drives/rootfs", {"drive_id": "rootfs", "path_on_host": str(rootfs),
+                                         "is_root_device": True,
+                                         "is_read_only": False}).status_code == 204
+        assert vm.put("/network-interfaces/eth0", iface("eth0", "tap0", MAC)).status_code == 204
+        assert vm.put("/network-interfaces/eth1", iface("eth1", "tap1")).status_code == 204
+        assert vm.put("/machine-config", {"vcpu_count": 1,
+                                          "mem_size_mib": 256}).status_code == 204
+        assert vm.put("/metrics", {"metrics_path": str(metrics)}).status_code == 204
+        assert vm.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
+        sent = peer.next(BOOT_TIMEOUT)
+        got = peer.next(t)
+        assert got["recv_len"] == size, got
+        fast = size / got["secs"]
+        assert peer.next(t) == {"ready": True}
+        r = vm.patch("/network-interfaces/eth0", {
+            "iface_id": "eth0",
+            "tx_rate_limiter": {"bandwidth": {"size": limit, "refill_time": 1000}}})
+        assert r.status_code == 204, r.text
+        peer.proc.stdin.write("go\n")
+        peer.proc.stdin.flush()
+        limited = peer.next(t)
+        assert limited["slow_len"] == slow, limited
+        assert wait_for(vm.log_path, "net-done", vm.proc, t), vm.output()[-3000:]
+        assert vm.put("/actions", {"action_type": "FlushMetrics"}).status_code == 204
+        text = vm.output()
+        assert f"mac={MAC}" in text, text[-4000:]
+        eth1 = text.split("eth1=", 1)[1].split()[0]
+        assert len(eth1) == 17 and eth1 != MAC, text[-4000:]
+        assert "ping=ok" in text, text[-4000:]
+        assert f"rx={size}:{sent['sent_md5']}" in text, text[-4000:]
+        assert f"tx={got['recv_md5']}" in text, text[-4000:]
+        # The bucket starts full (limit bytes), then refills limit bytes a second.
+        rate = (slow - limit) / limited["slow_secs"]
+        print(f"virtio-net: unlimited guest->host {fast / MiB:.1f} MiB/s, "
+              f"limited {rate / 1024:.0f} KiB/s (limit {limit // 1024} KiB/s)")
+        assert rate <= 1.15 * limit, f"{rate / 1024:.0f} KiB/s over the limit"
+        assert rate >= 0.5 * limit, f"{rate / 1024:.0f} KiB/s: far under the limit"
+        assert fast > 2 * limit, "the unlimited transfer was not faster than the limit"
+        net = {}  # the counters are deltas per line: their sum over the run
+        for line in metrics.read_text().strip().splitlines():
+            for k, v in json.loads(line).get("net", {}).items():
+                net[k] = net.get(k, 0) + v
+        assert net["rx_bytes_count"] >= size and net["tx_bytes_count"] >= size + slow, net
+        assert net["tx_rate_limiter_throttled"] > 0, net
+    finally:
+        peer.close()
