@@ -40,8 +40,24 @@ static int op_drive(void *o, const struct vm_drive *d, const char *path, const s
     (void)o, (void)d, (void)path, (void)bw, (void)bops, (void)err, (void)errlen;
     return 0;
 }
-static const struct api_vmm_ops ops = {op_start,  op_pause,   op_plain, op_plain,
-                                       op_logger, op_metrics, op_drive};
+static int op_net(void *o, const struct vm_net *n, const struct vm_bucket *rx_bw,
+                  const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
+                  const struct vm_bucket *tx_ops, char *err, size_t errlen)
+{
+    (void)o, (void)n, (void)rx_bw, (void)rx_ops, (void)tx_bw, (void)tx_ops, (void)err, (void)errlen;
+    return 0;
+}
+static const struct api_vmm_ops ops = {
+        .start = op_start,
+        .pause = op_pause,
+        .ctrl_alt_del = op_plain,
+        .flush_metrics = op_plain,
+        .logger = op_logger,
+        .metrics = op_metrics,
+        .update_drive = op_drive,
+        .check_net = NULL, /* the TAP is not opened: the configuration's checks only */
+        .update_net = op_net,
+};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
