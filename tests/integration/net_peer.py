@@ -1,6 +1,7 @@
 """The host end of the virtio-net tests, run inside the test's network namespace
-(`ip netns exec NS python3 net_peer.py ADDR SIZE SLOW_SIZE TIMEOUT`). In order, each accept and
-each transfer bounded by TIMEOUT seconds:
+(`ip netns exec NS python3 net_peer.py ADDR SIZE SLOW_SIZE TIMEOUT`). All four ports listen from
+the start (a guest that connects early waits in the backlog, never meets a refusal); then, in
+order, each accept and each transfer bounded by TIMEOUT seconds:
 
   :5002  sends SIZE random bytes to the guest, then closes     -> {"sent_md5": ...}
   :5001  receives SIZE bytes from the guest                    -> {"recv_md5": ..., "secs": ...}
@@ -21,15 +22,20 @@ def out(**kw):
     print(json.dumps(kw), flush=True)
 
 
-def accept(addr, port, timeout):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((addr, port))
-        s.listen(1)
-        s.settimeout(timeout)
-        c, _ = s.accept()
-        c.settimeout(timeout)
-        return c
+def listen(addr, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(1)
+    return s
+
+
+def accept(s, timeout):
+    s.settimeout(timeout)
+    c, _ = s.accept()
+    c.settimeout(timeout)
+    s.close()
+    return c
 
 
 def receive(c, size, deadline):
@@ -47,19 +53,20 @@ def receive(c, size, deadline):
 
 def main():
     addr, size, slow, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    ports = {p: listen(addr, p) for p in (5001, 5002, 5003, 5004)}
     data = os.urandom(size)
-    with accept(addr, 5002, timeout) as c:
+    with accept(ports[5002], timeout) as c:
         c.sendall(data)
     out(sent_md5=hashlib.md5(data).hexdigest())
-    with accept(addr, 5001, timeout) as c:
+    with accept(ports[5001], timeout) as c:
         t0 = time.monotonic()
         got, md5 = receive(c, size, t0 + timeout)
         out(recv_md5=md5, recv_len=got, secs=time.monotonic() - t0)
     out(ready=True)
     sys.stdin.readline()
-    with accept(addr, 5003, timeout) as c:
+    with accept(ports[5003], timeout) as c:
         c.sendall(b"go\n")
-    with accept(addr, 5004, timeout) as c:
+    with accept(ports[5004], timeout) as c:
         t0 = time.monotonic()
         got, _ = receive(c, slow, t0 + timeout)
         out(slow_len=got, slow_secs=time.monotonic() - t0)

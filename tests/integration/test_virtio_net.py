@@ -5,7 +5,9 @@ Without KVM: PUT /network-interfaces validation as Firecracker's (unknown TAP, b
 duplicate MAC, duplicate TAP, an id that replaces, too many devices, PATCH before boot).
 With KVM (the nested test host): a guest booted through the API sees the configured MAC on
 eth0 and a second interface, pings the host end, moves 16 MiB each way over TCP with matching
-checksums, and a PATCH of its tx rate limiter after boot slows it down to the limit."""
+checksums, and a PATCH of its tx rate limiter after boot slows it down to the limit; the
+second interface's TAP deleted under the running VM makes its frames fail (counted, logged)
+while the VMM and the API stay up."""
 import itertools
 import json
 import os
@@ -145,10 +147,11 @@ class Peer:
              HOST_IP, str(size), str(slow), str(timeout)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def next(self, timeout):
+    def next(self, timeout, vm):
         r, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if r else ""
-        assert line, f"net_peer said nothing: {self.proc.poll()} {self.stderr()}"
+        assert line, (f"net_peer said nothing: {self.proc.poll()} {self.stderr()}\n"
+                      f"--- ember ---\n{vm.output()[-4000:]}")
         return json.loads(line)
 
     def stderr(self):
@@ -183,6 +186,8 @@ def test_guest_traffic_and_rate_limit_patch(netns, vm_in_ns, guest_assets, tmp_p
            "echo tx=$(md5sum </mnt/out | cut -d' ' -f1); "
            f"timeout {t} nc {HOST_IP} 5001 </mnt/out >/dev/null; "
            f"timeout {t} nc {HOST_IP} 5003 </dev/null >/dev/null; "
+           "ip link set eth1 up; ip addr add 10.201.0.2/24 dev eth1; "
+           "ping -c 2 -W 2 10.201.0.1 >/dev/null; echo eth1-ping=$?; "
            f"head -c {slow} /mnt/out | timeout {t} nc {HOST_IP} 5004 >/dev/null; echo net-done")
     peer = Peer(netns, size, slow, t)
     try:
@@ -198,22 +203,28 @@ def test_guest_traffic_and_rate_limit_patch(netns, vm_in_ns, guest_assets, tmp_p
                                           "mem_size_mib": 256}).status_code == 204
         assert vm.put("/metrics", {"metrics_path": str(metrics)}).status_code == 204
         assert vm.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
-        sent = peer.next(BOOT_TIMEOUT)
-        got = peer.next(t)
+        sent = peer.next(BOOT_TIMEOUT, vm)
+        got = peer.next(t, vm)
         assert got["recv_len"] == size, got
         fast = size / got["secs"]
-        assert peer.next(t) == {"ready": True}
+        assert peer.next(t, vm) == {"ready": True}
         r = vm.patch("/network-interfaces/eth0", {
             "iface_id": "eth0",
             "tx_rate_limiter": {"bandwidth": {"size": limit, "refill_time": 1000}}})
         assert r.status_code == 204, r.text
+        # tap1 disappears under the running VM: its device reports errors, the VMM stays up
+        sh("ip", "-n", netns.name, "link", "del", "tap1")
+        netns.taps.remove("tap1")
         peer.proc.stdin.write("go\n")
         peer.proc.stdin.flush()
-        limited = peer.next(t)
+        limited = peer.next(t, vm)
         assert limited["slow_len"] == slow, limited
         assert wait_for(vm.log_path, "net-done", vm.proc, t), vm.output()[-3000:]
         assert vm.put("/actions", {"action_type": "FlushMetrics"}).status_code == 204
+        assert vm.get("/").json()["state"] == "Running"
         text = vm.output()
+        assert "eth1-ping=1" in text, text[-4000:]
+        assert "TAP tap1 " in text and "no longer carries frames" in text, text[-4000:]
         assert f"mac={MAC}" in text, text[-4000:]
         eth1 = text.split("eth1=", 1)[1].split()[0]
         assert len(eth1) == 17 and eth1 != MAC, text[-4000:]
@@ -233,5 +244,6 @@ def test_guest_traffic_and_rate_limit_patch(netns, vm_in_ns, guest_assets, tmp_p
                 net[k] = net.get(k, 0) + v
         assert net["rx_bytes_count"] >= size and net["tx_bytes_count"] >= size + slow, net
         assert net["tx_rate_limiter_throttled"] > 0, net
+        assert net["tx_fails"] > 0, net  # eth1's frames after its TAP went away
     finally:
         peer.close()

@@ -4,6 +4,7 @@
  * and their headers, merged rx buffers, back-pressure both ways (what the loop is asked to
  * watch), the rate limiter, PATCH of the buckets, hostile chains and headers; and the pure
  * header checks (virtio/net_frame.c). */
+#define _GNU_SOURCE /* unshare */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,7 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <sched.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -471,6 +477,55 @@ static void state_save_restore(void **state)
     assert_int_equal(cfg[5], 9);
 }
 
+/* A real TAP, in a network namespace of this test process's own: vnet_tap_open's flags and
+ * header size, a missing interface refused (never created), and a TAP that errors (its link
+ * is down: EIO) counted while the device keeps running. */
+static void real_tap(void **state)
+{
+    char err[256];
+    struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI};
+    int hdr = 0;
+    (void)state;
+    assert_int_equal(unshare(CLONE_NEWNET), 0);
+    int fd = vnet_tap_open("embt0", err, sizeof(err));
+    assert_int_equal(fd, -ENODEV);
+    assert_non_null(strstr(err, "no network interface named embt0"));
+    int mk = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    assert_true(mk >= 0);
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "embt0");
+    assert_int_equal(ioctl(mk, TUNSETIFF, &ifr), 0);
+    assert_int_equal(ioctl(mk, TUNSETPERSIST, 1), 0);
+    close(mk);
+    fd = vnet_tap_open("embt0", err, sizeof(err));
+    assert_true(fd >= 0);
+    assert_int_equal(ioctl(fd, TUNGETIFF, &ifr), 0);
+    assert_int_equal(ifr.ifr_flags & (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR),
+                     IFF_TAP | IFF_NO_PI | IFF_VNET_HDR);
+    assert_int_equal(ioctl(fd, TUNGETVNETHDRSZ, &hdr), 0);
+    assert_int_equal(hdr, VNET_HDR_LEN);
+    assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
+    assert_int_equal(vnet_tap_open("embt0", err, sizeof(err)), -EBUSY); /* attached already */
+    close(fd);
+
+    struct vm_net cfg = {.id = "eth0", .host_dev_name = "embt0"};
+    memset(ram, 0, sizeof(ram));
+    memset(&stats, 0, sizeof(stats));
+    mem = (struct guest_mem){.nregions = 1};
+    mem.regions[0] = (struct gm_region){.gpa = 0, .size = RAM, .host = ram};
+    net = vnet_create(&cfg, &stats, err, sizeof(err));
+    assert_non_null(net);
+    assert_int_equal(vmmio_init(&t, &vnet_ops, net, &mem, 0), 0);
+    t.watch = on_watch;
+    peer = open("/dev/null", O_RDONLY); /* for stop() */
+    driver_init(F_ALL & ~(1u << VIRTIO_NET_F_MAC));
+    struct vnet_hdr h = {0};
+    post_tx(&h, 100, 1);
+    vmmio_notify(&t, 1); /* TUNSETOFFLOAD for the acked features first, then the frame */
+    assert_int_equal(take_used(1, NULL), 0);
+    assert_int_equal(stats.net_tx_fails, 1); /* the link is down: EIO */
+    assert_int_equal(rd(0x70), 0xf);         /* the TAP goes with the namespace, at exit */
+}
+
 static void header_checks(void **state)
 {
     uint64_t all = ~0ULL;
@@ -524,6 +579,7 @@ int main(void)
             cmocka_unit_test_teardown(reset_and_not_running, stop),
             cmocka_unit_test(header_checks),
             cmocka_unit_test_teardown(state_save_restore, stop),
+            cmocka_unit_test_teardown(real_tap, stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
