@@ -8,6 +8,8 @@ order, each accept and each transfer bounded by TIMEOUT seconds:
   then prints {"ready": true} and waits for a line on stdin (the test PATCHes meanwhile)
   :5003  sends "go" and closes
   :5004  receives SLOW_SIZE bytes                               -> {"slow_secs": ...}
+  then waits for a line on stdin (the test looks at the running VM)
+  :5005  sends "bye" and closes (the guest may end)
 
 One JSON object per line on stdout."""
 import hashlib
@@ -53,7 +55,7 @@ def receive(c, size, deadline):
 
 def main():
     addr, size, slow, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    ports = {p: listen(addr, p) for p in (5001, 5002, 5003, 5004)}
+    ports = {p: listen(addr, p) for p in (5001, 5002, 5003, 5004, 5005)}
     data = os.urandom(size)
     with accept(ports[5002], timeout) as c:
         c.sendall(data)
@@ -70,6 +72,9 @@ def main():
         t0 = time.monotonic()
         got, _ = receive(c, slow, t0 + timeout)
         out(slow_len=got, slow_secs=time.monotonic() - t0)
+    sys.stdin.readline()
+    with accept(ports[5005], timeout) as c:
+        c.sendall(b"bye\n")
 
 
 if __name__ == "__main__":

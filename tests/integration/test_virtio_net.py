@@ -188,7 +188,8 @@ def test_guest_traffic_and_rate_limit_patch(netns, vm_in_ns, guest_assets, tmp_p
            f"timeout {t} nc {HOST_IP} 5003 </dev/null >/dev/null; "
            "ip link set eth1 up; ip addr add 10.201.0.2/24 dev eth1; "
            "ping -c 2 -W 2 10.201.0.1 >/dev/null; echo eth1-ping=$?; "
-           f"head -c {slow} /mnt/out | timeout {t} nc {HOST_IP} 5004 >/dev/null; echo net-done")
+           f"head -c {slow} /mnt/out | timeout {t} nc {HOST_IP} 5004 >/dev/null; echo net-done; "
+           f"timeout {t} nc {HOST_IP} 5005 </dev/null >/dev/null")
     peer = Peer(netns, size, slow, t)
     try:
         assert vm.put("/boot-source", {"kernel_image_path": str(guest_assets["vmlinux"]),
@@ -222,10 +223,13 @@ def test_guest_traffic_and_rate_limit_patch(netns, vm_in_ns, guest_assets, tmp_p
         assert wait_for(vm.log_path, "net-done", vm.proc, t), vm.output()[-3000:]
         assert vm.put("/actions", {"action_type": "FlushMetrics"}).status_code == 204
         assert vm.get("/").json()["state"] == "Running"
+        peer.proc.stdin.write("bye\n")  # the guest ends, the VM stops
+        peer.proc.stdin.flush()
+        assert vm.wait(t) == 0, vm.output()[-4000:]
         text = vm.output()
         assert "eth1-ping=1" in text, text[-4000:]
         assert "TAP tap1 " in text and "no longer carries frames" in text, text[-4000:]
-        assert f"mac={MAC}" in text, text[-4000:]
+        assert "ember.exit=0" in text and f"mac={MAC}" in text, text[-4000:]
         eth1 = text.split("eth1=", 1)[1].split()[0]
         assert len(eth1) == 17 and eth1 != MAC, text[-4000:]
         assert "ping=ok" in text, text[-4000:]
