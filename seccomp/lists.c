@@ -4,6 +4,7 @@
  * register writes: vcpu). `ember-seccomp print --markdown` puts these into SECURITY.md. */
 #include <asm/ioctls.h>
 #include <linux/futex.h>
+#include <linux/if_tun.h>
 #include <linux/io_uring.h>
 #include <linux/kvm.h>
 #include <signal.h>
@@ -90,9 +91,10 @@ static const struct sc_rule accept_[] = {
 
 /* The VMM thread once the VM runs: the event loop (epoll, eventfds, signalfd, timerfds), the
  * block devices (Sync: preadv/pwritev/fdatasync; Async: io_uring; PATCH /drives swaps the file
- * the opener opened), the API mailbox, metrics and log lines, pausing and kicking vCPUs, the
- * console (stdin, the terminal mode restored at the end) and the clean end (joining threads,
- * freeing the VM, re-raising SIGTERM/SIGINT to die by it as Firecracker). */
+ * the opener opened), the network devices (TAP read/writev, TUNSETOFFLOAD at the first wake-up
+ * after the driver set DRIVER_OK), the API mailbox, metrics and log lines, pausing and kicking
+ * vCPUs, the console (stdin, the terminal mode restored at the end) and the clean end (joining
+ * threads, freeing the VM, re-raising SIGTERM/SIGINT to die by it as Firecracker). */
 static const struct sc_rule vmm[] = {
         COMMON,
         GET_NAME,
@@ -102,6 +104,8 @@ static const struct sc_rule vmm[] = {
         ANY("preadv"),
         ANY("pwritev"),
         ANY("fdatasync"),
+        ANY("writev"),
+        EQ("ioctl", 1, TUNSETOFFLOAD, "TUNSETOFFLOAD"),
         EQ("fcntl", 1, F_GETFL, "F_GETFL"),
         EQ("fcntl", 1, F_SETFL, "F_SETFL"),
         EQ("newfstatat", 3, AT_EMPTY, "AT_EMPTY_PATH"),
