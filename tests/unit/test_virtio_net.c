@@ -432,6 +432,32 @@ static void tx_rate_limited(void **state)
     assert_int_equal(recv(peer, got, sizeof(got), 0), VNET_HDR_LEN + 800);
 }
 
+/* The rx bucket holds a frame read from the TAP in the device (the TAP no longer watched) until
+ * tokens come back; PATCH of the bucket delivers it. */
+static void rx_rate_limited(void **state)
+{
+    struct vm_net cfg = {.id = "eth0", .host_dev_name = "tap0"};
+    (void)state;
+    cfg.rx_ops = (struct vm_bucket){.size = 1, .refill_time_ms = 100000};
+    start_with(&cfg, F_ALL & ~(1u << VIRTIO_NET_F_MAC), 0);
+    post_rx(2048);
+    post_rx(2048);
+    vmmio_notify(&t, 0);
+    host_send(100, 1);
+    host_send(100, 2);
+    vmmio_event(&t, VNET_FD_TAP);
+    assert_int_equal(used_idx(0), 1);
+    assert_int_equal(stats.net_rx_rate_limiter_throttled, 1);
+    assert_int_equal(watched, 0);
+    struct vm_bucket off = {0};
+    struct vnet_update u = {.rx_ops = &off};
+    char err[128];
+    assert_int_equal(vmmio_update(&t, &u, err, sizeof(err)), 0);
+    assert_int_equal(used_idx(0), 2);
+    assert_int_equal(ram[BUF + 0x1000 + VNET_HDR_LEN], 2);
+    assert_int_equal(watched, EPOLLIN);
+}
+
 /* A reset forgets a held frame; a device not running has the loop stop watching the TAP. */
 static void reset_and_not_running(void **state)
 {
@@ -576,6 +602,7 @@ int main(void)
             cmocka_unit_test_teardown(rx_short_chain, stop),
             cmocka_unit_test_teardown(tx_back_pressure, stop),
             cmocka_unit_test_teardown(tx_rate_limited, stop),
+            cmocka_unit_test_teardown(rx_rate_limited, stop),
             cmocka_unit_test_teardown(reset_and_not_running, stop),
             cmocka_unit_test(header_checks),
             cmocka_unit_test_teardown(state_save_restore, stop),
