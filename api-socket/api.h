@@ -203,63 +203,8 @@ enum log_level api_to_vmm_level(enum api_log_level l);
 void api_server_log(enum api_log_level level, const char *file, int line, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 
-/* ---- metrics (metrics.c): Firecracker's key names for what ember has ---------------------- */
-enum metric_id {
-#define METRIC(id, section, name, counter) id,
-#include "metrics.def"
-#undef METRIC
-    M_COUNT
-};
-
-struct api_metrics_counters {
-    _Atomic uint64_t v[M_COUNT]; /* bumped from any thread */
-    uint64_t flushed[M_COUNT];   /* counters: value at the last flush (VMM thread) */
-};
-
-/* metrics_add(m, id, n): adds n to a counter (or sets a store metric with metrics_set). */
-void metrics_add(struct api_metrics_counters *m, enum metric_id id, uint64_t n);
-void metrics_set(struct api_metrics_counters *m, enum metric_id id, uint64_t v);
-/* metrics_count_request(m, req, failed): counts one API request as Firecracker does. */
-void metrics_count_request(struct api_metrics_counters *m, const struct api_request *req,
-                           bool failed);
-struct vm_stats;
-/* metrics_from_vm_stats(m, s): copies the VMM's device and vCPU counters (absolute values) into
- * their metrics, before a flush turns them into deltas. */
-void metrics_from_vm_stats(struct api_metrics_counters *m, const struct vm_stats *s);
-/* metrics_flush(m, fd, id, props): writes one JSON line (counters as deltas since the last
- * flush); id is emitted when non-NULL, props (a JSON object text) when non-empty. Allocates
- * nothing and uses no stdio (a fatal-signal handler calls it). Returns 0 or -errno. */
-int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const char *props);
-
-/* The controller's state: the VM's configuration (the one model, vmm/config.h) as requests
- * and --config-file build it, and the process settings beside it. */
-struct api_ctl {
-    enum api_vm_state state;
-    const char *instance_id;
-    const char *version;
-    struct vm_config cfg;
-    bool boot_set;
-    bool logger_set, metrics_set;
-    struct api_logger logger;
-    struct api_metrics metrics;
-    const struct api_vmm_ops *ops;
-    void *opaque;
-    struct api_metrics_counters *counters; /* may be NULL */
-};
-
-/* ctl_init(c, id, version, ops, opaque): empty configuration, machine defaults. */
-void ctl_init(struct api_ctl *c, const char *id, const char *version, const struct api_vmm_ops *ops,
-              void *opaque);
-/* ctl_free(c): frees the configuration's strings. */
-void ctl_free(struct api_ctl *c);
-/* ctl_handle(c, req, resp): applies one request (phase rules, resources opened and checked
- * now). Always fills resp; Returns 0 or -errno (resp then holds the 400). */
-int ctl_handle(struct api_ctl *c, const struct api_request *req, struct api_response *resp);
-/* ctl_vm_config_json(c): Returns the configuration in --config-file shape (malloc'd). */
-char *ctl_vm_config_json(const struct api_ctl *c);
-/* ctl_config_file(c, text, len, err, errlen): applies a --config-file (kebab-case sections);
- * the caller then sends InstanceStart. Returns 0 or -errno with a reason in err. */
-int ctl_config_file(struct api_ctl *c, const char *text, size_t len, char *err, size_t errlen);
+/* Metrics lines in Firecracker's shape (metrics.c). */
+#include "metrics.h"
 
 /* ---- the firecracker command line (args.c) ----------------------------------------------- */
 #define API_SOCK_DEFAULT        "/run/firecracker.socket"
@@ -296,65 +241,7 @@ int sig_stop_code(bool fc_mode, int sig, int *raise_sig);
  * default action). Returns code if it is still alive. */
 int sig_exit(int raise_sig, int code);
 
-/* ---- the HTTP server (http.c): the API thread ------------------------------------------ */
-struct MHD_Daemon;
-
-/* api_log_fn(level, file, line, fmt, ...): where the server writes its log lines. */
-typedef void (*api_log_fn)(enum api_log_level level, const char *file, int line, const char *fmt,
-                           ...) __attribute__((format(printf, 4, 5)));
-
-#define API_CONN_LIMIT     10 /* open connections, as Firecracker (the 11th gets a 503) */
-#define API_CONN_LIMIT_MAX 1024
-#define API_IDLE_TIMEOUT_S                                            \
-    60 /* a connection with nothing sent or received for this long is \
-          closed, so idle or slowloris clients cannot hold every slot */
-#define API_IDLE_TIMEOUT_MAX_S 86400
-
-struct api_server {
-    struct MHD_Daemon *daemon;
-    int listen_fd;
-    int stop_fd; /* eventfd: the acceptor thread leaves */
-    pthread_t acceptor;
-    bool acceptor_up;
-    atomic_uint conns; /* connections libmicrohttpd has open */
-    int req_fd;        /* eventfd: a request waits in the mailbox (the VMM thread polls it) */
-    char path[108];
-    size_t max_payload;
-    unsigned conn_limit;     /* 0: API_CONN_LIMIT */
-    unsigned idle_timeout_s; /* 0: API_IDLE_TIMEOUT_S */
-    api_log_fn log;          /* may be NULL */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct api_request *pending; /* the one-slot mailbox, guarded by lock */
-    struct api_response resp;
-    bool has_resp, stopping;
-    uint64_t last_latency_us; /* API thread: receive → response queued, last request */
-};
-
-/* api_server_start(s, path, max_payload, err, errlen): binds path (fails if it exists;
- * mode 0600) and starts the API thread, with s->conn_limit and s->idle_timeout_s (0: the
- * defaults) as set by the caller. Returns 0 or -errno with a reason in err. */
-int api_server_start(struct api_server *s, const char *path, size_t max_payload, char *err,
-                     size_t errlen);
-/* api_server_serve(s, c): on the VMM thread when s->req_fd is readable: runs the waiting
- * request through the controller and wakes the API thread. Returns ctl_handle's result. */
-int api_server_serve(struct api_server *s, struct api_ctl *c);
-/* api_server_stop(s): stops the API thread, removes the socket file. */
-void api_server_stop(struct api_server *s);
-
-/* api_acceptor_start(s, err, errlen): starts the thread that accepts on s->listen_fd and hands
- * connections to s->daemon, answering 503 beyond API_CONN_LIMIT (accept.c). Returns 0 or
- * -errno with a reason in err. */
-int api_acceptor_start(struct api_server *s, char *err, size_t errlen);
-/* api_acceptor_stop(s): stops and joins it (safe if it never started). */
-void api_acceptor_stop(struct api_server *s);
-
-/* api_response_json(resp, status, fmt, ...): sets a response whose body is the JSON built
- * by json_pack(fmt, ...). Returns 0 or -ENOMEM. */
-int api_response_json(struct api_response *resp, int status, const char *fmt, ...);
-/* api_response_fault(resp, msg): sets a 400 {"fault_message": msg}. Returns -EINVAL. */
-int api_response_fault(struct api_response *resp, const char *msg);
-/* api_response_free(resp): frees the body. */
-void api_response_free(struct api_response *resp);
+/* The HTTP server and its acceptor thread (http.c, accept.c). */
+#include "http.h"
 
 #endif

@@ -124,43 +124,38 @@ int api_route(const char *method, const char *path, const char *body, size_t len
 
     memset(req, 0, sizeof(*req));
     if (!method || !path)
-        return snprintf(err, errlen, "Invalid request."), -EINVAL;
+        return errf(err, errlen, -EINVAL, "Invalid request.");
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]) && !r; i++)
         if (routes[i].method == m && route_match(&routes[i], path, &id))
             r = &routes[i];
     if (!r) {
         for (const char *const *u = unsupported; *u; u++)
             if (path_under(path, *u))
-                return snprintf(err, errlen,
-                                "The %s API (%.64s) is not supported by this build of ember.",
-                                *u + 1, path),
-                       -EINVAL;
-        return snprintf(err, errlen, "Invalid request method and/or path: %.16s %.128s.", method,
-                        path),
-               -EINVAL;
+                return errf(err, errlen, -EINVAL,
+                            "The %s API (%.64s) is not supported by this build of ember.", *u + 1,
+                            path);
+        return errf(err, errlen, -EINVAL, "Invalid request method and/or path: %.16s %.128s.",
+                    method, path);
     }
     if (id && !api_id_valid(id))
-        return snprintf(err, errlen,
-                        "API Resource IDs can only contain alphanumeric characters and "
-                        "underscores."),
-               -EINVAL;
+        return errf(err, errlen, -EINVAL,
+                    "API Resource IDs can only contain alphanumeric characters and "
+                    "underscores.");
     if (m == API_GET || m == API_DELETE) {
         if (len)
-            return snprintf(err, errlen, "%s request cannot have a body.",
-                            m == API_GET ? "GET" : "DELETE"),
-                   -EINVAL;
+            return errf(err, errlen, -EINVAL, "%s request cannot have a body.",
+                        m == API_GET ? "GET" : "DELETE");
         req->kind = r->kind;
         return 0;
     }
     if (!body || len == 0)
-        return snprintf(err, errlen, "Empty %s request.", m == API_PUT ? "PUT" : "PATCH"), -EINVAL;
+        return errf(err, errlen, -EINVAL, "Empty %s request.", m == API_PUT ? "PUT" : "PATCH");
     json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!obj)
-        return snprintf(err, errlen,
-                        "An error occurred when deserializing the json body of a request: %s "
-                        "at line %d column %d.",
-                        jerr.text, jerr.line, jerr.column),
-               -EINVAL;
+        return errf(err, errlen, -EINVAL,
+                    "An error occurred when deserializing the json body of a request: %s "
+                    "at line %d column %d.",
+                    jerr.text, jerr.line, jerr.column);
     ret = api_parse_body(r->kind, obj, req, err, errlen);
     json_decref(obj);
     if (ret)
@@ -169,8 +164,8 @@ int api_route(const char *method, const char *path, const char *body, size_t len
                                   ? req->u.net.iface_id
                                   : req->u.drive.drive_id;
     if (id && strcmp(id, body_id))
-        return snprintf(err, errlen, "The id from the path does not match the id from the body!"),
-               -EINVAL;
+        return errf(err, errlen, -EINVAL,
+                    "The id from the path does not match the id from the body!");
     return 0;
 }
 
