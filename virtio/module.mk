@@ -21,6 +21,8 @@ $(VQ_CORRUPT): tests/guest/vq_corrupt.c virtio/module.mk
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
 UNIT_DEPS_test_virtio_drive := vmm/drive.c vmm/config.c vmm/log.c
 UNIT_DEPS_test_virtio_irqmod := virtio/irqmod.c
+UNIT_DEPS_test_virtio_blk_req := virtio/blk_req.c virtio/tbucket.c vmm/log.c
+UNIT_LIBS_test_virtio_blk_req := -lpthread
 
 # blkbench: a static guest-side block benchmark (tests/bench, `make bench-blk`).
 BLKBENCH := $(BUILD)/tests/guest/blkbench

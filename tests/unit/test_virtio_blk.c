@@ -1,8 +1,8 @@
 /* virtio-blk (virtio/blk.c) through the mmio transport over fake guest memory and a temporary
  * backing file: request parsing, bounds, read-only, GET_ID, FLUSH, both engines, the block
  * counters, swapping the backing file and the buckets of a running device (PATCH /drives), the
- * io_uring restrictions, the NEEDS_RESET log limit; and the token bucket (virtio/tbucket.c),
- * checked through the waits it asks for, not through time. */
+ * io_uring restrictions, the NEEDS_RESET log limit. Request parsing alone and the token
+ * bucket: test_virtio_blk_req.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -320,41 +320,6 @@ static void short_chains_get_no_status(void **state)
     memcpy(ram + AVAIL + 2, &next_avail, 2);
     vmmio_notify(&t, 0);
     assert_int_equal(rd(0x70), 0x4f);
-}
-
-static void parse_any_layout(void **state)
-{
-    (void)state;
-    static struct vq_chain c;
-    static struct vblk_req r;
-    uint8_t hdr[16] = {1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0};
-    uint8_t body[1040], st = 0xee;
-    memcpy(body, hdr + 5, 11); /* header split 5 + 11, then 1024 bytes of data */
-    c.niov = 3;
-    c.nout = 2;
-    c.iov[0] = (struct iovec){hdr, 5};
-    c.iov[1] = (struct iovec){body, 11 + 1024};
-    c.iov[2] = (struct iovec){&st, 1};
-    c.out_len = 1040;
-    c.in_len = 1;
-    assert_int_equal(vblk_parse(&c, &r), 0);
-    assert_int_equal(r.type, VIRTIO_BLK_T_OUT);
-    assert_int_equal(r.sector, 9);
-    assert_int_equal(r.len, 1024);
-    assert_int_equal(r.niov, 1);
-    assert_ptr_equal(r.iov[0].iov_base, body + 11);
-    assert_ptr_equal(r.status, &st);
-    assert_int_equal(vblk_check(&r, 10, false), VIRTIO_BLK_S_IOERR); /* 9 + 2 > 10 */
-    assert_int_equal(vblk_check(&r, 11, false), VIRTIO_BLK_S_OK);
-    assert_int_equal(vblk_check(&r, 11, true), VIRTIO_BLK_S_IOERR);
-    c.out_len = 15;
-    assert_int_equal(vblk_parse(&c, &r), -EINVAL);
-    /* No device-writable byte: no status pointer, even after a request that had one. */
-    c.out_len = 1040;
-    c.niov = c.nout = 2;
-    c.in_len = 0;
-    assert_int_equal(vblk_parse(&c, &r), -EINVAL);
-    assert_null(r.status);
 }
 
 static uint64_t capacity(void)
@@ -813,28 +778,6 @@ static void fail_log_limit(void **state)
     assert_true(t.fail_log.used);
 }
 
-static void token_bucket(void **state)
-{
-    (void)state;
-    struct tbucket b;
-    struct vm_bucket cfg = {.size = 1000, .refill_time_ms = 1000, .one_time_burst = 500};
-    tb_init(&b, NULL);
-    assert_int_equal(tb_consume(&b, 1ULL << 40), 0); /* disabled */
-    tb_init(&b, &cfg);
-    assert_int_equal(tb_consume(&b, 500), 0);  /* the burst */
-    assert_int_equal(tb_consume(&b, 1000), 0); /* the bucket */
-    uint64_t wait = tb_consume(&b, 500);
-    /* 500 tokens at 1000 per second: about half a second (less what already refilled). */
-    assert_true(wait > 400000000ULL && wait <= 500000000ULL);
-    tb_refund(&b, 1000);
-    assert_int_equal(tb_consume(&b, 500), 0);
-    /* A request larger than the bucket goes through a full bucket and leaves a debt. */
-    tb_init(&b, &(struct vm_bucket){.size = 100, .refill_time_ms = 100});
-    assert_int_equal(tb_consume(&b, 1000), 0);
-    wait = tb_consume(&b, 1);
-    assert_true(wait > 800000000ULL && wait <= 910000000ULL);
-}
-
 int main(void)
 {
     static bool sync_engine = false, async_engine = true, no_reset = false, with_reset = true;
@@ -858,8 +801,6 @@ int main(void)
             cmocka_unit_test(uring_restricted),
             cmocka_unit_test_teardown(fail_log_limit, stop),
             cmocka_unit_test_teardown(interrupt_moderation, stop),
-            cmocka_unit_test(parse_any_layout),
-            cmocka_unit_test(token_bucket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
