@@ -7,7 +7,10 @@
  *   'i' the same as 'h' but hang instead of resetting (for signal/timeout tests)
  *   'e' the same as 'h', then echo COM1 input back (polling) until it reads 'q', then reset
  *   'x' the same as 'h' with 200000 port writes to 0x80 (nobody's: 200000 plain vCPU exits)
- *       before the reset, for measuring the cost of an exit (tests/bench/seccomp-cost) */
+ *       before the reset, for measuring the cost of an exit (tests/bench/seccomp-cost)
+ *   'c' the same as 'h', then a heartbeat forever: "tick N" on COM1 about every 2^27 TSC
+ *       cycles, N a counter kept in guest RAM at HB_COUNTER (snapshot tests: a restored guest
+ *       goes on counting from where it was, without printing hello again) */
     .code64
     .section .text
     .globl _start
@@ -39,6 +42,8 @@ _start:
     je      idle
     cmp     $'x', %r12d
     je      exits
+    cmp     $'c', %r12d
+    je      heartbeat
     cmp     $'e', %r12d
     jne     reset
 echo:
@@ -64,6 +69,54 @@ idle:
     pause
     jmp     idle
 
+/* The heartbeat: r13 the TSC deadline of the next tick; the digits are built backwards in a
+ * buffer in RAM (no stack is set up). */
+    .set    HB_COUNTER, 0x500000
+    .set    HB_DIGITS_END, 0x500040
+heartbeat:
+    rdtsc
+    shl     $32, %rdx
+    or      %rdx, %rax
+    mov     %rax, %r13
+hb_wait:
+    pause
+    rdtsc
+    shl     $32, %rdx
+    or      %rdx, %rax
+    cmp     %r13, %rax
+    jb      hb_wait
+    add     $(1 << 27), %rax        /* the next tick: a period from now (no catching up) */
+    mov     %rax, %r13
+    incq    HB_COUNTER
+    mov     HB_COUNTER, %rax
+    mov     $HB_DIGITS_END, %rdi
+    mov     $10, %rcx
+5:  xor     %edx, %edx
+    div     %rcx
+    add     $'0', %dl
+    dec     %rdi
+    mov     %dl, (%rdi)
+    test    %rax, %rax
+    jnz     5b
+    mov     $0x3f8, %dx
+    lea     tick(%rip), %rsi
+6:  lodsb
+    test    %al, %al
+    jz      7f
+    out     %al, %dx
+    jmp     6b
+7:  cmp     $HB_DIGITS_END, %rdi
+    je      8f
+    mov     (%rdi), %al
+    out     %al, %dx
+    inc     %rdi
+    jmp     7b
+8:  mov     $'\r', %al
+    out     %al, %dx
+    mov     $'\n', %al
+    out     %al, %dx
+    jmp     hb_wait
+
 triple:
     lidt    empty_idt(%rip)
     ud2
@@ -71,6 +124,8 @@ triple:
     .section .rodata
 msg:
     .asciz  "ember-probe: hello\r\n"
+tick:
+    .asciz  "tick "
     .balign 8
 empty_idt:
     .word   0
