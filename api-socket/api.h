@@ -41,6 +41,8 @@ enum api_kind {
     API_REQ_LOGGER,        /* PUT /logger */
     API_REQ_METRICS,       /* PUT /metrics */
     API_REQ_SERIAL,        /* PUT /serial */
+    API_REQ_SNAP_CREATE,   /* PUT /snapshot/create */
+    API_REQ_SNAP_LOAD,     /* PUT /snapshot/load */
     API_REQ_KIND_COUNT
 };
 
@@ -118,6 +120,27 @@ struct api_serial {
     char serial_out_path[PATH_MAX];
 };
 
+struct api_snap_create {
+    char snapshot_path[PATH_MAX], mem_file_path[PATH_MAX];
+    bool diff; /* "snapshot_type": "Diff" */
+};
+
+struct api_net_override {
+    char iface_id[CFG_ID_MAX + 1];
+    char host_dev_name[VM_IFNAME_MAX + 1];
+};
+
+struct api_snap_load {
+    char snapshot_path[PATH_MAX];
+    char mem_path[PATH_MAX]; /* mem_backend.backend_path, or the older mem_file_path */
+    bool uffd;               /* mem_backend.backend_type "Uffd" */
+    bool track_dirty_pages, resume_vm, clock_realtime;
+    unsigned noverrides;
+    struct api_net_override overrides[VM_NETS_MAX];
+    bool has_vsock_override;
+    char vsock_uds_path[PATH_MAX];
+};
+
 /* One request, parsed and validated; the union member is chosen by kind. */
 struct api_request {
     enum api_kind kind;
@@ -131,6 +154,8 @@ struct api_request {
         struct api_logger logger;
         struct api_metrics metrics;
         struct api_serial serial;
+        struct api_snap_create snap_create;
+        struct api_snap_load snap_load;
     } u;
 };
 
@@ -168,6 +193,8 @@ int body_vm_state(const void *obj, bool *pause, char *err, size_t errlen);
 int body_logger(const void *obj, struct api_logger *l, char *err, size_t errlen);
 int body_metrics(const void *obj, struct api_metrics *m, char *err, size_t errlen);
 int body_serial(const void *obj, struct api_serial *s, char *err, size_t errlen);
+int body_snap_create(const void *obj, struct api_snap_create *c, char *err, size_t errlen);
+int body_snap_load(const void *obj, struct api_snap_load *l, char *err, size_t errlen);
 
 /* ---- the controller (ctl.c): requests applied to the configuration, phase rules ---------- */
 enum api_vm_state { API_VM_NOT_STARTED, API_VM_RUNNING, API_VM_PAUSED };
@@ -193,6 +220,13 @@ struct api_vmm_ops {
     int (*update_net)(void *opaque, const struct vm_net *net, const struct vm_bucket *rx_bw,
                       const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
                       const struct vm_bucket *tx_ops, char *err, size_t errlen);
+    /* PUT /snapshot/create on the paused VM */
+    int (*snapshot_create)(void *opaque, const struct api_snap_create *c, char *err, size_t errlen);
+    /* PUT /snapshot/load in a fresh process: cfg (the controller's, nothing but logger/
+     * metrics/serial set) becomes the snapshot's configuration; on failure the caller resets
+     * it */
+    int (*snapshot_load)(void *opaque, struct vm_config *cfg, const struct api_snap_load *l,
+                         char *err, size_t errlen);
 };
 
 /* The VMM operations behind the controller (vmm_ops.c; opaque: the struct app of vmm/app.h). */

@@ -437,3 +437,113 @@ int body_serial(const void *o, struct api_serial *s, char *err, size_t errlen)
     return get_str(o, "serial_out_path", false, s->serial_out_path, sizeof(s->serial_out_path),
                    &s->has_path, err, errlen);
 }
+
+int body_snap_create(const void *o, struct api_snap_create *c, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"snapshot_type", "snapshot_path", "mem_file_path", "version",
+                                       NULL};
+    static const char *const types[] = {"Full", "Diff"};
+    unsigned type = 0;
+    int ret;
+
+    memset(c, 0, sizeof(*c));
+    if ((ret = check_keys(o, keys, err, errlen)) ||
+        (ret = get_enum(o, "snapshot_type", false, types, 2, &type, NULL, err, errlen)) ||
+        (ret = get_str(o, "snapshot_path", true, c->snapshot_path, sizeof(c->snapshot_path), NULL,
+                       err, errlen)) ||
+        (ret = get_str(o, "mem_file_path", true, c->mem_file_path, sizeof(c->mem_file_path), NULL,
+                       err, errlen)))
+        return ret;
+    if (member(o, "version")) /* Firecracker 1.x dropped it: say so rather than ignore it */
+        return fault(err, errlen, "unknown field `version`: snapshots have no target version.");
+    c->diff = type == 1;
+    return 0;
+}
+
+static int net_overrides(const json_t *o, struct api_snap_load *l, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"iface_id", "host_dev_name", NULL};
+    json_t *arr = member(o, "network_overrides"), *item;
+    size_t i;
+    int ret;
+
+    if (!arr)
+        return 0;
+    if (!json_is_array(arr))
+        return fault(err, errlen, "invalid type for `network_overrides`: expected an array.");
+    if (json_array_size(arr) > VM_NETS_MAX)
+        return fault(err, errlen, "`network_overrides` has more than %d entries.", VM_NETS_MAX);
+    json_array_foreach(arr, i, item)
+    {
+        struct api_net_override *n = &l->overrides[i];
+        if ((ret = check_keys(item, keys, err, errlen)) ||
+            (ret = get_str(item, "iface_id", true, n->iface_id, sizeof(n->iface_id), NULL, err,
+                           errlen)) ||
+            (ret = get_str(item, "host_dev_name", true, n->host_dev_name, sizeof(n->host_dev_name),
+                           NULL, err, errlen)))
+            return ret;
+    }
+    l->noverrides = (unsigned)json_array_size(arr);
+    return 0;
+}
+
+int body_snap_load(const void *o, struct api_snap_load *l, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"snapshot_path",
+                                       "mem_file_path",
+                                       "mem_backend",
+                                       "enable_diff_snapshots",
+                                       "track_dirty_pages",
+                                       "resume_vm",
+                                       "network_overrides",
+                                       "vsock_override",
+                                       "clock_realtime",
+                                       "huge_pages",
+                                       NULL};
+    static const char *const backend_keys[] = {"backend_type", "backend_path", NULL};
+    static const char *const backends[] = {"File", "Uffd"};
+    static const char *const huge[] = {"Snapshot", "None", "Transparent", "2M"};
+    static const char *const vsock_keys[] = {"uds_path", NULL};
+    bool has_file, diff = false, dirty = false;
+    unsigned backend = 0, pages = 0;
+    int ret;
+
+    memset(l, 0, sizeof(*l));
+    if ((ret = check_keys(o, keys, err, errlen)) ||
+        (ret = get_str(o, "snapshot_path", true, l->snapshot_path, sizeof(l->snapshot_path), NULL,
+                       err, errlen)) ||
+        (ret = get_str(o, "mem_file_path", false, l->mem_path, sizeof(l->mem_path), &has_file, err,
+                       errlen)) ||
+        (ret = get_bool(o, "enable_diff_snapshots", false, &diff, NULL, err, errlen)) ||
+        (ret = get_bool(o, "track_dirty_pages", false, &dirty, NULL, err, errlen)) ||
+        (ret = get_bool(o, "resume_vm", false, &l->resume_vm, NULL, err, errlen)) ||
+        (ret = get_bool(o, "clock_realtime", false, &l->clock_realtime, NULL, err, errlen)) ||
+        (ret = get_enum(o, "huge_pages", false, huge, 4, &pages, NULL, err, errlen)) ||
+        (ret = net_overrides(o, l, err, errlen)))
+        return ret;
+    json_t *mb = member(o, "mem_backend");
+    if (mb && has_file)
+        return fault(err, errlen,
+                     "too many fields: `mem_backend` and `mem_file_path` (the "
+                     "latter is deprecated) cannot both be given.");
+    if (!mb && !has_file)
+        return fault(err, errlen, "missing field: either `mem_backend` or `mem_file_path`.");
+    if (mb &&
+        ((ret = check_keys(mb, backend_keys, err, errlen)) ||
+         (ret = get_enum(mb, "backend_type", true, backends, 2, &backend, NULL, err, errlen)) ||
+         (ret = get_str(mb, "backend_path", true, l->mem_path, sizeof(l->mem_path), NULL, err,
+                        errlen))))
+        return ret;
+    json_t *vo = member(o, "vsock_override");
+    if (vo && ((ret = check_keys(vo, vsock_keys, err, errlen)) ||
+               (ret = get_str(vo, "uds_path", true, l->vsock_uds_path, sizeof(l->vsock_uds_path),
+                              NULL, err, errlen))))
+        return ret;
+    l->has_vsock_override = vo != NULL;
+    l->uffd = backend == 1;
+    l->track_dirty_pages = dirty || diff;
+    if (pages >= 2)
+        return fault(err, errlen, "`huge_pages` `%s` is not supported by this build of ember.",
+                     huge[pages]);
+    return 0;
+}

@@ -72,6 +72,7 @@ static int set_machine(struct api_ctl *c, const struct api_machine *in, char *er
     cfg->vcpus = vcpus;
     cfg->mem_mib = mem;
     cfg->smt = smt;
+    c->boot_path = true;
     if (in->has_dirty)
         cfg->track_dirty_pages = in->track_dirty_pages;
     if (in->has_huge)
@@ -101,7 +102,7 @@ static int set_boot_source(struct api_ctl *c, const struct api_boot_source *b, c
         snprintf(cfg->cmdline, sizeof(cfg->cmdline), "%s", DEFAULT_CMDLINE);
         cfg->cmdline_set = false;
     }
-    c->boot_set = true;
+    c->boot_set = c->boot_path = true;
     return 0;
 }
 
@@ -131,6 +132,7 @@ static int set_drive(struct api_ctl *c, const struct api_drive *in, char *err, s
     if (!ret)
         ret = cfg_put_drive(&c->cfg, &d, err, errlen);
     cfg_drive_free(&d);
+    c->boot_path |= ret == 0;
     return ret;
 }
 
@@ -190,7 +192,10 @@ static int set_net(struct api_ctl *c, const struct api_net *in, char *err, size_
     free(probe); /* a shallow copy: its strings are c->cfg's */
     if (!ret && c->ops->check_net)
         ret = c->ops->check_net(c->opaque, &n, err, errlen);
-    return ret ? ret : cfg_put_net(&c->cfg, &n, err, errlen);
+    if (!ret)
+        ret = cfg_put_net(&c->cfg, &n, err, errlen);
+    c->boot_path |= ret == 0;
+    return ret;
 }
 
 /* PATCH /network-interfaces/{id} after boot: the device takes the new buckets, then the
@@ -218,6 +223,67 @@ static int patch_net(struct api_ctl *c, const struct api_net *in, char *err, siz
         cur->tx_bw = tx_bw;
     if (tx->ops.set)
         cur->tx_ops = tx_ops;
+    return 0;
+}
+
+static int snapshot_create(struct api_ctl *c, const struct api_snap_create *r, char *err,
+                           size_t errlen)
+{
+    if (c->state == API_VM_NOT_STARTED)
+        return errf(err, errlen, -EINVAL, NOT_BEFORE);
+    if (c->state != API_VM_PAUSED)
+        return errf(err, errlen, -EINVAL,
+                    "Cannot create a snapshot of a running microVM: pause it first (PATCH /vm "
+                    "{\"state\": \"Paused\"}).");
+    if (r->diff)
+        return errf(err, errlen, -EINVAL,
+                    "Diff snapshots are not supported by this build of ember yet; create a Full "
+                    "one.");
+    uint64_t t0 = clock_ns();
+    int ret = c->ops->snapshot_create(c->opaque, r, err, errlen);
+    if (!ret)
+        metrics_set(c->counters, M_LAT_CREATE_FULL, (clock_ns() - t0) / 1000);
+    return ret;
+}
+
+/* The configuration back to what it was before a failed load: only logger, metrics and the
+ * serial output may have been set (anything else refuses the load). */
+static void unload(struct vm_config *cfg)
+{
+    char *console = cfg->console_path;
+    cfg->console_path = NULL;
+    cfg_free(cfg);
+    cfg_defaults(cfg);
+    cfg->console_path = console;
+}
+
+static int snapshot_load(struct api_ctl *c, const struct api_snap_load *r, char *err, size_t errlen)
+{
+    if (c->state != API_VM_NOT_STARTED)
+        return errf(err, errlen, -EINVAL, NOT_AFTER);
+    if (c->boot_path)
+        return errf(err, errlen, -EINVAL,
+                    "Loading a microVM snapshot not allowed after configuring boot-specific "
+                    "resources.");
+    if (r->uffd)
+        return errf(err, errlen, -EINVAL,
+                    "The Uffd memory backend is not supported by this build of ember yet; use "
+                    "\"backend_type\": \"File\".");
+    if (r->has_vsock_override)
+        return errf(err, errlen, -EINVAL,
+                    "vsock_override: this build of ember has no vsock device.");
+    if (r->clock_realtime)
+        return errf(err, errlen, -EINVAL,
+                    "clock_realtime is not supported by this build of ember yet.");
+    uint64_t t0 = clock_ns();
+    int ret = c->ops->snapshot_load(c->opaque, &c->cfg, r, err, errlen);
+    if (ret) {
+        unload(&c->cfg);
+        return ret;
+    }
+    metrics_set(c->counters, M_LAT_LOAD, (clock_ns() - t0) / 1000);
+    c->state = r->resume_vm ? API_VM_RUNNING : API_VM_PAUSED;
+    c->boot_set = c->boot_path = true;
     return 0;
 }
 
@@ -329,6 +395,12 @@ static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_r
         ret = c->ops->metrics(c->opaque, &r->u.metrics, err, errlen);
         if (!ret)
             c->metrics = r->u.metrics, c->metrics_set = true;
+        break;
+    case API_REQ_SNAP_CREATE:
+        ret = snapshot_create(c, &r->u.snap_create, err, errlen);
+        break;
+    case API_REQ_SNAP_LOAD:
+        ret = snapshot_load(c, &r->u.snap_load, err, errlen);
         break;
     case API_REQ_SERIAL:
         if (!pre)

@@ -15,9 +15,10 @@
 /*
  * One write(2) per line, and a non-blocking FIFO takes a write whole or not at all (EAGAIN) only
  * up to PIPE_BUF bytes: a longer line could go out in part, and a reader would get a torn line.
- * So no line is longer than PIPE_BUF. The widest one fits: every metric at 20 digits is ~2.5 KiB,
- * plus a 64-character id and properties (< 1 KiB) ~3.6 KiB; a line that would not fit is refused
- * whole (logger.metrics_fails), never cut.
+ * So no line is longer than PIPE_BUF. The widest one fits: every metric at 20 digits is ~3.2 KiB
+ * with a 64-character id, and PUT /metrics refuses properties longer than what is left
+ * (metrics_props_max); a line that would not fit is refused whole (logger.metrics_fails), never
+ * cut.
  */
 #define LINE_MAX_BYTES 4096
 _Static_assert(LINE_MAX_BYTES <= PIPE_BUF, "a metrics line must be one atomic FIFO write");
@@ -157,6 +158,22 @@ static void put_u64(struct line *l, uint64_t v)
         digits[sizeof(digits) - ++n] = (char)('0' + v % 10);
     while ((v /= 10) != 0);
     put(l, digits + sizeof(digits) - n, n);
+}
+
+size_t metrics_props_max(void)
+{
+    /* the widest line without properties: every metric at 20 digits, a 64-character id */
+    size_t n = strlen("{\"utc_timestamp_ms\":") + 20 + strlen(",\"id\":\"\"") + 64 + 3;
+    const char *section = NULL;
+    for (unsigned i = 0; i < M_COUNT; i++) {
+        if (!section || strcmp(section, metrics[i].section) != 0) {
+            n += strlen(metrics[i].section) + 6; /* },"section":{ */
+            section = metrics[i].section;
+        }
+        n += strlen(metrics[i].name) + 3 + 20 + 1; /* "name":value, */
+    }
+    n += strlen(",\"properties\":");
+    return n < LINE_MAX_BYTES ? LINE_MAX_BYTES - n : 0;
 }
 
 int metrics_flush(struct api_metrics_counters *m, int fd, const char *id, const char *props)

@@ -25,6 +25,9 @@ struct vm_stats;
 /* metrics_from_vm_stats(m, s): copies the VMM's device and vCPU counters (absolute values) into
  * their metrics, before a flush turns them into deltas. */
 void metrics_from_vm_stats(struct api_metrics_counters *m, const struct vm_stats *s);
+/* metrics_props_max(): Returns the longest properties text (compact JSON) a metrics line has
+ * room for when every metric is at its widest: PUT /metrics refuses longer ones. */
+size_t metrics_props_max(void);
 /* metrics_flush(m, fd, id, props): writes one JSON line (counters as deltas since the last
  * flush); id is emitted when non-NULL, props (a JSON object text) when non-empty. Allocates
  * nothing and uses no stdio (a fatal-signal handler calls it). Returns 0 or -errno. */
@@ -38,6 +41,7 @@ struct api_ctl {
     const char *version;
     struct vm_config cfg;
     bool boot_set;
+    bool boot_path; /* a boot resource was configured: snapshot/load is refused (Firecracker) */
     bool logger_set, metrics_set;
     struct api_logger logger;
     struct api_metrics metrics;

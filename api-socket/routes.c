@@ -54,12 +54,13 @@ static const struct route routes[] = {
         {"/logger", API_PUT, API_REQ_LOGGER},
         {"/metrics", API_PUT, API_REQ_METRICS},
         {"/serial", API_PUT, API_REQ_SERIAL},
+        {"/snapshot/create", API_PUT, API_REQ_SNAP_CREATE},
+        {"/snapshot/load", API_PUT, API_REQ_SNAP_LOAD},
 };
 
 /* Firecracker endpoints whose device or feature this build does not have yet. */
 static const char *const unsupported[] = {
-        "/vsock", "/snapshot",   "/mmds",    "/balloon", "/entropy",
-        "/pmem",  "/cpu-config", "/hotplug", NULL,
+        "/vsock", "/mmds", "/balloon", "/entropy", "/pmem", "/cpu-config", "/hotplug", NULL,
 };
 
 static bool path_under(const char *path, const char *base)
@@ -108,6 +109,10 @@ int api_parse_body(enum api_kind kind, const void *obj, struct api_request *req,
         return body_metrics(obj, &req->u.metrics, err, errlen);
     case API_REQ_SERIAL:
         return body_serial(obj, &req->u.serial, err, errlen);
+    case API_REQ_SNAP_CREATE:
+        return body_snap_create(obj, &req->u.snap_create, err, errlen);
+    case API_REQ_SNAP_LOAD:
+        return body_snap_load(obj, &req->u.snap_load, err, errlen);
     default:
         return 0;
     }

@@ -1,10 +1,12 @@
 /* The bridge from the API controller to the VMM: each request the controller accepts becomes
  * one VMM operation (vmm/app.c). The opaque pointer is the struct app. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
 #include "../virtio/virtio.h"
 #include "../vmm/app.h"
+#include "../vmm/snapshot.h"
 #include "api.h"
 
 enum log_level api_to_vmm_level(enum api_log_level l)
@@ -91,6 +93,47 @@ static int op_update_net(void *opaque, const struct vm_net *net, const struct vm
     return app_update_net(opaque, net, rx_bw, rx_ops, tx_bw, tx_ops, err, errlen);
 }
 
+static int op_snapshot_create(void *opaque, const struct api_snap_create *c, char *err,
+                              size_t errlen)
+{
+    return app_snapshot_create(opaque, c->snapshot_path, c->mem_file_path, err, errlen);
+}
+
+/* network_overrides: each names an interface of the snapshot and gets a new TAP, checked as a
+ * PUT /network-interfaces would check it. */
+static int net_overrides(struct vm_config *cfg, const struct api_snap_load *l, char *err,
+                         size_t errlen)
+{
+    for (unsigned i = 0; i < l->noverrides; i++) {
+        const struct api_net_override *o = &l->overrides[i];
+        struct vm_net *cur = cfg_net(cfg, o->iface_id);
+        if (!cur)
+            return errf(err, errlen, -EINVAL,
+                        "network_overrides: the snapshot has no network interface `%s`.",
+                        o->iface_id);
+        struct vm_net n = *cur;
+        snprintf(n.host_dev_name, sizeof(n.host_dev_name), "%s", o->host_dev_name);
+        int ret = cfg_put_net(cfg, &n, err, errlen);
+        if (ret)
+            return ret;
+    }
+    return 0;
+}
+
+static int op_snapshot_load(void *opaque, struct vm_config *cfg, const struct api_snap_load *l,
+                            char *err, size_t errlen)
+{
+    struct vm_snapshot *s = vm_snapshot_open(l->snapshot_path, cfg, err, errlen);
+    if (!s)
+        return -EINVAL;
+    cfg->track_dirty_pages = l->track_dirty_pages;
+    int ret = net_overrides(cfg, l, err, errlen);
+    if (!ret)
+        ret = app_snapshot_load(opaque, cfg, s, l->mem_path, l->resume_vm, err, errlen);
+    vm_snapshot_close(s); /* everything in it was applied */
+    return ret;
+}
+
 const struct api_vmm_ops api_app_ops = {
         .start = op_start,
         .pause = op_pause,
@@ -101,4 +144,6 @@ const struct api_vmm_ops api_app_ops = {
         .update_drive = op_update_drive,
         .check_net = op_check_net,
         .update_net = op_update_net,
+        .snapshot_create = op_snapshot_create,
+        .snapshot_load = op_snapshot_load,
 };

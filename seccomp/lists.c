@@ -89,6 +89,8 @@ static const struct sc_rule accept_[] = {
         ANY("close"),
 };
 
+#define SNAP_GET(req) EQ("ioctl", 1, req, #req)
+
 /* The VMM thread once the VM runs: the event loop (epoll, eventfds, signalfd, timerfds), the
  * block devices (Sync: preadv/pwritev/fdatasync; Async: io_uring; PATCH /drives swaps the file
  * the opener opened), the network devices (TAP read/writev, TUNSETOFFLOAD at the first wake-up
@@ -125,6 +127,31 @@ static const struct sc_rule vmm[] = {
         EQ("rt_sigaction", 0, SIGINT, "SIGINT"),
         EQ("rt_sigaction", 0, SIGABRT, "SIGABRT"),
         ANY("rt_sigreturn"),
+        /* PUT /snapshot/create on the paused VM: the vCPUs' and the VM's state (the KVM GETs),
+         * the memory file (its untouched pages found with mincore; sysinfo says if swap makes
+         * that unreliable), the files created by the opener; KVMCLOCK_CTRL before a resume. */
+        SNAP_GET(KVM_GET_MP_STATE),
+        SNAP_GET(KVM_GET_SREGS),
+        SNAP_GET(KVM_GET_XSAVE),
+        SNAP_GET(KVM_GET_XSAVE2),
+        SNAP_GET(KVM_GET_XCRS),
+        SNAP_GET(KVM_GET_DEBUGREGS),
+        SNAP_GET(KVM_GET_LAPIC),
+        SNAP_GET(KVM_GET_TSC_KHZ),
+        SNAP_GET(KVM_GET_CPUID2),
+        SNAP_GET(KVM_GET_MSRS),
+        SNAP_GET(KVM_GET_VCPU_EVENTS),
+        SNAP_GET(KVM_GET_PIT2),
+        SNAP_GET(KVM_GET_CLOCK),
+        SNAP_GET(KVM_GET_IRQCHIP),
+        SNAP_GET(KVM_GET_MSR_INDEX_LIST),
+        SNAP_GET(KVM_CHECK_EXTENSION),
+        SNAP_GET(KVM_KVMCLOCK_CTRL),
+        SNAP_GET(KVM_GET_REGS),
+        ANY("pwrite64"),
+        ANY("ftruncate"),
+        ANY("mincore"),
+        ANY("sysinfo"),
 };
 
 /* A vCPU: KVM_RUN (KVM_GET_REGS only for the RIP of a diagnostic), the register files' side
@@ -144,13 +171,18 @@ static const struct sc_rule vcpu[] = {
         EQ("rt_sigaction", 0, SIGABRT, "SIGABRT"),
 };
 
-/* The opener: open read-only or read-write without O_CREAT/O_TRUNC/O_PATH/O_TMPFILE, look at
- * what it opened, close what it refuses, unlink the API socket at the end; the clock and write
- * for sc_enter's timing and the SIGSYS line. */
+/* The opener: open read-only or read-write without O_CREAT/O_TRUNC/O_PATH/O_TMPFILE, or create
+ * a snapshot's output file (O_CREAT|O_TRUNC|O_NOFOLLOW, write-only), look at what it opened, close
+ * what it refuses, unlink the API socket at the end; the clock and write for sc_enter's timing and
+ * the SIGSYS line. */
 static const struct sc_rule opener[] = {
         {.syscall = "openat",
          .ncmp = 1,
          .cmp = {{2, SC_MASKED_EQ, ~(uint64_t)FLAGS_OPEN, 0, "no O_CREAT/O_TRUNC/O_PATH"}}},
+        {.syscall = "openat",
+         .ncmp = 1,
+         .cmp = {{2, SC_MASKED_EQ, ~(uint64_t)(SC_CREATE_FLAGS | 0100000), 0,
+                  "a snapshot's output file: O_CREAT|O_TRUNC|O_NOFOLLOW, no O_PATH"}}},
         EQ("newfstatat", 3, AT_EMPTY, "AT_EMPTY_PATH"),
         ANY("close"),
         ANY("unlink"),

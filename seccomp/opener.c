@@ -1,6 +1,7 @@
 /* The opener: the one thread that may open a path once the filters are in. PATCH /drives swaps
  * a drive's file on a running VM; the VMM thread (filtered, no openat) asks this thread, which
- * opens the path read-only or read-write (its filter refuses O_CREAT, O_TRUNC, O_PATH, ...),
+ * opens the path read-only or read-write (its filter refuses O_PATH, O_TMPFILE, ...; it creates
+ * or truncates only a snapshot's output files, never through a symlink),
  * keeps it only if it is a regular file, a block device or a directory (no device node, FIFO
  * or socket: /dev/kvm or /dev/userfaultfd cannot be had again), and hands the fd back: threads
  * share one fd table. It also removes the API socket at the end. Started by sc_setup, before
@@ -18,7 +19,7 @@
 
 #define OPEN_FLAGS (O_ACCMODE | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
 
-enum op { OP_NONE, OP_OPEN, OP_UNLINK };
+enum op { OP_NONE, OP_OPEN, OP_CREATE, OP_UNLINK };
 
 static struct {
     pthread_mutex_t lock; /* guards the slot below */
@@ -41,6 +42,16 @@ static int serve(enum op op, const char *path, int flags)
 
     if (op == OP_UNLINK)
         return unlink(path) ? -errno : 0;
+    if (op == OP_CREATE) { /* a snapshot's output file: a regular file, never via a symlink */
+        int fd = open(path, SC_CREATE_FLAGS, 0600);
+        if (fd < 0)
+            return -errno;
+        if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+            close(fd);
+            return -EINVAL;
+        }
+        return fd;
+    }
     if ((flags & ~OPEN_FLAGS) || (flags & O_ACCMODE) == O_WRONLY)
         return -EINVAL; /* the filter would trap it: refuse before the syscall */
     int fd = open(path, flags | O_NOCTTY);
@@ -114,6 +125,11 @@ static int request(enum op op, const char *path, int flags)
 int sc_opener_open(const char *path, int flags)
 {
     return request(OP_OPEN, path, flags);
+}
+
+int sc_opener_create(const char *path)
+{
+    return request(OP_CREATE, path, 0);
 }
 
 int sc_opener_unlink(const char *path)

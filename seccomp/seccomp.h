@@ -109,6 +109,11 @@ int sc_opener_start(char *err, size_t errlen);
 int sc_opener_open(const char *path, int flags) __attribute__((weak));
 /* sc_opener_unlink(path): unlink(path) on the opener thread. Returns 0 or -1 with errno. */
 int sc_opener_unlink(const char *path) __attribute__((weak));
+/* The flags of an output file (a snapshot's): created or truncated, write-only, no symlink. */
+#define SC_CREATE_FLAGS (O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW)
+/* sc_opener_create(path): open(path, SC_CREATE_FLAGS, 0600) on the opener thread, kept only if
+ * it is a regular file. Returns the fd or -1 with errno set. */
+int sc_opener_create(const char *path) __attribute__((weak));
 /* sc_thread_filtered(): Returns true if the calling thread runs under a filter. */
 bool sc_thread_filtered(void) __attribute__((weak));
 
@@ -119,6 +124,15 @@ static inline int sc_open(const char *path, int flags)
     if (sc_thread_filtered && sc_thread_filtered())
         return sc_opener_open(path, flags);
     return open(path, flags);
+}
+
+/* sc_create(path): an output file (SC_CREATE_FLAGS, mode 0600), through the opener when the
+ * calling thread is filtered. Returns the fd, or -1 with errno set. */
+static inline int sc_create(const char *path)
+{
+    if (sc_thread_filtered && sc_thread_filtered())
+        return sc_opener_create(path);
+    return open(path, SC_CREATE_FLAGS, 0600);
 }
 
 /* sc_unlink(path): unlink(path), through the opener when the calling thread is filtered.

@@ -167,6 +167,20 @@ int virtio_update(struct virtio_devs *v, uint32_t device_id, const char *id, con
     return -ENOENT;
 }
 
+unsigned virtio_count(const struct virtio_devs *v)
+{
+    return v ? v->n : 0;
+}
+
+struct vmmio_dev *virtio_transport(struct virtio_devs *v, unsigned i, const char **id)
+{
+    if (!v || i >= v->n)
+        return NULL;
+    if (id)
+        *id = v->d[i].id;
+    return &v->d[i].t;
+}
+
 void virtio_destroy(struct virtio_devs *v)
 {
     if (!v)

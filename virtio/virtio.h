@@ -13,6 +13,7 @@
 struct loop;
 struct virtio_dev_ops;
 struct virtio_devs;
+struct vmmio_dev;
 
 /* ---- the device set (virtio.c): knows no device type by name ----------------------------- */
 /* virtio_create(mem): Returns an empty set whose devices use mem, or NULL (out of memory). */
@@ -32,6 +33,11 @@ int virtio_attach(struct virtio_devs *v, int vm_fd, struct bus *mmio, struct loo
  * and id, under its transport's lock (event-loop thread). Returns its result, or -ENOENT. */
 int virtio_update(struct virtio_devs *v, uint32_t device_id, const char *id, const void *upd,
                   char *err, size_t errlen);
+/* virtio_count(v): Returns how many devices v has (0 for NULL). */
+unsigned virtio_count(const struct virtio_devs *v);
+/* virtio_transport(v, i, id): Returns device i's transport (mmio.h: for snapshots), with *id
+ * (may be NULL) its configured id, or NULL past the end. */
+struct vmmio_dev *virtio_transport(struct virtio_devs *v, unsigned i, const char **id);
 /* virtio_destroy(v): takes the fds off the event loop and closes everything (safe on NULL). */
 void virtio_destroy(struct virtio_devs *v);
 

@@ -18,6 +18,7 @@
 #include "../virtio/virtio.h"
 #include "app.h"
 #include "loop.h"
+#include "snapshot.h"
 
 #define METRICS_PERIOD_S 60
 
@@ -173,8 +174,8 @@ int app_start_vm(struct app *a, const struct vm_config *cfg, char *err, size_t e
     a->vm_built = true;
     if (!a->boot_timer)
         boot_timer_detach(&a->vm.mmio, &a->vm.boot_timer);
-    flush_metrics(a); /* Firecracker flushes once when the VM starts */
-    vm_start(&a->vm); /* a failure stops the VM: the loop then ends the process */
+    flush_metrics(a);       /* Firecracker flushes once when the VM starts */
+    vm_start(&a->vm, true); /* a failure stops the VM: the loop then ends the process */
     return 0;
 }
 
@@ -183,6 +184,8 @@ int app_pause(struct app *a, bool pause)
     struct timespec t0;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (!pause)
+        vm_kvmclock_ctrl(&a->vm); /* the guest's watchdogs must not count the pause */
     for (unsigned i = 0; i < a->vm.nvcpus; i++)
         vcpu_request(&a->vm.vcpus[i], pause ? VCPU_CMD_PAUSE : VCPU_CMD_RUN);
     for (unsigned i = 0; i < a->vm.nvcpus; i++)
@@ -192,6 +195,43 @@ int app_pause(struct app *a, bool pause)
     metrics_set(&a->counters, pause ? M_LAT_PAUSE : M_LAT_RESUME, us);
     log_info("%s the microVM.", pause ? "Paused" : "Resumed");
     return 0;
+}
+
+int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_path, char *err,
+                        size_t errlen)
+{
+    uint64_t t0 = clock_ns();
+    int ret = vm_snapshot_create(&a->vm, snap_path, mem_path, err, errlen);
+    if (ret)
+        return ret;
+    metrics_set(&a->counters, M_LAT_VMM_CREATE_FULL, (clock_ns() - t0) / 1000);
+    log_info("Created a Full snapshot: %s (memory %s).", snap_path, mem_path);
+    return 0;
+}
+
+int app_snapshot_load(struct app *a, const struct vm_config *cfg, const struct vm_snapshot *s,
+                      const char *mem_path, bool resume, char *err, size_t errlen)
+{
+    uint64_t t0 = clock_ns();
+    struct timespec start = a->vm.process_start;
+
+    memset(&a->vm, 0, sizeof(a->vm));
+    a->vm.process_start = start;
+    int ret = vm_snapshot_restore(&a->vm, cfg, a->loop, s, mem_path, err, errlen);
+    if (ret) {
+        vm_destroy(&a->vm);
+        memset(&a->vm, 0, sizeof(a->vm)); /* as before: another load may follow */
+        a->vm.process_start = start;
+        return ret;
+    }
+    a->vm_built = true;
+    if (!a->boot_timer)
+        boot_timer_detach(&a->vm.mmio, &a->vm.boot_timer);
+    vm_start(&a->vm, false);
+    metrics_set(&a->counters, M_LAT_VMM_LOAD, (clock_ns() - t0) / 1000);
+    log_info("Loaded the snapshot (%u vCPUs, %llu MiB from %s).", a->vm.nvcpus,
+             (unsigned long long)cfg->mem_mib, mem_path);
+    return resume ? app_pause(a, false) : 0;
 }
 
 int app_ctrl_alt_del(struct app *a, char *err, size_t errlen)
@@ -246,6 +286,11 @@ int app_set_metrics(struct app *a, const char *path, bool emit_id, const char *p
 {
     if (a->metrics_fd >= 0)
         return errf(err, errlen, -EINVAL, "Reinitialization of metrics not allowed.");
+    if (props && strlen(props) > metrics_props_max())
+        return errf(err, errlen, -EINVAL,
+                    "The metrics properties are %zu bytes of JSON; at most %zu fit a metrics "
+                    "line (one atomic write to a FIFO).",
+                    strlen(props), metrics_props_max());
     int fd = app_open_sink("metrics", path, err, errlen);
     if (fd < 0)
         return fd;

@@ -43,6 +43,15 @@ void app_startup_metrics(struct app *a, const struct api_args *args, const struc
 int app_start_vm(struct app *a, const struct vm_config *cfg, char *err, size_t errlen);
 /* app_pause(a, pause): pauses or resumes every vCPU and waits until they are. */
 int app_pause(struct app *a, bool pause);
+/* app_snapshot_create(a, snap_path, mem_path, err, errlen): a Full snapshot of the paused VM. */
+int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_path, char *err,
+                        size_t errlen);
+struct vm_snapshot;
+/* app_snapshot_load(a, cfg, s, mem_path, resume, err, errlen): builds the VM from snapshot s
+ * (cfg: what vm_snapshot_open made of it; a keeps the pointer), paused unless resume. On
+ * failure the process is as before (no VM). */
+int app_snapshot_load(struct app *a, const struct vm_config *cfg, const struct vm_snapshot *s,
+                      const char *mem_path, bool resume, char *err, size_t errlen);
 /* app_ctrl_alt_del(a, err, errlen): the guest's keyboard gets Ctrl-Alt-Del. */
 int app_ctrl_alt_del(struct app *a, char *err, size_t errlen);
 /* app_flush_metrics(a, err, errlen): writes one metrics line now. */

@@ -151,8 +151,13 @@ static int setup_cpuid(struct vm *vm, struct vcpu *vcpu)
                           vm->tsc_deadline);
     if (!ret && ioctl(vcpu->fd, KVM_SET_CPUID2, c) < 0)
         ret = -errno;
-    free(c);
-    return ret;
+    if (ret) {
+        free(c);
+        return ret;
+    }
+    free(vcpu->cpuid);
+    vcpu->cpuid = c; /* what a snapshot saves: the guest's CPUID as ember gave it */
+    return 0;
 }
 
 int cpu_setup(struct vm *vm, struct vcpu *vcpu)

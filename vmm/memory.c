@@ -8,6 +8,22 @@
 
 #define GM_MADV_POPULATE_WRITE 23 /* not in older libc headers */
 
+/* The regions of size bytes of RAM at host address p: low RAM up to the MMIO hole, the rest
+ * above 4 GiB (the memory file's layout is the same: region after region). */
+static void layout(struct guest_mem *mem, uint8_t *p, uint64_t size)
+{
+    mem->base = p;
+    mem->total = size;
+    uint64_t low = size < MMIO_HOLE_START ? size : MMIO_HOLE_START;
+    mem->regions[0] = (struct gm_region){.gpa = 0, .size = low, .host = p};
+    mem->nregions = 1;
+    if (size > low) {
+        mem->regions[1] =
+                (struct gm_region){.gpa = MMIO_HOLE_END, .size = size - low, .host = p + low};
+        mem->nregions = 2;
+    }
+}
+
 int gm_create(struct guest_mem *mem, uint64_t size)
 {
     memset(mem, 0, sizeof(*mem));
@@ -19,16 +35,23 @@ int gm_create(struct guest_mem *mem, uint64_t size)
                    -1, 0);
     if (p == MAP_FAILED)
         return -errno;
-    mem->base = p;
-    mem->total = size;
-    uint64_t low = size < MMIO_HOLE_START ? size : MMIO_HOLE_START;
-    mem->regions[0] = (struct gm_region){.gpa = 0, .size = low, .host = p};
-    mem->nregions = 1;
-    if (size > low) {
-        mem->regions[1] = (struct gm_region){
-                .gpa = MMIO_HOLE_END, .size = size - low, .host = (uint8_t *)p + low};
-        mem->nregions = 2;
-    }
+    layout(mem, p, size);
+    return 0;
+}
+
+int gm_map_file(struct guest_mem *mem, uint64_t size, int fd)
+{
+    memset(mem, 0, sizeof(*mem));
+    if (size == 0 || size > (uint64_t)MEM_MAX_MIB << 20 || (size & 0xfff))
+        return -EINVAL;
+    /* Private: the guest's writes are its own (copy on write), the file stays as it is and is
+     * shared, page by page through the page cache, by every VM restored from it. Nothing is
+     * read now: pages come in as the guest (or KVM) touches them. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    layout(mem, p, size);
+    mem->file_backed = true;
     return 0;
 }
 

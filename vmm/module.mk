@@ -1,5 +1,5 @@
 # vmm/: the ember binary.
-EMBER_SRCS := $(wildcard vmm/*.c) $(wildcard virtio/*.c)
+EMBER_SRCS := $(wildcard vmm/*.c) $(wildcard virtio/*.c) $(wildcard snapshot/*.c)
 EMBER_SRCS += $(wildcard api-socket/*.c)
 EMBER_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(EMBER_SRCS))
 # ember is one static PIE: ember-jailer runs it in an empty chroot (no loader, no libraries

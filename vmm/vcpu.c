@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <linux/kvm.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -64,6 +65,8 @@ void vcpu_destroy(struct vcpu *vcpu)
     }
     vcpu->run = NULL;
     vcpu->fd = -1;
+    free(vcpu->cpuid);
+    vcpu->cpuid = NULL;
 }
 
 static const char *exit_name(uint32_t reason)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "loop.h"
+#include "snapshot.h"
 #include "vmm.h"
 #include "../virtio/virtio.h"
 
@@ -50,6 +51,17 @@ static int open_input(const char *what, const char *path, int *fd, uint64_t *siz
     return 0;
 }
 
+int vm_open_console(struct vm *vm, char *err, size_t errlen)
+{
+    const char *path = vm->cfg->console_path;
+    if (!path)
+        return 0;
+    vm->console_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (vm->console_fd < 0)
+        return errf(err, errlen, -errno, "console %s: %s", path, strerror(errno));
+    return 0;
+}
+
 /* Everything that depends only on the configuration: files, guest memory, kernel, initrd, boot
  * structures. No KVM yet, so bad input is reported the same on any host. */
 static int vm_load(struct vm *vm, char *err, size_t errlen)
@@ -62,11 +74,8 @@ static int vm_load(struct vm *vm, char *err, size_t errlen)
     ret = open_input("kernel", cfg->kernel_path, &kfd, &ksize, err, errlen);
     if (!ret && cfg->initrd_path)
         ret = open_input("initrd", cfg->initrd_path, &ifd, &isize, err, errlen);
-    if (!ret && cfg->console_path) {
-        vm->console_fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (vm->console_fd < 0)
-            ret = errf(err, errlen, -errno, "console %s: %s", cfg->console_path, strerror(errno));
-    }
+    if (!ret)
+        ret = vm_open_console(vm, err, errlen);
     if (ret)
         goto out;
     ret = gm_create(&vm->mem, cfg->mem_mib << 20);
@@ -146,6 +155,15 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
         return errf(err, errlen, -EINVAL, "%u vCPUs requested, this host's KVM allows %d",
                     vm->nvcpus, max);
     vm->tsc_deadline = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    static const struct {
+        int cap;
+        unsigned bit;
+    } snap_caps[] = {{KVM_CAP_XCRS, SNAP_CAP_XCRS},
+                     {KVM_CAP_TSC_CONTROL, SNAP_CAP_TSC_CONTROL},
+                     {KVM_CAP_KVMCLOCK_CTRL, SNAP_CAP_KVMCLOCK_CTL}};
+    for (size_t i = 0; i < sizeof(snap_caps) / sizeof(snap_caps[0]); i++)
+        if (ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, snap_caps[i].cap) > 0)
+            vm->snap_caps |= snap_caps[i].bit;
     int sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (sz < (int)sizeof(struct kvm_run))
         return errf(err, errlen, -EINVAL, "KVM_GET_VCPU_MMAP_SIZE failed");
@@ -325,7 +343,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, struct loop *loop, cha
     return ret ? ret : vm_cold_boot(vm, err, errlen);
 }
 
-int vm_start(struct vm *vm)
+int vm_start(struct vm *vm, bool run)
 {
     int ret = console_start(&vm->console, vm, vm->loop);
 
@@ -336,7 +354,7 @@ int vm_start(struct vm *vm)
         vm_request_stop(vm, VM_STOP_ERROR);
         return ret;
     }
-    for (unsigned i = 0; i < vm->nvcpus; i++)
+    for (unsigned i = 0; run && i < vm->nvcpus; i++)
         vcpu_request(&vm->vcpus[i], VCPU_CMD_RUN);
     return 0;
 }
@@ -396,6 +414,8 @@ void vm_destroy(struct vm *vm)
     }
     free(vm->cpuid);
     vm->cpuid = NULL;
+    free(vm->snap_msrs);
+    vm->snap_msrs = NULL;
     gm_destroy(&vm->mem);
 }
 

@@ -107,13 +107,18 @@ struct gm_region {
 struct guest_mem {
     struct gm_region regions[GM_MAX_REGIONS];
     unsigned nregions;
-    void *base; /* the one anonymous mapping behind all regions */
+    void *base; /* the one mapping behind all regions */
     size_t total;
+    bool file_backed; /* mapped from a snapshot's memory file (gm_map_file) */
 };
 
 /* gm_create(mem, size): maps size bytes of anonymous guest RAM (lazily, nothing touched),
  * split around the 32-bit MMIO hole. Returns 0 or -errno. */
 int gm_create(struct guest_mem *mem, uint64_t size);
+/* gm_map_file(mem, size, fd): guest RAM of size bytes mapped MAP_PRIVATE from fd, a memory
+ * file holding the regions back to back (the caller checked its size): no page is read now.
+ * Returns 0 or -errno. */
+int gm_map_file(struct guest_mem *mem, uint64_t size, int fd);
 /* gm_destroy(mem): unmaps the guest RAM. */
 void gm_destroy(struct guest_mem *mem);
 /* gm_ptr(mem, gpa, len): Returns a host pointer to [gpa, gpa+len) if that range lies inside
@@ -169,6 +174,9 @@ struct vcpu {
     enum vcpu_state state;
     enum vcpu_cmd cmd;
     bool first_run_logged;
+    /* the CPUID table set with KVM_SET_CPUID2 (a snapshot saves it: KVM_GET_CPUID2 is not
+     * what was set on every KVM, PVM returns the host's) */
+    struct kvm_cpuid2 *cpuid;
 };
 
 /* Why the VM stopped; decides the exit code. */
@@ -204,8 +212,11 @@ struct vm {
     int serial_rx_fd, reset_fd, stop_fd;
     atomic_int stop_reason;
     int stop_signal;
-    bool config_error; /* vm_create failed on the configuration, not on KVM */
-    bool watching;     /* stop_fd and reset_fd are on the loop */
+    bool config_error;   /* vm_create failed on the configuration, not on KVM */
+    unsigned snap_caps;  /* SNAP_CAP_* (snapshot.h) of this host's KVM */
+    uint32_t *snap_msrs; /* the MSRs a snapshot saves (read when first needed) */
+    unsigned snap_nmsrs;
+    bool watching; /* stop_fd and reset_fd are on the loop */
     struct timespec process_start;
 };
 
@@ -229,9 +240,13 @@ int vm_build(struct vm *vm, char *err, size_t errlen);
 /* vm_cold_boot(vm, err, errlen): the boot registers of every vCPU (cpu_setup) for the kernel
  * vm->boot describes. Returns 0, or -errno with a reason in err. */
 int vm_cold_boot(struct vm *vm, char *err, size_t errlen);
-/* vm_start(vm): starts the console input and the vCPU threads, running. Returns 0 or -errno
- * (the VM is then stopping with VM_STOP_ERROR). */
-int vm_start(struct vm *vm);
+/* vm_start(vm, run): starts the console input and the vCPU threads, running (or paused: a
+ * restored VM that is not resumed yet). Returns 0 or -errno (the VM is then stopping with
+ * VM_STOP_ERROR). */
+int vm_start(struct vm *vm, bool run);
+/* vm_open_console(vm, err, errlen): opens the configured console file (none: stdout).
+ * Returns 0, or -errno with a reason in err. */
+int vm_open_console(struct vm *vm, char *err, size_t errlen);
 /* vm_stopped(vm): Returns true once a stop was requested (the loop then ends the VM). */
 bool vm_stopped(struct vm *vm);
 /* vm_halt(vm): ends the vCPU threads and the console input (idempotent). */

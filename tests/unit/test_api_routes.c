@@ -66,7 +66,30 @@ static void unknown_paths(void **state)
                "{\"iface_id\":\"eth0\",\"host_dev_name\":\"t\",\"mtu\":1500}",
                "unknown field `mtu`");
     fails_with("PUT", "/vsock", "{}", "not supported by this build");
-    fails_with("PUT", "/snapshot/create", "{}", "not supported by this build");
+    /* the snapshot bodies: Firecracker's fields, exactly one memory backend */
+    fails_with("PUT", "/snapshot/create", "{}", "missing field `snapshot_path`");
+    fails_with("PUT", "/snapshot/create", "{\"snapshot_path\":\"s\"}",
+               "missing field `mem_file_path`");
+    fails_with("PUT", "/snapshot/create",
+               "{\"snapshot_path\":\"s\",\"mem_file_path\":\"m\",\"snapshot_type\":\"Half\"}",
+               "unknown variant `Half`");
+    fails_with("PUT", "/snapshot/load", "{\"snapshot_path\":\"s\"}",
+               "either `mem_backend` or `mem_file_path`");
+    fails_with("PUT", "/snapshot/load",
+               "{\"snapshot_path\":\"s\",\"mem_file_path\":\"m\",\"mem_backend\":{"
+               "\"backend_type\":\"File\",\"backend_path\":\"m\"}}",
+               "too many fields");
+    fails_with("PUT", "/snapshot/load",
+               "{\"snapshot_path\":\"s\",\"mem_backend\":{\"backend_type\":\"Disk\","
+               "\"backend_path\":\"m\"}}",
+               "unknown variant `Disk`");
+    fails_with("PUT", "/snapshot/load",
+               "{\"snapshot_path\":\"s\",\"mem_file_path\":\"m\",\"network_overrides\":[{"
+               "\"iface_id\":\"eth0\"}]}",
+               "missing field `host_dev_name`");
+    fails_with("PUT", "/snapshot/load",
+               "{\"snapshot_path\":\"s\",\"mem_file_path\":\"m\",\"huge_pages\":\"2M\"}",
+               "not supported by this build");
     fails_with("GET", "/mmds", NULL, "not supported by this build");
     fails_with("PUT", "/balloon", "{}", "not supported by this build");
     fails_with("PUT", "/entropy", "{}", "not supported by this build");
@@ -221,6 +244,41 @@ static void actions_vm_logger_metrics_serial(void **state)
     assert_string_equal(req.u.serial.serial_out_path, "/s");
 }
 
+static void snapshots(void **state)
+{
+    struct api_request r;
+    char err[512];
+    (void)state;
+
+    const char *create = "{\"snapshot_type\":\"Full\",\"snapshot_path\":\"./s\","
+                         "\"mem_file_path\":\"./m\"}";
+    assert_int_equal(
+            api_route("PUT", "/snapshot/create", create, strlen(create), &r, err, sizeof(err)), 0);
+    assert_int_equal(r.kind, API_REQ_SNAP_CREATE);
+    assert_string_equal(r.u.snap_create.snapshot_path, "./s");
+    assert_string_equal(r.u.snap_create.mem_file_path, "./m");
+    assert_false(r.u.snap_create.diff);
+
+    const char *load = "{\"snapshot_path\":\"s\",\"mem_backend\":{\"backend_type\":\"File\","
+                       "\"backend_path\":\"m\"},\"resume_vm\":true,\"enable_diff_snapshots\":"
+                       "true,\"network_overrides\":[{\"iface_id\":\"eth0\",\"host_dev_name\":"
+                       "\"tap7\"}]}";
+    assert_int_equal(api_route("PUT", "/snapshot/load", load, strlen(load), &r, err, sizeof(err)),
+                     0);
+    assert_int_equal(r.kind, API_REQ_SNAP_LOAD);
+    assert_string_equal(r.u.snap_load.mem_path, "m");
+    assert_true(r.u.snap_load.resume_vm);
+    assert_true(r.u.snap_load.track_dirty_pages); /* the deprecated alias */
+    assert_false(r.u.snap_load.uffd);
+    assert_int_equal(r.u.snap_load.noverrides, 1);
+    assert_string_equal(r.u.snap_load.overrides[0].host_dev_name, "tap7");
+
+    const char *old = "{\"snapshot_path\":\"s\",\"mem_file_path\":\"m2\"}";
+    assert_int_equal(api_route("PUT", "/snapshot/load", old, strlen(old), &r, err, sizeof(err)), 0);
+    assert_string_equal(r.u.snap_load.mem_path, "m2");
+    assert_false(r.u.snap_load.resume_vm);
+}
+
 static void ids(void **state)
 {
     (void)state;
@@ -247,6 +305,7 @@ int main(void)
             cmocka_unit_test(drives),
             cmocka_unit_test(actions_vm_logger_metrics_serial),
             cmocka_unit_test(ids),
+            cmocka_unit_test(snapshots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,75 @@
+/* Snapshots of a VM (snapshot_create.c, snapshot_load.c, cpu_state_x86_64.c,
+ * vm_state_x86_64.c): the VM's state into ember's snapshot format (snapshot/format.h, the
+ * sections of snapshot/layout.h) and its memory into a memory file in Firecracker's layout
+ * (the guest RAM regions back to back, no header); and a fresh process's VM built from both. */
+#ifndef EMBER_VMM_SNAPSHOT_H
+#define EMBER_VMM_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vm;
+struct vcpu;
+struct loop;
+struct vm_config;
+struct snap_writer;
+struct snap_file;
+struct snap_section;
+struct kvm_cpuid2;
+
+/* KVM capabilities the vCPU state depends on (vm->snap_caps, set when the VM is built). */
+#define SNAP_CAP_XCRS         1u
+#define SNAP_CAP_TSC_CONTROL  2u
+#define SNAP_CAP_KVMCLOCK_CTL 4u
+
+/* vm_snapshot_create(vm, snap_path, mem_path, err, errlen): a Full snapshot of a paused VM
+ * (event-loop thread): the devices quiesced, the state file and the memory file written
+ * (created or truncated). Returns 0, or -errno with a reason in err (the VM is unchanged,
+ * still paused). */
+int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_path, char *err,
+                       size_t errlen);
+
+/* A snapshot read and checked, before anything is built from it. */
+struct vm_snapshot;
+/* vm_snapshot_open(snap_path, cfg, err, errlen): reads and checks a snapshot file (hostile:
+ * size cap and CRC first, every section and field bounded) and fills cfg (from cfg_defaults)
+ * with the machine and devices it describes. Returns the snapshot, or NULL with a reason. */
+struct vm_snapshot *vm_snapshot_open(const char *snap_path, struct vm_config *cfg, char *err,
+                                     size_t errlen);
+/* vm_snapshot_close(s): frees it (safe on NULL). */
+void vm_snapshot_close(struct vm_snapshot *s);
+/* vm_snapshot_restore(vm, cfg, loop, s, mem_path, err, errlen): builds vm from s and the
+ * memory file (mapped MAP_PRIVATE: nothing read now), cfg being what vm_snapshot_open filled;
+ * the vCPUs are left paused with their saved state, every device restored and each of its
+ * queues processed once. Returns 0, or -errno with a reason in err (vm_destroy then frees the
+ * partial VM). */
+int vm_snapshot_restore(struct vm *vm, const struct vm_config *cfg, struct loop *loop,
+                        const struct vm_snapshot *s, const char *mem_path, char *err,
+                        size_t errlen);
+/* vm_kvmclock_ctrl(vm): tells KVM that each paused vCPU is about to resume (KVM_KVMCLOCK_CTRL),
+ * so the guest's watchdogs do not count the pause as a lockup. */
+void vm_kvmclock_ctrl(struct vm *vm);
+
+/* ---- per-architecture parts (x86) --------------------------------------------------------- */
+/* cpu_state_save(vm, vcpu, w, err, errlen): one SNAP_SEC_VCPU section. */
+int cpu_state_save(struct vm *vm, struct vcpu *vcpu, struct snap_writer *w, char *err,
+                   size_t errlen);
+/* cpu_state_restore(vm, vcpu, f, s, err, errlen): a fresh vCPU takes section s. */
+int cpu_state_restore(struct vm *vm, struct vcpu *vcpu, const struct snap_file *f,
+                      const struct snap_section *s, char *err, size_t errlen);
+/* snap_cpuid_check(vm, index, saved, err, errlen): every feature the saved CPUID shows the
+ * guest is one this host's KVM offers (with ember's normalization). Returns 0 or -EINVAL with
+ * the missing feature bits named in err. */
+int snap_cpuid_check(struct vm *vm, unsigned index, const struct kvm_cpuid2 *saved, char *err,
+                     size_t errlen);
+/* snap_msr_list(vm, list, n): the MSRs KVM can save (KVM_GET_MSR_INDEX_LIST; malloc'd).
+ * Returns 0 or -errno. */
+int snap_msr_list(struct vm *vm, uint32_t **list, unsigned *n);
+/* vm_state_save(vm, w, err, errlen): the SNAP_SEC_KVM_VM section (PIT, clock, PICs, IOAPIC). */
+int vm_state_save(struct vm *vm, struct snap_writer *w, char *err, size_t errlen);
+/* vm_state_restore(vm, f, s, err, errlen): after every vCPU's state, the VM's. */
+int vm_state_restore(struct vm *vm, const struct snap_file *f, const struct snap_section *s,
+                     char *err, size_t errlen);
+
+#endif

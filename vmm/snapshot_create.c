@@ -1,0 +1,292 @@
+/* Creating a Full snapshot of a paused VM: the devices quiesced, the state in ember's format
+ * (the sections of snapshot/layout.h), the guest RAM into the memory file region by region, as
+ * Firecracker lays it out. Pages that were never touched (or hold only zeros) are left as holes:
+ * the file reads the same, takes less disk and less time to write. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../seccomp/seccomp.h"
+#include "../snapshot/format.h"
+#include "../snapshot/layout.h"
+#include "../virtio/mmio.h"
+#include "../virtio/virtio.h"
+#include "snapshot.h"
+#include "vmm.h"
+
+#define MEM_CHUNK  (2u << 20) /* bytes per mincore() look */
+#define ZERO_BLOCK (64u << 10)
+#define PAGE       4096u
+
+/* ---- the state file ---------------------------------------------------------------------- */
+
+static void put_bucket(struct snap_writer *w, uint32_t tag, const struct vm_bucket *b)
+{
+    struct snap_bucket sb = {b->size, b->one_time_burst, b->refill_time_ms};
+    if (b->size)
+        snapw_field(w, tag, &sb, sizeof(sb));
+}
+
+static void put_machine(struct snap_writer *w, const struct vm *vm, const char *mem_path)
+{
+    const struct vm_config *cfg = vm->cfg;
+    struct snap_region r[GM_MAX_REGIONS];
+
+    snapw_section(w, SNAP_SEC_MACHINE, SNAP_REQUIRED);
+    snapw_str(w, SF_WRITER, "ember " EMBER_VERSION);
+    snapw_str(w, SF_SNAP_TYPE, "Full");
+    snapw_u64(w, SF_CREATED, (uint64_t)time(NULL));
+    snapw_u64(w, SF_VCPUS, vm->nvcpus);
+    snapw_u64(w, SF_MEM_MIB, cfg->mem_mib);
+    snapw_u64(w, SF_SMT, cfg->smt);
+    snapw_u64(w, SF_KVM_CAPS, vm->snap_caps);
+    for (unsigned i = 0; i < vm->mem.nregions; i++)
+        r[i] = (struct snap_region){vm->mem.regions[i].gpa, vm->mem.regions[i].size};
+    snapw_field(w, SF_REGIONS, r, vm->mem.nregions * sizeof(r[0]));
+    snapw_str(w, SF_MEM_FILE, mem_path);
+}
+
+static void put_config(struct snap_writer *w, const struct vm_config *cfg)
+{
+    for (unsigned i = 0; i < cfg->ndrives; i++) {
+        const struct vm_drive *d = &cfg->drives[i];
+        uint64_t flags = (d->root ? SNAP_DRV_ROOT : 0) | (d->read_only ? SNAP_DRV_RO : 0) |
+                         (d->writeback ? SNAP_DRV_WRITEBACK : 0) | (d->async ? SNAP_DRV_ASYNC : 0);
+        snapw_section(w, SNAP_SEC_DRIVE, SNAP_REQUIRED);
+        snapw_str(w, SF_DRV_ID, d->id);
+        snapw_str(w, SF_DRV_PATH, d->path ? d->path : "");
+        snapw_u64(w, SF_DRV_FLAGS, flags);
+        if (d->partuuid[0])
+            snapw_str(w, SF_DRV_PARTUUID, d->partuuid);
+        put_bucket(w, SF_DRV_BW, &d->bw);
+        put_bucket(w, SF_DRV_OPS, &d->ops);
+    }
+    for (unsigned i = 0; i < cfg->nnets; i++) {
+        const struct vm_net *n = &cfg->nets[i];
+        snapw_section(w, SNAP_SEC_NET, SNAP_REQUIRED);
+        snapw_str(w, SF_NET_ID, n->id);
+        snapw_str(w, SF_NET_TAP, n->host_dev_name);
+        if (n->has_mac)
+            snapw_field(w, SF_NET_MAC, n->mac, sizeof(n->mac));
+        put_bucket(w, SF_NET_RX_BW, &n->rx_bw);
+        put_bucket(w, SF_NET_RX_OPS, &n->rx_ops);
+        put_bucket(w, SF_NET_TX_BW, &n->tx_bw);
+        put_bucket(w, SF_NET_TX_OPS, &n->tx_ops);
+    }
+}
+
+static int put_devices(struct snap_writer *w, struct vm *vm, char *err, size_t errlen)
+{
+    const char *id;
+    struct vmmio_dev *t;
+
+    for (unsigned i = 0; (t = virtio_transport(vm->virtio, i, &id)); i++) {
+        struct vmmio_state st;
+        struct vq_state q[VIRTIO_MAX_QUEUES];
+        uint8_t *dev = calloc(1, t->ops->state_size ? t->ops->state_size : 1);
+        if (!dev)
+            return errf(err, errlen, -ENOMEM, "out of memory");
+        int ret = vmmio_save(t, &st, q, t->ops->state_size ? dev : NULL);
+        if (ret) {
+            free(dev);
+            return errf(err, errlen, ret, "the %s device %s cannot be saved: %s", t->ops->name,
+                        id, strerror(-ret));
+        }
+        snapw_section(w, SNAP_SEC_VIRTIO, SNAP_REQUIRED);
+        snapw_u64(w, SF_VIO_TYPE, t->ops->device_id);
+        snapw_str(w, SF_VIO_ID, id);
+        snapw_field(w, SF_VIO_MMIO, &st, sizeof(st));
+        for (unsigned k = 0; k < t->ops->nqueues; k++)
+            snapw_field(w, SF_VIO_QUEUE0 + k, &q[k], sizeof(q[k]));
+        if (t->ops->state_size)
+            snapw_field(w, SF_VIO_DEVICE, dev, t->ops->state_size);
+        free(dev);
+    }
+    return 0;
+}
+
+static int build_state(struct snap_writer *w, struct vm *vm, const char *mem_path, char *err,
+                       size_t errlen)
+{
+    int ret = 0;
+
+    if (!vm->snap_msrs && (ret = snap_msr_list(vm, &vm->snap_msrs, &vm->snap_nmsrs)))
+        return errf(err, errlen, ret, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
+    snapw_init(w, SNAP_ARCH_X86_64);
+    put_machine(w, vm, mem_path);
+    put_config(w, vm->cfg);
+    for (unsigned i = 0; !ret && i < vm->nvcpus; i++)
+        ret = cpu_state_save(vm, &vm->vcpus[i], w, err, errlen);
+    if (!ret)
+        ret = vm_state_save(vm, w, err, errlen);
+    if (ret)
+        return ret;
+    struct serial_state ss;
+    struct i8042_state ks;
+    serial_save(&vm->serial, &ss);
+    i8042_save(&vm->i8042, &ks);
+    snapw_section(w, SNAP_SEC_LEGACY, SNAP_REQUIRED);
+    snapw_field(w, SF_LEG_SERIAL, &ss, sizeof(ss));
+    snapw_field(w, SF_LEG_I8042, &ks, sizeof(ks));
+    return put_devices(w, vm, err, errlen);
+}
+
+/* ---- the files --------------------------------------------------------------------------- */
+
+/* Creates (or truncates) an output file; through the opener once this thread is filtered. */
+static int create_file(const char *what, const char *path, char *err, size_t errlen)
+{
+    int fd = sc_create(path);
+    if (fd < 0) {
+        int e = errno;
+        return errf(err, errlen, -e, "Cannot create the %s file %.256s: %s", what, path,
+                    strerror(e));
+    }
+    return fd;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len, off_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(fd, p, len, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += n;
+    }
+    return 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t len)
+{
+    const uint64_t *q = (const uint64_t *)p;
+    for (size_t i = 0; i < len / 8; i++)
+        if (q[i])
+            return false;
+    return true;
+}
+
+/* Writes [p, p+len) at file offset off, leaving all-zero blocks as holes; consecutive blocks
+ * with data go out in one write. */
+static int write_sparse(int fd, const uint8_t *p, size_t len, off_t off)
+{
+    size_t run = 0, start = 0;
+
+    for (size_t pos = 0; pos < len; pos += ZERO_BLOCK) {
+        size_t n = len - pos < ZERO_BLOCK ? len - pos : ZERO_BLOCK;
+        if (!all_zero(p + pos, n)) {
+            if (!run)
+                start = pos;
+            run += n;
+            continue;
+        }
+        if (run) {
+            int ret = write_all(fd, p + start, run, off + (off_t)start);
+            if (ret)
+                return ret;
+        }
+        run = 0;
+    }
+    return run ? write_all(fd, p + start, run, off + (off_t)start) : 0;
+}
+
+/* A never-touched anonymous page is not resident and reads as zero; with swap on, a resident
+ * bit says nothing (a swapped-out page holds data), and in a file-backed mapping a page that is
+ * not resident holds the file's data: then every page is read. */
+static int write_region(int fd, const struct gm_region *r, off_t off, bool trust_mincore)
+{
+    static unsigned char vec[MEM_CHUNK / PAGE];
+
+    for (uint64_t pos = 0; pos < r->size; pos += MEM_CHUNK) {
+        size_t n = r->size - pos < MEM_CHUNK ? (size_t)(r->size - pos) : MEM_CHUNK;
+        uint8_t *p = r->host + pos;
+        if (!trust_mincore || mincore(p, n, vec)) {
+            int ret = write_sparse(fd, p, n, off + (off_t)pos);
+            if (ret)
+                return ret;
+            continue;
+        }
+        size_t pages = (n + PAGE - 1) / PAGE;
+        for (size_t i = 0; i < pages;) {
+            if (!(vec[i] & 1)) {
+                i++;
+                continue;
+            }
+            size_t j = i;
+            while (j < pages && (vec[j] & 1))
+                j++;
+            size_t bytes = (j - i) * PAGE < n - i * PAGE ? (j - i) * PAGE : n - i * PAGE;
+            int ret = write_sparse(fd, p + i * PAGE, bytes, off + (off_t)(pos + i * PAGE));
+            if (ret)
+                return ret;
+            i = j;
+        }
+    }
+    return 0;
+}
+
+static int write_memory(struct vm *vm, int fd, char *err, size_t errlen)
+{
+    struct sysinfo si;
+    bool swap = sysinfo(&si) != 0 || si.totalswap > 0;
+    bool trust_mincore = !vm->mem.file_backed && !swap;
+
+    if (ftruncate(fd, 0) || ftruncate(fd, (off_t)vm->mem.total))
+        return errf(err, errlen, -errno, "Cannot size the memory file: %s", strerror(errno));
+    off_t off = 0;
+    for (unsigned i = 0; i < vm->mem.nregions; i++) {
+        int ret = write_region(fd, &vm->mem.regions[i], off, trust_mincore);
+        if (ret)
+            return errf(err, errlen, ret, "Cannot write the memory file: %s", strerror(-ret));
+        off += (off_t)vm->mem.regions[i].size;
+    }
+    return 0;
+}
+
+int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_path, char *err,
+                       size_t errlen)
+{
+    struct snap_writer w;
+    const char *id;
+    struct vmmio_dev *t;
+    int ret = 0;
+
+    for (unsigned i = 0; !ret && (t = virtio_transport(vm->virtio, i, &id)); i++)
+        if ((ret = vmmio_quiesce(t)))
+            errf(err, errlen, ret, "the %s device %s cannot be quiesced: %s", t->ops->name, id,
+                 strerror(-ret));
+    if (!ret)
+        ret = build_state(&w, vm, mem_path, err, errlen);
+    size_t len = 0;
+    const uint8_t *buf = ret ? NULL : snapw_finish(&w, &len);
+    if (!ret && !buf)
+        ret = errf(err, errlen, -ENOMEM, "the snapshot state does not fit in %u MiB",
+                   SNAP_MAX_FILE >> 20);
+    int mfd = -1, sfd = -1;
+    if (!ret && (mfd = create_file("memory", mem_path, err, errlen)) < 0)
+        ret = mfd;
+    if (!ret)
+        ret = write_memory(vm, mfd, err, errlen);
+    /* The state file last: one that exists goes with a complete memory file. */
+    if (!ret && (sfd = create_file("snapshot", snap_path, err, errlen)) < 0)
+        ret = sfd;
+    if (!ret && (ret = write_all(sfd, buf, len, 0)))
+        errf(err, errlen, ret, "Cannot write the snapshot file: %s", strerror(-ret));
+    if (!ret && ftruncate(sfd, (off_t)len))
+        ret = errf(err, errlen, -errno, "Cannot write the snapshot file: %s", strerror(errno));
+    if (mfd >= 0)
+        close(mfd);
+    if (sfd >= 0)
+        close(sfd);
+    snapw_free(&w);
+    return ret;
+}
