@@ -192,8 +192,8 @@ static int walk_fields(const uint8_t *p, uint64_t len, struct snap_field *out, u
 }
 
 /* The sections after the header; with f->sections/fields NULL only counts them. */
-static int walk(struct snap_file *f, const uint8_t *buf, size_t body_end, size_t hdr_len,
-                char *err, size_t errlen)
+static int walk(struct snap_file *f, const uint8_t *buf, size_t body_end, size_t hdr_len, char *err,
+                size_t errlen)
 {
     size_t off = hdr_len;
     unsigned ns = 0, nf = 0;
@@ -209,13 +209,16 @@ static int walk(struct snap_file *f, const uint8_t *buf, size_t body_end, size_t
         if (ns >= SNAP_MAX_SECTIONS)
             return errf(err, errlen, -EINVAL, "more than %d sections", SNAP_MAX_SECTIONS);
         unsigned first = nf;
-        int ret = walk_fields(buf + off + SEC_HDR, len, f->fields ? f->fields + nf : NULL, &nf,
-                              err, errlen);
+        int ret = walk_fields(buf + off + SEC_HDR, len, f->fields ? f->fields + nf : NULL, &nf, err,
+                              errlen);
         if (ret)
             return ret;
         if (f->sections)
-            f->sections[ns] = (struct snap_section){
-                    .type = type, .flags = flags, .len = len, .first = first, .nfields = nf - first};
+            f->sections[ns] = (struct snap_section){.type = type,
+                                                    .flags = flags,
+                                                    .len = len,
+                                                    .first = first,
+                                                    .nfields = nf - first};
         ns++;
         off += SEC_HDR + len;
     }
@@ -299,8 +302,7 @@ const struct snap_field *snap_get(const struct snap_file *f, const struct snap_s
     return NULL;
 }
 
-int snap_get_u64(const struct snap_file *f, const struct snap_section *s, uint32_t tag,
-                 uint64_t *v)
+int snap_get_u64(const struct snap_file *f, const struct snap_section *s, uint32_t tag, uint64_t *v)
 {
     const struct snap_field *fd = snap_get(f, s, tag);
     if (!fd)

@@ -18,27 +18,27 @@
 #define SF_KVM_CAPS      10 /* u64: bit mask of SNAP_CAP_* the state was read with */
 
 /* One per drive (the configuration it was opened with), in vm_config order. */
-#define SNAP_SEC_DRIVE 2
-#define SF_DRV_ID      1 /* string */
-#define SF_DRV_PATH    2 /* string: as configured (jail-relative when jailed) */
-#define SF_DRV_FLAGS   3 /* u64: SNAP_DRV_* */
-#define SF_DRV_BW      4 /* record struct snap_bucket */
-#define SF_DRV_OPS     5 /* record struct snap_bucket */
-#define SF_DRV_PARTUUID 6 /* string */
+#define SNAP_SEC_DRIVE     2
+#define SF_DRV_ID          1 /* string */
+#define SF_DRV_PATH        2 /* string: as configured (jail-relative when jailed) */
+#define SF_DRV_FLAGS       3 /* u64: SNAP_DRV_* */
+#define SF_DRV_BW          4 /* record struct snap_bucket */
+#define SF_DRV_OPS         5 /* record struct snap_bucket */
+#define SF_DRV_PARTUUID    6 /* string */
 #define SNAP_DRV_ROOT      1
 #define SNAP_DRV_RO        2
 #define SNAP_DRV_WRITEBACK 4
 #define SNAP_DRV_ASYNC     8
 
 /* One per network interface, in vm_config order. */
-#define SNAP_SEC_NET   3
-#define SF_NET_ID      1 /* string */
-#define SF_NET_TAP     2 /* string: host_dev_name */
-#define SF_NET_MAC     3 /* 6 bytes (absent: no MAC configured) */
-#define SF_NET_RX_BW   4 /* record struct snap_bucket */
-#define SF_NET_RX_OPS  5
-#define SF_NET_TX_BW   6
-#define SF_NET_TX_OPS  7
+#define SNAP_SEC_NET  3
+#define SF_NET_ID     1 /* string */
+#define SF_NET_TAP    2 /* string: host_dev_name */
+#define SF_NET_MAC    3 /* 6 bytes (absent: no MAC configured) */
+#define SF_NET_RX_BW  4 /* record struct snap_bucket */
+#define SF_NET_RX_OPS 5
+#define SF_NET_TX_BW  6
+#define SF_NET_TX_OPS 7
 
 /* One per virtio-mmio device, in slot order (the registry's attach order). */
 #define SNAP_SEC_VIRTIO 4

@@ -11,6 +11,8 @@ void cli_usage(void *out)
 {
     fprintf(out,
             "usage: ember run --kernel PATH [options]\n"
+            "       ember run --restore SNAPSHOT --mem-file MEM [--console FILE]\n"
+            "       ember snapshot info SNAPSHOT [--json]\n"
             "       ember --version | --help\n"
             "\n"
             "Boots a Linux guest on KVM with its serial console on this terminal.\n"
@@ -29,6 +31,10 @@ void cli_usage(void *out)
             "  --net SPEC        a network interface on an existing host TAP device\n"
             "                    (repeatable): tap=NAME[,mac=xx:xx:xx:xx:xx:xx][,id=ID]\n"
             "  --console FILE    write the guest console to FILE instead of stdout\n"
+            "  --restore SNAP --mem-file MEM\n"
+            "                    resume the VM a snapshot holds (PUT /snapshot/create wrote\n"
+            "                    both files) instead of booting one; the machine, drives and\n"
+            "                    interfaces are the snapshot's\n"
             "  --boot MODE       auto (default: PVH entry if the ELF has one), linux (64-bit\n"
             "                    Linux boot protocol) or pvh\n"
             "  --log-level LVL   error, warning, info (default) or debug\n"
@@ -135,7 +141,9 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
         O_BOOT,
         O_ROOTFS,
         O_DRIVE,
-        O_NET
+        O_NET,
+        O_RESTORE,
+        O_MEM_FILE
     };
     static const struct option opts[] = {
             {"kernel", required_argument, NULL, O_KERNEL},
@@ -150,17 +158,29 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
             {"drive", required_argument, NULL, O_DRIVE},
             {"allow-core-dumps", no_argument, NULL, 'c'}, /* read by proc_hygiene */
             {"net", required_argument, NULL, O_NET},
+            {"restore", required_argument, NULL, O_RESTORE},
+            {"mem-file", required_argument, NULL, O_MEM_FILE},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
     static const char *const levels[] = {"error", "warning", "info", "debug"};
     uint64_t v;
     int c, ret = 0;
+    const char *machine_opt = NULL; /* the first option a snapshot's machine replaces */
 
     optind = 1;
     opterr = 0;
     while (!ret && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        for (const struct option *o = opts; !machine_opt && o->name; o++)
+            if (o->val == c && c >= O_KERNEL && c <= O_NET && c != O_CONSOLE && c != O_LOG)
+                machine_opt = o->name;
         switch (c) {
+        case O_RESTORE:
+            ret = copy_arg(&cfg->restore_path, "--restore", optarg, err, errlen);
+            break;
+        case O_MEM_FILE:
+            ret = copy_arg(&cfg->restore_mem, "--mem-file", optarg, err, errlen);
+            break;
         case O_KERNEL:
             ret = copy_arg(&cfg->kernel_path, "--kernel", optarg, err, errlen);
             break;
@@ -229,5 +249,14 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
     }
     if (!ret && optind < argc)
         return errf(err, errlen, -EINVAL, "unexpected argument '%s'", argv[optind]);
+    if (!ret && (cfg->restore_path || cfg->restore_mem)) {
+        if (!cfg->restore_path || !cfg->restore_mem)
+            return errf(err, errlen, -EINVAL, "--restore SNAPSHOT and --mem-file MEM go together");
+        if (machine_opt)
+            return errf(err, errlen, -EINVAL,
+                        "--%s: a restored VM is the snapshot's machine (only --console and "
+                        "--log-level go with --restore)",
+                        machine_opt);
+    }
     return ret;
 }

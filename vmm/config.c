@@ -26,6 +26,8 @@ void cfg_free(struct vm_config *cfg)
     free(cfg->kernel_path);
     free(cfg->initrd_path);
     free(cfg->console_path);
+    free(cfg->restore_path);
+    free(cfg->restore_mem);
     for (unsigned i = 0; i < cfg->ndrives; i++)
         cfg_drive_free(&cfg->drives[i]);
     memset(cfg, 0, sizeof(*cfg));

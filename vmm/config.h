@@ -76,6 +76,9 @@ struct vm_config {
     unsigned ndrives;
     struct vm_net nets[VM_NETS_MAX]; /* attached after the drives, as configured */
     unsigned nnets;                  /* ndrives + nnets <= VM_DEVS_MAX */
+    /* `ember run --restore`: the VM comes from this snapshot and memory file instead (NULL:
+     * a boot) */
+    char *restore_path, *restore_mem;
 };
 
 /* cfg_defaults(cfg): an empty configuration with the defaults (1 vCPU, 128 MiB, the default

@@ -1,11 +1,12 @@
 /* A vCPU's state in a snapshot (x86): saved and restored in the orders KVM needs
  * (shared/reference/snapshots.md §3). Save: MP_STATE first (reading it settles pending LAPIC
  * events), then REGS, SREGS, XSAVE, XCRS, DEBUGREGS, LAPIC, TSC_KHZ, CPUID (the table ember
- * set, not KVM_GET_CPUID2's, which PVM fills from the host), MSRs, and VCPU_EVENTS last. Restore: CPUID, TSC_KHZ, MP_STATE, REGS (it clears pending exceptions, so
- * before VCPU_EVENTS), SREGS (the APIC base, so before LAPIC), XSAVE, XCRS, DEBUGREGS, LAPIC
- * (before the TSC-deadline MSR), MSRs with IA32_TSC_DEADLINE after IA32_TSC, VCPU_EVENTS.
- * The VM is paused (no vCPU in KVM_RUN) throughout; everything read from a file is checked
- * or left to KVM's own checks, whose refusal becomes a one-line reason. */
+ * set, not KVM_GET_CPUID2's, which PVM fills from the host), MSRs, and VCPU_EVENTS last. Restore:
+ * CPUID, TSC_KHZ, MP_STATE, REGS (it clears pending exceptions, so before VCPU_EVENTS), SREGS (the
+ * APIC base, so before LAPIC), XSAVE, XCRS, DEBUGREGS, LAPIC (before the TSC-deadline MSR), MSRs
+ * with IA32_TSC_DEADLINE after IA32_TSC, VCPU_EVENTS. The VM is paused (no vCPU in KVM_RUN)
+ * throughout; everything read from a file is checked or left to KVM's own checks, whose refusal
+ * becomes a one-line reason. */
 #include <errno.h>
 #include <linux/kvm.h>
 #include <stdio.h>
@@ -187,11 +188,11 @@ int cpu_state_save(struct vm *vm, struct vcpu *vcpu, struct snap_writer *w, char
 
     snapw_section(w, SNAP_SEC_VCPU, SNAP_REQUIRED);
     snapw_u64(w, SF_CPU_INDEX, vcpu->index);
-#define BLOB(tag, req, type, what)                                                        \
-    do {                                                                                  \
-        ret = save_blob(vcpu, w, tag, req, sizeof(type), what, err, errlen);              \
-        if (ret)                                                                          \
-            return ret;                                                                   \
+#define BLOB(tag, req, type, what)                                           \
+    do {                                                                     \
+        ret = save_blob(vcpu, w, tag, req, sizeof(type), what, err, errlen); \
+        if (ret)                                                             \
+            return ret;                                                      \
     } while (0)
     BLOB(SF_CPU_MP, KVM_GET_MP_STATE, struct kvm_mp_state, "KVM_GET_MP_STATE");
     BLOB(SF_CPU_REGS, KVM_GET_REGS, struct kvm_regs, "KVM_GET_REGS");
@@ -288,9 +289,9 @@ static int restore_tsc_khz(struct vm *vm, struct vcpu *vcpu, const struct snap_f
         return errf(err, errlen, -EINVAL, "vCPU %u: a TSC of %llu kHz", vcpu->index,
                     (unsigned long long)saved);
     int host = ioctl(vcpu->fd, KVM_GET_TSC_KHZ, 0);
-    uint64_t diff = host > 0 ? (saved > (uint64_t)host ? saved - (uint64_t)host
-                                                       : (uint64_t)host - saved)
-                             : saved;
+    uint64_t diff =
+            host > 0 ? (saved > (uint64_t)host ? saved - (uint64_t)host : (uint64_t)host - saved)
+                     : saved;
     if (host > 0 && diff * 1000000 <= saved * TSC_PPM_TOLERANCE)
         return 0;
     if (!(vm->snap_caps & SNAP_CAP_TSC_CONTROL) ||
@@ -325,20 +326,43 @@ static int restore_xsave(struct vm *vm, struct vcpu *vcpu, const struct snap_fie
     return ret;
 }
 
-static int restore_msrs(struct vcpu *vcpu, const struct snap_field *fd, char *err, size_t errlen)
+static bool host_lists(const struct vm *vm, uint32_t index)
 {
+    for (unsigned i = 0; i < vm->snap_nmsrs; i++)
+        if (vm->snap_msrs[i] == index)
+            return true;
+    return false;
+}
+
+/* The saved MSRs, IA32_TSC_DEADLINE last. An MSR this host's KVM does not list at all (another
+ * KVM flavour's own, e.g. PVM's) is skipped with a warning; one it lists but refuses fails the
+ * load. */
+static int restore_msrs(struct vm *vm, struct vcpu *vcpu, const struct snap_field *fd, char *err,
+                        size_t errlen)
+{
+    if (!vm->snap_msrs) {
+        int r = snap_msr_list(vm, &vm->snap_msrs, &vm->snap_nmsrs);
+        if (r)
+            return errf(err, errlen, r, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-r));
+    }
     size_t esz = sizeof(struct kvm_msr_entry);
     if (fd->len % esz || fd->len / esz > MSRS_MAX)
-        return errf(err, errlen, -EINVAL, "vCPU %u: an MSR list of %u bytes", vcpu->index,
-                    fd->len);
+        return errf(err, errlen, -EINVAL, "vCPU %u: an MSR list of %u bytes", vcpu->index, fd->len);
     unsigned n = (unsigned)(fd->len / esz), k = 0;
     struct kvm_msr_entry *e = calloc(n ? n : 1, esz), deadline;
     bool has_deadline = false;
     if (!e)
         return errf(err, errlen, -ENOMEM, "out of memory");
+    unsigned skipped = 0;
+    uint32_t first_skipped = 0;
     for (unsigned i = 0; i < n; i++) {
         struct kvm_msr_entry m;
         memcpy(&m, fd->data + i * esz, esz);
+        if (!host_lists(vm, m.index)) {
+            if (!skipped++)
+                first_skipped = m.index;
+            continue;
+        }
         if (m.index == MSR_IA32_TSC_DEADLINE) {
             deadline = m;
             has_deadline = true;
@@ -346,6 +370,10 @@ static int restore_msrs(struct vcpu *vcpu, const struct snap_field *fd, char *er
             e[k++] = m;
         }
     }
+    if (skipped)
+        log_warn("vCPU %u: %u saved MSRs (the first 0x%x) are unknown to this host's KVM: not "
+                 "restored",
+                 vcpu->index, skipped, first_skipped);
     int ret = write_msrs(vcpu, e, k, err, errlen);
     if (!ret && has_deadline) /* after IA32_TSC and the LAPIC: it is relative to both */
         ret = write_msrs(vcpu, &deadline, 1, err, errlen);
@@ -376,8 +404,10 @@ int cpu_state_restore(struct vm *vm, struct vcpu *vcpu, const struct snap_file *
     if (xcrs && xcrs->len != sizeof(struct kvm_xcrs))
         return errf(err, errlen, -EINVAL, "vCPU %u: XCRS is %u bytes", i, xcrs->len);
     if (xcrs && !(vm->snap_caps & SNAP_CAP_XCRS))
-        return errf(err, errlen, -EINVAL, "vCPU %u: the snapshot has XCRs, this host's KVM lacks "
-                                          "KVM_CAP_XCRS", i);
+        return errf(err, errlen, -EINVAL,
+                    "vCPU %u: the snapshot has XCRs, this host's KVM lacks "
+                    "KVM_CAP_XCRS",
+                    i);
     int ret = restore_cpuid(vm, vcpu, cpuid, err, errlen);
     if (!ret)
         ret = restore_tsc_khz(vm, vcpu, f, s, err, errlen);
@@ -396,7 +426,7 @@ int cpu_state_restore(struct vm *vm, struct vcpu *vcpu, const struct snap_file *
     if (!ret)
         ret = set_blob(vcpu, lapic, KVM_SET_LAPIC, "LAPIC", err, errlen);
     if (!ret)
-        ret = restore_msrs(vcpu, msrs, err, errlen);
+        ret = restore_msrs(vm, vcpu, msrs, err, errlen);
     if (!ret)
         ret = set_blob(vcpu, ev, KVM_SET_VCPU_EVENTS, "VCPU_EVENTS", err, errlen);
     return ret;

@@ -22,6 +22,7 @@
 #include "../seccomp/seccomp.h"
 #include "app.h"
 #include "loop.h"
+#include "snapshot.h"
 
 #define CONFIG_FILE_MAX (1 << 20)
 
@@ -42,23 +43,33 @@ static int cmd_run(int argc, char **argv, const struct timespec *t0)
             log_err("%s (see ember run --help)", err);
         return ret < 0 ? EXIT_BAD_ARGS : EXIT_OK;
     }
-    if (cfg_validate(&cfg, err, sizeof(err))) {
+    struct vm_snapshot *snap = NULL;
+    if (cfg.restore_path) /* the file checked before anything is set up */
+        snap = vm_snapshot_open(cfg.restore_path, &cfg, err, sizeof(err));
+    if (cfg.restore_path ? !snap : cfg_validate(&cfg, err, sizeof(err)) != 0) {
         log_err("%s", err);
         cfg_free(&cfg);
         return EXIT_BAD_CONFIG;
     }
     if (app_setup(a, "ember", t0)) {
         log_err("cannot set up the process: %s", strerror(errno));
+        vm_snapshot_close(snap);
         return EXIT_GENERIC;
     }
     struct sc_options sc = {.opener = false}; /* the built-in filters, no sandbox check */
     if (sc_setup(&sc, err, sizeof(err))) {
         log_err("%s", err);
+        vm_snapshot_close(snap);
         cfg_free(&cfg);
         return app_finish(a, EXIT_GENERIC);
     }
     a->boot_timer = true; /* ember run always has it */
-    ret = app_start_vm(a, &cfg, err, sizeof(err));
+    if (snap) {
+        ret = app_snapshot_load(a, &cfg, snap, cfg.restore_mem, true, err, sizeof(err));
+        vm_snapshot_close(snap);
+    } else {
+        ret = app_start_vm(a, &cfg, err, sizeof(err));
+    }
     if (ret)
         log_err("%s", err);
     ret = app_finish(a, ret ? (a->vm.config_error ? EXIT_BAD_CONFIG : EXIT_GENERIC) : app_run(a));
@@ -259,6 +270,8 @@ int main(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "run") == 0)
         return cmd_run(argc - 1, argv + 1, &t0);
+    if (argc >= 2 && strcmp(argv[1], "snapshot") == 0)
+        return snapshot_tool(argc - 1, argv + 1);
     /* Firecracker's flags; with none at all, Firecracker serves /run/firecracker.socket */
     if (argc < 2 || strncmp(argv[1], "--", 2) == 0)
         return fc_main(argc, argv, &t0);

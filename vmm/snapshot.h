@@ -51,6 +51,10 @@ int vm_snapshot_restore(struct vm *vm, const struct vm_config *cfg, struct loop 
  * so the guest's watchdogs do not count the pause as a lockup. */
 void vm_kvmclock_ctrl(struct vm *vm);
 
+/* snapshot_tool(argc, argv): `ember snapshot info FILE [--json]` (snapshot_info.c). Returns
+ * the exit code. */
+int snapshot_tool(int argc, char **argv);
+
 /* ---- per-architecture parts (x86) --------------------------------------------------------- */
 /* cpu_state_save(vm, vcpu, w, err, errlen): one SNAP_SEC_VCPU section. */
 int cpu_state_save(struct vm *vm, struct vcpu *vcpu, struct snap_writer *w, char *err,

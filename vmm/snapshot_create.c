@@ -95,8 +95,8 @@ static int put_devices(struct snap_writer *w, struct vm *vm, char *err, size_t e
         int ret = vmmio_save(t, &st, q, t->ops->state_size ? dev : NULL);
         if (ret) {
             free(dev);
-            return errf(err, errlen, ret, "the %s device %s cannot be saved: %s", t->ops->name,
-                        id, strerror(-ret));
+            return errf(err, errlen, ret, "the %s device %s cannot be saved: %s", t->ops->name, id,
+                        strerror(-ret));
         }
         snapw_section(w, SNAP_SEC_VIRTIO, SNAP_REQUIRED);
         snapw_u64(w, SF_VIO_TYPE, t->ops->device_id);

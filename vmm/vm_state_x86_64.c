@@ -61,8 +61,9 @@ static int check_pit(const struct kvm_pit_state2 *p, char *err, size_t errlen)
     for (int i = 0; i < 3; i++) {
         const struct kvm_pit_channel_state *c = &p->channels[i];
         /* mode 0xff: never programmed (as KVM creates it) */
-        if ((c->mode > 5 && c->mode != 0xff) || c->rw_mode > 3 || c->read_state > 4 || c->write_state > 4 ||
-            c->bcd > 1 || c->gate > 1 || c->status_latched > 1 || c->count_latched > 3)
+        if ((c->mode > 5 && c->mode != 0xff) || c->rw_mode > 3 || c->read_state > 4 ||
+            c->write_state > 4 || c->bcd > 1 || c->gate > 1 || c->status_latched > 1 ||
+            c->count_latched > 3)
             return errf(err, errlen, -EINVAL, "PIT channel %d: a state the PIT cannot be in", i);
     }
     if (p->flags & ~(uint32_t)(KVM_PIT_FLAGS_HPET_LEGACY | KVM_PIT_FLAGS_SPEAKER_DATA_ON))

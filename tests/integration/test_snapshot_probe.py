@@ -1,0 +1,336 @@
+"""Snapshots of the probe guest's heartbeat (tests/guest/probe, command line `c`: "tick N" on
+COM1 with N kept in guest RAM). Any /dev/kvm runs it (PVM too), so these run directly: pause,
+create, kill -9, load in a new process and the count goes on without a reboot; clones; the
+format-1 fixture; every kind of bad input answered with a 400 and the process alive and as it
+was. The Linux-guest tests (drives, clock, timers) are test_snapshot.py, in the test host."""
+import gzip
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import time
+
+import pytest
+
+from api_client import Ember, fault
+from ember_vm import EMBER, PROBE, REPO
+
+pytestmark = pytest.mark.usefixtures("dev_kvm")
+
+FIXTURE = REPO / "tests" / "fixtures" / "snapshot-v1"
+TICK = re.compile(rb"tick (\d+)")
+
+
+def ticks(e):
+    return [int(m) for m in TICK.findall(open(e.log_path, "rb").read())]
+
+
+def wait_tick(e, above, timeout=30):
+    """Waits until the console shows a tick greater than `above`; Returns the last one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t = ticks(e)
+        if t and t[-1] > above:
+            return t[-1]
+        assert e.proc.poll() is None, e.output()
+        time.sleep(0.02)
+    raise AssertionError(f"no tick above {above}: {e.output()[-2000:]}")
+
+
+def boot_heartbeat(tmp_path, mem=32, vcpus=1):
+    e = Ember.start(EMBER, tmp_path)
+    assert e.put("/machine-config", json={"vcpu_count": vcpus, "mem_size_mib": mem}).ok
+    assert e.put("/boot-source",
+                 json={"kernel_image_path": str(PROBE), "boot_args": "c"}).status_code == 204
+    assert e.put("/actions", json={"action_type": "InstanceStart"}).status_code == 204
+    return e
+
+
+def take_snapshot(e, d):
+    """Pauses e, snapshots it into directory d. Returns (snap, mem, last tick before)."""
+    assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+    time.sleep(0.1)  # the console file catches up with what the guest printed
+    last = ticks(e)[-1]
+    snap, mem = d / "vm.snap", d / "vm.mem"
+    r = e.put("/snapshot/create", json={"snapshot_type": "Full", "snapshot_path": str(snap),
+                                       "mem_file_path": str(mem)})
+    assert r.status_code == 204, r.text
+    return snap, mem, last
+
+
+def load_body(snap, mem, resume=True):
+    return {"snapshot_path": str(snap),
+            "mem_backend": {"backend_type": "File", "backend_path": str(mem)},
+            "resume_vm": resume}
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    """A heartbeat snapshot (32 MiB) whose source process was killed with -9."""
+    src = tmp_path / "src"
+    src.mkdir()
+    e = boot_heartbeat(src)
+    try:
+        wait_tick(e, 3)
+        snap, mem, last = take_snapshot(e, tmp_path)
+    finally:
+        e.proc.kill()
+        e.close()
+    return snap, mem, last
+
+
+def test_restore_continues_counting(tmp_path, snapshot):
+    snap, mem, last = snapshot
+    d = tmp_path / "dst"
+    d.mkdir()
+    e = Ember.start(EMBER, d)
+    try:
+        r = e.put("/snapshot/load", json=load_body(snap, mem))
+        assert r.status_code == 204, r.text
+        first = wait_tick(e, 0)
+        assert first == last + 1, (first, last)  # the next tick: no reboot, nothing lost
+        assert b"hello" not in open(e.log_path, "rb").read()
+        wait_tick(e, first + 2)
+        info = e.get("/").json()
+        assert info["state"] == "Running"
+        # the restored VM serves what a booted one does: pause, resume, another snapshot
+        assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+        r = e.put("/snapshot/create", json={"snapshot_path": str(d / "again.snap"),
+                                           "mem_file_path": str(d / "again.mem")})
+        assert r.status_code == 204, r.text
+        assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
+        wait_tick(e, ticks(e)[-1])
+        r = e.put("/actions", json={"action_type": "SendCtrlAltDel"})
+        assert r.status_code == 204, r.text
+    finally:
+        e.close()
+    # the snapshot of the restored VM restores too, and goes on from there
+    (tmp_path / "again").mkdir()
+    e2 = Ember.start(EMBER, tmp_path / "again")
+    try:
+        r = e2.put("/snapshot/load", json=load_body(d / "again.snap", d / "again.mem"))
+        assert r.status_code == 204, r.text
+        assert wait_tick(e2, 0) > first
+    finally:
+        e2.close()
+
+
+def test_load_paused_then_resume_and_metrics(tmp_path, snapshot):
+    snap, mem, last = snapshot
+    metrics = tmp_path / "metrics.json"
+    e = Ember.start(EMBER, tmp_path)
+    try:
+        assert e.put("/metrics", json={"metrics_path": str(metrics)}).status_code == 204
+        assert e.put("/snapshot/load",
+                     json=load_body(snap, mem, resume=False)).status_code == 204
+        assert e.get("/").json()["state"] == "Paused"
+        time.sleep(0.3)
+        assert ticks(e) == []  # paused: the guest has not run
+        assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
+        assert wait_tick(e, 0) == last + 1
+        assert e.put("/actions", json={"action_type": "FlushMetrics"}).status_code == 204
+        lines = [json.loads(l) for l in metrics.read_text().splitlines()]
+        lat = lines[-1]["latencies_us"]
+        assert lat["load_snapshot"] > 0 and lat["vmm_load_snapshot"] > 0
+        assert lat["load_snapshot"] >= lat["vmm_load_snapshot"]
+    finally:
+        e.close()
+
+
+def test_four_clones_at_once(tmp_path, snapshot):
+    snap, mem, last = snapshot
+    clones = []
+    try:
+        for i in range(4):
+            d = tmp_path / f"clone{i}"
+            d.mkdir()
+            clones.append(Ember.start(EMBER, d))
+        for e in clones:  # loaded one right after the other, all running together
+            r = e.put("/snapshot/load", json=load_body(snap, mem))
+            assert r.status_code == 204, r.text
+        for e in clones:
+            assert wait_tick(e, last + 2) > last + 2
+            assert e.proc.poll() is None
+    finally:
+        for e in clones:
+            e.close()
+
+
+def test_run_restore_on_a_shell(tmp_path, snapshot):
+    snap, mem, last = snapshot
+    console = tmp_path / "console.txt"
+    p = subprocess.Popen([str(EMBER), "run", "--restore", str(snap), "--mem-file", str(mem),
+                          "--console", str(console)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            t = [int(x) for x in TICK.findall(console.read_bytes())] if console.exists() else []
+            if len(t) >= 2:
+                break
+            assert p.poll() is None, p.communicate()
+            time.sleep(0.05)
+        assert t[0] == last + 1, t
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def test_run_restore_usage_errors(tmp_path, snapshot):
+    snap, mem, _ = snapshot
+    for args, want in [
+        (["--restore", str(snap)], "--restore SNAPSHOT and --mem-file MEM go together"),
+        (["--restore", str(snap), "--mem-file", str(mem), "--vcpus", "2"], "--vcpus: a restored"),
+        (["--restore", str(snap), "--mem-file", str(mem), "--kernel", str(PROBE)], "--kernel"),
+        (["--restore", str(tmp_path / "none"), "--mem-file", str(mem)], "Cannot open the snapshot"),
+        (["--restore", str(mem), "--mem-file", str(mem)], "not an ember snapshot"),
+    ]:
+        r = subprocess.run([str(EMBER), "run", *args], capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+        assert r.returncode in (152, 153), (args, r)
+        assert want in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line
+
+
+def crc64(data):
+    poly, crc = 0xC96C5795D7870F42, 0xFFFFFFFFFFFFFFFF
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+def resealed(b):
+    b = bytearray(b)
+    b[-8:] = struct.pack("<Q", crc64(bytes(b[:-8])))
+    return bytes(b)
+
+
+def machine_field(b, tag, value):
+    """The file with the machine section's u64 field `tag` set to value (CRC recomputed)."""
+    b = bytearray(b)
+    off = 32
+    t, _, ln = struct.unpack_from("<IIQ", b, off)
+    assert t == 1
+    p = off + 16
+    while p < off + 16 + ln:
+        ftag, flen = struct.unpack_from("<II", b, p)
+        if ftag & 0x7FFFFFFF == tag:
+            struct.pack_into("<Q", b, p + 8, value)
+            return resealed(bytes(b))
+        p += 8 + ((flen + 7) & ~7)
+    raise AssertionError("no such field")
+
+
+def test_bad_snapshots_are_400_and_leave_the_process_as_it_was(tmp_path, snapshot):
+    snap, mem, last = snapshot
+    good = snap.read_bytes()
+    cases = {
+        "truncated": (good[:-100], "truncated"),
+        "flipped": (good[:500] + bytes([good[500] ^ 0x20]) + good[501:], "CRC mismatch"),
+        "version": (resealed(good[:8] + struct.pack("<I", 9) + good[12:]), "format version 9"),
+        "vcpus": (machine_field(good, 3, 2), "2 vCPUs with state for 1"),
+        "memory": (machine_field(good, 4, 64), "memory layout does not match 64 MiB"),
+        "empty": (b"", "not an ember snapshot"),
+    }
+    e = Ember.start(EMBER, tmp_path)
+    try:
+        for name, (data, want) in cases.items():
+            p = tmp_path / f"{name}.snap"
+            p.write_bytes(data)
+            msg = fault(e.put("/snapshot/load", json=load_body(p, mem)))
+            assert want in msg, (name, msg)
+            assert e.get("/").json()["state"] == "Not started", name
+        # the memory file one page short, a missing one, a directory
+        short = tmp_path / "short.mem"
+        shutil.copyfile(mem, short)
+        os.truncate(short, os.path.getsize(mem) - 4096)
+        assert "bytes, the snapshot's guest RAM" in fault(
+            e.put("/snapshot/load", json=load_body(snap, short)))
+        assert "Cannot open the memory file" in fault(
+            e.put("/snapshot/load", json=load_body(snap, tmp_path / "none.mem")))
+        assert "not a regular file" in fault(
+            e.put("/snapshot/load", json=load_body(snap, tmp_path)))
+        assert "Uffd" in fault(e.put("/snapshot/load", json={
+            "snapshot_path": str(snap),
+            "mem_backend": {"backend_type": "Uffd", "backend_path": str(tmp_path / "uffd.sock")}}))
+        assert e.proc.poll() is None
+        # nothing stuck: the same process still loads the good snapshot
+        r = e.put("/snapshot/load", json=load_body(snap, mem))
+        assert r.status_code == 204, r.text
+        assert wait_tick(e, 0) == last + 1
+        assert "not supported after starting" in fault(
+            e.put("/snapshot/load", json=load_body(snap, mem)))
+    finally:
+        e.close()
+
+
+def test_create_and_load_in_the_wrong_state(tmp_path):
+    e = boot_heartbeat(tmp_path)
+    try:
+        wait_tick(e, 1)
+        body = {"snapshot_path": str(tmp_path / "s"), "mem_file_path": str(tmp_path / "m")}
+        assert "pause it first" in fault(e.put("/snapshot/create", json=body))
+        assert not (tmp_path / "s").exists()
+        assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+        assert "Diff snapshots are not supported" in fault(
+            e.put("/snapshot/create", json={**body, "snapshot_type": "Diff"}))
+        bad = {"snapshot_path": str(tmp_path / "no" / "s"), "mem_file_path": str(tmp_path / "m")}
+        assert "Cannot create the snapshot file" in fault(e.put("/snapshot/create", json=bad))
+        # a symlink is never followed to create an output file
+        os.symlink(tmp_path / "elsewhere", tmp_path / "link")
+        assert "Cannot create the memory file" in fault(e.put("/snapshot/create", json={
+            "snapshot_path": str(tmp_path / "s2"), "mem_file_path": str(tmp_path / "link")}))
+        assert not (tmp_path / "elsewhere").exists()
+        assert e.put("/snapshot/create", json=body).status_code == 204
+        assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
+        wait_tick(e, ticks(e)[-1])
+    finally:
+        e.close()
+    d = tmp_path / "fresh"
+    d.mkdir()
+    e = Ember.start(EMBER, d)
+    try:
+        assert "not supported before starting" in fault(e.put("/snapshot/create", json={
+            "snapshot_path": str(d / "s"), "mem_file_path": str(d / "m")}))
+        assert e.put("/boot-source", json={"kernel_image_path": str(PROBE)}).status_code == 204
+        assert "not allowed after configuring boot-specific resources" in fault(
+            e.put("/snapshot/load", json=load_body(tmp_path / "s", tmp_path / "m")))
+    finally:
+        e.close()
+
+
+def test_memory_file_is_sparse_and_complete(tmp_path, snapshot):
+    snap, mem, _ = snapshot
+    st = os.stat(mem)
+    assert st.st_size == 32 << 20  # every byte of guest RAM, in Firecracker's layout
+    assert st.st_blocks * 512 < 4 << 20  # untouched pages are holes
+
+
+def test_fixture_from_format_1_loads(tmp_path):
+    """A snapshot written by the first format: every later ember must load it."""
+    mem = tmp_path / "probe.mem"
+    with gzip.open(FIXTURE / "probe.mem.gz", "rb") as src, open(mem, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    info = subprocess.run([str(EMBER), "snapshot", "info", "--json", str(FIXTURE / "probe.snap")],
+                          capture_output=True, text=True, timeout=30)
+    assert info.returncode == 0, info.stderr
+    j = json.loads(info.stdout)
+    assert (j["format_version"], j["vcpu_count"], j["mem_size_mib"]) == (1, 1, 8)
+    text = subprocess.run([str(EMBER), "snapshot", "info", str(FIXTURE / "probe.snap")],
+                          capture_output=True, text=True, timeout=30)
+    assert "1 vCPUs, 8 MiB" in text.stdout and "vcpu" in text.stdout
+    e = Ember.start(EMBER, tmp_path)
+    try:
+        r = e.put("/snapshot/load", json=load_body(FIXTURE / "probe.snap", mem))
+        assert r.status_code == 204, r.text
+        assert wait_tick(e, 0) == 14
+    finally:
+        e.close()

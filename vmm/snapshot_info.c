@@ -1,0 +1,168 @@
+/* `ember snapshot info FILE [--json]`: what a snapshot holds, read and checked exactly as a load
+ * reads it (so "info" says why a file would not load): the format, the machine, the files and
+ * devices it refers to, its sections. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "../snapshot/format.h"
+#include "../snapshot/layout.h"
+#include "snapshot.h"
+#include "snapshot_file.h"
+#include "vmm.h"
+
+static const char *section_name(uint32_t type)
+{
+    static const char *const names[] = {
+            [SNAP_SEC_MACHINE] = "machine", [SNAP_SEC_DRIVE] = "drive",
+            [SNAP_SEC_NET] = "net",         [SNAP_SEC_VIRTIO] = "virtio device",
+            [SNAP_SEC_LEGACY] = "legacy",   [SNAP_SEC_KVM_VM] = "kvm vm",
+            [SNAP_SEC_VCPU] = "vcpu",
+    };
+    return type < sizeof(names) / sizeof(names[0]) && names[type] ? names[type] : "unknown";
+}
+
+static void str_field(const struct vm_snapshot *s, uint32_t tag, char *out, size_t size)
+{
+    if (snap_get_str(&s->f, snap_find(&s->f, SNAP_SEC_MACHINE, 0), tag, out, size))
+        snprintf(out, size, "?");
+}
+
+static json_t *info_json(const struct vm_snapshot *s, const struct vm_config *cfg)
+{
+    char writer[64], type[16], mem[CFG_PATH_MAX], mac[18];
+    uint64_t created = 0;
+    json_t *drives = json_array(), *nets = json_array(), *secs = json_array();
+
+    str_field(s, SF_WRITER, writer, sizeof(writer));
+    str_field(s, SF_SNAP_TYPE, type, sizeof(type));
+    str_field(s, SF_MEM_FILE, mem, sizeof(mem));
+    snap_get_u64(&s->f, snap_find(&s->f, SNAP_SEC_MACHINE, 0), SF_CREATED, &created);
+    for (unsigned i = 0; i < cfg->ndrives; i++) {
+        const struct vm_drive *d = &cfg->drives[i];
+        json_array_append_new(drives, json_pack("{s:s,s:s,s:b,s:b,s:s}", "drive_id", d->id,
+                                                "path_on_host", d->path, "is_root_device",
+                                                d->root, "is_read_only", d->read_only,
+                                                "io_engine", d->async ? "Async" : "Sync"));
+    }
+    for (unsigned i = 0; i < cfg->nnets; i++) {
+        const struct vm_net *n = &cfg->nets[i];
+        json_t *o = json_pack("{s:s,s:s}", "iface_id", n->id, "host_dev_name", n->host_dev_name);
+        if (n->has_mac)
+            json_object_set_new(o, "guest_mac", json_string(cfg_mac_format(n->mac, mac)));
+        json_array_append_new(nets, o);
+    }
+    for (unsigned i = 0; i < s->f.nsections; i++) {
+        const struct snap_section *sec = &s->f.sections[i];
+        json_array_append_new(secs, json_pack("{s:i,s:s,s:I,s:i,s:b}", "type", (int)sec->type,
+                                              "name", section_name(sec->type), "bytes",
+                                              (json_int_t)sec->len, "fields", (int)sec->nfields,
+                                              "required", (sec->flags & SNAP_REQUIRED) != 0));
+    }
+    return json_pack("{s:i,s:s,s:s,s:s,s:I,s:i,s:I,s:b,s:s,s:o,s:o,s:o}", "format_version",
+                     (int)s->f.version, "architecture", "x86_64", "writer", writer,
+                     "snapshot_type", type, "created", (json_int_t)created, "vcpu_count",
+                     (int)cfg->vcpus, "mem_size_mib", (json_int_t)cfg->mem_mib, "smt", cfg->smt,
+                     "mem_file_path", mem, "drives", drives, "network_interfaces", nets,
+                     "sections", secs);
+}
+
+static void print_text(json_t *j)
+{
+    time_t created = (time_t)json_integer_value(json_object_get(j, "created"));
+    char when[64] = "?";
+    struct tm tm;
+    size_t i;
+    json_t *v;
+
+    if (gmtime_r(&created, &tm))
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+    printf("ember snapshot, format version %d, %s, written by %s on %s\n",
+           (int)json_integer_value(json_object_get(j, "format_version")),
+           json_string_value(json_object_get(j, "architecture")),
+           json_string_value(json_object_get(j, "writer")), when);
+    printf("type:     %s\n", json_string_value(json_object_get(j, "snapshot_type")));
+    printf("machine:  %d vCPUs%s, %lld MiB\n",
+           (int)json_integer_value(json_object_get(j, "vcpu_count")),
+           json_is_true(json_object_get(j, "smt")) ? " (SMT)" : "",
+           (long long)json_integer_value(json_object_get(j, "mem_size_mib")));
+    printf("memory:   %s (as written; load names the memory file)\n",
+           json_string_value(json_object_get(j, "mem_file_path")));
+    json_array_foreach(json_object_get(j, "drives"), i, v)
+        printf("drive:    %s %s%s%s\n", json_string_value(json_object_get(v, "drive_id")),
+               json_string_value(json_object_get(v, "path_on_host")),
+               json_is_true(json_object_get(v, "is_root_device")) ? " (root)" : "",
+               json_is_true(json_object_get(v, "is_read_only")) ? " (read-only)" : "");
+    json_array_foreach(json_object_get(j, "network_interfaces"), i, v)
+    {
+        json_t *mac = json_object_get(v, "guest_mac");
+        printf("net:      %s on TAP %s%s%s\n", json_string_value(json_object_get(v, "iface_id")),
+               json_string_value(json_object_get(v, "host_dev_name")), mac ? ", MAC " : "",
+               mac ? json_string_value(mac) : "");
+    }
+    printf("sections:\n");
+    json_array_foreach(json_object_get(j, "sections"), i, v)
+        printf("  %-14s type %2d  %6lld bytes  %3d fields%s\n",
+               json_string_value(json_object_get(v, "name")),
+               (int)json_integer_value(json_object_get(v, "type")),
+               (long long)json_integer_value(json_object_get(v, "bytes")),
+               (int)json_integer_value(json_object_get(v, "fields")),
+               json_is_true(json_object_get(v, "required")) ? "" : "  (optional)");
+}
+
+static int usage(FILE *out, int code)
+{
+    fprintf(out, "usage: ember snapshot info SNAPSHOT [--json]\n"
+                 "\n"
+                 "Prints what a snapshot file (PUT /snapshot/create's snapshot_path) holds: its\n"
+                 "format, the machine, the drives and interfaces it refers to, its sections. The\n"
+                 "file is checked as a load checks it: a file that would not load is refused\n"
+                 "with the reason (exit 1).\n");
+    return code;
+}
+
+int snapshot_tool(int argc, char **argv)
+{
+    struct vm_config cfg;
+    char err[512];
+    bool json = false;
+    const char *path = NULL;
+
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+        return usage(stdout, EXIT_OK);
+    if (argc < 3 || strcmp(argv[1], "info"))
+        return usage(stderr, EXIT_BAD_ARGS);
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!path && argv[i][0] != '-')
+            path = argv[i];
+        else
+            return usage(stderr, EXIT_BAD_ARGS);
+    }
+    if (!path)
+        return usage(stderr, EXIT_BAD_ARGS);
+    cfg_defaults(&cfg);
+    struct vm_snapshot *s = vm_snapshot_open(path, &cfg, err, sizeof(err));
+    if (!s) {
+        log_err("%s", err);
+        cfg_free(&cfg);
+        return EXIT_GENERIC;
+    }
+    json_t *j = info_json(s, &cfg);
+    if (json) {
+        char *text = json_dumps(j, JSON_INDENT(2));
+        printf("%s\n", text ? text : "{}");
+        free(text);
+    } else {
+        print_text(j);
+    }
+    json_decref(j);
+    vm_snapshot_close(s);
+    cfg_free(&cfg);
+    return EXIT_OK;
+}
