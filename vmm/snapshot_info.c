@@ -44,10 +44,10 @@ static json_t *info_json(const struct vm_snapshot *s, const struct vm_config *cf
     snap_get_u64(&s->f, snap_find(&s->f, SNAP_SEC_MACHINE, 0), SF_CREATED, &created);
     for (unsigned i = 0; i < cfg->ndrives; i++) {
         const struct vm_drive *d = &cfg->drives[i];
-        json_array_append_new(drives, json_pack("{s:s,s:s,s:b,s:b,s:s}", "drive_id", d->id,
-                                                "path_on_host", d->path, "is_root_device",
-                                                d->root, "is_read_only", d->read_only,
-                                                "io_engine", d->async ? "Async" : "Sync"));
+        json_array_append_new(drives,
+                              json_pack("{s:s,s:s,s:b,s:b,s:s}", "drive_id", d->id, "path_on_host",
+                                        d->path, "is_root_device", d->root, "is_read_only",
+                                        d->read_only, "io_engine", d->async ? "Async" : "Sync"));
     }
     for (unsigned i = 0; i < cfg->nnets; i++) {
         const struct vm_net *n = &cfg->nets[i];
@@ -64,11 +64,10 @@ static json_t *info_json(const struct vm_snapshot *s, const struct vm_config *cf
                                               "required", (sec->flags & SNAP_REQUIRED) != 0));
     }
     return json_pack("{s:i,s:s,s:s,s:s,s:I,s:i,s:I,s:b,s:s,s:o,s:o,s:o}", "format_version",
-                     (int)s->f.version, "architecture", "x86_64", "writer", writer,
-                     "snapshot_type", type, "created", (json_int_t)created, "vcpu_count",
-                     (int)cfg->vcpus, "mem_size_mib", (json_int_t)cfg->mem_mib, "smt", cfg->smt,
-                     "mem_file_path", mem, "drives", drives, "network_interfaces", nets,
-                     "sections", secs);
+                     (int)s->f.version, "architecture", "x86_64", "writer", writer, "snapshot_type",
+                     type, "created", (json_int_t)created, "vcpu_count", (int)cfg->vcpus,
+                     "mem_size_mib", (json_int_t)cfg->mem_mib, "smt", cfg->smt, "mem_file_path",
+                     mem, "drives", drives, "network_interfaces", nets, "sections", secs);
 }
 
 static void print_text(json_t *j)
@@ -93,10 +92,10 @@ static void print_text(json_t *j)
     printf("memory:   %s (as written; load names the memory file)\n",
            json_string_value(json_object_get(j, "mem_file_path")));
     json_array_foreach(json_object_get(j, "drives"), i, v)
-        printf("drive:    %s %s%s%s\n", json_string_value(json_object_get(v, "drive_id")),
-               json_string_value(json_object_get(v, "path_on_host")),
-               json_is_true(json_object_get(v, "is_root_device")) ? " (root)" : "",
-               json_is_true(json_object_get(v, "is_read_only")) ? " (read-only)" : "");
+            printf("drive:    %s %s%s%s\n", json_string_value(json_object_get(v, "drive_id")),
+                   json_string_value(json_object_get(v, "path_on_host")),
+                   json_is_true(json_object_get(v, "is_root_device")) ? " (root)" : "",
+                   json_is_true(json_object_get(v, "is_read_only")) ? " (read-only)" : "");
     json_array_foreach(json_object_get(j, "network_interfaces"), i, v)
     {
         json_t *mac = json_object_get(v, "guest_mac");
@@ -106,12 +105,12 @@ static void print_text(json_t *j)
     }
     printf("sections:\n");
     json_array_foreach(json_object_get(j, "sections"), i, v)
-        printf("  %-14s type %2d  %6lld bytes  %3d fields%s\n",
-               json_string_value(json_object_get(v, "name")),
-               (int)json_integer_value(json_object_get(v, "type")),
-               (long long)json_integer_value(json_object_get(v, "bytes")),
-               (int)json_integer_value(json_object_get(v, "fields")),
-               json_is_true(json_object_get(v, "required")) ? "" : "  (optional)");
+            printf("  %-14s type %2d  %6lld bytes  %3d fields%s\n",
+                   json_string_value(json_object_get(v, "name")),
+                   (int)json_integer_value(json_object_get(v, "type")),
+                   (long long)json_integer_value(json_object_get(v, "bytes")),
+                   (int)json_integer_value(json_object_get(v, "fields")),
+                   json_is_true(json_object_get(v, "required")) ? "" : "  (optional)");
 }
 
 static int usage(FILE *out, int code)

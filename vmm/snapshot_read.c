@@ -186,10 +186,12 @@ struct vm_snapshot *vm_snapshot_parse(uint8_t *buf, size_t len, const char *snap
         ret = errf(err, errlen, -EINVAL, "The snapshot file %.256s: %s", snap_path, why);
     const struct snap_section *unknown = NULL;
     if (!ret && s->f.arch != SNAP_ARCH_X86_64)
-        ret = errf(err, errlen, -EINVAL, "The snapshot file %.256s is of architecture %u, not "
-                                         "x86_64", snap_path, s->f.arch);
+        ret = errf(err, errlen, -EINVAL,
+                   "The snapshot file %.256s is of architecture %u, not "
+                   "x86_64",
+                   snap_path, s->f.arch);
     if (!ret && (unknown = snap_unknown_required(&s->f, known_sections,
-                                                  sizeof(known_sections) / sizeof(uint32_t))))
+                                                 sizeof(known_sections) / sizeof(uint32_t))))
         ret = errf(err, errlen, -EINVAL,
                    "The snapshot file %.256s needs a newer ember (section type %u)", snap_path,
                    unknown->type);
@@ -221,4 +223,3 @@ void vm_snapshot_close(struct vm_snapshot *s)
     free(s->buf);
     free(s);
 }
-

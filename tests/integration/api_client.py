@@ -32,12 +32,14 @@ class Ember:
         self.base = "http+unix://" + urllib.parse.quote(str(self.sock), safe="")
 
     @classmethod
-    def start(cls, ember_bin, scratch, *extra, wait=True, stdin=subprocess.DEVNULL):
+    def start(cls, ember_bin, scratch, *extra, wait=True, stdin=subprocess.DEVNULL, cwd=None):
+        """cwd: ember's working directory (relative paths in requests resolve there)."""
         sock = pathlib.Path(scratch) / "api.sock"
         out = pathlib.Path(scratch) / "ember.out"
         args = [str(ember_bin), "--api-sock", str(sock), *map(str, extra)]
         with open(out, "wb") as f:
-            proc = subprocess.Popen(args, stdin=stdin, stdout=f, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(args, stdin=stdin, stdout=f, stderr=subprocess.STDOUT,
+                                    cwd=cwd)
         e = cls(proc, sock, out)
         if wait:
             e.wait_ready()

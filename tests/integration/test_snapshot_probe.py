@@ -334,3 +334,74 @@ def test_fixture_from_format_1_loads(tmp_path):
         assert wait_tick(e, 0) == 14
     finally:
         e.close()
+
+
+def test_drives_and_interfaces_come_back_by_name(tmp_path, scratch, ember_bin):
+    """A drive and a network interface (on a TAP in a namespace of the test's) go into the
+    snapshot by path and TAP name; a load opens them again, or says which one it cannot."""
+    from test_virtio_net import Netns
+    ns = Netns()
+    try:
+        ns.tap("tap0")
+        ns.tap("tap1")
+        disk = tmp_path / "data.img"
+        disk.write_bytes(b"\0" * (1 << 20))
+        wrapper = ns.wrapper(tmp_path, ember_bin)
+        (scratch / "src").mkdir()
+        e = Ember.start(wrapper, scratch / "src")
+        try:
+            assert e.put("/machine-config", json={"vcpu_count": 1, "mem_size_mib": 32}).ok
+            assert e.put("/boot-source", json={"kernel_image_path": str(PROBE),
+                                               "boot_args": "c"}).ok
+            assert e.put("/drives/data", json={"drive_id": "data", "path_on_host": str(disk),
+                                               "is_root_device": False,
+                                               "is_read_only": False}).status_code == 204
+            assert e.put("/network-interfaces/eth0", json={
+                "iface_id": "eth0", "host_dev_name": "tap0",
+                "guest_mac": "06:00:ac:10:00:02"}).status_code == 204
+            assert e.put("/actions", json={"action_type": "InstanceStart"}).status_code == 204
+            wait_tick(e, 1)
+            snap, mem, last = take_snapshot(e, tmp_path)
+        finally:
+            e.close()
+        info = json.loads(subprocess.run([str(EMBER), "snapshot", "info", "--json", str(snap)],
+                                         capture_output=True, text=True, timeout=30).stdout)
+        assert info["drives"][0]["path_on_host"] == str(disk)
+        assert info["network_interfaces"][0]["host_dev_name"] == "tap0"
+
+        def fresh(name):
+            (scratch / name).mkdir()
+            return Ember.start(wrapper, scratch / name)
+
+        e = fresh("bad")
+        try:
+            body = load_body(snap, mem)
+            msg = fault(e.put("/snapshot/load", json={
+                **body, "network_overrides": [{"iface_id": "eth9", "host_dev_name": "tap1"}]}))
+            assert "no network interface `eth9`" in msg, msg
+            msg = fault(e.put("/snapshot/load", json={
+                **body, "network_overrides": [{"iface_id": "eth0", "host_dev_name": "nosuch"}]}))
+            assert "nosuch" in msg, msg
+            os.rename(disk, tmp_path / "moved.img")
+            msg = fault(e.put("/snapshot/load", json=body))
+            assert str(disk) in msg, msg  # the missing drive is named
+            os.rename(tmp_path / "moved.img", disk)
+            assert e.get("/").json()["state"] == "Not started"
+        finally:
+            e.close()
+        e = fresh("good")
+        try:
+            r = e.put("/snapshot/load", json={
+                **load_body(snap, mem),
+                "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap1"}]})
+            assert r.status_code == 204, r.text
+            assert wait_tick(e, 0) == last + 1
+            cfg = e.get("/vm/config").json()
+            assert cfg["drives"][0]["path_on_host"] == str(disk)
+            assert cfg["network-interfaces"][0]["host_dev_name"] == "tap1"
+            assert cfg["network-interfaces"][0]["guest_mac"] == "06:00:ac:10:00:02"
+            assert cfg["machine-config"]["mem_size_mib"] == 32
+        finally:
+            e.close()
+    finally:
+        ns.delete()

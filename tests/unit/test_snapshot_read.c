@@ -24,9 +24,13 @@ struct shape {
     uint32_t arch, extra_required;
 };
 
-static const struct shape good = {.vcpus = 2, .vcpu_sections = 2, .drives = 1,
-                                  .virtio_sections = 1, .mem_mib = 256,
-                                  .region0_size = 256ULL << 20, .arch = SNAP_ARCH_X86_64};
+static const struct shape good = {.vcpus = 2,
+                                  .vcpu_sections = 2,
+                                  .drives = 1,
+                                  .virtio_sections = 1,
+                                  .mem_mib = 256,
+                                  .region0_size = 256ULL << 20,
+                                  .arch = SNAP_ARCH_X86_64};
 
 static uint8_t *build(const struct shape *sh, size_t *len)
 {

@@ -1,0 +1,143 @@
+"""Snapshots of a real Linux guest (run through tests/host/run). One boot: the guest keeps a
+counter in a tmpfs file, prints a heartbeat with its uptime every `sleep 1`, and writes each
+beat to a raw data drive. It is paused, snapshotted and killed with -9; four new processes load
+the snapshot at once, each in its own directory with its own copies of the drives (the
+snapshot names them by relative path, as a jailed Firecracker's do), and each guest goes on:
+the count continues without a reboot, its clock resumes where it stopped, `sleep 1` still
+takes about a second of guest time, and what it writes to its drive after the restore is in
+that clone's file."""
+import os
+import re
+import shutil
+import time
+
+import pytest
+
+from api_client import Ember
+from ember_vm import BOOT_TIMEOUT, EMBER
+
+pytestmark = pytest.mark.kvm
+
+CLONES = 4
+SECTOR = 512
+BEAT = re.compile(rb"beat (\d+) ([0-9.]+)")
+# The counter lives in /tmp (tmpfs): guest memory. Each beat also goes to /dev/vdb, sector
+# (beat % 4096), so the host can read what the guest wrote after it was restored.
+SCRIPT = ("echo 0 > /tmp/c; while true; do i=$(( $(cat /tmp/c) + 1 )); echo $i > /tmp/c; "
+          "read up x < /proc/uptime; echo beat $i $up; "
+          "echo beat $i | dd of=/dev/vdb bs=512 seek=$((i % 4096)) conv=notrunc,fsync "
+          "2>/dev/null; sleep 1; done")
+CMDLINE = ("console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
+           f'i8042.dumbkbd quiet ember.cmd="{SCRIPT}"')
+
+
+def beats(e):
+    return [(int(n), float(up)) for n, up in BEAT.findall(open(e.log_path, "rb").read())]
+
+
+def wait_beats(e, count, after=0, timeout=BOOT_TIMEOUT):
+    """Waits until `count` beats numbered above `after` are on the console; Returns them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = [b for b in beats(e) if b[0] > after]
+        if len(got) >= count:
+            return got
+        assert e.proc.poll() is None, e.output()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"{count} beats after {after} did not come: {e.output()[-3000:]}")
+
+
+def drive_beats(path):
+    """The beat numbers the guest wrote to a data drive."""
+    data = open(path, "rb").read()
+    out = set()
+    for off in range(0, len(data), SECTOR):
+        m = re.match(rb"beat (\d+)\n", data[off:off + 16])
+        if m:
+            out.add(int(m.group(1)))
+    return out
+
+
+def test_linux_guest_restored_four_times(guest_assets, scratch, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(guest_assets["rootfs"], src / "rootfs.ext4")
+    with open(src / "data.img", "wb") as f:
+        f.truncate(4096 * SECTOR)
+    snap_dir = scratch / "snap"  # local tmpfs in the test host: the memory file is mapped
+    snap_dir.mkdir()
+    (scratch / "src").mkdir()
+    e = Ember.start(EMBER, scratch / "src", cwd=src)
+    try:
+        assert e.put("/machine-config", json={"vcpu_count": 2, "mem_size_mib": 128}).ok
+        assert e.put("/boot-source", json={"kernel_image_path": str(guest_assets["vmlinux"]),
+                                           "boot_args": CMDLINE}).status_code == 204
+        for drive, root in (("rootfs.ext4", True), ("data.img", False)):
+            r = e.put(f"/drives/{'root' if root else 'data'}",
+                      json={"drive_id": "root" if root else "data", "path_on_host": drive,
+                            "is_root_device": root, "is_read_only": False})
+            assert r.status_code == 204, r.text
+        assert e.put("/actions", json={"action_type": "InstanceStart"}).status_code == 204
+        wait_beats(e, 4)
+        assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+        paused_at = time.monotonic()
+        time.sleep(0.5)
+        last, last_up = beats(e)[-1]
+        # the guest's own time for one turn of its loop (`sleep 1` plus the slow commands)
+        turn = max(b[1] - a[1] for a, b in zip(beats(e), beats(e)[1:]))
+        r = e.put("/snapshot/create", json={"snapshot_path": str(snap_dir / "vm.snap"),
+                                           "mem_file_path": str(snap_dir / "vm.mem")})
+        assert r.status_code == 204, r.text
+    finally:
+        e.proc.kill()  # kill -9: nothing of the source is left but the files
+        e.close()
+    before = drive_beats(src / "data.img")
+
+    clones = []
+    try:
+        for i in range(CLONES):
+            d = tmp_path / f"clone{i}"
+            d.mkdir()
+            for f in ("rootfs.ext4", "data.img"):
+                shutil.copy(src / f, d / f)
+            (scratch / f"c{i}").mkdir()
+            clones.append((d, Ember.start(EMBER, scratch / f"c{i}", cwd=d)))
+        # Long enough after the pause that a guest clock following the host's would show it
+        time.sleep(max(0.0, paused_at + turn + 10 - time.monotonic()))
+        for _, c in clones:  # all four loaded before any is checked: they run together
+            r = c.put("/snapshot/load", json={
+                "snapshot_path": str(snap_dir / "vm.snap"),
+                "mem_backend": {"backend_type": "File", "backend_path": str(snap_dir / "vm.mem")},
+                "resume_vm": True})
+            assert r.status_code == 204, r.text
+        for d, c in clones:
+            after = wait_beats(c, 3, after=last)
+            out = open(c.log_path, "rb").read()
+            # the count goes on from the snapshot: no reboot, no beat lost or repeated
+            assert [n for n, _ in after[:3]] == [last + 1, last + 2, last + 3], after
+            assert b"ember.exit" not in out and b"Linux version" not in out
+            # the guest clock resumed where it stopped (not by the 10+ s of wall time since
+            # the pause) and a `sleep 1` is still at least a second of guest time
+            assert 0 < after[0][1] - last_up <= turn + 2, (last_up, turn, after)
+            gaps = [b[1] - a[1] for a, b in zip(after, after[1:])]
+            assert all(0.9 < g <= 2 * turn + 2 for g in gaps), (gaps, turn)
+            for bad in (b"soft lockup", b"rcu_sched self-detected", b"BUG:", b"Oops"):
+                assert bad not in out, (bad, out[-3000:])
+            # the ordinary operations on a restored VM
+            assert c.patch("/vm", json={"state": "Paused"}).status_code == 204
+            assert c.patch("/vm", json={"state": "Resumed"}).status_code == 204
+        for d, c in clones:  # the Ctrl-Alt-Del ends each guest cleanly (init reboots)
+            n = beats(c)[-1][0]
+            wait_beats(c, 1, after=n)
+            assert c.put("/actions", json={"action_type": "SendCtrlAltDel"}).status_code == 204
+        for d, c in clones:
+            assert c.wait(BOOT_TIMEOUT) == 0, c.output()[-3000:]
+            seen = {n for n, _ in beats(c) if n >= last}
+            written = drive_beats(d / "data.img") - before
+            assert seen and written, (seen, written)
+            # what each clone's guest wrote after the restore is in that clone's own file
+            assert written <= seen | {max(seen) + 1}, (written, seen)
+            assert max(seen) in written or max(seen) - 1 in written, (written, seen)
+    finally:
+        for _, c in clones:
+            c.close()
