@@ -91,26 +91,28 @@ static void print_text(json_t *j)
            (long long)json_integer_value(json_object_get(j, "mem_size_mib")));
     printf("memory:   %s (as written; load names the memory file)\n",
            json_string_value(json_object_get(j, "mem_file_path")));
-    json_array_foreach(json_object_get(j, "drives"), i, v)
-            printf("drive:    %s %s%s%s\n", json_string_value(json_object_get(v, "drive_id")),
-                   json_string_value(json_object_get(v, "path_on_host")),
-                   json_is_true(json_object_get(v, "is_root_device")) ? " (root)" : "",
-                   json_is_true(json_object_get(v, "is_read_only")) ? " (read-only)" : "");
-    json_array_foreach(json_object_get(j, "network_interfaces"), i, v)
-    {
+    json_t *arr = json_object_get(j, "drives");
+    for (i = 0; i < json_array_size(arr) && (v = json_array_get(arr, i)); i++)
+        printf("drive:    %s %s%s%s\n", json_string_value(json_object_get(v, "drive_id")),
+               json_string_value(json_object_get(v, "path_on_host")),
+               json_is_true(json_object_get(v, "is_root_device")) ? " (root)" : "",
+               json_is_true(json_object_get(v, "is_read_only")) ? " (read-only)" : "");
+    arr = json_object_get(j, "network_interfaces");
+    for (i = 0; i < json_array_size(arr) && (v = json_array_get(arr, i)); i++) {
         json_t *mac = json_object_get(v, "guest_mac");
         printf("net:      %s on TAP %s%s%s\n", json_string_value(json_object_get(v, "iface_id")),
                json_string_value(json_object_get(v, "host_dev_name")), mac ? ", MAC " : "",
                mac ? json_string_value(mac) : "");
     }
     printf("sections:\n");
-    json_array_foreach(json_object_get(j, "sections"), i, v)
-            printf("  %-14s type %2d  %6lld bytes  %3d fields%s\n",
-                   json_string_value(json_object_get(v, "name")),
-                   (int)json_integer_value(json_object_get(v, "type")),
-                   (long long)json_integer_value(json_object_get(v, "bytes")),
-                   (int)json_integer_value(json_object_get(v, "fields")),
-                   json_is_true(json_object_get(v, "required")) ? "" : "  (optional)");
+    arr = json_object_get(j, "sections");
+    for (i = 0; i < json_array_size(arr) && (v = json_array_get(arr, i)); i++)
+        printf("  %-14s type %2d  %6lld bytes  %3d fields%s\n",
+               json_string_value(json_object_get(v, "name")),
+               (int)json_integer_value(json_object_get(v, "type")),
+               (long long)json_integer_value(json_object_get(v, "bytes")),
+               (int)json_integer_value(json_object_get(v, "fields")),
+               json_is_true(json_object_get(v, "required")) ? "" : "  (optional)");
 }
 
 static int usage(FILE *out, int code)
