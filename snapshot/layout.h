@@ -49,9 +49,10 @@
 #define SF_VIO_DEVICE   8 /* the device's state_size bytes */
 
 /* The legacy devices. */
-#define SNAP_SEC_LEGACY 5
-#define SF_LEG_SERIAL   1 /* record struct serial_state */
-#define SF_LEG_I8042    2 /* record struct i8042_state */
+#define SNAP_SEC_LEGACY   5
+#define SF_LEG_SERIAL     1 /* record struct serial_state */
+#define SF_LEG_I8042      2 /* record struct i8042_state */
+#define SF_LEG_BOOT_TIMER 3 /* u64: 1 once the guest wrote its boot-done value */
 
 /* The KVM VM (x86): in-kernel PIT, clock and interrupt controllers, as KVM's ABI defines them. */
 #define SNAP_SEC_KVM_VM 6

@@ -134,6 +134,7 @@ static int build_state(struct snap_writer *w, struct vm *vm, const char *mem_pat
     snapw_section(w, SNAP_SEC_LEGACY, SNAP_REQUIRED);
     snapw_field(w, SF_LEG_SERIAL, &ss, sizeof(ss));
     snapw_field(w, SF_LEG_I8042, &ks, sizeof(ks));
+    snapw_u64(w, SF_LEG_BOOT_TIMER, atomic_load(&vm->boot_timer.fired));
     return put_devices(w, vm, err, errlen);
 }
 

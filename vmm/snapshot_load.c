@@ -49,6 +49,11 @@ static int restore_legacy(struct vm *vm, const struct snap_file *f, char *err, s
     if (snap_get_record(f, s, SF_LEG_SERIAL, &ss, sizeof(ss)) ||
         snap_get_record(f, s, SF_LEG_I8042, &ks, sizeof(ks)))
         return errf(err, errlen, -EINVAL, "the legacy-device state is malformed");
+    uint64_t fired = 0;
+    int r = snap_get_u64(f, s, SF_LEG_BOOT_TIMER, &fired);
+    if ((r && r != -ENOENT) || fired > 1)
+        return errf(err, errlen, -EINVAL, "the boot timer's state is malformed");
+    atomic_store(&vm->boot_timer.fired, fired == 1); /* a booted guest does not "boot" again */
     int ret = serial_restore(&vm->serial, &ss, err, errlen);
     return ret ? ret : i8042_restore(&vm->i8042, &ks, err, errlen);
 }

@@ -8,7 +8,7 @@
  *   'e' the same as 'h', then echo COM1 input back (polling) until it reads 'q', then reset
  *   'x' the same as 'h' with 200000 port writes to 0x80 (nobody's: 200000 plain vCPU exits)
  *       before the reset, for measuring the cost of an exit (tests/bench/seccomp-cost)
- *   "c" (the whole command line) the same as 'h', then a heartbeat forever: "tick N" on COM1 about every 2^27 TSC
+ *   "c" (the first word) the same as 'h', then a heartbeat forever: "tick N" on COM1 about every 2^27 TSC
  *       cycles, N a counter kept in guest RAM at HB_COUNTER (snapshot tests: a restored guest
  *       goes on counting from where it was, without printing hello again) */
     .code64
@@ -42,9 +42,11 @@ _start:
     je      idle
     cmp     $'x', %r12d
     je      exits
-    cmp     $'c', %r12d         /* "c" alone: the default "console=..." is not it */
+    cmp     $'c', %r12d         /* the word "c": the default "console=..." is not it */
     jne     1f
     cmpb    $0, 1(%rbx)
+    je      heartbeat
+    cmpb    $' ', 1(%rbx)       /* devices' arguments follow: "c virtio_mmio.device=..." */
     je      heartbeat
 1:
     cmp     $'e', %r12d

@@ -401,6 +401,12 @@ def test_drives_and_interfaces_come_back_by_name(tmp_path, scratch, ember_bin):
             assert cfg["network-interfaces"][0]["host_dev_name"] == "tap1"
             assert cfg["network-interfaces"][0]["guest_mac"] == "06:00:ac:10:00:02"
             assert cfg["machine-config"]["mem_size_mib"] == 32
+            # PATCH /drives on the restored VM: the drive is the configuration's
+            other = tmp_path / "other.img"
+            other.write_bytes(b"\0" * (2 << 20))
+            r = e.patch("/drives/data", json={"drive_id": "data", "path_on_host": str(other)})
+            assert r.status_code == 204, r.text
+            assert e.get("/vm/config").json()["drives"][0]["path_on_host"] == str(other)
         finally:
             e.close()
     finally:
