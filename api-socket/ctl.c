@@ -265,10 +265,6 @@ static int snapshot_load(struct api_ctl *c, const struct api_snap_load *r, char 
         return errf(err, errlen, -EINVAL,
                     "Loading a microVM snapshot not allowed after configuring boot-specific "
                     "resources.");
-    if (r->uffd)
-        return errf(err, errlen, -EINVAL,
-                    "The Uffd memory backend is not supported by this build of ember yet; use "
-                    "\"backend_type\": \"File\".");
     if (r->has_vsock_override)
         return errf(err, errlen, -EINVAL,
                     "vsock_override: this build of ember has no vsock device.");

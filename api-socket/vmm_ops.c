@@ -129,7 +129,9 @@ static int op_snapshot_load(void *opaque, struct vm_config *cfg, const struct ap
     cfg->track_dirty_pages = l->track_dirty_pages;
     int ret = net_overrides(cfg, l, err, errlen);
     if (!ret)
-        ret = app_snapshot_load(opaque, cfg, s, l->mem_path, l->resume_vm, err, errlen);
+        ret = app_snapshot_load(opaque, cfg, s,
+                                &(struct snap_mem_backend){.path = l->mem_path, .uffd = l->uffd},
+                                l->resume_vm, err, errlen);
     vm_snapshot_close(s); /* everything in it was applied */
     return ret;
 }

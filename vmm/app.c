@@ -210,14 +210,14 @@ int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_pa
 }
 
 int app_snapshot_load(struct app *a, const struct vm_config *cfg, const struct vm_snapshot *s,
-                      const char *mem_path, bool resume, char *err, size_t errlen)
+                      const struct snap_mem_backend *mem, bool resume, char *err, size_t errlen)
 {
     uint64_t t0 = clock_ns();
     struct timespec start = a->vm.process_start;
 
     memset(&a->vm, 0, sizeof(a->vm));
     a->vm.process_start = start;
-    int ret = vm_snapshot_restore(&a->vm, cfg, a->loop, s, mem_path, err, errlen);
+    int ret = vm_snapshot_restore(&a->vm, cfg, a->loop, s, mem, err, errlen);
     if (ret) {
         vm_destroy(&a->vm);
         memset(&a->vm, 0, sizeof(a->vm)); /* as before: another load may follow */
@@ -229,8 +229,9 @@ int app_snapshot_load(struct app *a, const struct vm_config *cfg, const struct v
         boot_timer_detach(&a->vm.mmio, &a->vm.boot_timer);
     vm_start(&a->vm, false);
     metrics_set(&a->counters, M_LAT_VMM_LOAD, (clock_ns() - t0) / 1000);
-    log_info("Loaded the snapshot (%u vCPUs, %llu MiB from %s).", a->vm.nvcpus,
-             (unsigned long long)cfg->mem_mib, mem_path);
+    log_info("Loaded the snapshot (%u vCPUs, %llu MiB %s %s).", a->vm.nvcpus,
+             (unsigned long long)cfg->mem_mib, mem->uffd ? "served by the handler at" : "from",
+             mem->path);
     return resume ? app_pause(a, false) : 0;
 }
 

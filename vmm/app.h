@@ -47,11 +47,12 @@ int app_pause(struct app *a, bool pause);
 int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_path, char *err,
                         size_t errlen);
 struct vm_snapshot;
-/* app_snapshot_load(a, cfg, s, mem_path, resume, err, errlen): builds the VM from snapshot s
+/* app_snapshot_load(a, cfg, s, mem, resume, err, errlen): builds the VM from snapshot s
  * (cfg: what vm_snapshot_open made of it; a keeps the pointer), paused unless resume. On
  * failure the process is as before (no VM). */
+struct snap_mem_backend;
 int app_snapshot_load(struct app *a, const struct vm_config *cfg, const struct vm_snapshot *s,
-                      const char *mem_path, bool resume, char *err, size_t errlen);
+                      const struct snap_mem_backend *mem, bool resume, char *err, size_t errlen);
 /* app_ctrl_alt_del(a, err, errlen): the guest's keyboard gets Ctrl-Alt-Del. */
 int app_ctrl_alt_del(struct app *a, char *err, size_t errlen);
 /* app_flush_metrics(a, err, errlen): writes one metrics line now. */

@@ -65,7 +65,8 @@ static int cmd_run(int argc, char **argv, const struct timespec *t0)
     }
     a->boot_timer = true; /* ember run always has it */
     if (snap) {
-        ret = app_snapshot_load(a, &cfg, snap, cfg.restore_mem, true, err, sizeof(err));
+        struct snap_mem_backend mem = {.path = cfg.restore_mem};
+        ret = app_snapshot_load(a, &cfg, snap, &mem, true, err, sizeof(err));
         vm_snapshot_close(snap);
     } else {
         ret = app_start_vm(a, &cfg, err, sizeof(err));

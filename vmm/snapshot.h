@@ -39,14 +39,27 @@ struct vm_snapshot *vm_snapshot_open(const char *snap_path, struct vm_config *cf
                                      size_t errlen);
 /* vm_snapshot_close(s): frees it (safe on NULL). */
 void vm_snapshot_close(struct vm_snapshot *s);
-/* vm_snapshot_restore(vm, cfg, loop, s, mem_path, err, errlen): builds vm from s and the
- * memory file (mapped MAP_PRIVATE: nothing read now), cfg being what vm_snapshot_open filled;
+/* Where a restored VM's memory comes from: the memory file (File: mapped MAP_PRIVATE, nothing
+ * read now) or a page-fault handler listening on a Unix socket (Uffd, Firecracker's
+ * handshake). */
+struct snap_mem_backend {
+    const char *path;
+    bool uffd;
+};
+/* vm_snapshot_restore(vm, cfg, loop, s, mem, err, errlen): builds vm from s and its memory
+ * backend, cfg being what vm_snapshot_open filled;
  * the vCPUs are left paused with their saved state, every device restored and each of its
  * queues processed once. Returns 0, or -errno with a reason in err (vm_destroy then frees the
  * partial VM). */
 int vm_snapshot_restore(struct vm *vm, const struct vm_config *cfg, struct loop *loop,
-                        const struct vm_snapshot *s, const char *mem_path, char *err,
+                        const struct vm_snapshot *s, const struct snap_mem_backend *mem, char *err,
                         size_t errlen);
+/* snap_uffd_memory(vm, sock_path, err, errlen): anonymous guest RAM registered with a new
+ * userfaultfd, handed to the handler at sock_path (snapshot_uffd.c). Returns 0, or -errno with
+ * a reason in err. */
+int snap_uffd_memory(struct vm *vm, const char *sock_path, char *err, size_t errlen);
+/* snap_uffd_close(vm): stops watching the handler and closes the backend's fds (idempotent). */
+void snap_uffd_close(struct vm *vm);
 /* vm_kvmclock_ctrl(vm): tells KVM that each paused vCPU is about to resume (KVM_KVMCLOCK_CTRL),
  * so the guest's watchdogs do not count the pause as a lockup. */
 void vm_kvmclock_ctrl(struct vm *vm);

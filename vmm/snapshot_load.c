@@ -104,14 +104,16 @@ static int restore_devices(struct vm *vm, const struct snap_file *f, char *err, 
 }
 
 int vm_snapshot_restore(struct vm *vm, const struct vm_config *cfg, struct loop *loop,
-                        const struct vm_snapshot *s, const char *mem_path, char *err, size_t errlen)
+                        const struct vm_snapshot *s, const struct snap_mem_backend *mem, char *err,
+                        size_t errlen)
 {
     const struct snap_file *f = &s->f;
 
     vm_init(vm, cfg, loop);
     int ret = vm_open_console(vm, err, errlen);
     if (!ret)
-        ret = map_memory(vm, mem_path, err, errlen);
+        ret = mem->uffd ? snap_uffd_memory(vm, mem->path, err, errlen)
+                        : map_memory(vm, mem->path, err, errlen);
     if (ret) {
         vm->config_error = true;
         return ret;

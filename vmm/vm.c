@@ -294,6 +294,7 @@ void vm_init(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
     vm->kvm_fd = vm->vm_fd = vm->console_fd = -1;
     vm->irq_fds[0] = vm->irq_fds[1] = -1;
     vm->serial_rx_fd = vm->reset_fd = vm->stop_fd = -1;
+    vm->uffd = vm->uffd_sock = vm->uffd_pidfd = -1;
     atomic_store(&vm->stop_reason, VM_STOP_NONE);
     boot_timer_start(&vm->boot_timer); /* the InstanceStart equivalent */
 }
@@ -416,6 +417,7 @@ void vm_destroy(struct vm *vm)
     vm->cpuid = NULL;
     free(vm->snap_msrs);
     vm->snap_msrs = NULL;
+    snap_uffd_close(vm);
     gm_destroy(&vm->mem);
 }
 

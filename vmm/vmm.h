@@ -212,8 +212,12 @@ struct vm {
     int serial_rx_fd, reset_fd, stop_fd;
     atomic_int stop_reason;
     int stop_signal;
-    bool config_error;   /* vm_create failed on the configuration, not on KVM */
-    unsigned snap_caps;  /* SNAP_CAP_* (snapshot.h) of this host's KVM */
+    bool config_error;  /* vm_create failed on the configuration, not on KVM */
+    unsigned snap_caps; /* SNAP_CAP_* (snapshot.h) of this host's KVM */
+    /* the Uffd memory backend (snapshot_uffd.c): the userfaultfd, the handler's socket (open
+     * for the VM's life) and a pidfd of its process, watched on the loop; -1: none */
+    int uffd, uffd_sock, uffd_pidfd, uffd_pid;
+    bool uffd_watched;
     uint32_t *snap_msrs; /* the MSRs a snapshot saves (read when first needed) */
     unsigned snap_nmsrs;
     bool watching; /* stop_fd and reset_fd are on the loop */

@@ -1,0 +1,98 @@
+"""The Uffd memory backend with Firecracker's handshake, on the probe guest's heartbeat (any
+/dev/kvm: these run directly). A handler written as Firecracker's example (uffd_handler.py)
+serves every page from the memory file and the guest counts on; a handler that is absent, goes
+away at the handshake, or dies later gives a clear error and nothing hangs."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from api_client import Ember, fault
+from ember_vm import EMBER, REPO
+from test_snapshot_probe import snapshot, ticks, wait_tick  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("dev_kvm")
+
+HANDLER = REPO / "tests" / "integration" / "uffd_handler.py"
+
+
+def handler(sock, mem, mode):
+    p = subprocess.Popen([sys.executable, str(HANDLER), str(sock), str(mem), mode],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "listening", p.communicate()
+    return p
+
+
+def uffd_body(snap, sock, resume=True):
+    return {"snapshot_path": str(snap),
+            "mem_backend": {"backend_type": "Uffd", "backend_path": str(sock)},
+            "resume_vm": resume}
+
+
+def test_a_firecracker_style_handler_serves_the_guest(tmp_path, snapshot):
+    snap, mem, last = snapshot
+    sock = tmp_path / "uffd.sock"
+    h = handler(sock, mem, "serve")
+    e = Ember.start(EMBER, tmp_path)
+    try:
+        r = e.put("/snapshot/load", json=uffd_body(snap, sock))
+        assert r.status_code == 204, r.text
+        assert wait_tick(e, 0) == last + 1
+        wait_tick(e, last + 3)
+        assert "served by the handler at" in e.output()
+    finally:
+        e.close()
+        h.terminate()
+        out = h.communicate(timeout=30)[1]
+    served = [int(l.split()[1]) for l in out.splitlines() if l.startswith("served")]
+    assert served and served[-1] > 0, out  # the pages came through the handler
+
+
+def test_an_absent_handler_is_a_400(tmp_path, snapshot):
+    snap, _, last = snapshot
+    e = Ember.start(EMBER, tmp_path)
+    try:
+        msg = fault(e.put("/snapshot/load", json=uffd_body(snap, tmp_path / "nobody.sock")))
+        assert "Cannot connect to the page-fault handler" in msg, msg
+        assert e.get("/").json()["state"] == "Not started"
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("mode", ["close", "exit"])
+def test_a_handler_that_goes_away_ends_the_vm_with_a_reason(tmp_path, snapshot, mode):
+    snap, mem, _ = snapshot
+    sock = tmp_path / "uffd.sock"
+    h = handler(sock, mem, mode)
+    e = Ember.start(EMBER, tmp_path)
+    try:
+        r = e.put("/snapshot/load", json=uffd_body(snap, sock), timeout=30)
+        h.wait(timeout=30)
+        if r.status_code == 400:  # gone before the handshake went through
+            assert "page-fault handler" in r.json()["fault_message"], r.text
+            assert e.proc.poll() is None
+        else:  # gone after: the guest cannot get a page; the VM ends, it does not hang
+            assert r.status_code == 204, r.text
+            assert e.wait(30) == 1, e.output()[-2000:]
+            assert "page-fault handler (pid" in e.output() and "exited" in e.output()
+    finally:
+        e.close()
+
+
+def test_a_handler_killed_later_ends_the_vm(tmp_path, snapshot):
+    snap, mem, last = snapshot
+    sock = tmp_path / "uffd.sock"
+    h = handler(sock, mem, "serve")
+    e = Ember.start(EMBER, tmp_path)
+    try:
+        assert e.put("/snapshot/load", json=uffd_body(snap, sock)).status_code == 204
+        wait_tick(e, last)
+        h.kill()
+        h.wait(timeout=30)
+        t0 = time.monotonic()
+        assert e.wait(30) == 1, e.output()[-2000:]
+        assert time.monotonic() - t0 < 10
+        assert "page-fault handler (pid" in e.output()
+    finally:
+        e.close()
