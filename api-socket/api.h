@@ -125,6 +125,8 @@ struct api_snap_create {
     bool diff; /* "snapshot_type": "Diff" */
 };
 
+#define API_LAYERS_MAX 8 /* Diff layers a snapshot/load maps over its base */
+
 struct api_net_override {
     char iface_id[CFG_ID_MAX + 1];
     char host_dev_name[VM_IFNAME_MAX + 1];
@@ -139,6 +141,9 @@ struct api_snap_load {
     struct api_net_override overrides[VM_NETS_MAX];
     bool has_vsock_override;
     char vsock_uds_path[PATH_MAX];
+    /* ember's own: mem_backend.layers, Diff memory files mapped over backend_path in order */
+    unsigned nlayers;
+    char layers[API_LAYERS_MAX][PATH_MAX];
 };
 
 /* One request, parsed and validated; the union member is chosen by kind. */

@@ -500,7 +500,7 @@ int body_snap_load(const void *o, struct api_snap_load *l, char *err, size_t err
                                        "clock_realtime",
                                        "huge_pages",
                                        NULL};
-    static const char *const backend_keys[] = {"backend_type", "backend_path", NULL};
+    static const char *const backend_keys[] = {"backend_type", "backend_path", "layers", NULL};
     static const char *const backends[] = {"File", "Uffd"};
     static const char *const huge[] = {"Snapshot", "None", "Transparent", "2M"};
     static const char *const vsock_keys[] = {"uds_path", NULL};
@@ -534,6 +534,19 @@ int body_snap_load(const void *o, struct api_snap_load *l, char *err, size_t err
          (ret = get_str(mb, "backend_path", true, l->mem_path, sizeof(l->mem_path), NULL, err,
                         errlen))))
         return ret;
+    json_t *layers = mb ? member(mb, "layers") : NULL, *item;
+    size_t i;
+    if (layers && (!json_is_array(layers) || json_array_size(layers) > API_LAYERS_MAX))
+        return fault(err, errlen, "`mem_backend.layers` must be an array of at most %d paths.",
+                     API_LAYERS_MAX);
+    json_array_foreach(layers, i, item)
+    {
+        if (!json_is_string(item) || json_string_length(item) >= PATH_MAX ||
+            !json_string_length(item))
+            return fault(err, errlen, "`mem_backend.layers[%zu]` is not a path.", i);
+        memcpy(l->layers[i], json_string_value(item), json_string_length(item) + 1);
+    }
+    l->nlayers = layers ? (unsigned)json_array_size(layers) : 0;
     json_t *vo = member(o, "vsock_override");
     if (vo && ((ret = check_keys(vo, vsock_keys, err, errlen)) ||
                (ret = get_str(vo, "uds_path", true, l->vsock_uds_path, sizeof(l->vsock_uds_path),
@@ -541,6 +554,8 @@ int body_snap_load(const void *o, struct api_snap_load *l, char *err, size_t err
         return ret;
     l->has_vsock_override = vo != NULL;
     l->uffd = backend == 1;
+    if (l->uffd && l->nlayers)
+        return fault(err, errlen, "`mem_backend.layers` go with the File backend only.");
     l->track_dirty_pages = dirty || diff;
     if (pages >= 2)
         return fault(err, errlen, "`huge_pages` `%s` is not supported by this build of ember.",

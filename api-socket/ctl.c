@@ -235,14 +235,11 @@ static int snapshot_create(struct api_ctl *c, const struct api_snap_create *r, c
         return errf(err, errlen, -EINVAL,
                     "Cannot create a snapshot of a running microVM: pause it first (PATCH /vm "
                     "{\"state\": \"Paused\"}).");
-    if (r->diff)
-        return errf(err, errlen, -EINVAL,
-                    "Diff snapshots are not supported by this build of ember yet; create a Full "
-                    "one.");
     uint64_t t0 = clock_ns();
     int ret = c->ops->snapshot_create(c->opaque, r, err, errlen);
     if (!ret)
-        metrics_set(c->counters, M_LAT_CREATE_FULL, (clock_ns() - t0) / 1000);
+        metrics_set(c->counters, r->diff ? M_LAT_CREATE_DIFF : M_LAT_CREATE_FULL,
+                    (clock_ns() - t0) / 1000);
     return ret;
 }
 

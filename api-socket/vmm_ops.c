@@ -96,7 +96,7 @@ static int op_update_net(void *opaque, const struct vm_net *net, const struct vm
 static int op_snapshot_create(void *opaque, const struct api_snap_create *c, char *err,
                               size_t errlen)
 {
-    return app_snapshot_create(opaque, c->snapshot_path, c->mem_file_path, err, errlen);
+    return app_snapshot_create(opaque, c->snapshot_path, c->mem_file_path, c->diff, err, errlen);
 }
 
 /* network_overrides: each names an interface of the snapshot and gets a new TAP, checked as a
@@ -128,10 +128,14 @@ static int op_snapshot_load(void *opaque, struct vm_config *cfg, const struct ap
         return -EINVAL;
     cfg->track_dirty_pages = l->track_dirty_pages;
     int ret = net_overrides(cfg, l, err, errlen);
-    if (!ret)
-        ret = app_snapshot_load(opaque, cfg, s,
-                                &(struct snap_mem_backend){.path = l->mem_path, .uffd = l->uffd},
-                                l->resume_vm, err, errlen);
+    if (!ret) {
+        const char *layers[API_LAYERS_MAX];
+        for (unsigned i = 0; i < l->nlayers; i++)
+            layers[i] = l->layers[i];
+        struct snap_mem_backend mem = {
+                .path = l->mem_path, .uffd = l->uffd, .layers = layers, .nlayers = l->nlayers};
+        ret = app_snapshot_load(opaque, cfg, s, &mem, l->resume_vm, err, errlen);
+    }
     vm_snapshot_close(s); /* everything in it was applied */
     return ret;
 }

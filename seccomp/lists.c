@@ -148,10 +148,12 @@ static const struct sc_rule vmm[] = {
         SNAP_GET(KVM_CHECK_EXTENSION),
         SNAP_GET(KVM_KVMCLOCK_CTRL),
         SNAP_GET(KVM_GET_REGS),
+        SNAP_GET(KVM_GET_DIRTY_LOG),
         ANY("pwrite64"),
         ANY("ftruncate"),
         ANY("mincore"),
         ANY("sysinfo"),
+        ANY("fsetxattr"),
 };
 
 /* A vCPU: KVM_RUN (KVM_GET_REGS only for the RIP of a diagnostic), the register files' side

@@ -16,6 +16,9 @@
 #define SF_SNAP_TYPE     8  /* string: "Full" */
 #define SF_TRACK_DIRTY   9  /* u64 0/1 */
 #define SF_KVM_CAPS      10 /* u64: bit mask of SNAP_CAP_* the state was read with */
+#define SF_MEM_CHAIN                                                        \
+    11 /* array of struct snap_layer: the memory images this one stands on, \
+        * the base first, this snapshot's own last */
 
 /* One per drive (the configuration it was opened with), in vm_config order. */
 #define SNAP_SEC_DRIVE     2
@@ -83,6 +86,15 @@
 struct snap_region {
     uint64_t gpa, size;
 };
+/* One memory image of a chain: a Full snapshot's (digest 0) or a Diff layer's (the CRC-64 of
+ * its runs of pages, vmm/snapshot_diff.c). */
+struct snap_layer {
+    uint64_t id;     /* random, nonzero */
+    uint64_t digest; /* 0 for a Full image */
+    uint64_t pages;  /* pages it holds */
+};
+#define SNAP_CHAIN_MAX 64
+
 /* A rate-limiter bucket (struct vm_bucket). */
 struct snap_bucket {
     uint64_t size, one_time_burst, refill_time_ms;

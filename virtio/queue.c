@@ -191,6 +191,8 @@ int vq_pop(struct vq *q, const struct guest_mem *mem, struct vq_chain *c)
             void *p = gm_ptr(mem, d.addr, d.len);
             if (!p || c->niov >= VQ_MAX_SIZE)
                 return broken(q);
+            if (writable) /* the device will write it: the next Diff snapshot must hold it */
+                gm_mark_dirty(mem, d.addr, d.len);
             c->iov[c->niov].iov_base = p;
             c->iov[c->niov].iov_len = d.len;
             c->niov++;

@@ -197,15 +197,16 @@ int app_pause(struct app *a, bool pause)
     return 0;
 }
 
-int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_path, char *err,
-                        size_t errlen)
+int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_path, bool diff,
+                        char *err, size_t errlen)
 {
     uint64_t t0 = clock_ns();
-    int ret = vm_snapshot_create(&a->vm, snap_path, mem_path, err, errlen);
+    int ret = vm_snapshot_create(&a->vm, snap_path, mem_path, diff, err, errlen);
     if (ret)
         return ret;
-    metrics_set(&a->counters, M_LAT_VMM_CREATE_FULL, (clock_ns() - t0) / 1000);
-    log_info("Created a Full snapshot: %s (memory %s).", snap_path, mem_path);
+    metrics_set(&a->counters, diff ? M_LAT_VMM_CREATE_DIFF : M_LAT_VMM_CREATE_FULL,
+                (clock_ns() - t0) / 1000);
+    log_info("Created a %s snapshot: %s (memory %s).", diff ? "Diff" : "Full", snap_path, mem_path);
     return 0;
 }
 

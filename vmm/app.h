@@ -43,9 +43,10 @@ void app_startup_metrics(struct app *a, const struct api_args *args, const struc
 int app_start_vm(struct app *a, const struct vm_config *cfg, char *err, size_t errlen);
 /* app_pause(a, pause): pauses or resumes every vCPU and waits until they are. */
 int app_pause(struct app *a, bool pause);
-/* app_snapshot_create(a, snap_path, mem_path, err, errlen): a Full snapshot of the paused VM. */
-int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_path, char *err,
-                        size_t errlen);
+/* app_snapshot_create(a, snap_path, mem_path, diff, err, errlen): a Full (or Diff) snapshot of
+ * the paused VM. */
+int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_path, bool diff,
+                        char *err, size_t errlen);
 struct vm_snapshot;
 /* app_snapshot_load(a, cfg, s, mem, resume, err, errlen): builds the VM from snapshot s
  * (cfg: what vm_snapshot_open made of it; a keeps the pointer), paused unless resume. On

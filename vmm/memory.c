@@ -1,6 +1,8 @@
 /* Guest memory: one lazily-populated anonymous mapping, split into regions around the 32-bit
  * MMIO hole, and gm_ptr(), the only way to turn a guest physical address into a pointer. */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -55,8 +57,44 @@ int gm_map_file(struct guest_mem *mem, uint64_t size, int fd)
     return 0;
 }
 
+int gm_track_dirty(struct guest_mem *mem, bool all)
+{
+    size_t words = (mem->total / 4096 + 63) / 64;
+    free((void *)mem->dirty);
+    mem->dirty = calloc(words ? words : 1, sizeof(uint64_t));
+    if (!mem->dirty)
+        return -ENOMEM;
+    if (all)
+        memset((void *)mem->dirty, 0xff, words * sizeof(uint64_t));
+    return 0;
+}
+
+uint64_t gm_page_index(const struct guest_mem *mem, uint64_t gpa)
+{
+    uint64_t off = 0;
+    for (unsigned i = 0; i < mem->nregions && i < GM_MAX_REGIONS; i++) {
+        const struct gm_region *r = &mem->regions[i];
+        if (gpa >= r->gpa && gpa - r->gpa < r->size)
+            return (off + gpa - r->gpa) / 4096;
+        off += r->size;
+    }
+    return UINT64_MAX;
+}
+
+void gm_mark_dirty(const struct guest_mem *mem, uint64_t gpa, uint64_t len)
+{
+    if (!mem->dirty || !len)
+        return;
+    uint64_t first = gm_page_index(mem, gpa), last = gm_page_index(mem, gpa + len - 1);
+    if (first == UINT64_MAX || last == UINT64_MAX) /* callers checked the range with gm_ptr */
+        return;
+    for (uint64_t p = first; p <= last; p++)
+        atomic_fetch_or_explicit(&mem->dirty[p / 64], 1ULL << (p % 64), memory_order_relaxed);
+}
+
 void gm_destroy(struct guest_mem *mem)
 {
+    free((void *)mem->dirty);
     if (mem->base)
         munmap(mem->base, mem->total);
     memset(mem, 0, sizeof(*mem));

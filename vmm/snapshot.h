@@ -17,18 +17,21 @@ struct snap_writer;
 struct snap_file;
 struct snap_section;
 struct kvm_cpuid2;
+struct guest_mem;
+struct snap_layer;
 
 /* KVM capabilities the vCPU state depends on (vm->snap_caps, set when the VM is built). */
 #define SNAP_CAP_XCRS         1u
 #define SNAP_CAP_TSC_CONTROL  2u
 #define SNAP_CAP_KVMCLOCK_CTL 4u
 
-/* vm_snapshot_create(vm, snap_path, mem_path, err, errlen): a Full snapshot of a paused VM
- * (event-loop thread): the devices quiesced, the state file and the memory file written
- * (created or truncated). Returns 0, or -errno with a reason in err (the VM is unchanged,
- * still paused). */
-int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_path, char *err,
-                       size_t errlen);
+/* vm_snapshot_create(vm, snap_path, mem_path, diff, err, errlen): a Full snapshot (or with
+ * diff a Diff one: only the pages written since the last snapshot; track_dirty_pages) of a
+ * paused VM (event-loop thread): the devices quiesced, the state file and the memory file
+ * written (created or truncated). Returns 0, or -errno with a reason in err (the VM is
+ * unchanged, still paused). */
+int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_path, bool diff,
+                       char *err, size_t errlen);
 
 /* A snapshot read and checked, before anything is built from it. */
 struct vm_snapshot;
@@ -45,6 +48,8 @@ void vm_snapshot_close(struct vm_snapshot *s);
 struct snap_mem_backend {
     const char *path;
     bool uffd;
+    const char *const *layers; /* File: Diff layers mapped over path, oldest first (ember's) */
+    unsigned nlayers;
 };
 /* vm_snapshot_restore(vm, cfg, loop, s, mem, err, errlen): builds vm from s and its memory
  * backend, cfg being what vm_snapshot_open filled;
@@ -63,6 +68,32 @@ void snap_uffd_close(struct vm *vm);
 /* vm_kvmclock_ctrl(vm): tells KVM that each paused vCPU is about to resume (KVM_KVMCLOCK_CTRL),
  * so the guest's watchdogs do not count the pause as a lockup. */
 void vm_kvmclock_ctrl(struct vm *vm);
+
+/* ---- Diff snapshots and layers (snapshot_diff.c) ---------------------------------------- */
+/* snap_dirty_pages(vm, bits, err, errlen): the pages written since the last snapshot (KVM's
+ * log, read and cleared, OR the devices' marks, plus the used rings), one bit per page in
+ * memory-file order (malloc'd). Returns 0 or -errno with a reason. */
+int snap_dirty_pages(struct vm *vm, uint64_t **bits, char *err, size_t errlen);
+/* snap_dirty_reset(vm, err, errlen): a snapshot was written: nothing is dirty any more. */
+int snap_dirty_reset(struct vm *vm, char *err, size_t errlen);
+/* snap_write_diff(vm, fd, bits, layer, err, errlen): the pages of bits into fd at their
+ * offsets (a sparse file of the RAM's size); fills layer's digest and page count. */
+int snap_write_diff(struct vm *vm, int fd, const uint64_t *bits, struct snap_layer *layer,
+                    char *err, size_t errlen);
+/* snap_map_layer(mem, path, want, index, err, errlen): checks that the layer file at path is
+ * the Diff layer `want` (its runs of pages hash to want's digest) and maps its pages over mem
+ * (MAP_PRIVATE, no copy). Returns 0 or -errno with a reason. */
+int snap_map_layer(struct guest_mem *mem, const char *path, const struct snap_layer *want,
+                   unsigned index, char *err, size_t errlen);
+/* snap_merge_layer(base, layer, size, pages): copies a Diff layer's pages into the base file
+ * at their offsets (ember snapshot merge), with *pages the count. Returns 0 or -errno. */
+int snap_merge_layer(int base, int layer, uint64_t size, uint64_t *pages);
+/* snap_tag_memory(fd, id): marks a memory file written for chain image id (a user xattr, where
+ * the file system has them); snap_memory_tag(fd, id): reads it. Returns 0, or -1 if none. */
+void snap_tag_memory(int fd, uint64_t id);
+int snap_memory_tag(int fd, uint64_t *id);
+/* snap_layer_digest(fd, size, digest): a layer file's digest (its runs of data). */
+int snap_layer_digest(int fd, uint64_t size, uint64_t *digest);
 
 /* snapshot_tool(argc, argv): `ember snapshot info FILE [--json]` (snapshot_info.c). Returns
  * the exit code. */

@@ -33,14 +33,17 @@ static void put_bucket(struct snap_writer *w, uint32_t tag, const struct vm_buck
         snapw_field(w, tag, &sb, sizeof(sb));
 }
 
-static void put_machine(struct snap_writer *w, const struct vm *vm, const char *mem_path)
+static void put_machine(struct snap_writer *w, const struct vm *vm, const char *mem_path, bool diff,
+                        const struct snap_layer *chain, unsigned nchain)
 {
     const struct vm_config *cfg = vm->cfg;
     struct snap_region r[GM_MAX_REGIONS];
 
     snapw_section(w, SNAP_SEC_MACHINE, SNAP_REQUIRED);
     snapw_str(w, SF_WRITER, "ember " EMBER_VERSION);
-    snapw_str(w, SF_SNAP_TYPE, "Full");
+    snapw_str(w, SF_SNAP_TYPE, diff ? "Diff" : "Full");
+    snapw_u64(w, SF_TRACK_DIRTY, vm->cfg->track_dirty_pages);
+    snapw_field(w, SF_MEM_CHAIN, chain, nchain * sizeof(chain[0]));
     snapw_u64(w, SF_CREATED, (uint64_t)time(NULL));
     snapw_u64(w, SF_VCPUS, vm->nvcpus);
     snapw_u64(w, SF_MEM_MIB, cfg->mem_mib);
@@ -111,15 +114,15 @@ static int put_devices(struct snap_writer *w, struct vm *vm, char *err, size_t e
     return 0;
 }
 
-static int build_state(struct snap_writer *w, struct vm *vm, const char *mem_path, char *err,
-                       size_t errlen)
+static int build_state(struct snap_writer *w, struct vm *vm, const char *mem_path, bool diff,
+                       const struct snap_layer *chain, unsigned nchain, char *err, size_t errlen)
 {
     int ret = 0;
 
     if (!vm->snap_msrs && (ret = snap_msr_list(vm, &vm->snap_msrs, &vm->snap_nmsrs)))
         return errf(err, errlen, ret, "KVM_GET_MSR_INDEX_LIST: %s", strerror(-ret));
     snapw_init(w, SNAP_ARCH_X86_64);
-    put_machine(w, vm, mem_path);
+    put_machine(w, vm, mem_path, diff, chain, nchain);
     put_config(w, vm->cfg);
     for (unsigned i = 0; !ret && i < vm->nvcpus; i++)
         ret = cpu_state_save(vm, &vm->vcpus[i], w, err, errlen);
@@ -253,41 +256,96 @@ static int write_memory(struct vm *vm, int fd, char *err, size_t errlen)
     return 0;
 }
 
-int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_path, char *err,
-                       size_t errlen)
+static uint64_t next_id(struct vm *vm)
 {
-    struct snap_writer w;
+    uint64_t z = (vm->snap_seed += 0x9E3779B97F4A7C15ULL); /* splitmix64 */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return z ? z : 1;
+}
+
+/* The memory file: every page (Full) or the pages written since the last snapshot (Diff);
+ * fills the new layer of the chain. */
+static int write_mem(struct vm *vm, int fd, bool diff, struct snap_layer *layer, char *err,
+                     size_t errlen)
+{
+    if (!diff) {
+        layer->digest = 0;
+        layer->pages = vm->mem.total / PAGE;
+        return write_memory(vm, fd, err, errlen);
+    }
+    uint64_t *bits = NULL;
+    int ret = snap_dirty_pages(vm, &bits, err, errlen);
+    if (!ret)
+        ret = snap_write_diff(vm, fd, bits, layer, err, errlen);
+    free(bits);
+    return ret;
+}
+
+int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_path, bool diff,
+                       char *err, size_t errlen)
+{
+    struct snap_writer w = {0};
     const char *id;
     struct vmmio_dev *t;
     int ret = 0;
 
+    if (diff && !vm->mem.dirty)
+        return errf(err, errlen, -EINVAL,
+                    "Diff snapshots are not allowed on uVMs with dirty page tracking disabled.");
+    /* A Full image starts a new chain; a Diff layer goes on the VM's (or starts one, holding
+     * every page, when the VM never had a snapshot) */
+    unsigned keep = diff ? vm->nchain : 0;
+    if (keep >= SNAP_CHAIN_MAX)
+        return errf(err, errlen, -EINVAL,
+                    "%d layers of Diff snapshots: take a Full one (or merge the layers)",
+                    SNAP_CHAIN_MAX);
+    struct snap_layer *chain = calloc(keep + 1, sizeof(*chain));
+    if (!chain)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    if (keep)
+        memcpy(chain, vm->chain, keep * sizeof(*chain));
+    chain[keep].id = next_id(vm);
     for (unsigned i = 0; !ret && (t = virtio_transport(vm->virtio, i, &id)); i++)
         if ((ret = vmmio_quiesce(t)))
             errf(err, errlen, ret, "the %s device %s cannot be quiesced: %s", t->ops->name, id,
                  strerror(-ret));
+    int mfd = -1, sfd = -1;
+    /* The memory first (a Diff's digest goes into the state), the state file last: one that
+     * exists goes with a complete memory file. */
+    if (!ret && (mfd = create_file("memory", mem_path, err, errlen)) < 0)
+        ret = mfd;
     if (!ret)
-        ret = build_state(&w, vm, mem_path, err, errlen);
+        ret = write_mem(vm, mfd, diff, &chain[keep], err, errlen);
+    if (!ret)
+        snap_tag_memory(mfd, chain[keep].id);
+    if (!ret && !diff && vm->mem.dirty)
+        ret = snap_dirty_reset(vm, err, errlen); /* the next Diff stands on this Full image */
+    if (!ret)
+        ret = build_state(&w, vm, mem_path, diff, chain, keep + 1, err, errlen);
     size_t len = 0;
     const uint8_t *buf = ret ? NULL : snapw_finish(&w, &len);
     if (!ret && !buf)
         ret = errf(err, errlen, -ENOMEM, "the snapshot state does not fit in %u MiB",
                    SNAP_MAX_FILE >> 20);
-    int mfd = -1, sfd = -1;
-    if (!ret && (mfd = create_file("memory", mem_path, err, errlen)) < 0)
-        ret = mfd;
-    if (!ret)
-        ret = write_memory(vm, mfd, err, errlen);
-    /* The state file last: one that exists goes with a complete memory file. */
     if (!ret && (sfd = create_file("snapshot", snap_path, err, errlen)) < 0)
         ret = sfd;
     if (!ret && (ret = write_all(sfd, buf, len, 0)))
         errf(err, errlen, ret, "Cannot write the snapshot file: %s", strerror(-ret));
-    if (!ret && ftruncate(sfd, (off_t)len))
-        ret = errf(err, errlen, -errno, "Cannot write the snapshot file: %s", strerror(errno));
     if (mfd >= 0)
         close(mfd);
     if (sfd >= 0)
         close(sfd);
     snapw_free(&w);
-    return ret;
+    if (ret) {
+        free(chain);
+        if (vm->mem.dirty) /* what was dirty may be cleared: the next Diff takes everything */
+            gm_track_dirty(&vm->mem, true);
+        return ret;
+    }
+    free(vm->chain);
+    vm->chain = chain;
+    vm->nchain = keep + 1;
+    return 0;
 }

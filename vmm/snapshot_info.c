@@ -2,10 +2,13 @@
  * reads it (so "info" says why a file would not load): the format, the machine, the files and
  * devices it refers to, its sections. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -36,7 +39,19 @@ static json_t *info_json(const struct vm_snapshot *s, const struct vm_config *cf
 {
     char writer[64], type[16], mem[CFG_PATH_MAX], mac[18];
     uint64_t created = 0;
-    json_t *drives = json_array(), *nets = json_array(), *secs = json_array();
+    json_t *drives = json_array(), *nets = json_array(), *secs = json_array(),
+           *chain = json_array();
+    const struct snap_field *fc =
+            snap_get(&s->f, snap_find(&s->f, SNAP_SEC_MACHINE, 0), SF_MEM_CHAIN);
+    for (size_t i = 0; fc && i < fc->len / sizeof(struct snap_layer); i++) {
+        struct snap_layer l;
+        char id[17];
+        memcpy(&l, fc->data + i * sizeof(l), sizeof(l));
+        snprintf(id, sizeof(id), "%016llx", (unsigned long long)l.id);
+        json_array_append_new(chain,
+                              json_pack("{s:s,s:s,s:I}", "id", id, "kind", i == 0 ? "base" : "diff",
+                                        "pages", (json_int_t)l.pages));
+    }
 
     str_field(s, SF_WRITER, writer, sizeof(writer));
     str_field(s, SF_SNAP_TYPE, type, sizeof(type));
@@ -63,11 +78,12 @@ static json_t *info_json(const struct vm_snapshot *s, const struct vm_config *cf
                                               (json_int_t)sec->len, "fields", (int)sec->nfields,
                                               "required", (sec->flags & SNAP_REQUIRED) != 0));
     }
-    return json_pack("{s:i,s:s,s:s,s:s,s:I,s:i,s:I,s:b,s:s,s:o,s:o,s:o}", "format_version",
+    return json_pack("{s:i,s:s,s:s,s:s,s:I,s:i,s:I,s:b,s:s,s:o,s:o,s:o,s:o}", "format_version",
                      (int)s->f.version, "architecture", "x86_64", "writer", writer, "snapshot_type",
                      type, "created", (json_int_t)created, "vcpu_count", (int)cfg->vcpus,
                      "mem_size_mib", (json_int_t)cfg->mem_mib, "smt", cfg->smt, "mem_file_path",
-                     mem, "drives", drives, "network_interfaces", nets, "sections", secs);
+                     mem, "drives", drives, "network_interfaces", nets, "sections", secs,
+                     "memory_chain", chain);
 }
 
 static void print_text(json_t *j)
@@ -91,6 +107,11 @@ static void print_text(json_t *j)
            (long long)json_integer_value(json_object_get(j, "mem_size_mib")));
     printf("memory:   %s (as written; load names the memory file)\n",
            json_string_value(json_object_get(j, "mem_file_path")));
+    size_t layers = json_array_size(json_object_get(j, "memory_chain"));
+    if (layers > 1)
+        printf("layers:   a base and %zu Diff layer%s: load it with them (mem_backend.layers) "
+               "or from a merged base\n",
+               layers - 1, layers == 2 ? "" : "s");
     json_t *arr = json_object_get(j, "drives");
     for (i = 0; i < json_array_size(arr) && (v = json_array_get(arr, i)); i++)
         printf("drive:    %s %s%s%s\n", json_string_value(json_object_get(v, "drive_id")),
@@ -115,14 +136,59 @@ static void print_text(json_t *j)
                json_is_true(json_object_get(v, "required")) ? "" : "  (optional)");
 }
 
+/* `ember snapshot merge BASE DIFF...`: Firecracker's `snapshot-editor edit-memory rebase`, for
+ * several layers in order: each Diff memory file's pages are written into BASE. */
+static int merge(int argc, char **argv)
+{
+    int base = open(argv[0], O_RDWR | O_CLOEXEC | O_NOCTTY);
+    struct stat st, ls;
+
+    if (base < 0 || fstat(base, &st) || !S_ISREG(st.st_mode)) {
+        log_err("the base memory file %s: %s", argv[0],
+                base < 0 ? strerror(errno) : "not a regular file");
+        return EXIT_GENERIC;
+    }
+    int code = EXIT_OK;
+    for (int i = 1; i < argc && code == EXIT_OK; i++) {
+        int fd = open(argv[i], O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        uint64_t pages = 0;
+        if (fd < 0 || fstat(fd, &ls) || !S_ISREG(ls.st_mode) || ls.st_size != st.st_size) {
+            log_err("the Diff memory file %s: %s", argv[i],
+                    fd < 0 ? strerror(errno) : "not a memory file of the base's size");
+            code = EXIT_GENERIC;
+        } else if ((errno = -snap_merge_layer(base, fd, (uint64_t)st.st_size, &pages))) {
+            log_err("merging %s into %s: %s", argv[i], argv[0], strerror(errno));
+            code = EXIT_GENERIC;
+        } else {
+            printf("%s: %llu pages merged into %s\n", argv[i], (unsigned long long)pages, argv[0]);
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    if (code == EXIT_OK && fsync(base)) {
+        log_err("%s: %s", argv[0], strerror(errno));
+        code = EXIT_GENERIC;
+    }
+    close(base);
+    return code;
+}
+
 static int usage(FILE *out, int code)
 {
     fprintf(out, "usage: ember snapshot info SNAPSHOT [--json]\n"
+                 "       ember snapshot merge BASE_MEM DIFF_MEM...\n"
                  "\n"
                  "Prints what a snapshot file (PUT /snapshot/create's snapshot_path) holds: its\n"
                  "format, the machine, the drives and interfaces it refers to, its sections. The\n"
                  "file is checked as a load checks it: a file that would not load is refused\n"
-                 "with the reason (exit 1).\n");
+                 "with the reason (exit 1).\n"
+                 "\n"
+                 "merge writes the pages of each Diff snapshot's memory file, in the order\n"
+                 "given (oldest first), into the base memory file (Firecracker's snapshot-editor\n"
+                 "edit-memory rebase); the newest Diff's snapshot file then loads with the base\n"
+                 "alone. PUT /snapshot/load can instead map the layers over the base without a\n"
+                 "merge: \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": BASE,\n"
+                 "\"layers\": [DIFF...]}.\n");
     return code;
 }
 
@@ -135,6 +201,8 @@ int snapshot_tool(int argc, char **argv)
 
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
         return usage(stdout, EXIT_OK);
+    if (argc >= 4 && !strcmp(argv[1], "merge"))
+        return merge(argc - 2, argv + 2);
     if (argc < 3 || strcmp(argv[1], "info"))
         return usage(stderr, EXIT_BAD_ARGS);
     for (int i = 2; i < argc; i++) {

@@ -34,10 +34,52 @@ static int map_memory(struct vm *vm, const char *mem_path, char *err, size_t err
         ret = errf(err, errlen, -EINVAL,
                    "The memory file %.256s has %lld bytes, the snapshot's guest RAM %llu", mem_path,
                    (long long)st.st_size, (unsigned long long)want);
-    else if ((ret = gm_map_file(&vm->mem, want, fd)))
+    else if ((ret = gm_map_file(&vm->mem, want, fd)) == 0)
+        vm->mem_tag_valid = snap_memory_tag(fd, &vm->mem_tag) == 0;
+    else
         errf(err, errlen, ret, "Cannot map the memory file %.256s: %s", mem_path, strerror(-ret));
     close(fd); /* the mapping holds the file */
     return ret;
+}
+
+/* The chain of memory images the snapshot stands on (none recorded: a format-1 file written
+ * before chains, one image), and its Diff layers mapped over the base when given. */
+static int restore_chain(struct vm *vm, const struct snap_file *f,
+                         const struct snap_mem_backend *mem, char *err, size_t errlen)
+{
+    const struct snap_field *fc = snap_get(f, snap_find(f, SNAP_SEC_MACHINE, 0), SF_MEM_CHAIN);
+    size_t n = fc ? fc->len / sizeof(struct snap_layer) : 1;
+
+    if (fc && (fc->len % sizeof(struct snap_layer) || n == 0 || n > SNAP_CHAIN_MAX))
+        return errf(err, errlen, -EINVAL, "the memory chain is malformed");
+    vm->chain = calloc(n, sizeof(*vm->chain));
+    if (!vm->chain)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    vm->nchain = (unsigned)n;
+    if (fc)
+        memcpy(vm->chain, fc->data, fc->len);
+    else
+        vm->chain[0] = (struct snap_layer){.id = 1, .pages = vm->mem.total / 4096};
+    for (size_t i = 0; i < n; i++)
+        if (!vm->chain[i].id || vm->chain[i].pages > vm->mem.total / 4096)
+            return errf(err, errlen, -EINVAL, "the memory chain is malformed");
+    if (!mem->nlayers) /* Firecracker's way: the memory file is whole (a Full, or merged) */
+        return 0;
+    if (vm->mem_tag_valid && vm->mem_tag != vm->chain[0].id)
+        return errf(err, errlen, -EINVAL,
+                    "The memory file %.256s is not the base of this snapshot's memory (it was "
+                    "written for another snapshot)",
+                    mem->path);
+    if (mem->uffd || mem->nlayers != n - 1)
+        return errf(err, errlen, -EINVAL,
+                    "This snapshot's memory is a base and %zu Diff layer%s; %u were given", n - 1,
+                    n == 2 ? "" : "s", mem->nlayers);
+    for (unsigned i = 0; i < mem->nlayers; i++) {
+        int ret = snap_map_layer(&vm->mem, mem->layers[i], &vm->chain[i + 1], i + 1, err, errlen);
+        if (ret)
+            return ret;
+    }
+    return 0;
 }
 
 static int restore_legacy(struct vm *vm, const struct snap_file *f, char *err, size_t errlen)
@@ -114,6 +156,8 @@ int vm_snapshot_restore(struct vm *vm, const struct vm_config *cfg, struct loop 
     if (!ret)
         ret = mem->uffd ? snap_uffd_memory(vm, mem->path, err, errlen)
                         : map_memory(vm, mem->path, err, errlen);
+    if (!ret)
+        ret = restore_chain(vm, f, mem, err, errlen);
     if (ret) {
         vm->config_error = true;
         return ret;

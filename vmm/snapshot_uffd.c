@@ -25,7 +25,7 @@
 #include "vmm.h"
 
 #define HANDSHAKE_MAX 1024 /* Firecracker's example handler reads the message into 1 KiB */
-#define PAGE_SIZE     4096
+#define PAGE_SIZE     4096u
 
 static int open_uffd(void)
 {
@@ -107,9 +107,8 @@ static int send_handshake(struct vm *vm, const char *path, char *err, size_t err
     if (vm->uffd_sock < 0)
         return errf(err, errlen, -errno, "socket: %s", strerror(errno));
     if (connect(vm->uffd_sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-        return errf(err, errlen, -errno,
-                    "Cannot connect to the page-fault handler at %.256s: %s", path,
-                    strerror(errno));
+        return errf(err, errlen, -errno, "Cannot connect to the page-fault handler at %.256s: %s",
+                    path, strerror(errno));
     union {
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
@@ -144,6 +143,10 @@ static void on_handler_exit(void *opaque, uint32_t events)
             vm->uffd_pid);
     loop_remove(vm->loop, vm->uffd_pidfd);
     vm->uffd_watched = false;
+    /* The last reference to the uffd: vCPUs waiting in a fault are let go (they get empty
+     * pages, which no longer matters) and can be stopped; otherwise they would wait forever. */
+    close(vm->uffd);
+    vm->uffd = -1;
     vm_request_stop(vm, VM_STOP_ERROR);
 }
 

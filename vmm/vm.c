@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -204,6 +205,7 @@ static int kvm_vm(struct vm *vm, char *err, size_t errlen)
                 .guest_phys_addr = vm->mem.regions[i].gpa,
                 .memory_size = vm->mem.regions[i].size,
                 .userspace_addr = (uint64_t)(uintptr_t)vm->mem.regions[i].host,
+                .flags = vm->cfg->track_dirty_pages ? KVM_MEM_LOG_DIRTY_PAGES : 0,
         };
         if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
             return errf(err, errlen, -errno, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
@@ -295,12 +297,19 @@ void vm_init(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
     vm->irq_fds[0] = vm->irq_fds[1] = -1;
     vm->serial_rx_fd = vm->reset_fd = vm->stop_fd = -1;
     vm->uffd = vm->uffd_sock = vm->uffd_pidfd = -1;
+    if (getrandom(&vm->snap_seed, sizeof(vm->snap_seed), GRND_NONBLOCK) != sizeof(vm->snap_seed))
+        vm->snap_seed = clock_ns() ^ ((uint64_t)getpid() << 32);
     atomic_store(&vm->stop_reason, VM_STOP_NONE);
     boot_timer_start(&vm->boot_timer); /* the InstanceStart equivalent */
 }
 
 int vm_build(struct vm *vm, char *err, size_t errlen)
 {
+    /* Diff snapshots: the devices' writes from now on (a booted VM's pages are all new: its
+     * first Diff holds everything; a restored one's stand on the snapshot's) */
+    bool restored = vm->mem.file_backed || vm->uffd >= 0;
+    if (vm->cfg->track_dirty_pages && gm_track_dirty(&vm->mem, !restored))
+        return errf(err, errlen, -ENOMEM, "out of memory");
     int ret = kvm_open(vm, err, errlen);
     if (!ret)
         ret = kvm_vm(vm, err, errlen);
@@ -417,6 +426,8 @@ void vm_destroy(struct vm *vm)
     vm->cpuid = NULL;
     free(vm->snap_msrs);
     vm->snap_msrs = NULL;
+    free(vm->chain);
+    vm->chain = NULL;
     snap_uffd_close(vm);
     gm_destroy(&vm->mem);
 }

@@ -110,6 +110,9 @@ struct guest_mem {
     void *base; /* the one mapping behind all regions */
     size_t total;
     bool file_backed; /* mapped from a snapshot's memory file (gm_map_file) */
+    /* Pages the VMM's devices wrote since the last snapshot (track_dirty_pages; NULL: not
+     * tracked): one bit per page in memory-file order; KVM's dirty log has the guest's own. */
+    _Atomic uint64_t *dirty;
 };
 
 /* gm_create(mem, size): maps size bytes of anonymous guest RAM (lazily, nothing touched),
@@ -119,6 +122,14 @@ int gm_create(struct guest_mem *mem, uint64_t size);
  * file holding the regions back to back (the caller checked its size): no page is read now.
  * Returns 0 or -errno. */
 int gm_map_file(struct guest_mem *mem, uint64_t size, int fd);
+/* gm_track_dirty(mem, all): starts the device-write bitmap, every page dirty (all: nothing is
+ * on disk yet, so a first Diff snapshot holds everything) or none. Returns 0 or -ENOMEM. */
+int gm_track_dirty(struct guest_mem *mem, bool all);
+/* gm_mark_dirty(mem, gpa, len): the VMM (a device) is about to write [gpa, gpa+len) of guest
+ * RAM: marked for the next Diff snapshot (a no-op unless tracked). */
+void gm_mark_dirty(const struct guest_mem *mem, uint64_t gpa, uint64_t len);
+/* gm_page_index(mem, gpa): Returns the page's index in memory-file order, or UINT64_MAX. */
+uint64_t gm_page_index(const struct guest_mem *mem, uint64_t gpa);
 /* gm_destroy(mem): unmaps the guest RAM. */
 void gm_destroy(struct guest_mem *mem);
 /* gm_ptr(mem, gpa, len): Returns a host pointer to [gpa, gpa+len) if that range lies inside
@@ -143,6 +154,7 @@ enum vcpu_cmd { VCPU_CMD_NONE, VCPU_CMD_RUN, VCPU_CMD_PAUSE, VCPU_CMD_EXIT };
 struct vm;
 struct virtio_devs;
 struct loop;
+struct snap_layer;
 
 struct term {
     bool raw;
@@ -218,6 +230,13 @@ struct vm {
      * for the VM's life) and a pidfd of its process, watched on the loop; -1: none */
     int uffd, uffd_sock, uffd_pidfd, uffd_pid;
     bool uffd_watched;
+    /* the chain of memory images the VM's RAM stands on (snapshot_diff.c): empty after a boot,
+     * the loaded snapshot's after a load, extended by each snapshot created */
+    struct snap_layer *chain;
+    unsigned nchain;
+    uint64_t snap_seed; /* for layer ids */
+    uint64_t mem_tag;   /* the loaded memory file's chain id (snap_memory_tag), if valid */
+    bool mem_tag_valid;
     uint32_t *snap_msrs; /* the MSRs a snapshot saves (read when first needed) */
     unsigned snap_nmsrs;
     bool watching; /* stop_fd and reset_fd are on the loop */

@@ -7,7 +7,8 @@ size), then by MODE:
   serve   copies each faulting page from MEMFILE (UFFDIO_COPY), forever; prints "served N" to
           stderr every 64 pages and when it ends (SIGTERM)
   close   closes the connection without reading the handshake, and exits (a peer that goes away)
-  exit    reads the handshake, then exits without serving (a handler that dies)
+  exit    reads the handshake, waits a second, then exits without serving (a handler that dies
+          once the VM runs)
 """
 import ctypes
 import fcntl
@@ -19,6 +20,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 UFFDIO_COPY = 0xC028AA03  # _IOWR(0xAA, 0x03, struct uffdio_copy): 40 bytes
 UFFD_EVENT_PAGEFAULT = 0x12
@@ -47,7 +49,8 @@ def main():
     sizes = {r["page_size"] for r in regions}
     assert len(sizes) == 1 and sizes.pop() == 4096 and all(
         r["page_size_kib"] == r["page_size"] for r in regions), regions
-    if mode == "exit":
+    if mode == "exit":  # after ember answered the load: the guest then waits for a page
+        time.sleep(1)
         return
     uffd = fds[0]
     fd = os.open(memfile, os.O_RDONLY)

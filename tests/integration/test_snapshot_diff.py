@@ -1,0 +1,172 @@
+"""Diff snapshots of the probe guest's heartbeat (any /dev/kvm: these run directly). A chain —
+Full, then two Diffs — restored both as layers over the base (no merge) and from a merged base
+gives the very memory the source had (byte for byte against a Full snapshot taken at the same
+moment), and the guest counts on; layers given wrong (out of order, from another snapshot, too
+few) and a Diff without dirty tracking are 400s with reasons."""
+import filecmp
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from api_client import Ember, fault
+from ember_vm import EMBER, PROBE
+from test_snapshot_probe import ticks, wait_tick
+
+pytestmark = pytest.mark.usefixtures("dev_kvm")
+
+
+def boot(d, track=True):
+    e = Ember.start(EMBER, d)
+    assert e.put("/machine-config", json={"vcpu_count": 1, "mem_size_mib": 64,
+                                          "track_dirty_pages": track}).status_code == 204
+    assert e.put("/boot-source", json={"kernel_image_path": str(PROBE),
+                                       "boot_args": "c"}).status_code == 204
+    assert e.put("/actions", json={"action_type": "InstanceStart"}).status_code == 204
+    return e
+
+
+def snap(e, d, name, kind):
+    r = e.put("/snapshot/create", json={"snapshot_type": kind,
+                                       "snapshot_path": str(d / f"{name}.snap"),
+                                       "mem_file_path": str(d / f"{name}.mem")})
+    assert r.status_code == 204, r.text
+    return d / f"{name}.snap", d / f"{name}.mem"
+
+
+def step(e):
+    """Resumes the guest until it counted two more ticks, and pauses it again."""
+    assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
+    wait_tick(e, ticks(e)[-1] + 1)
+    assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """base (Full), d1, d2 (Diffs) and ref: a Full snapshot at d2's moment."""
+    (tmp_path / "src").mkdir()
+    e = boot(tmp_path / "src")
+    try:
+        wait_tick(e, 2)
+        assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+        files = {"base": snap(e, tmp_path, "base", "Full")}
+        step(e)
+        files["d1"] = snap(e, tmp_path, "d1", "Diff")
+        step(e)
+        files["d2"] = snap(e, tmp_path, "d2", "Diff")
+        files["ref"] = snap(e, tmp_path, "ref", "Full")  # the same paused moment
+    finally:
+        e.close()
+    return files
+
+
+def load(d, body):
+    d.mkdir()
+    e = Ember.start(EMBER, d)
+    return e, e.put("/snapshot/load", json=body)
+
+
+def backend(base, layers=None):
+    mb = {"backend_type": "File", "backend_path": str(base)}
+    if layers is not None:
+        mb["layers"] = [str(p) for p in layers]
+    return mb
+
+
+def same_memory_as_ref(e, d, ref_mem):
+    """The restored (paused, never run) VM's memory, snapshotted again, equals ref's."""
+    _, mem = snap(e, d, "again", "Full")
+    assert os.path.getsize(mem) == os.path.getsize(ref_mem)
+    assert filecmp.cmp(mem, ref_mem, shallow=False)
+
+
+def test_diffs_are_small(chain):
+    full = os.stat(chain["base"][1])
+    for d in ("d1", "d2"):
+        st = os.stat(chain[d][1])
+        assert st.st_size == full.st_size  # the RAM's size, Firecracker's layout
+        assert st.st_blocks < full.st_blocks / 4, (d, st.st_blocks, full.st_blocks)
+
+
+def test_layers_load_without_a_merge(tmp_path, chain):
+    d2_snap = chain["d2"][0]
+    e, r = load(tmp_path / "layered", {
+        "snapshot_path": str(d2_snap), "resume_vm": False,
+        "mem_backend": backend(chain["base"][1], [chain["d1"][1], chain["d2"][1]])})
+    try:
+        assert r.status_code == 204, r.text
+        same_memory_as_ref(e, tmp_path / "layered", chain["ref"][1])
+        assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
+        assert wait_tick(e, 0) > 4
+    finally:
+        e.close()
+
+
+def test_a_merged_base_loads_the_same(tmp_path, chain):
+    merged = tmp_path / "merged.mem"
+    shutil.copyfile(chain["base"][1], merged)
+    r = subprocess.run([str(EMBER), "snapshot", "merge", str(merged), str(chain["d1"][1]),
+                        str(chain["d2"][1])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "pages merged" in r.stdout
+    e, r = load(tmp_path / "merged", {"snapshot_path": str(chain["d2"][0]), "resume_vm": False,
+                                      "mem_backend": backend(merged)})
+    try:
+        assert r.status_code == 204, r.text
+        same_memory_as_ref(e, tmp_path / "merged", chain["ref"][1])
+    finally:
+        e.close()
+
+
+def test_wrong_layers_are_refused(tmp_path, chain):
+    # another VM's Diff: its pages are not the ones this chain recorded
+    (tmp_path / "other").mkdir()
+    o = boot(tmp_path / "other")
+    try:
+        wait_tick(o, 1)
+        assert o.patch("/vm", json={"state": "Paused"}).status_code == 204
+        snap(o, tmp_path, "obase", "Full")
+        step(o)
+        step(o)
+        _, other_d1 = snap(o, tmp_path, "od1", "Diff")
+    finally:
+        o.close()
+    d2 = str(chain["d2"][0])
+    base, d1m, d2m = chain["base"][1], chain["d1"][1], chain["d2"][1]
+    tmp = tmp_path / "bad"
+    tmp.mkdir()
+    e = Ember.start(EMBER, tmp)
+    try:
+        for layers, want in [([d2m, d1m], "is not layer 1"),
+                             ([other_d1, d2m], "is not layer 1"),
+                             ([d1m], "a base and 2 Diff layers; 1 were given"),
+                             ([d1m, tmp_path / "none.mem"], "Cannot open the memory layer"),
+                             ([d1m, chain["ref"][1]], "is not layer 2")]:
+            msg = fault(e.put("/snapshot/load", json={"snapshot_path": d2,
+                                                      "mem_backend": backend(base, layers)}))
+            assert want in msg, (layers, msg)
+            assert e.get("/").json()["state"] == "Not started"
+        assert "File backend only" in fault(e.put("/snapshot/load", json={
+            "snapshot_path": d2, "mem_backend": {"backend_type": "Uffd", "backend_path": "x",
+                                                 "layers": [str(d1m)]}}))
+        # still loads right afterwards
+        r = e.put("/snapshot/load", json={"snapshot_path": d2, "resume_vm": True,
+                                          "mem_backend": backend(base, [d1m, d2m])})
+        assert r.status_code == 204, r.text
+        assert wait_tick(e, 0) > 4
+    finally:
+        e.close()
+
+
+def test_diff_needs_dirty_tracking(tmp_path):
+    e = boot(tmp_path, track=False)
+    try:
+        wait_tick(e, 1)
+        assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+        msg = fault(e.put("/snapshot/create", json={
+            "snapshot_type": "Diff", "snapshot_path": str(tmp_path / "d.snap"),
+            "mem_file_path": str(tmp_path / "d.mem")}))
+        assert "dirty page tracking disabled" in msg
+    finally:
+        e.close()
