@@ -144,6 +144,9 @@ struct api_snap_load {
     /* ember's own: mem_backend.layers, Diff memory files mapped over backend_path in order */
     unsigned nlayers;
     char layers[API_LAYERS_MAX][PATH_MAX];
+    /* ember's own: mem_backend.working_set (prefetch) / record_working_set {path, after_ms} */
+    char ws_path[PATH_MAX], ws_record_path[PATH_MAX];
+    uint64_t ws_after_ms;
 };
 
 /* One request, parsed and validated; the union member is chosen by kind. */

@@ -500,7 +500,9 @@ int body_snap_load(const void *o, struct api_snap_load *l, char *err, size_t err
                                        "clock_realtime",
                                        "huge_pages",
                                        NULL};
-    static const char *const backend_keys[] = {"backend_type", "backend_path", "layers", NULL};
+    static const char *const backend_keys[] = {"backend_type", "backend_path",       "layers",
+                                               "working_set",  "record_working_set", NULL};
+    static const char *const record_keys[] = {"path", "after_ms", NULL};
     static const char *const backends[] = {"File", "Uffd"};
     static const char *const huge[] = {"Snapshot", "None", "Transparent", "2M"};
     static const char *const vsock_keys[] = {"uds_path", NULL};
@@ -547,6 +549,16 @@ int body_snap_load(const void *o, struct api_snap_load *l, char *err, size_t err
         memcpy(l->layers[i], json_string_value(item), json_string_length(item) + 1);
     }
     l->nlayers = layers ? (unsigned)json_array_size(layers) : 0;
+    json_t *rec = mb ? member(mb, "record_working_set") : NULL;
+    if (mb && (ret = get_str(mb, "working_set", false, l->ws_path, sizeof(l->ws_path), NULL, err,
+                             errlen)))
+        return ret;
+    if (rec &&
+        ((ret = check_keys(rec, record_keys, err, errlen)) ||
+         (ret = get_str(rec, "path", true, l->ws_record_path, sizeof(l->ws_record_path), NULL, err,
+                        errlen)) ||
+         (ret = get_u64(rec, "after_ms", false, 3600 * 1000, &l->ws_after_ms, NULL, err, errlen))))
+        return ret;
     json_t *vo = member(o, "vsock_override");
     if (vo && ((ret = check_keys(vo, vsock_keys, err, errlen)) ||
                (ret = get_str(vo, "uds_path", true, l->vsock_uds_path, sizeof(l->vsock_uds_path),

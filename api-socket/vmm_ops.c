@@ -132,8 +132,14 @@ static int op_snapshot_load(void *opaque, struct vm_config *cfg, const struct ap
         const char *layers[API_LAYERS_MAX];
         for (unsigned i = 0; i < l->nlayers; i++)
             layers[i] = l->layers[i];
-        struct snap_mem_backend mem = {
-                .path = l->mem_path, .uffd = l->uffd, .layers = layers, .nlayers = l->nlayers};
+        struct snap_mem_backend mem = {.path = l->mem_path,
+                                       .uffd = l->uffd,
+                                       .layers = layers,
+                                       .nlayers = l->nlayers,
+                                       .ws_path = l->ws_path[0] ? l->ws_path : NULL,
+                                       .ws_record_path =
+                                               l->ws_record_path[0] ? l->ws_record_path : NULL,
+                                       .ws_after_ms = l->ws_after_ms};
         ret = app_snapshot_load(opaque, cfg, s, &mem, l->resume_vm, err, errlen);
     }
     vm_snapshot_close(s); /* everything in it was applied */

@@ -154,6 +154,9 @@ static const struct sc_rule vmm[] = {
         ANY("mincore"),
         ANY("sysinfo"),
         ANY("fsetxattr"),
+        ANY("pread64"),
+        EQ("madvise", 2, MADV_RANDOM, "MADV_RANDOM"),
+        EQ("madvise", 2, MADV_NORMAL, "MADV_NORMAL"),
 };
 
 /* A vCPU: KVM_RUN (KVM_GET_REGS only for the RIP of a diagnostic), the register files' side

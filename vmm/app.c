@@ -184,8 +184,10 @@ int app_pause(struct app *a, bool pause)
     struct timespec t0;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!pause)
+    if (!pause) {
         vm_kvmclock_ctrl(&a->vm); /* the guest's watchdogs must not count the pause */
+        snap_ws_resumed(&a->vm);
+    }
     for (unsigned i = 0; i < a->vm.nvcpus; i++)
         vcpu_request(&a->vm.vcpus[i], pause ? VCPU_CMD_PAUSE : VCPU_CMD_RUN);
     for (unsigned i = 0; i < a->vm.nvcpus; i++)

@@ -50,6 +50,9 @@ struct snap_mem_backend {
     bool uffd;
     const char *const *layers; /* File: Diff layers mapped over path, oldest first (ember's) */
     unsigned nlayers;
+    const char *ws_path;        /* File: a recorded working set to prefetch (ember's) */
+    const char *ws_record_path; /* File: record one there, ws_after_ms after the resume */
+    uint64_t ws_after_ms;
 };
 /* vm_snapshot_restore(vm, cfg, loop, s, mem, err, errlen): builds vm from s and its memory
  * backend, cfg being what vm_snapshot_open filled;
@@ -94,6 +97,21 @@ void snap_tag_memory(int fd, uint64_t id);
 int snap_memory_tag(int fd, uint64_t *id);
 /* snap_layer_digest(fd, size, digest): a layer file's digest (its runs of data). */
 int snap_layer_digest(int fd, uint64_t size, uint64_t *digest);
+
+/* ---- working sets (snapshot_ws.c) -------------------------------------------------------- */
+/* snap_ws_record(vm, path, mem_fd, after_ms, err, errlen): the restored VM records the pages it
+ * touches until after_ms (default 1000) after it resumes, then writes them with their content
+ * from mem_fd into path. Returns 0 or -errno with a reason. */
+int snap_ws_record(struct vm *vm, const char *path, int mem_fd, uint64_t after_ms, char *err,
+                   size_t errlen);
+/* snap_ws_resumed(vm): the VM runs: the recording's marker timer starts (once). */
+void snap_ws_resumed(struct vm *vm);
+/* snap_ws_close(vm): stops a recording (idempotent). */
+void snap_ws_close(struct vm *vm);
+/* snap_ws_map(vm, path, err, errlen): reads a working-set file (hostile: header, index and
+ * sizes checked; recorded on this snapshot's memory) in one sequential read and maps its pages
+ * over guest RAM. Returns 0 or -errno with a reason. */
+int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen);
 
 /* snapshot_tool(argc, argv): `ember snapshot info FILE [--json]` (snapshot_info.c). Returns
  * the exit code. */

@@ -24,7 +24,7 @@
 #include "snapshot.h"
 #include "vmm.h"
 
-#define PAGE          4096u
+#define PAGE           4096u
 #define LAYER_MAPS_MAX 16384 /* mappings one layer may add (the kernel allows ~65530 in all) */
 #define ID_XATTR       "user.ember.mem_id"
 
@@ -220,8 +220,8 @@ int snap_map_layer(struct guest_mem *mem, const char *path, const struct snap_la
     uint64_t crc = 0, tag;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != mem->total)
         ret = errf(err, errlen, -EINVAL,
-                   "The memory layer %.256s is not a %llu-byte memory file of this snapshot",
-                   path, (unsigned long long)mem->total);
+                   "The memory layer %.256s is not a %llu-byte memory file of this snapshot", path,
+                   (unsigned long long)mem->total);
     else if ((ret = each_run(fd, mem->total, add_digest, &crc)))
         errf(err, errlen, ret, "The memory layer %.256s cannot be read as a Diff layer: %s", path,
              strerror(-ret));
@@ -239,8 +239,8 @@ int snap_map_layer(struct guest_mem *mem, const char *path, const struct snap_la
         struct map_ctx m = {.base = mem->base, .fd = fd};
         ret = each_run(fd, mem->total, map_run, &m);
         if (ret)
-            errf(err, errlen, ret, "Cannot map the memory layer %.256s: %s%s", path,
-                 strerror(-ret), ret == -E2BIG ? " (merge it: ember snapshot merge)" : "");
+            errf(err, errlen, ret, "Cannot map the memory layer %.256s: %s%s", path, strerror(-ret),
+                 ret == -E2BIG ? " (merge it: ember snapshot merge)" : "");
     }
     close(fd); /* the mappings hold the file */
     return ret;

@@ -18,8 +18,9 @@
 #include "snapshot_file.h"
 #include "vmm.h"
 
-static int map_memory(struct vm *vm, const char *mem_path, char *err, size_t errlen)
+static int map_memory(struct vm *vm, const struct snap_mem_backend *mb, char *err, size_t errlen)
 {
+    const char *mem_path = mb->path;
     struct stat st;
     uint64_t want = vm->cfg->mem_mib << 20;
     int fd = open(mem_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -38,6 +39,12 @@ static int map_memory(struct vm *vm, const char *mem_path, char *err, size_t err
         vm->mem_tag_valid = snap_memory_tag(fd, &vm->mem_tag) == 0;
     else
         errf(err, errlen, ret, "Cannot map the memory file %.256s: %s", mem_path, strerror(-ret));
+    if (!ret && mb->ws_record_path)
+        ret = mb->nlayers || mb->ws_path
+                      ? errf(err, errlen, -EINVAL,
+                             "A working set is recorded on a whole memory file (no layers, no "
+                             "working set)")
+                      : snap_ws_record(vm, mb->ws_record_path, fd, mb->ws_after_ms, err, errlen);
     close(fd); /* the mapping holds the file */
     return ret;
 }
@@ -155,9 +162,12 @@ int vm_snapshot_restore(struct vm *vm, const struct vm_config *cfg, struct loop 
     int ret = vm_open_console(vm, err, errlen);
     if (!ret)
         ret = mem->uffd ? snap_uffd_memory(vm, mem->path, err, errlen)
-                        : map_memory(vm, mem->path, err, errlen);
+                        : map_memory(vm, mem, err, errlen);
     if (!ret)
         ret = restore_chain(vm, f, mem, err, errlen);
+    if (!ret && mem->ws_path) /* after the layers: it holds the newest content */
+        ret = mem->uffd ? errf(err, errlen, -EINVAL, "A working set goes with the File backend")
+                        : snap_ws_map(vm, mem->ws_path, err, errlen);
     if (ret) {
         vm->config_error = true;
         return ret;

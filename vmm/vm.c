@@ -297,6 +297,7 @@ void vm_init(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
     vm->irq_fds[0] = vm->irq_fds[1] = -1;
     vm->serial_rx_fd = vm->reset_fd = vm->stop_fd = -1;
     vm->uffd = vm->uffd_sock = vm->uffd_pidfd = -1;
+    vm->ws_mem_fd = vm->ws_timer_fd = -1;
     if (getrandom(&vm->snap_seed, sizeof(vm->snap_seed), GRND_NONBLOCK) != sizeof(vm->snap_seed))
         vm->snap_seed = clock_ns() ^ ((uint64_t)getpid() << 32);
     atomic_store(&vm->stop_reason, VM_STOP_NONE);
@@ -429,6 +430,7 @@ void vm_destroy(struct vm *vm)
     free(vm->chain);
     vm->chain = NULL;
     snap_uffd_close(vm);
+    snap_ws_close(vm);
     gm_destroy(&vm->mem);
 }
 

@@ -237,6 +237,12 @@ struct vm {
     uint64_t snap_seed; /* for layer ids */
     uint64_t mem_tag;   /* the loaded memory file's chain id (snap_memory_tag), if valid */
     bool mem_tag_valid;
+    /* recording a working set (snapshot_ws.c): the file to write, the memory file to copy the
+     * pages from, the marker's timer (armed at resume), -1/NULL: not recording */
+    char *ws_record_path;
+    int ws_mem_fd, ws_timer_fd;
+    uint64_t ws_after_ms;
+    bool ws_armed;
     uint32_t *snap_msrs; /* the MSRs a snapshot saves (read when first needed) */
     unsigned snap_nmsrs;
     bool watching; /* stop_fd and reset_fd are on the loop */

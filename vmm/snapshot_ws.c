@@ -1,0 +1,273 @@
+/* A recorded working set (REAP's idea, inside the VMM): a first restore records which guest
+ * pages the VM touched until a marker (N ms after it resumed), and writes them beside the
+ * snapshot as one contiguous file; later loads read that file in one sequential read and map
+ * its pages over guest RAM before the vCPUs run, everything else still lazy from the memory
+ * file. No thread: the record is the page table itself (which pages of the guest mapping are
+ * present, from /proc/self/pagemap, with fault-around off so neighbours of a touched page are
+ * not counted), and the prefetch is a mapping of the working-set file (its page cache is
+ * filled by the one read, and is shared by every clone).
+ *
+ * The file: a 64-byte header (magic "EMBERWS1", version, page size, page count, the id of the
+ * memory image it was recorded on, the data offset, a CRC-64 of the index), the index (page
+ * numbers in memory-file order, strictly ascending), then the pages, from the data offset
+ * (page-aligned), in index order. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "../seccomp/seccomp.h"
+#include "../snapshot/format.h"
+#include "../snapshot/layout.h"
+#include "loop.h"
+#include "snapshot.h"
+#include "vmm.h"
+
+#define PAGE        4096u
+#define WS_MAGIC    "EMBERWS1"
+#define WS_HEADER   64u
+#define WS_MAPS_MAX 16384
+#define PM_PRESENT  (1ULL << 63)
+#define PM_SWAPPED  (1ULL << 62)
+
+struct ws_header {
+    char magic[8];
+    uint32_t version, page_size;
+    uint64_t npages, mem_id, data_off, index_crc;
+    uint8_t pad[16];
+};
+_Static_assert(sizeof(struct ws_header) == WS_HEADER, "ws_header layout");
+
+static uint64_t align_page(uint64_t n)
+{
+    return (n + PAGE - 1) & ~(uint64_t)(PAGE - 1);
+}
+
+static int read_full(int fd, void *buf, size_t len, off_t off)
+{
+    for (size_t got = 0; got < len;) {
+        ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, off + (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len, off_t off)
+{
+    for (size_t put = 0; put < len;) {
+        ssize_t n = pwrite(fd, (const uint8_t *)buf + put, len - put, off + (off_t)put);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        put += (size_t)n;
+    }
+    return 0;
+}
+
+/* ---- recording --------------------------------------------------------------------------- */
+
+/* The guest pages present in this process's page table (pagemap: 8 bytes per page). */
+static int touched_pages(const struct vm *vm, uint64_t **pages, uint64_t *n)
+{
+    uint64_t total = vm->mem.total / PAGE, count = 0;
+    int fd = sc_open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    uint64_t *out = malloc((total ? total : 1) * sizeof(uint64_t));
+    static uint64_t ent[4096];
+    int ret = out ? 0 : -ENOMEM;
+    uint64_t first = (uint64_t)(uintptr_t)vm->mem.base / PAGE;
+    for (uint64_t p = 0; !ret && p < total; p += 4096) {
+        uint64_t k = total - p < 4096 ? total - p : 4096;
+        ret = read_full(fd, ent, k * 8, (off_t)((first + p) * 8));
+        for (uint64_t i = 0; !ret && i < k; i++)
+            if (ent[i] & (PM_PRESENT | PM_SWAPPED))
+                out[count++] = p + i;
+    }
+    close(fd);
+    if (ret) {
+        free(out);
+        return ret;
+    }
+    *pages = out;
+    *n = count;
+    return 0;
+}
+
+static int write_ws(struct vm *vm, char *err, size_t errlen)
+{
+    uint64_t *pages = NULL, n = 0;
+    int ret = touched_pages(vm, &pages, &n);
+    if (ret)
+        return errf(err, errlen, ret, "working set: /proc/self/pagemap: %s", strerror(-ret));
+    struct ws_header h = {.version = 1, .page_size = PAGE, .npages = n};
+    memcpy(h.magic, WS_MAGIC, 8);
+    h.mem_id = vm->nchain ? vm->chain[vm->nchain - 1].id : 0;
+    h.data_off = align_page(WS_HEADER + n * 8);
+    h.index_crc = snap_crc64(0, pages, n * 8);
+    int fd = sc_create(vm->ws_record_path);
+    if (fd < 0) {
+        ret = errf(err, errlen, -errno, "working set: cannot create %.256s: %s",
+                   vm->ws_record_path, strerror(errno));
+        free(pages);
+        return ret;
+    }
+    static uint8_t page[PAGE];
+    ret = write_full(fd, &h, sizeof(h), 0);
+    if (!ret)
+        ret = write_full(fd, pages, n * 8, WS_HEADER);
+    /* the snapshot's content of each page (the memory file's, not what the guest has written
+     * since the restore) */
+    for (uint64_t i = 0; !ret && i < n; i++) {
+        ret = read_full(vm->ws_mem_fd, page, PAGE, (off_t)(pages[i] * PAGE));
+        if (!ret)
+            ret = write_full(fd, page, PAGE, (off_t)(h.data_off + i * PAGE));
+    }
+    close(fd);
+    free(pages);
+    if (ret)
+        return errf(err, errlen, ret, "working set: writing %.256s: %s", vm->ws_record_path,
+                    strerror(-ret));
+    log_info("Recorded a working set of %llu pages (%llu KiB) into %s.", (unsigned long long)n,
+             (unsigned long long)n * 4, vm->ws_record_path);
+    return 0;
+}
+
+static void on_ws_timer(void *opaque, uint32_t events)
+{
+    struct vm *vm = opaque;
+    char err[512];
+    uint64_t ticks;
+    (void)events;
+
+    if (read(vm->ws_timer_fd, &ticks, sizeof(ticks)) < 0)
+        return;
+    loop_remove(vm->loop, vm->ws_timer_fd);
+    if (write_ws(vm, err, sizeof(err)))
+        log_err("%s", err);
+    madvise(vm->mem.base, vm->mem.total, MADV_NORMAL);
+    snap_ws_close(vm);
+}
+
+int snap_ws_record(struct vm *vm, const char *path, int mem_fd, uint64_t after_ms, char *err,
+                   size_t errlen)
+{
+    /* Fault-around maps a touched page's neighbours too: off, so present means touched. */
+    if (madvise(vm->mem.base, vm->mem.total, MADV_RANDOM) < 0)
+        return errf(err, errlen, -errno, "working set: madvise: %s", strerror(errno));
+    vm->ws_record_path = strdup(path);
+    vm->ws_mem_fd = dup(mem_fd);
+    vm->ws_after_ms = after_ms ? after_ms : 1000;
+    vm->ws_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (!vm->ws_record_path || vm->ws_mem_fd < 0 || vm->ws_timer_fd < 0)
+        return errf(err, errlen, -ENOMEM, "working set: out of resources");
+    int ret = loop_add(vm->loop, vm->ws_timer_fd, EPOLLIN, on_ws_timer, vm);
+    return ret ? errf(err, errlen, ret, "working set: event loop: %s", strerror(-ret)) : 0;
+}
+
+void snap_ws_resumed(struct vm *vm)
+{
+    if (vm->ws_timer_fd < 0 || vm->ws_armed)
+        return;
+    struct itimerspec at = {.it_value = {.tv_sec = (time_t)(vm->ws_after_ms / 1000),
+                                         .tv_nsec = (long)(vm->ws_after_ms % 1000) * 1000000}};
+    timerfd_settime(vm->ws_timer_fd, 0, &at, NULL);
+    vm->ws_armed = true;
+}
+
+void snap_ws_close(struct vm *vm)
+{
+    if (vm->ws_timer_fd >= 0) {
+        loop_remove(vm->loop, vm->ws_timer_fd);
+        close(vm->ws_timer_fd);
+    }
+    if (vm->ws_mem_fd >= 0)
+        close(vm->ws_mem_fd);
+    free(vm->ws_record_path);
+    vm->ws_record_path = NULL;
+    vm->ws_timer_fd = vm->ws_mem_fd = -1;
+}
+
+/* ---- prefetch ---------------------------------------------------------------------------- */
+
+static int check_index(const struct ws_header *h, const uint64_t *idx, uint64_t total_pages)
+{
+    for (uint64_t i = 0; i < h->npages; i++)
+        if (idx[i] >= total_pages || (i && idx[i] <= idx[i - 1]))
+            return -1;
+    return 0;
+}
+
+int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    struct ws_header h;
+    uint64_t total = vm->mem.total / PAGE, *idx = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+    if (fd < 0)
+        return errf(err, errlen, -errno, "Cannot open the working set %.256s: %s", path,
+                    strerror(errno));
+    int ret = fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < (off_t)WS_HEADER
+                      ? -EINVAL
+                      : read_full(fd, &h, sizeof(h), 0);
+    if (!ret && (memcmp(h.magic, WS_MAGIC, 8) || h.version != 1 || h.page_size != PAGE ||
+                 h.npages > total || h.data_off != align_page(WS_HEADER + h.npages * 8) ||
+                 (uint64_t)st.st_size != h.data_off + h.npages * PAGE))
+        ret = -EINVAL;
+    uint64_t want = vm->nchain ? vm->chain[vm->nchain - 1].id : 0;
+    if (!ret && h.mem_id != want)
+        ret = errf(err, errlen, -EINVAL,
+                   "The working set %.256s was recorded on another snapshot's memory", path);
+    if (!ret && !(idx = malloc((h.npages ? h.npages : 1) * 8)))
+        ret = -ENOMEM;
+    if (!ret)
+        ret = read_full(fd, idx, h.npages * 8, WS_HEADER);
+    if (!ret && (snap_crc64(0, idx, h.npages * 8) != h.index_crc || check_index(&h, idx, total)))
+        ret = -EINVAL;
+    if (ret && !err[0])
+        errf(err, errlen, ret, "The working set %.256s is not a working-set file of this "
+                               "snapshot%s",
+             path, ret == -EINVAL ? "" : " (it cannot be read)");
+    /* One sequential read fills the page cache (then the guest's first touches are minor
+     * faults on shared pages), then each run of pages is mapped over guest RAM. */
+    static uint8_t chunk[1 << 20];
+    for (uint64_t off = 0; !ret && off < h.npages * PAGE; off += sizeof(chunk)) {
+        uint64_t n = h.npages * PAGE - off < sizeof(chunk) ? h.npages * PAGE - off : sizeof(chunk);
+        if ((ret = read_full(fd, chunk, n, (off_t)(h.data_off + off))))
+            errf(err, errlen, ret, "Cannot read the working set %.256s: %s", path,
+                 strerror(-ret));
+    }
+    unsigned maps = 0;
+    for (uint64_t i = 0; !ret && i < h.npages;) {
+        uint64_t j = i + 1;
+        while (j < h.npages && idx[j] == idx[j - 1] + 1)
+            j++;
+        void *p = ++maps > WS_MAPS_MAX
+                          ? MAP_FAILED
+                          : mmap((uint8_t *)vm->mem.base + idx[i] * PAGE, (j - i) * PAGE,
+                                 PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
+                                 fd, (off_t)(h.data_off + i * PAGE));
+        if (p == MAP_FAILED)
+            ret = errf(err, errlen, maps > WS_MAPS_MAX ? -E2BIG : -errno,
+                       "Cannot map the working set %.256s: %s", path,
+                       maps > WS_MAPS_MAX ? "too many runs of pages" : strerror(errno));
+        i = j;
+    }
+    if (!ret)
+        log_info("Prefetched a working set of %llu pages (%llu KiB) from %s.",
+                 (unsigned long long)h.npages, (unsigned long long)h.npages * 4, path);
+    free(idx);
+    close(fd);
+    return ret;
+}
