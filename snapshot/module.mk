@@ -4,3 +4,4 @@ SNAP_READ_SRCS := snapshot/format.c vmm/snapshot_read.c vmm/config.c vmm/log.c
 UNIT_DEPS_test_snapshot_format := snapshot/format.c vmm/log.c
 UNIT_DEPS_test_snapshot_read   := $(SNAP_READ_SRCS)
 FUZZ_DEPS_fuzz_snapshot_read   := $(SNAP_READ_SRCS)
+FUZZ_DEPS_fuzz_snapshot_ws     := vmm/snapshot_ws.c vmm/loop.c vmm/log.c snapshot/format.c

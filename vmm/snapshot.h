@@ -112,6 +112,11 @@ void snap_ws_close(struct vm *vm);
  * sizes checked; recorded on this snapshot's memory) in one sequential read and maps its pages
  * over guest RAM. Returns 0 or -errno with a reason. */
 int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen);
+/* snap_ws_read_index(fd, total_pages, want_id, index, npages, data_off): a working-set file's
+ * header and index, checked. Returns 0 (the index malloc'd), -ESTALE (recorded on another
+ * memory image), -EINVAL (not a valid file) or -errno. */
+int snap_ws_read_index(int fd, uint64_t total_pages, uint64_t want_id, uint64_t **index,
+                       uint64_t *npages, uint64_t *data_off);
 
 /* snapshot_tool(argc, argv): `ember snapshot info FILE [--json]` (snapshot_info.c). Returns
  * the exit code. */

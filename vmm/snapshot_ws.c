@@ -117,8 +117,8 @@ static int write_ws(struct vm *vm, char *err, size_t errlen)
     h.index_crc = snap_crc64(0, pages, n * 8);
     int fd = sc_create(vm->ws_record_path);
     if (fd < 0) {
-        ret = errf(err, errlen, -errno, "working set: cannot create %.256s: %s",
-                   vm->ws_record_path, strerror(errno));
+        ret = errf(err, errlen, -errno, "working set: cannot create %.256s: %s", vm->ws_record_path,
+                   strerror(errno));
         free(pages);
         return ret;
     }
@@ -208,45 +208,67 @@ static int check_index(const struct ws_header *h, const uint64_t *idx, uint64_t 
     return 0;
 }
 
-int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
+int snap_ws_read_index(int fd, uint64_t total_pages, uint64_t want_id, uint64_t **index,
+                       uint64_t *npages, uint64_t *data_off)
 {
     struct stat st;
     struct ws_header h;
-    uint64_t total = vm->mem.total / PAGE, *idx = NULL;
+    uint64_t *idx = NULL;
+
+    int ret = fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < (off_t)WS_HEADER
+                      ? -EINVAL
+                      : read_full(fd, &h, sizeof(h), 0);
+    if (!ret && (memcmp(h.magic, WS_MAGIC, 8) || h.version != 1 || h.page_size != PAGE ||
+                 h.npages > total_pages || h.data_off != align_page(WS_HEADER + h.npages * 8) ||
+                 (uint64_t)st.st_size != h.data_off + h.npages * PAGE))
+        ret = -EINVAL;
+    if (!ret && h.mem_id != want_id)
+        ret = -ESTALE;
+    if (!ret && !(idx = malloc((h.npages ? h.npages : 1) * 8)))
+        ret = -ENOMEM;
+    if (!ret)
+        ret = read_full(fd, idx, h.npages * 8, WS_HEADER);
+    if (!ret &&
+        (snap_crc64(0, idx, h.npages * 8) != h.index_crc || check_index(&h, idx, total_pages)))
+        ret = -EINVAL;
+    if (ret) {
+        free(idx);
+        return ret;
+    }
+    *index = idx;
+    *npages = h.npages;
+    *data_off = h.data_off;
+    return 0;
+}
+
+int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
+{
+    uint64_t total = vm->mem.total / PAGE, *idx = NULL, npages = 0, data_off = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
     if (fd < 0)
         return errf(err, errlen, -errno, "Cannot open the working set %.256s: %s", path,
                     strerror(errno));
-    int ret = fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < (off_t)WS_HEADER
-                      ? -EINVAL
-                      : read_full(fd, &h, sizeof(h), 0);
-    if (!ret && (memcmp(h.magic, WS_MAGIC, 8) || h.version != 1 || h.page_size != PAGE ||
-                 h.npages > total || h.data_off != align_page(WS_HEADER + h.npages * 8) ||
-                 (uint64_t)st.st_size != h.data_off + h.npages * PAGE))
-        ret = -EINVAL;
-    uint64_t want = vm->nchain ? vm->chain[vm->nchain - 1].id : 0;
-    if (!ret && h.mem_id != want)
-        ret = errf(err, errlen, -EINVAL,
-                   "The working set %.256s was recorded on another snapshot's memory", path);
-    if (!ret && !(idx = malloc((h.npages ? h.npages : 1) * 8)))
-        ret = -ENOMEM;
-    if (!ret)
-        ret = read_full(fd, idx, h.npages * 8, WS_HEADER);
-    if (!ret && (snap_crc64(0, idx, h.npages * 8) != h.index_crc || check_index(&h, idx, total)))
-        ret = -EINVAL;
-    if (ret && !err[0])
-        errf(err, errlen, ret, "The working set %.256s is not a working-set file of this "
-                               "snapshot%s",
+    int ret = snap_ws_read_index(fd, total, vm->nchain ? vm->chain[vm->nchain - 1].id : 0, &idx,
+                                 &npages, &data_off);
+    if (ret == -ESTALE)
+        errf(err, errlen, -EINVAL,
+             "The working set %.256s was recorded on another snapshot's memory", path);
+    else if (ret)
+        errf(err, errlen, -EINVAL,
+             "The working set %.256s is not a working-set file of this "
+             "snapshot%s",
              path, ret == -EINVAL ? "" : " (it cannot be read)");
+    if (ret)
+        ret = -EINVAL;
+    struct ws_header h = {.npages = npages, .data_off = data_off};
     /* One sequential read fills the page cache (then the guest's first touches are minor
      * faults on shared pages), then each run of pages is mapped over guest RAM. */
     static uint8_t chunk[1 << 20];
     for (uint64_t off = 0; !ret && off < h.npages * PAGE; off += sizeof(chunk)) {
         uint64_t n = h.npages * PAGE - off < sizeof(chunk) ? h.npages * PAGE - off : sizeof(chunk);
         if ((ret = read_full(fd, chunk, n, (off_t)(h.data_off + off))))
-            errf(err, errlen, ret, "Cannot read the working set %.256s: %s", path,
-                 strerror(-ret));
+            errf(err, errlen, ret, "Cannot read the working set %.256s: %s", path, strerror(-ret));
     }
     unsigned maps = 0;
     for (uint64_t i = 0; !ret && i < h.npages;) {

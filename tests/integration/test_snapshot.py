@@ -7,8 +7,11 @@ the count continues without a reboot, its clock resumes where it stopped, `sleep
 takes about a second of guest time, and what it writes to its drive after the restore is in
 that clone's file."""
 import os
+import pathlib
 import re
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -141,3 +144,133 @@ def test_linux_guest_restored_four_times(guest_assets, scratch, tmp_path):
     finally:
         for _, c in clones:
             c.close()
+
+
+# The second guest keeps 64 MiB of random data in tmpfs and prints its MD5 every 8 beats.
+SUM = re.compile(rb"sum ([0-9a-f]{32})")
+SCRIPT2 = ("dd if=/dev/urandom of=/tmp/buf bs=1M count=64 2>/dev/null; "
+           "echo sum $(md5sum < /tmp/buf); echo 0 > /tmp/c; while true; do "
+           "i=$(( $(cat /tmp/c) + 1 )); echo $i > /tmp/c; read up x < /proc/uptime; "
+           "echo beat $i $up; if [ $((i % 8)) = 0 ]; then echo sum $(md5sum < /tmp/buf); fi; "
+           "sleep 1; done")
+CMDLINE2 = ("console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux "
+            f'i8042.dumbkbd quiet ember.cmd="{SCRIPT2}"')
+HANDLER = pathlib.Path(__file__).resolve().parent / "uffd_handler.py"
+
+
+def sums(e):
+    return SUM.findall(open(e.log_path, "rb").read())
+
+
+def step(e):
+    assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
+    wait_beats(e, 2, after=beats(e)[-1][0])
+    assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+    time.sleep(0.3)
+
+
+def snapshot(e, d, name, kind):
+    r = e.put("/snapshot/create", json={"snapshot_type": kind,
+                                       "snapshot_path": str(d / f"{name}.snap"),
+                                       "mem_file_path": str(d / f"{name}.mem")})
+    assert r.status_code == 204, r.text
+    return d / f"{name}.snap", d / f"{name}.mem"
+
+
+def resumed_ok(e, last, want_sum, timeout=BOOT_TIMEOUT):
+    """The restored guest counts on from `last` and its 64 MiB buffer has the same MD5."""
+    after = wait_beats(e, 1, after=last, timeout=timeout)
+    assert after[0][0] == last + 1, after
+    deadline = time.monotonic() + timeout
+    while not sums(e):
+        assert time.monotonic() < deadline and e.proc.poll() is None, e.output()[-3000:]
+        time.sleep(0.3)
+    assert sums(e)[0] == want_sum, (sums(e), want_sum)
+
+
+def test_linux_guest_diff_layers_uffd_and_working_set(guest_assets, scratch, tmp_path):
+    """Full, then two Diffs of a guest holding 64 MiB of data; restored as layers, from a merged
+    base, through a Firecracker-style page-fault handler, and with a recorded working set: each
+    time the count goes on and the data's MD5 is the one the guest computed before."""
+    d = scratch / "chain"  # local tmpfs in the test host: sparse files, sockets
+    d.mkdir()
+    (scratch / "src").mkdir()
+    e = Ember.start(EMBER, scratch / "src")
+    try:
+        assert e.put("/machine-config", json={"vcpu_count": 1, "mem_size_mib": 256,
+                                              "track_dirty_pages": True}).ok
+        assert e.put("/boot-source", json={"kernel_image_path": str(guest_assets["vmlinux"]),
+                                           "boot_args": CMDLINE2}).status_code == 204
+        assert e.put("/drives/root", json={"drive_id": "root",
+                                           "path_on_host": str(guest_assets["rootfs"]),
+                                           "is_root_device": True,
+                                           "is_read_only": True}).status_code == 204
+        assert e.put("/actions", json={"action_type": "InstanceStart"}).status_code == 204
+        wait_beats(e, 2)
+        want = sums(e)[0]
+        assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+        time.sleep(0.3)
+        base = snapshot(e, d, "base", "Full")
+        step(e)
+        snapshot(e, d, "d1", "Diff")
+        step(e)
+        d2 = snapshot(e, d, "d2", "Diff")
+        last = beats(e)[-1][0]
+    finally:
+        e.close()
+    assert os.stat(d / "d2.mem").st_blocks * 512 < os.stat(base[1]).st_blocks * 512 / 4
+
+    def load(name, mb):
+        (scratch / name).mkdir()
+        c = Ember.start(EMBER, scratch / name)
+        r = c.put("/snapshot/load", json={"snapshot_path": str(d2[0]), "resume_vm": True,
+                                          "mem_backend": mb})
+        assert r.status_code == 204, r.text
+        return c
+
+    c = load("layers", {"backend_type": "File", "backend_path": str(base[1]),
+                        "layers": [str(d / "d1.mem"), str(d / "d2.mem")]})
+    try:
+        resumed_ok(c, last, want)
+    finally:
+        c.close()
+    merged = d / "merged.mem"
+    shutil.copyfile(base[1], merged)
+    subprocess.run([str(EMBER), "snapshot", "merge", str(merged), str(d / "d1.mem"),
+                    str(d / "d2.mem")], check=True, capture_output=True, timeout=600)
+    c = load("merged", {"backend_type": "File", "backend_path": str(merged)})
+    try:
+        resumed_ok(c, last, want)
+    finally:
+        c.close()
+    sock = scratch / "uffd.sock"
+    h = subprocess.Popen([sys.executable, str(HANDLER), str(sock), str(merged), "serve"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert h.stdout.readline().strip() == "listening"
+        c = load("uffd", {"backend_type": "Uffd", "backend_path": str(sock)})
+        try:
+            resumed_ok(c, last, want)
+        finally:
+            c.close()
+    finally:
+        h.terminate()
+        h.wait(timeout=60)
+    ws = d / "vm.ws"
+    c = load("record", {"backend_type": "File", "backend_path": str(merged),
+                        "record_working_set": {"path": str(ws), "after_ms": 3000}})
+    try:
+        resumed_ok(c, last, want)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while "Recorded a working set" not in c.output():
+            assert time.monotonic() < deadline, c.output()[-3000:]
+            time.sleep(0.3)
+    finally:
+        c.close()
+    c = load("prefetch", {"backend_type": "File", "backend_path": str(merged),
+                          "working_set": str(ws)})
+    try:
+        assert "Prefetched a working set" in c.output()
+        resumed_ok(c, last, want)
+    finally:
+        c.close()
