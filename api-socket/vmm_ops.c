@@ -6,7 +6,7 @@
 
 #include "../virtio/virtio.h"
 #include "../vmm/app.h"
-#include "../vmm/snapshot.h"
+#include "../snapshot/snapshot.h"
 #include "api.h"
 
 enum log_level api_to_vmm_level(enum api_log_level l)

@@ -87,7 +87,7 @@ struct snap_region {
     uint64_t gpa, size;
 };
 /* One memory image of a chain: a Full snapshot's (digest 0) or a Diff layer's (the CRC-64 of
- * its runs of pages, vmm/snapshot_diff.c). */
+ * its runs of pages, snapshot/diff.c). */
 struct snap_layer {
     uint64_t id;     /* random, nonzero */
     uint64_t digest; /* 0 for a Full image */

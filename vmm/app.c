@@ -18,7 +18,7 @@
 #include "../virtio/virtio.h"
 #include "app.h"
 #include "loop.h"
-#include "snapshot.h"
+#include "../snapshot/snapshot.h"
 
 #define METRICS_PERIOD_S 60
 

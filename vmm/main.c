@@ -22,7 +22,7 @@
 #include "../seccomp/seccomp.h"
 #include "app.h"
 #include "loop.h"
-#include "snapshot.h"
+#include "../snapshot/snapshot.h"
 
 #define CONFIG_FILE_MAX (1 << 20)
 

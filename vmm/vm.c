@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "loop.h"
-#include "snapshot.h"
+#include "../snapshot/snapshot.h"
 #include "vmm.h"
 #include "../virtio/virtio.h"
 

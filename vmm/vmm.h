@@ -226,18 +226,18 @@ struct vm {
     int stop_signal;
     bool config_error;  /* vm_create failed on the configuration, not on KVM */
     unsigned snap_caps; /* SNAP_CAP_* (snapshot.h) of this host's KVM */
-    /* the Uffd memory backend (snapshot_uffd.c): the userfaultfd, the handler's socket (open
+    /* the Uffd memory backend (snapshot/uffd.c): the userfaultfd, the handler's socket (open
      * for the VM's life) and a pidfd of its process, watched on the loop; -1: none */
     int uffd, uffd_sock, uffd_pidfd, uffd_pid;
     bool uffd_watched;
-    /* the chain of memory images the VM's RAM stands on (snapshot_diff.c): empty after a boot,
+    /* the chain of memory images the VM's RAM stands on (snapshot/diff.c): empty after a boot,
      * the loaded snapshot's after a load, extended by each snapshot created */
     struct snap_layer *chain;
     unsigned nchain;
     uint64_t snap_seed; /* for layer ids */
     uint64_t mem_tag;   /* the loaded memory file's chain id (snap_memory_tag), if valid */
     bool mem_tag_valid;
-    /* recording a working set (snapshot_ws.c): the file to write, the memory file to copy the
+    /* recording a working set (snapshot/ws.c): the file to write, the memory file to copy the
      * pages from, the marker's timer (armed at resume), -1/NULL: not recording */
     char *ws_record_path;
     int ws_mem_fd, ws_timer_fd;

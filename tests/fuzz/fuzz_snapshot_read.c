@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "../../snapshot/format.h"
-#include "../../vmm/snapshot.h"
-#include "../../vmm/snapshot_file.h"
+#include "../../snapshot/snapshot.h"
+#include "../../snapshot/snapshot_file.h"
 #include "../../vmm/vmm.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "../../snapshot/format.h"
-#include "../../vmm/snapshot.h"
+#include "../../snapshot/snapshot.h"
 #include "../../vmm/vmm.h"
 
 #define TOTAL_PAGES 4096 /* a 16 MiB guest */

@@ -247,7 +247,6 @@ static void actions_vm_logger_metrics_serial(void **state)
 static void snapshots(void **state)
 {
     struct api_request r;
-    char err[512];
     (void)state;
 
     const char *create = "{\"snapshot_type\":\"Full\",\"snapshot_path\":\"./s\","

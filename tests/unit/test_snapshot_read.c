@@ -13,8 +13,8 @@
 #include <cmocka.h>
 
 #include "../../snapshot/layout.h"
-#include "../../vmm/snapshot.h"
-#include "../../vmm/snapshot_file.h"
+#include "../../snapshot/snapshot.h"
+#include "../../snapshot/snapshot_file.h"
 #include "../../vmm/vmm.h"
 
 struct shape {

@@ -6,10 +6,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "../snapshot/format.h"
-#include "../snapshot/layout.h"
+#include "format.h"
+#include "layout.h"
 #include "snapshot.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 static int vm_err(char *err, size_t errlen, const char *what)
 {

@@ -17,12 +17,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "../snapshot/format.h"
-#include "../snapshot/layout.h"
+#include "format.h"
+#include "layout.h"
 #include "../virtio/mmio.h"
 #include "../virtio/virtio.h"
 #include "snapshot.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 #define PAGE           4096u
 #define LAYER_MAPS_MAX 16384 /* mappings one layer may add (the kernel allows ~65530 in all) */

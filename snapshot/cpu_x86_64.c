@@ -14,10 +14,10 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "../snapshot/format.h"
-#include "../snapshot/layout.h"
+#include "format.h"
+#include "layout.h"
 #include "snapshot.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 #define MSR_IA32_TSC          0x10
 #define MSR_IA32_TSC_DEADLINE 0x6e0

@@ -12,11 +12,11 @@
 
 #include <jansson.h>
 
-#include "../snapshot/format.h"
-#include "../snapshot/layout.h"
+#include "format.h"
+#include "layout.h"
 #include "snapshot.h"
 #include "snapshot_file.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 static const char *section_name(uint32_t type)
 {

@@ -20,9 +20,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "loop.h"
+#include "../vmm/loop.h"
 #include "snapshot.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 #define HANDSHAKE_MAX 1024 /* Firecracker's example handler reads the message into 1 KiB */
 #define PAGE_SIZE     4096u

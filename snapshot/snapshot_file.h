@@ -1,4 +1,4 @@
-/* A snapshot's state file as read (snapshot_read.c), shared with the restore (snapshot_load.c)
+/* A snapshot's state file as read (read.c), shared with the restore (load.c)
  * and the tools (ember snapshot info, the fuzz target). */
 #ifndef EMBER_VMM_SNAPSHOT_FILE_H
 #define EMBER_VMM_SNAPSHOT_FILE_H
@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../snapshot/format.h"
+#include "format.h"
 
 struct vm_config;
 

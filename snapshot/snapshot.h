@@ -1,5 +1,5 @@
-/* Snapshots of a VM (snapshot_create.c, snapshot_load.c, cpu_state_x86_64.c,
- * vm_state_x86_64.c): the VM's state into ember's snapshot format (snapshot/format.h, the
+/* Snapshots of a VM (create.c, load.c, cpu_x86_64.c,
+ * vm_x86_64.c): the VM's state into ember's snapshot format (snapshot/format.h, the
  * sections of snapshot/layout.h) and its memory into a memory file in Firecracker's layout
  * (the guest RAM regions back to back, no header); and a fresh process's VM built from both. */
 #ifndef EMBER_VMM_SNAPSHOT_H
@@ -63,7 +63,7 @@ int vm_snapshot_restore(struct vm *vm, const struct vm_config *cfg, struct loop 
                         const struct vm_snapshot *s, const struct snap_mem_backend *mem, char *err,
                         size_t errlen);
 /* snap_uffd_memory(vm, sock_path, err, errlen): anonymous guest RAM registered with a new
- * userfaultfd, handed to the handler at sock_path (snapshot_uffd.c). Returns 0, or -errno with
+ * userfaultfd, handed to the handler at sock_path (uffd.c). Returns 0, or -errno with
  * a reason in err. */
 int snap_uffd_memory(struct vm *vm, const char *sock_path, char *err, size_t errlen);
 /* snap_uffd_close(vm): stops watching the handler and closes the backend's fds (idempotent). */
@@ -72,7 +72,7 @@ void snap_uffd_close(struct vm *vm);
  * so the guest's watchdogs do not count the pause as a lockup. */
 void vm_kvmclock_ctrl(struct vm *vm);
 
-/* ---- Diff snapshots and layers (snapshot_diff.c) ---------------------------------------- */
+/* ---- Diff snapshots and layers (diff.c) ---------------------------------------- */
 /* snap_dirty_pages(vm, bits, err, errlen): the pages written since the last snapshot (KVM's
  * log, read and cleared, OR the devices' marks, plus the used rings), one bit per page in
  * memory-file order (malloc'd). Returns 0 or -errno with a reason. */
@@ -98,7 +98,7 @@ int snap_memory_tag(int fd, uint64_t *id);
 /* snap_layer_digest(fd, size, digest): a layer file's digest (its runs of data). */
 int snap_layer_digest(int fd, uint64_t size, uint64_t *digest);
 
-/* ---- working sets (snapshot_ws.c) -------------------------------------------------------- */
+/* ---- working sets (ws.c) -------------------------------------------------------- */
 /* snap_ws_record(vm, path, mem_fd, after_ms, err, errlen): the restored VM records the pages it
  * touches until after_ms (default 1000) after it resumes, then writes them with their content
  * from mem_fd into path. Returns 0 or -errno with a reason. */
@@ -118,7 +118,7 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen);
 int snap_ws_read_index(int fd, uint64_t total_pages, uint64_t want_id, uint64_t **index,
                        uint64_t *npages, uint64_t *data_off);
 
-/* snapshot_tool(argc, argv): `ember snapshot info FILE [--json]` (snapshot_info.c). Returns
+/* snapshot_tool(argc, argv): `ember snapshot info FILE [--json]` (info.c). Returns
  * the exit code. */
 int snapshot_tool(int argc, char **argv);
 

@@ -13,12 +13,12 @@
 #include <unistd.h>
 
 #include "../seccomp/seccomp.h"
-#include "../snapshot/format.h"
-#include "../snapshot/layout.h"
+#include "format.h"
+#include "layout.h"
 #include "../virtio/mmio.h"
 #include "../virtio/virtio.h"
 #include "snapshot.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 #define MEM_CHUNK  (2u << 20) /* bytes per mincore() look */
 #define ZERO_BLOCK (64u << 10)

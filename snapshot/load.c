@@ -1,4 +1,4 @@
-/* Restoring a snapshot (read and checked by snapshot_read.c) in a fresh process: the guest RAM
+/* Restoring a snapshot (read and checked by read.c) in a fresh process: the guest RAM
  * mapped MAP_PRIVATE from the memory file (no page read now), the machine built as for a boot,
  * and then the saved state laid over it: vCPUs, the VM's interrupt controllers and clock, the
  * legacy devices, each virtio device. */
@@ -10,13 +10,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../snapshot/format.h"
-#include "../snapshot/layout.h"
+#include "format.h"
+#include "layout.h"
 #include "../virtio/mmio.h"
 #include "../virtio/virtio.h"
 #include "snapshot.h"
 #include "snapshot_file.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 static int map_memory(struct vm *vm, const struct snap_mem_backend *mb, char *err, size_t errlen)
 {

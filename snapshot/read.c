@@ -10,11 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../snapshot/format.h"
-#include "../snapshot/layout.h"
+#include "format.h"
+#include "layout.h"
 #include "snapshot.h"
 #include "snapshot_file.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 static const uint32_t known_sections[] = {SNAP_SEC_MACHINE, SNAP_SEC_DRIVE,  SNAP_SEC_NET,
                                           SNAP_SEC_VIRTIO,  SNAP_SEC_LEGACY, SNAP_SEC_KVM_VM,

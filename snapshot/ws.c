@@ -22,11 +22,11 @@
 #include <unistd.h>
 
 #include "../seccomp/seccomp.h"
-#include "../snapshot/format.h"
-#include "../snapshot/layout.h"
-#include "loop.h"
+#include "format.h"
+#include "layout.h"
+#include "../vmm/loop.h"
 #include "snapshot.h"
-#include "vmm.h"
+#include "../vmm/vmm.h"
 
 #define PAGE        4096u
 #define WS_MAGIC    "EMBERWS1"
