@@ -12,13 +12,13 @@ import pytest
 
 from api_client import Ember, fault
 from ember_vm import EMBER, PROBE
-from test_snapshot_probe import ticks, wait_tick
+from test_snapshot_probe import start, ticks, wait_tick
 
 pytestmark = pytest.mark.usefixtures("dev_kvm")
 
 
 def boot(d, track=True):
-    e = Ember.start(EMBER, d)
+    e = start(d)
     assert e.put("/machine-config", json={"vcpu_count": 1, "mem_size_mib": 64,
                                           "track_dirty_pages": track}).status_code == 204
     assert e.put("/boot-source", json={"kernel_image_path": str(PROBE),
@@ -63,7 +63,7 @@ def chain(tmp_path):
 
 def load(d, body):
     d.mkdir()
-    e = Ember.start(EMBER, d)
+    e = start(d)
     return e, e.put("/snapshot/load", json=body)
 
 
@@ -136,7 +136,7 @@ def test_wrong_layers_are_refused(tmp_path, chain):
     base, d1m, d2m = chain["base"][1], chain["d1"][1], chain["d2"][1]
     tmp = tmp_path / "bad"
     tmp.mkdir()
-    e = Ember.start(EMBER, tmp)
+    e = start(tmp)
     try:
         for layers, want in [([d2m, d1m], "is not layer 1"),
                              ([other_d1, d2m], "is not layer 1"),

@@ -10,7 +10,7 @@ import pytest
 
 from api_client import Ember, fault
 from ember_vm import EMBER, REPO
-from test_snapshot_probe import snapshot, ticks, wait_tick  # noqa: F401 (a fixture)
+from test_snapshot_probe import start, snapshot, ticks, wait_tick  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("dev_kvm")
 
@@ -34,7 +34,7 @@ def test_a_firecracker_style_handler_serves_the_guest(tmp_path, snapshot):
     snap, mem, last = snapshot
     sock = tmp_path / "uffd.sock"
     h = handler(sock, mem, "serve")
-    e = Ember.start(EMBER, tmp_path)
+    e = start(tmp_path)
     try:
         r = e.put("/snapshot/load", json=uffd_body(snap, sock))
         assert r.status_code == 204, r.text
@@ -51,7 +51,7 @@ def test_a_firecracker_style_handler_serves_the_guest(tmp_path, snapshot):
 
 def test_an_absent_handler_is_a_400(tmp_path, snapshot):
     snap, _, last = snapshot
-    e = Ember.start(EMBER, tmp_path)
+    e = start(tmp_path)
     try:
         msg = fault(e.put("/snapshot/load", json=uffd_body(snap, tmp_path / "nobody.sock")))
         assert "Cannot connect to the page-fault handler" in msg, msg
@@ -65,7 +65,7 @@ def test_a_handler_that_goes_away_ends_the_vm_with_a_reason(tmp_path, snapshot, 
     snap, mem, _ = snapshot
     sock = tmp_path / "uffd.sock"
     h = handler(sock, mem, mode)
-    e = Ember.start(EMBER, tmp_path)
+    e = start(tmp_path)
     try:
         r = e.put("/snapshot/load", json=uffd_body(snap, sock), timeout=30)
         h.wait(timeout=30)
@@ -84,7 +84,7 @@ def test_a_handler_killed_later_ends_the_vm(tmp_path, snapshot):
     snap, mem, last = snapshot
     sock = tmp_path / "uffd.sock"
     h = handler(sock, mem, "serve")
-    e = Ember.start(EMBER, tmp_path)
+    e = start(tmp_path)
     try:
         assert e.put("/snapshot/load", json=uffd_body(snap, sock)).status_code == 204
         wait_tick(e, last)

@@ -12,7 +12,7 @@ import pytest
 
 from api_client import Ember, fault
 from ember_vm import EMBER
-from test_snapshot_probe import snapshot, wait_tick  # noqa: F401 (a fixture)
+from test_snapshot_probe import start, snapshot, wait_tick  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("dev_kvm")
 
@@ -26,7 +26,7 @@ def record(tmp_path, snap, mem):
     ws = tmp_path / "vm.ws"
     d = tmp_path / "rec"
     d.mkdir()
-    e = Ember.start(EMBER, d)
+    e = start(d)
     try:
         r = e.put("/snapshot/load", json=body(snap, mem, record_working_set={
             "path": str(ws), "after_ms": 300}))
@@ -49,7 +49,7 @@ def test_record_then_prefetch(tmp_path, snapshot):
     assert 0 < npages < (32 << 20) // 4096 // 4, npages  # what it touched, not all of RAM
     d = tmp_path / "pre"
     d.mkdir()
-    e = Ember.start(EMBER, d)
+    e = start(d)
     try:
         r = e.put("/snapshot/load", json=body(snap, mem, resume=False, working_set=str(ws)))
         assert r.status_code == 204, r.text
@@ -79,7 +79,7 @@ def test_bad_working_sets_are_400(tmp_path, snapshot):
     }
     d = tmp_path / "bad"
     d.mkdir()
-    e = Ember.start(EMBER, d)
+    e = start(d)
     try:
         for name, (data, want) in cases.items():
             p = tmp_path / f"{name}.ws"
