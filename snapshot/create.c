@@ -155,21 +155,6 @@ static int create_file(const char *what, const char *path, char *err, size_t err
     return fd;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len, off_t off)
-{
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        p += n;
-        len -= (size_t)n;
-        off += n;
-    }
-    return 0;
-}
-
 static bool all_zero(const uint8_t *p, size_t len)
 {
     const uint64_t *q = (const uint64_t *)p;
@@ -194,13 +179,13 @@ static int write_sparse(int fd, const uint8_t *p, size_t len, off_t off)
             continue;
         }
         if (run) {
-            int ret = write_all(fd, p + start, run, off + (off_t)start);
+            int ret = snap_pwrite_all(fd, p + start, run, off + (off_t)start);
             if (ret)
                 return ret;
         }
         run = 0;
     }
-    return run ? write_all(fd, p + start, run, off + (off_t)start) : 0;
+    return run ? snap_pwrite_all(fd, p + start, run, off + (off_t)start) : 0;
 }
 
 /* A never-touched anonymous page is not resident and reads as zero; with swap on, a resident
@@ -331,7 +316,7 @@ int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_pat
                    SNAP_MAX_FILE >> 20);
     if (!ret && (sfd = create_file("snapshot", snap_path, err, errlen)) < 0)
         ret = sfd;
-    if (!ret && (ret = write_all(sfd, buf, len, 0)))
+    if (!ret && (ret = snap_pwrite_all(sfd, buf, len, 0)))
         errf(err, errlen, ret, "Cannot write the snapshot file: %s", strerror(-ret));
     if (mfd >= 0)
         close(mfd);

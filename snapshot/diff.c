@@ -122,19 +122,6 @@ static void digest_run(uint64_t *crc, uint64_t first, uint64_t count)
     *crc = snap_crc64(*crc, b, sizeof(b));
 }
 
-static int pwrite_all(int fd, const uint8_t *p, size_t len, off_t off)
-{
-    while (len) {
-        ssize_t n = pwrite(fd, p, len, off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        p += n, len -= (size_t)n, off += n;
-    }
-    return 0;
-}
-
 int snap_write_diff(struct vm *vm, int fd, const uint64_t *bits, struct snap_layer *layer,
                     char *err, size_t errlen)
 {
@@ -152,7 +139,7 @@ int snap_write_diff(struct vm *vm, int fd, const uint64_t *bits, struct snap_lay
         while (q < pages && (bits[q / 64] & (1ULL << (q % 64))))
             q++;
         /* every dirty page is written, zeros too: a hole would mean "not in this layer" */
-        int ret = pwrite_all(fd, base + p * PAGE, (q - p) * PAGE, (off_t)(p * PAGE));
+        int ret = snap_pwrite_all(fd, base + p * PAGE, (q - p) * PAGE, (off_t)(p * PAGE));
         if (ret)
             return errf(err, errlen, ret, "Cannot write the memory file: %s", strerror(-ret));
         digest_run(&crc, p, q - p);
@@ -258,10 +245,9 @@ static int copy_run(void *ctx, uint64_t first, uint64_t count)
     for (uint64_t done = 0; done < count;) {
         uint64_t n = count - done < sizeof(buf) / PAGE ? count - done : sizeof(buf) / PAGE;
         off_t off = (off_t)((first + done) * PAGE);
-        ssize_t got = pread(c->from, buf, n * PAGE, off);
-        if (got != (ssize_t)(n * PAGE))
-            return got < 0 ? -errno : -EIO;
-        int ret = pwrite_all(c->to, buf, n * PAGE, off);
+        int ret = snap_pread_all(c->from, buf, n * PAGE, off);
+        if (!ret)
+            ret = snap_pwrite_all(c->to, buf, n * PAGE, off);
         if (ret)
             return ret;
         done += n;
@@ -276,10 +262,4 @@ int snap_merge_layer(int base, int layer, uint64_t size, uint64_t *pages)
     int ret = each_run(layer, size, copy_run, &c);
     *pages = c.pages;
     return ret;
-}
-
-int snap_layer_digest(int fd, uint64_t size, uint64_t *digest)
-{
-    *digest = 0;
-    return each_run(fd, size, add_digest, digest);
 }

@@ -37,20 +37,57 @@ static int read_file(const char *path, uint8_t **buf, size_t *len, char *err, si
                    (long long)st.st_size);
     if (!ret && !(*buf = malloc((size_t)st.st_size)))
         ret = errf(err, errlen, -ENOMEM, "out of memory");
-    size_t got = 0;
-    while (!ret && got < (size_t)st.st_size) {
-        ssize_t n = pread(fd, *buf + got, (size_t)st.st_size - got, (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            ret = errf(err, errlen, n < 0 ? -errno : -EIO, "Cannot read the snapshot file %.256s",
-                       path);
-        else
-            got += (size_t)n;
-    }
-    *len = got;
+    if (!ret && (ret = snap_pread_all(fd, *buf, (size_t)st.st_size, 0)))
+        errf(err, errlen, ret, "Cannot read the snapshot file %.256s: %s", path, strerror(-ret));
+    *len = ret ? 0 : (size_t)st.st_size;
     close(fd);
     return ret;
+}
+
+/* The fields this ember knows, per section: a field marked required that is not here (a newer
+ * ember's) refuses the file, as format.h promises. */
+static const uint32_t machine_tags[] = {SF_WRITER,      SF_CREATED,  SF_VCPUS,    SF_MEM_MIB,
+                                        SF_REGIONS,     SF_SMT,      SF_MEM_FILE, SF_SNAP_TYPE,
+                                        SF_TRACK_DIRTY, SF_KVM_CAPS, SF_MEM_CHAIN};
+static const uint32_t drive_tags[] = {SF_DRV_ID, SF_DRV_PATH, SF_DRV_FLAGS,
+                                      SF_DRV_BW, SF_DRV_OPS,  SF_DRV_PARTUUID};
+static const uint32_t net_tags[] = {SF_NET_ID,     SF_NET_TAP,   SF_NET_MAC,   SF_NET_RX_BW,
+                                    SF_NET_RX_OPS, SF_NET_TX_BW, SF_NET_TX_OPS};
+static const uint32_t virtio_tags[] = {SF_VIO_TYPE,   SF_VIO_ID,         SF_VIO_MMIO,
+                                       SF_VIO_QUEUE0, SF_VIO_QUEUE0 + 1, SF_VIO_QUEUE0 + 2,
+                                       SF_VIO_DEVICE};
+static const uint32_t legacy_tags[] = {SF_LEG_SERIAL, SF_LEG_I8042, SF_LEG_BOOT_TIMER};
+static const uint32_t vm_tags[] = {SF_VM_PIT2, SF_VM_CLOCK, SF_VM_PIC0, SF_VM_PIC1, SF_VM_IOAPIC};
+static const uint32_t vcpu_tags[] = {SF_CPU_INDEX, SF_CPU_CPUID, SF_CPU_MSRS,   SF_CPU_REGS,
+                                     SF_CPU_SREGS, SF_CPU_XSAVE, SF_CPU_XCRS,   SF_CPU_DEBUG,
+                                     SF_CPU_LAPIC, SF_CPU_MP,    SF_CPU_EVENTS, SF_CPU_TSC_KHZ};
+
+#define TAGS(a) a, (unsigned)(sizeof(a) / sizeof(a[0]))
+static const struct {
+    uint32_t type;
+    const uint32_t *tags;
+    unsigned n;
+} known_fields[] = {
+        {SNAP_SEC_MACHINE, TAGS(machine_tags)}, {SNAP_SEC_DRIVE, TAGS(drive_tags)},
+        {SNAP_SEC_NET, TAGS(net_tags)},         {SNAP_SEC_VIRTIO, TAGS(virtio_tags)},
+        {SNAP_SEC_LEGACY, TAGS(legacy_tags)},   {SNAP_SEC_KVM_VM, TAGS(vm_tags)},
+        {SNAP_SEC_VCPU, TAGS(vcpu_tags)},
+};
+
+/* Returns the tag of the first required field this ember does not know, or 0. */
+static uint32_t unknown_required_field(const struct snap_file *f, uint32_t *type)
+{
+    for (unsigned i = 0; i < f->nsections; i++)
+        for (size_t k = 0; k < sizeof(known_fields) / sizeof(known_fields[0]); k++)
+            if (known_fields[k].type == f->sections[i].type) {
+                uint32_t tag = snap_check_fields(f, &f->sections[i], known_fields[k].tags,
+                                                 known_fields[k].n);
+                if (tag) {
+                    *type = f->sections[i].type;
+                    return tag;
+                }
+            }
+    return 0;
 }
 
 static int bucket(const struct snap_file *f, const struct snap_section *s, uint32_t tag,
@@ -195,6 +232,11 @@ struct vm_snapshot *vm_snapshot_parse(uint8_t *buf, size_t len, const char *snap
         ret = errf(err, errlen, -EINVAL,
                    "The snapshot file %.256s needs a newer ember (section type %u)", snap_path,
                    unknown->type);
+    uint32_t ftype = 0, ftag = 0;
+    if (!ret && (ftag = unknown_required_field(&s->f, &ftype)))
+        ret = errf(err, errlen, -EINVAL,
+                   "The snapshot file %.256s needs a newer ember (field %u of section type %u)",
+                   snap_path, ftag & ~SNAP_REQUIRED, ftype);
     if (!ret)
         ret = load_machine(&s->f, cfg, why, sizeof(why));
     for (unsigned i = 0; !ret && i < snap_count(&s->f, SNAP_SEC_DRIVE); i++)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct vm;
 struct vcpu;
@@ -95,8 +96,6 @@ int snap_merge_layer(int base, int layer, uint64_t size, uint64_t *pages);
  * the file system has them); snap_memory_tag(fd, id): reads it. Returns 0, or -1 if none. */
 void snap_tag_memory(int fd, uint64_t id);
 int snap_memory_tag(int fd, uint64_t *id);
-/* snap_layer_digest(fd, size, digest): a layer file's digest (its runs of data). */
-int snap_layer_digest(int fd, uint64_t size, uint64_t *digest);
 
 /* ---- working sets (ws.c) -------------------------------------------------------- */
 /* snap_ws_record(vm, path, mem_fd, after_ms, err, errlen): the restored VM records the pages it
@@ -117,6 +116,11 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen);
  * memory image), -EINVAL (not a valid file) or -errno. */
 int snap_ws_read_index(int fd, uint64_t total_pages, uint64_t want_id, uint64_t **index,
                        uint64_t *npages, uint64_t *data_off);
+
+/* snap_pread_all / snap_pwrite_all(fd, buf, len, off): all len bytes at off (fileio.c).
+ * Return 0, or -errno (-EIO at end of file). */
+int snap_pread_all(int fd, void *buf, size_t len, off_t off);
+int snap_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 
 /* snapshot_tool(argc, argv): `ember snapshot info FILE [--json]` (info.c). Returns
  * the exit code. */

@@ -48,32 +48,6 @@ static uint64_t align_page(uint64_t n)
     return (n + PAGE - 1) & ~(uint64_t)(PAGE - 1);
 }
 
-static int read_full(int fd, void *buf, size_t len, off_t off)
-{
-    for (size_t got = 0; got < len;) {
-        ssize_t n = pread(fd, (uint8_t *)buf + got, len - got, off + (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        got += (size_t)n;
-    }
-    return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t len, off_t off)
-{
-    for (size_t put = 0; put < len;) {
-        ssize_t n = pwrite(fd, (const uint8_t *)buf + put, len - put, off + (off_t)put);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        put += (size_t)n;
-    }
-    return 0;
-}
-
 /* ---- recording --------------------------------------------------------------------------- */
 
 /* The guest pages present in this process's page table (pagemap: 8 bytes per page). */
@@ -89,7 +63,7 @@ static int touched_pages(const struct vm *vm, uint64_t **pages, uint64_t *n)
     uint64_t first = (uint64_t)(uintptr_t)vm->mem.base / PAGE;
     for (uint64_t p = 0; !ret && p < total; p += 4096) {
         uint64_t k = total - p < 4096 ? total - p : 4096;
-        ret = read_full(fd, ent, k * 8, (off_t)((first + p) * 8));
+        ret = snap_pread_all(fd, ent, k * 8, (off_t)((first + p) * 8));
         for (uint64_t i = 0; !ret && i < k; i++)
             if (ent[i] & (PM_PRESENT | PM_SWAPPED))
                 out[count++] = p + i;
@@ -123,15 +97,15 @@ static int write_ws(struct vm *vm, char *err, size_t errlen)
         return ret;
     }
     static uint8_t page[PAGE];
-    ret = write_full(fd, &h, sizeof(h), 0);
+    ret = snap_pwrite_all(fd, &h, sizeof(h), 0);
     if (!ret)
-        ret = write_full(fd, pages, n * 8, WS_HEADER);
+        ret = snap_pwrite_all(fd, pages, n * 8, WS_HEADER);
     /* the snapshot's content of each page (the memory file's, not what the guest has written
      * since the restore) */
     for (uint64_t i = 0; !ret && i < n; i++) {
-        ret = read_full(vm->ws_mem_fd, page, PAGE, (off_t)(pages[i] * PAGE));
+        ret = snap_pread_all(vm->ws_mem_fd, page, PAGE, (off_t)(pages[i] * PAGE));
         if (!ret)
-            ret = write_full(fd, page, PAGE, (off_t)(h.data_off + i * PAGE));
+            ret = snap_pwrite_all(fd, page, PAGE, (off_t)(h.data_off + i * PAGE));
     }
     close(fd);
     free(pages);
@@ -217,7 +191,7 @@ int snap_ws_read_index(int fd, uint64_t total_pages, uint64_t want_id, uint64_t 
 
     int ret = fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < (off_t)WS_HEADER
                       ? -EINVAL
-                      : read_full(fd, &h, sizeof(h), 0);
+                      : snap_pread_all(fd, &h, sizeof(h), 0);
     if (!ret && (memcmp(h.magic, WS_MAGIC, 8) || h.version != 1 || h.page_size != PAGE ||
                  h.npages > total_pages || h.data_off != align_page(WS_HEADER + h.npages * 8) ||
                  (uint64_t)st.st_size != h.data_off + h.npages * PAGE))
@@ -227,7 +201,7 @@ int snap_ws_read_index(int fd, uint64_t total_pages, uint64_t want_id, uint64_t 
     if (!ret && !(idx = malloc((h.npages ? h.npages : 1) * 8)))
         ret = -ENOMEM;
     if (!ret)
-        ret = read_full(fd, idx, h.npages * 8, WS_HEADER);
+        ret = snap_pread_all(fd, idx, h.npages * 8, WS_HEADER);
     if (!ret &&
         (snap_crc64(0, idx, h.npages * 8) != h.index_crc || check_index(&h, idx, total_pages)))
         ret = -EINVAL;
@@ -267,7 +241,7 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
     static uint8_t chunk[1 << 20];
     for (uint64_t off = 0; !ret && off < h.npages * PAGE; off += sizeof(chunk)) {
         uint64_t n = h.npages * PAGE - off < sizeof(chunk) ? h.npages * PAGE - off : sizeof(chunk);
-        if ((ret = read_full(fd, chunk, n, (off_t)(h.data_off + off))))
+        if ((ret = snap_pread_all(fd, chunk, n, (off_t)(h.data_off + off))))
             errf(err, errlen, ret, "Cannot read the working set %.256s: %s", path, strerror(-ret));
     }
     unsigned maps = 0;

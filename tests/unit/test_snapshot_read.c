@@ -20,7 +20,7 @@
 struct shape {
     unsigned vcpus, vcpu_sections, drives, virtio_sections;
     uint64_t mem_mib, region0_size;
-    bool two_roots, no_legacy, bad_index;
+    bool two_roots, no_legacy, bad_index, required_field;
     uint32_t arch, extra_required;
 };
 
@@ -43,6 +43,9 @@ static uint8_t *build(const struct shape *sh, size_t *len)
     snapw_u64(&w, SF_MEM_MIB, sh->mem_mib);
     snapw_u64(&w, SF_SMT, 0);
     snapw_field(&w, SF_REGIONS, &r, sizeof(r));
+    snapw_u64(&w, 98, 1); /* a newer ember's optional field: skipped */
+    if (sh->required_field)
+        snapw_u64(&w, 99 | SNAP_REQUIRED, 1);
     for (unsigned i = 0; i < sh->drives; i++) {
         char id[16];
         snprintf(id, sizeof(id), "d%u", i);
@@ -130,6 +133,8 @@ static void disagreeing_files(void **state)
     refused(&s, "architecture 9");
     s = good, s.extra_required = 77;
     refused(&s, "needs a newer ember (section type 77)");
+    s = good, s.required_field = true;
+    refused(&s, "needs a newer ember (field 99 of section type 1)");
     s = good, s.vcpus = 0, s.vcpu_sections = 0;
     refused(&s, "0 vCPUs");
     s = good, s.mem_mib = 1ULL << 40;
