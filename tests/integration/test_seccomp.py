@@ -88,8 +88,10 @@ def test_every_thread_runs_under_its_filter(ember_bin, scratch):
     try:
         # Before InstanceStart the VMM thread is unfiltered (it opens what the API configures,
         # as Firecracker's); the API side and the opener are filtered from the start. (The API
-        # thread is libmicrohttpd's "MHD-single" until its first request names it fc_api.)
-        assert "MHD-single" in by_name(vm.proc.pid)
+        # thread is libmicrohttpd's "MHD-single" until its first request names it fc_api.) The
+        # socket listens before those threads start (a client waits in the backlog), so the
+        # socket being up does not mean the threads are: wait for them.
+        wait_threads(vm.proc.pid, {"MHD-single", "fc_api_accept", "ember_opener"})
         assert vm.get("/").status_code == 200
         pre = by_name(vm.proc.pid)
         assert pre["fc_vmm"] == (0, 0), pre
