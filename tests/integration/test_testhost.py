@@ -91,6 +91,19 @@ def test_a_hung_command_is_stopped_by_the_timeout():
     assert "timed out after 5 s" in r.stderr
 
 
+def test_an_rcu_stall_report_ends_the_test_host_with_125():
+    """A test-host CPU that stalls RCU while the other keeps the heartbeat going is a dead test
+    host (issue 11): run ends it at the report, with its CPUs' state, not at --timeout. The
+    report is written to the kernel log by hand here, as the kernel would print it."""
+    fake = "<3>rcu: INFO: rcu_sched detected stalls on CPUs/tasks: (issued by this test)"
+    r = host_run("--timeout", "600", "--", "sh", "-c", f"echo '{fake}' >/dev/kmsg; sleep 600",
+                 timeout=400)
+    assert r.returncode == 125, r.stderr[-2000:]
+    assert "an RCU stall on one of its CPUs" in r.stderr
+    assert "issued by this test" in r.stderr  # the report is shown
+    assert "timed out" not in r.stderr
+
+
 def _descendants(pid):
     """PIDs of every process below pid (from /proc)."""
     children = {}
