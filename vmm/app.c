@@ -52,7 +52,7 @@ static void on_metrics_timer(void *opaque, uint32_t events)
 }
 
 /* SIGTERM, SIGINT, SIGHUP, SIGQUIT: before InstanceStart the process leaves; after it the VM
- * stops cleanly and the process ends as the signal says. */
+ * stops cleanly and the process ends as the signal says. SIGUSR2 logs where the vCPUs are. */
 static void on_signal(void *opaque, uint32_t events)
 {
     struct app *a = opaque;
@@ -61,6 +61,13 @@ static void on_signal(void *opaque, uint32_t events)
 
     if (read(a->sig_fd, &si, sizeof(si)) != sizeof(si))
         return;
+    if (si.ssi_signo == SIGUSR2) { /* where the vCPUs are (vcpu_dump.c); the VM runs on */
+        if (a->vm_built)
+            vcpu_dump_all(&a->vm);
+        else
+            log_warn("SIGUSR2: no VM to show yet");
+        return;
+    }
     if (!a->vm_built) {
         log_info("received signal %u before the VM started: exiting", si.ssi_signo);
         a->quit_code = sig_stop_code(a->fc_mode, (int)si.ssi_signo, &a->raise_sig);
@@ -84,6 +91,8 @@ int app_setup(struct app *a, const char *id, const struct timespec *t0)
     int ret = sig_setup(&a->counters, flush_last, &term);
     if (ret)
         return ret;
+    sigaddset(&term, SIGUSR2); /* not a stop: the vCPUs' state in the log (on_signal) */
+    pthread_sigmask(SIG_BLOCK, &term, NULL);
     a->loop = loop_create();
     a->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     a->sig_fd = signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);

@@ -299,6 +299,9 @@ void vcpu_wait_state(struct vcpu *vcpu, enum vcpu_state state);
 void vcpu_join(struct vcpu *vcpu);
 /* vcpu_destroy(vcpu): unmaps kvm_run and closes the fd. */
 void vcpu_destroy(struct vcpu *vcpu);
+/* vcpu_dump_all(vm): logs each vCPU's registers, run state and APIC vectors (SIGUSR2), the
+ * running ones paused for the moment it takes (vcpu_dump.c). */
+void vcpu_dump_all(struct vm *vm);
 /* vcpu_signal_init(): installs the kick signal handler. Returns 0 or -errno. */
 int vcpu_signal_init(void);
 
