@@ -1,8 +1,8 @@
-/* SIGUSR2: where each vCPU is, one log line per vCPU, with the VM paused for the moment it
- * takes. For a guest that stalls with no output (seen rarely in the nested test host, issue
- * 11): the registers, the run state and the local APIC's pending and in-service vectors tell a
- * guest spinning (with or without interrupts) from one halted with an interrupt that never
- * came. Reads only: the VM resumes as it was. */
+/* SIGUSR2: where each vCPU is, one log line per vCPU, then the interrupt controllers, with the
+ * VM paused for the moment it takes. For a guest that stalls with no output (seen rarely in the
+ * nested test host, issue 11): the registers, the run state and the local APIC's pending and
+ * in-service vectors tell a guest spinning (with or without interrupts) from one halted with an
+ * interrupt that never came. Reads only: the VM resumes as it was. */
 #include <inttypes.h>
 #include <linux/kvm.h>
 #include <stdio.h>
@@ -63,6 +63,38 @@ static void dump_one(const struct vcpu *v)
              ev.exception.injected || ev.exception.pending ? "yes" : "none");
 }
 
+/* The IOAPIC pins a device uses (unmasked), and the PICs' pending and in-service bits: an
+ * edge lost or a level pin whose remote IRR never clears shows here. */
+static void dump_irqchip(const struct vm *vm)
+{
+    struct kvm_irqchip c = {.chip_id = KVM_IRQCHIP_IOAPIC};
+    char pins[512];
+    size_t off = 0;
+
+    if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &c) < 0) {
+        log_warn("IOAPIC: its state cannot be read: %m");
+        return;
+    }
+    pins[0] = '\0';
+    for (unsigned i = 0; i < KVM_IOAPIC_NUM_PINS && off < sizeof(pins) - 64; i++) {
+        const __typeof__(c.chip.ioapic.redirtbl[0].fields) *f = &c.chip.ioapic.redirtbl[i].fields;
+        if (f->mask)
+            continue;
+        off += (size_t)snprintf(pins + off, sizeof(pins) - off,
+                                " pin %u: vector %u %s%s dest %u%s;", i, f->vector,
+                                f->trig_mode ? "level" : "edge", f->remote_irr ? " remote-irr" : "",
+                                f->dest_id, (c.chip.ioapic.irr >> i) & 1 ? " pending" : "");
+    }
+    log_warn("IOAPIC:%s", off ? pins : " every pin masked");
+    for (unsigned id = KVM_IRQCHIP_PIC_MASTER; id <= KVM_IRQCHIP_PIC_SLAVE; id++) {
+        struct kvm_irqchip p = {.chip_id = id};
+        if (ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &p) == 0)
+            log_warn("PIC %s: irr=%#x isr=%#x imr=%#x",
+                     id == KVM_IRQCHIP_PIC_MASTER ? "master" : "slave", p.chip.pic.irr,
+                     p.chip.pic.isr, p.chip.pic.imr);
+    }
+}
+
 void vcpu_dump_all(struct vm *vm)
 {
     bool was_running[VCPUS_MAX];
@@ -81,6 +113,7 @@ void vcpu_dump_all(struct vm *vm)
             vcpu_wait_state(&vm->vcpus[i], VCPU_PAUSED);
     for (unsigned i = 0; i < n; i++)
         dump_one(&vm->vcpus[i]);
+    dump_irqchip(vm);
     for (unsigned i = 0; i < n; i++)
         if (was_running[i])
             vcpu_request(&vm->vcpus[i], VCPU_CMD_RUN);
