@@ -10,7 +10,12 @@
  *       before the reset, for measuring the cost of an exit (tests/bench/seccomp-cost)
  *   "c" (the first word) the same as 'h', then a heartbeat forever: "tick N" on COM1 about every 2^27 TSC
  *       cycles, N a counter kept in guest RAM at HB_COUNTER (snapshot tests: a restored guest
- *       goes on counting from where it was, without printing hello again) */
+ *       goes on counting from where it was, without printing hello again)
+ *   "m" (the first word) the same as 'h' without the reset, then a heartbeat: "tick N"
+ *       lines on COM1 without pause (N counts in guest memory, so a restored guest continues
+ *       the count); a digit K read on COM1 makes it write one byte in each 4 KiB page of K MiB
+ *       at 16 MiB, print "dirtied K MiB" and halt with interrupts off (for
+ *       tests/bench/restore-probe) */
     .code64
     .section .text
     .globl _start
@@ -48,6 +53,13 @@ _start:
     je      heartbeat
     cmpb    $' ', 1(%rbx)       /* devices' arguments follow: "c virtio_mmio.device=..." */
     je      heartbeat
+1:
+    cmp     $'m', %r12d         /* the word "m", as "c" */
+    jne     1f
+    cmpb    $0, 1(%rbx)
+    je      mem_ticks
+    cmpb    $' ', 1(%rbx)
+    je      mem_ticks
 1:
     cmp     $'e', %r12d
     jne     reset
@@ -121,10 +133,89 @@ triple:
     lidt    empty_idt(%rip)
     ud2
 
+/* Mode 'm' (a block of its own: the other modes do not use the stack; this one does, at
+ * the boot stack the VMM set). */
+    .globl  mem_ticks
+mem_ticks:
+    lea     tick(%rip), %rsi
+    call    puts_com1
+    mov     m_ticks(%rip), %rax
+    call    putdec_com1
+    lea     crlf_msg(%rip), %rsi
+    call    puts_com1
+    incq    m_ticks(%rip)
+    mov     $0x3fd, %dx             /* a byte waiting on COM1? */
+    in      %dx, %al
+    test    $1, %al
+    jz      mem_ticks
+    mov     $0x3f8, %dx
+    in      %dx, %al
+    sub     $'0', %al
+    cmp     $9, %al
+    ja      mem_ticks               /* not a digit: ignored */
+    movzbl  %al, %ebx
+    mov     %ebx, %ecx
+    shl     $8, %ecx                /* K MiB = K * 256 pages */
+    mov     $0x1000000, %rdi
+    jecxz   2f
+1:  movb    %bl, (%rdi)
+    add     $4096, %rdi
+    loop    1b
+2:  lea     dirtied_msg(%rip), %rsi
+    call    puts_com1
+    mov     %rbx, %rax
+    call    putdec_com1
+    lea     mib_msg(%rip), %rsi
+    call    puts_com1
+3:  cli
+    hlt
+    jmp     3b
+
+/* Writes the NUL-terminated string at RSI to COM1. */
+puts_com1:
+    mov     $0x3f8, %dx
+1:  lodsb
+    test    %al, %al
+    jz      2f
+    out     %al, %dx
+    jmp     1b
+2:  ret
+
+/* Writes RAX in decimal to COM1. */
+putdec_com1:
+    lea     dec_end(%rip), %rdi
+    mov     $10, %rcx
+1:  xor     %edx, %edx
+    div     %rcx
+    add     $'0', %dl
+    dec     %rdi
+    mov     %dl, (%rdi)
+    test    %rax, %rax
+    jnz     1b
+    mov     %rdi, %rsi
+    jmp     puts_com1
+
     .section .rodata
 msg:
     .asciz  "ember-probe: hello\r\n"
+tick:
+    .asciz  "tick "
+crlf_msg:
+    .asciz  "\r\n"
+dirtied_msg:
+    .asciz  "dirtied "
+mib_msg:
+    .asciz  " MiB\r\n"
     .balign 8
 empty_idt:
     .word   0
     .quad   0
+
+    .section .data
+    .balign 8
+m_ticks:
+    .quad   0
+dec_buf:
+    .fill   20, 1, 0
+dec_end:
+    .byte   0
