@@ -9,9 +9,12 @@
  *   general registers), then KVM_RUN until the guest's first exit.
  *
  * usage: restore-floor --mem-file F --rip ADDR [--rsp ADDR] [--cr3 ADDR] [--gdt ADDR]
- *                      [--vcpus N] [--poke HEX]
+ *                      [--vcpus N] [--poke HEX] [--pt ADDR]
+ *   The defaults for --cr3/--gdt/--rsp are where ember's boot put them (vmm/boot_x86_64.h).
  *   --poke writes those bytes at RIP first (one page copied on write), e.g. "e680" (out %al,
- *   $0x80) to get an exit out of a guest whose code at RIP would not exit by itself.
+ *   $0x80) to get an exit out of a guest whose code at RIP would not exit by itself; --pt
+ *   writes a 1 GiB identity map and a GDT in the 4 pages at ADDR first and uses them (for a
+ *   memory file whose guest left no such tables at known places: a Linux guest's).
  * Prints one JSON object: each phase in µs, the total, the first exit (reason, port), the
  * page faults the process took, and the CLOCK_MONOTONIC time of the first exit (ns), so a
  * caller can time spawn -> first exit on the same clock. Exit 0 when the guest exited.
@@ -46,8 +49,9 @@ static const char *const phase_names[NPHASES] = {
 
 struct opts {
     const char *mem_file;
-    uint64_t rip, rsp, cr3, gdt;
+    uint64_t rip, rsp, cr3, gdt, pt;
     unsigned vcpus;
+    int have_pt;
     uint8_t poke[MAX_POKE];
     size_t npoke;
 };
@@ -121,6 +125,8 @@ static int parse(int argc, char **argv, struct opts *o)
             o->cr3 = n;
         else if (!strcmp(k, "--gdt"))
             o->gdt = n;
+        else if (!strcmp(k, "--pt") && !(n & 0xfff))
+            o->pt = n, o->have_pt = 1;
         else if (!strcmp(k, "--vcpus") && n >= 1 && n <= MAX_VCPUS)
             o->vcpus = (unsigned)n;
         else
@@ -171,6 +177,23 @@ static struct kvm_segment flat(uint16_t sel, uint8_t type, int code)
                                 .s = 1,
                                 .l = code ? 1 : 0,
                                 .g = 1};
+}
+
+/* An identity map of the first 1 GiB (2 MiB pages) and ember's long-mode GDT at pt. */
+static void write_tables(uint8_t *low, struct opts *o)
+{
+    uint64_t *pml4 = (uint64_t *)(low + o->pt), *pdpt = pml4 + 512, *pd = pdpt + 512;
+    uint64_t *gdt = pd + 512;
+    pml4[0] = (o->pt + 0x1000) | 3;
+    pdpt[0] = (o->pt + 0x2000) | 3;
+    for (uint64_t i = 0; i < 512; i++)
+        pd[i] = (i << 21) | 0x83; /* present, writable, 2 MiB */
+    gdt[0] = 0;
+    gdt[1] = 0x00af9b000000ffffULL; /* 64-bit code */
+    gdt[2] = 0x00cf93000000ffffULL; /* data */
+    gdt[3] = 0x008f8b000000ffffULL; /* TSS */
+    o->cr3 = o->pt;
+    o->gdt = o->pt + 0x3000;
 }
 
 /* CPUID (KVM refuses EFER.LME without long mode in it), long mode, the general registers. */
@@ -248,6 +271,8 @@ int main(int argc, char **argv)
         return 1;
     if (o.rip > low_size || low_size - o.rip < o.npoke)
         return bad("--rip (outside the low region)", o.mem_file);
+    if (o.have_pt && (o.pt > low_size || low_size - o.pt < 0x4000 || o.pt > (1ULL << 30)))
+        return bad("--pt (4 pages in the low region, below 1 GiB)", o.mem_file);
 
     t0 = now_ns();
     int vcpu[MAX_VCPUS];
@@ -266,6 +291,8 @@ int main(int argc, char **argv)
     t0 = now_ns();
     if (o.npoke)
         memcpy(low + o.rip, o.poke, o.npoke);
+    if (o.have_pt)
+        write_tables(low, &o);
     if (set_regs(kvm, vcpu[0], &o))
         return 1;
     t[P_REGS] = now_ns() - t0;
