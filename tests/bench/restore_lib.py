@@ -209,9 +209,9 @@ def load_latency_us(api, met):
         return None
 
 
-def floor_run(mem, rip, poke=None, vcpus=1):
+def floor_run(mem, rip, poke=None, vcpus=1, extra=()):
     """restore-floor once: its phases (µs) and spawn -> first exit (µs), or raises."""
-    args = [FLOOR, "--mem-file", mem, "--rip", hex(rip), "--vcpus", str(vcpus)]
+    args = [FLOOR, "--mem-file", mem, "--rip", hex(rip), "--vcpus", str(vcpus), *extra]
     if poke:
         args += ["--poke", poke]
     t0 = now()
