@@ -216,8 +216,8 @@ static int set_regs(int kvm, int vcpu, const struct opts *o)
     s.gdt.limit = 31;
     s.cr0 = 0x80000011; /* PG | ET | PE */
     s.cr3 = o->cr3;
-    s.cr4 = 0x20; /* PAE */
-    s.efer = 0x500;     /* LMA | LME */
+    s.cr4 = 0x20;   /* PAE */
+    s.efer = 0x500; /* LMA | LME */
     if (ioctl(vcpu, KVM_SET_SREGS, &s) < 0)
         return die("KVM_SET_SREGS");
     struct kvm_regs r = {.rip = o->rip, .rsp = o->rsp, .rbp = o->rsp, .rflags = 2};
