@@ -151,7 +151,7 @@ def plot(d, png):
         "set style data histograms",
         "set style histogram errorbars gap 2 lw 1",
         "set style fill solid 0.6 border -1",
-        "set key top left noenhanced",
+        "set key outside right top noenhanced",
         "set xtics rotate by -20 noenhanced",
         "set grid ytics",
         "set logscale y" if log else "set yrange [0:*]",
