@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,9 +17,22 @@ import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-EMBER = REPO / "build" / "ember"
-FLOOR = REPO / "build" / "tests" / "bench" / "restore-floor"
+# The programs and images the benches start; local_copies() points them at copies.
+BIN = {"ember": REPO / "build" / "ember",
+       "floor": REPO / "build" / "tests" / "bench" / "restore-floor"}
 TICK = re.compile(rb"tick (\d+)\r?\n")
+
+
+def local_copies(names, d):
+    """Copies the files BIN names into the directory d and points BIN at the copies. In the
+    test host the repository is an uncached 9p share: a process started from there pages its
+    binary (a VMM its kernel image) in over 9p, which would be timed as start-up."""
+    d = pathlib.Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        dst = d / BIN[n].name
+        shutil.copy2(BIN[n], dst)
+        BIN[n] = dst
 
 
 def now():
@@ -177,7 +191,7 @@ def ember_api_restore(sock_dir, snap, mem, timeout_s, metrics=True, extra=()):
     for p in (sock, met):
         if p.exists():
             p.unlink()
-    args = [EMBER, "--api-sock", sock, "--level", "Error", *extra]
+    args = [BIN["ember"], "--api-sock", sock, "--level", "Error", *extra]
     if metrics:
         args += ["--metrics-path", met]
     t0, proc, con = spawn(args)
@@ -211,7 +225,7 @@ def load_latency_us(api, met):
 
 def floor_run(mem, rip, poke=None, vcpus=1, extra=()):
     """restore-floor once: its phases (µs) and spawn -> first exit (µs), or raises."""
-    args = [FLOOR, "--mem-file", mem, "--rip", hex(rip), "--vcpus", str(vcpus), *extra]
+    args = [BIN["floor"], "--mem-file", mem, "--rip", hex(rip), "--vcpus", str(vcpus), *extra]
     if poke:
         args += ["--poke", poke]
     t0 = now()
