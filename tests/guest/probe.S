@@ -15,7 +15,10 @@
  *       lines on COM1 without pause (N counts in guest memory, so a restored guest continues
  *       the count); a digit K read on COM1 makes it write one byte in each 4 KiB page of K MiB
  *       at 16 MiB, print "dirtied K MiB" and halt with interrupts off (for
- *       tests/bench/restore-probe) */
+ *       tests/bench/restore-probe); 'f' fills the 32 MiB at 64 MiB (each 4 KiB page's first
+ *       quadword := its address), prints "filled 32 MiB" and ticks on; 'r' reads those 32 MiB
+ *       (the first quadword of each page), prints "touched 32 MiB sum S" (S their sum) and
+ *       ticks on (the workload of tests/bench/restore-lazy: RAM of at least 96 MiB) */
     .code64
     .section .text
     .globl _start
@@ -150,6 +153,10 @@ mem_ticks:
     jz      mem_ticks
     mov     $0x3f8, %dx
     in      %dx, %al
+    cmp     $'f', %al
+    je      m_fill
+    cmp     $'r', %al
+    je      m_read
     sub     $'0', %al
     cmp     $9, %al
     ja      mem_ticks               /* not a digit: ignored */
@@ -170,6 +177,33 @@ mem_ticks:
 3:  cli
     hlt
     jmp     3b
+
+/* 'f': the first quadword of each page of 64-96 MiB := the page's address. */
+m_fill:
+    mov     $0x4000000, %rdi
+    mov     $8192, %ecx
+1:  mov     %rdi, (%rdi)
+    add     $4096, %rdi
+    loop    1b
+    lea     filled_msg(%rip), %rsi
+    call    puts_com1
+    jmp     mem_ticks
+
+/* 'r': the sum of those quadwords (every page of 64-96 MiB read once). */
+m_read:
+    mov     $0x4000000, %rdi
+    mov     $8192, %ecx
+    xor     %r8d, %r8d
+1:  add     (%rdi), %r8
+    add     $4096, %rdi
+    loop    1b
+    lea     touched_msg(%rip), %rsi
+    call    puts_com1
+    mov     %r8, %rax
+    call    putdec_com1
+    lea     crlf_msg(%rip), %rsi
+    call    puts_com1
+    jmp     mem_ticks
 
 /* Writes the NUL-terminated string at RSI to COM1. */
 puts_com1:
@@ -206,6 +240,10 @@ dirtied_msg:
     .asciz  "dirtied "
 mib_msg:
     .asciz  " MiB\r\n"
+filled_msg:
+    .asciz  "filled 32 MiB\r\n"
+touched_msg:
+    .asciz  "touched 32 MiB sum "
     .balign 8
 empty_idt:
     .word   0
