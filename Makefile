@@ -173,9 +173,12 @@ bench-blk: all $(TEST_PROGRAMS) guest testhost
 
 # Snapshot restore (issue 13): the VMM-only figures with the probe guest on this machine's
 # /dev/kvm (PVM runs it), then the Linux guest beside QEMU microvm's migration restore where
-# Linux boots under KVM. BENCH_RESTORE_ARGS / BENCH_RESTORE_PROBE_ARGS: e.g. "--runs 9".
+# Linux boots under KVM; between them the memory backends with a cold and a warm page cache and
+# Diff against Full (issue 14, restore-lazy, probe guest, needs root for drop_caches).
+# BENCH_RESTORE_ARGS / BENCH_RESTORE_PROBE_ARGS / BENCH_RESTORE_LAZY_ARGS: e.g. "--runs 9".
 bench-restore: all $(TEST_PROGRAMS) guest testhost
 	tests/bench/restore-probe $(BENCH_RESTORE_PROBE_ARGS)
+	tests/bench/restore-lazy $(BENCH_RESTORE_LAZY_ARGS)
 	tests/host/run --auto --timeout 3000 -- tests/bench/restore-vs-qemu $(BENCH_RESTORE_ARGS)
 
 # ---- Running a VM -----------------------------------------------------------
