@@ -54,8 +54,8 @@ static int handshake(int conn, struct region *r, unsigned *n)
 {
     char buf[1025], ctl[CMSG_SPACE(sizeof(int))];
     struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf) - 1};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
-                       .msg_controllen = sizeof(ctl)};
+    struct msghdr m = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)};
     ssize_t len = recvmsg(conn, &m, MSG_CMSG_CLOEXEC);
     struct cmsghdr *c = len > 0 ? CMSG_FIRSTHDR(&m) : NULL;
     int uffd = -1;
@@ -101,9 +101,10 @@ static int serve(int uffd, const struct region *r, unsigned n, const uint8_t *me
     for (unsigned i = 0; i < n; i++) {
         if (addr < r[i].base || addr - r[i].base >= r[i].size)
             continue;
-        struct uffdio_copy cp = {.dst = addr, .src = (uint64_t)(uintptr_t)(mem + r[i].offset +
-                                                                           (addr - r[i].base)),
-                                 .len = PAGE};
+        struct uffdio_copy cp = {
+                .dst = addr,
+                .src = (uint64_t)(uintptr_t)(mem + r[i].offset + (addr - r[i].base)),
+                .len = PAGE};
         while (ioctl(uffd, UFFDIO_COPY, &cp) < 0) {
             if (errno == EEXIST) /* another fault on the same page was served first */
                 return 0;
