@@ -157,6 +157,8 @@ static const struct sc_rule vmm[] = {
         ANY("pread64"),
         EQ("madvise", 2, MADV_RANDOM, "MADV_RANDOM"),
         EQ("madvise", 2, MADV_NORMAL, "MADV_NORMAL"),
+        /* PUT /snapshot/load with a working set: its mappings' page tables filled at once */
+        EQ("madvise", 2, MADV_POPULATE_READ, "MADV_POPULATE_READ"),
 };
 
 /* A vCPU: KVM_RUN (KVM_GET_REGS only for the RIP of a diagnostic), the register files' side

@@ -258,6 +258,12 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
             ret = errf(err, errlen, maps > WS_MAPS_MAX ? -E2BIG : -errno,
                        "Cannot map the working set %.256s: %s", path,
                        maps > WS_MAPS_MAX ? "too many runs of pages" : strerror(errno));
+        /* Fill the page tables now, read-only (the pages stay the shared page cache; a guest
+         * write still copies one): the guest's first touch of a working-set page is then
+         * KVM's fault alone, without a host page fault. Best effort: a kernel before 5.14
+         * has no MADV_POPULATE_READ, and the pages then fault in as they are touched. */
+        else if (madvise(p, (j - i) * PAGE, MADV_POPULATE_READ) && errno != EINVAL)
+            log_debug("working set: MADV_POPULATE_READ: %s", strerror(errno));
         i = j;
     }
     if (!ret)
