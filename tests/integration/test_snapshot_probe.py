@@ -3,6 +3,7 @@ COM1 with N kept in guest RAM). Any /dev/kvm runs it (PVM too), so these run dir
 create, kill -9, load in a new process and the count goes on without a reboot; clones; the
 format-1 fixture; every kind of bad input answered with a 400 and the process alive and as it
 was. The Linux-guest tests (drives, clock, timers) are test_snapshot.py, in the test host."""
+import fcntl
 import gzip
 import json
 import os
@@ -329,22 +330,93 @@ def test_memory_file_is_sparse_and_complete(tmp_path, snapshot):
     assert st.st_blocks * 512 < 4 << 20  # untouched pages are holes
 
 
+KVM_GET_SUPPORTED_CPUID = 0xC008AE05  # _IOWR(KVMIO, 0x05, struct kvm_cpuid2)
+# The feature words snapshot/cpu_x86_64.c checks against the host: (function, index, register)
+FEATURE_WORDS = [(1, 0, 2), (1, 0, 3), (7, 0, 1), (7, 0, 2), (7, 0, 3), (0xD, 1, 0),
+                 (0x80000001, 0, 2), (0x80000001, 0, 3)]
+# Bits ember's CPUID normalization (vmm/cpuid_x86_64.c) takes from KVM's offer on some hosts:
+# PDCM, WAITPKG (Intel), ARCH_CAPABILITIES (AMD), TOPOEXT (AMD, by topology).
+NORMALIZED_AWAY = {(1, 0, 2): 1 << 15, (7, 0, 2): 1 << 5, (7, 0, 3): 1 << 29,
+                   (0x80000001, 0, 2): 1 << 22}
+
+
+def host_cpuid():
+    """{(function, index): [eax, ebx, ecx, edx]} of KVM_GET_SUPPORTED_CPUID."""
+    buf = bytearray(struct.pack("<II", 256, 0) + bytes(256 * 40))
+    fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, KVM_GET_SUPPORTED_CPUID, buf)
+    finally:
+        os.close(fd)
+    out = {}
+    for i in range(struct.unpack_from("<I", buf)[0]):
+        fn, idx, flags, *regs = struct.unpack_from("<IIIIIII", buf, 8 + 40 * i)
+        out[(fn, idx if flags & 1 else 0)] = regs
+    return out
+
+
+def movable_here(b):
+    """The snapshot as it would be moved to this host (CRC recomputed): its vCPUs' CPUID
+    feature words cut to what this host's KVM offers, and its TSC rate made unknown (the guest
+    runs at this host's). A snapshot loads only where the CPU has its features and, without
+    TSC scaling, the same TSC rate, and the loader refuses it otherwise; the fixture must load
+    on every machine of its CPU vendor that CI runs on, not only the one that wrote it."""
+    host = host_cpuid()
+    b = bytearray(b)
+    off = 32
+    while off < len(b) - 8:
+        stype, _, slen = struct.unpack_from("<IIQ", b, off)
+        p, end = off + 16, off + 16 + slen
+        while stype == 7 and p < end:  # SNAP_SEC_VCPU
+            ftag, flen = struct.unpack_from("<II", b, p)
+            if ftag & 0x7FFFFFFF == 2:  # SF_CPU_CPUID: struct kvm_cpuid_entry2[]
+                for e in range(p + 8, p + 8 + flen, 40):
+                    fn, idx = struct.unpack_from("<II", b, e)
+                    for word in FEATURE_WORDS:
+                        if (fn, idx) != word[:2]:
+                            continue
+                        reg = word[2]
+                        have = host.get((fn, idx), host.get((fn, 0), [0] * 4))[reg]
+                        have &= ~NORMALIZED_AWAY.get(word, 0)
+                        v = struct.unpack_from("<I", b, e + 12 + 4 * reg)[0]
+                        struct.pack_into("<I", b, e + 12 + 4 * reg, v & have)
+            elif ftag & 0x7FFFFFFF == 12:  # SF_CPU_TSC_KHZ: an unknown optional tag now
+                struct.pack_into("<I", b, p, 0x7FFF)
+            p += 8 + ((flen + 7) & ~7)
+        off = end + (-slen % 8)
+    return resealed(bytes(b))
+
+
+def cpu_vendor():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("vendor_id"):
+            return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(line.split(":")[1].strip())
+    return None
+
+
 def test_fixture_from_format_1_loads(tmp_path):
-    """A snapshot written by the first format: every later ember must load it."""
+    """Snapshots written by the first format: every later ember must load them. One per CPU
+    vendor (no VMM restores across vendors: MSRs such as ARCH_CAPABILITIES exist on one only),
+    moved to this host's CPU features and TSC rate (movable_here)."""
+    vendor = cpu_vendor()
+    assert vendor, "no snapshot fixture for this CPU vendor (tests/fixtures/snapshot-v1)"
+    src = FIXTURE / f"probe-{vendor}.snap"
     mem = tmp_path / "probe.mem"
-    with gzip.open(FIXTURE / "probe.mem.gz", "rb") as src, open(mem, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    info = subprocess.run([str(EMBER), "snapshot", "info", "--json", str(FIXTURE / "probe.snap")],
+    with gzip.open(FIXTURE / f"probe-{vendor}.mem.gz", "rb") as f, open(mem, "wb") as dst:
+        shutil.copyfileobj(f, dst)
+    info = subprocess.run([str(EMBER), "snapshot", "info", "--json", str(src)],
                           capture_output=True, text=True, timeout=30)
     assert info.returncode == 0, info.stderr
     j = json.loads(info.stdout)
     assert (j["format_version"], j["vcpu_count"], j["mem_size_mib"]) == (1, 1, 8)
-    text = subprocess.run([str(EMBER), "snapshot", "info", str(FIXTURE / "probe.snap")],
+    text = subprocess.run([str(EMBER), "snapshot", "info", str(src)],
                           capture_output=True, text=True, timeout=30)
     assert "1 vCPUs, 8 MiB" in text.stdout and "vcpu" in text.stdout
+    snap = tmp_path / "probe.snap"
+    snap.write_bytes(movable_here(src.read_bytes()))
     e = start(tmp_path)
     try:
-        r = e.put("/snapshot/load", json=load_body(FIXTURE / "probe.snap", mem))
+        r = e.put("/snapshot/load", json=load_body(snap, mem))
         assert r.status_code == 204, r.text
         assert wait_tick(e, 0) == 14
     finally:
