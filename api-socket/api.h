@@ -118,6 +118,7 @@ struct api_metrics {
 struct api_serial {
     bool has_path;
     char serial_out_path[PATH_MAX];
+    struct api_bucket rate_limiter; /* a TokenBucket in bytes (set: given) */
 };
 
 struct api_snap_create {

@@ -425,15 +425,12 @@ int body_metrics(const void *o, struct api_metrics *m, char *err, size_t errlen)
 int body_serial(const void *o, struct api_serial *s, char *err, size_t errlen)
 {
     static const char *const keys[] = {"serial_out_path", "rate_limiter", NULL};
-    struct api_bucket b;
     int ret;
 
     memset(s, 0, sizeof(*s));
     if ((ret = check_keys(o, keys, err, errlen)) ||
-        (ret = bucket(o, "rate_limiter", &b, err, errlen)))
+        (ret = bucket(o, "rate_limiter", &s->rate_limiter, err, errlen)))
         return ret;
-    if (b.set)
-        return fault(err, errlen, "serial `rate_limiter` is not supported by ember.");
     return get_str(o, "serial_out_path", false, s->serial_out_path, sizeof(s->serial_out_path),
                    &s->has_path, err, errlen);
 }

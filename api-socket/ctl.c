@@ -315,6 +315,30 @@ static int action(struct api_ctl *c, enum api_action a, char *err, size_t errlen
     return errf(err, errlen, -EINVAL, "Unknown action.");
 }
 
+/* PUT /serial: what can be known without opening the path (opening a FIFO and closing it
+ * again would hand its reader an EOF) is checked now; InstanceStart opens it without blocking
+ * and refuses a FIFO with no reader (console_open_out). */
+static int set_serial(struct api_ctl *c, const struct api_serial *in, char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (in->has_path && in->serial_out_path[0] && lstat(in->serial_out_path, &st) == 0) {
+        const char *why = S_ISLNK(st.st_mode)   ? "it is a symbolic link (refused)"
+                          : S_ISDIR(st.st_mode) ? "it is a directory"
+                          : !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)
+                                  ? "not a regular file, a FIFO, /dev/null or a terminal"
+                                  : NULL;
+        if (why)
+            return errf(err, errlen, -EINVAL, "The serial output %.256s cannot be used: %s",
+                        in->serial_out_path, why);
+    }
+    int ret = cfg_set_path(&c->cfg.console_path, in->has_path ? in->serial_out_path : NULL,
+                           "serial output", err, errlen);
+    if (!ret)
+        c->cfg.serial_rate = bucket(&in->rate_limiter);
+    return ret;
+}
+
 /* Requests that answer with data, or that only change the configuration. */
 static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_response *resp,
                     char *err, size_t errlen)
@@ -398,9 +422,7 @@ static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_r
     case API_REQ_SERIAL:
         if (!pre)
             return errf(err, errlen, -EINVAL, NOT_AFTER);
-        ret = cfg_set_path(&c->cfg.console_path,
-                           r->u.serial.has_path ? r->u.serial.serial_out_path : NULL,
-                           "serial output", err, errlen);
+        ret = set_serial(c, &r->u.serial, err, errlen);
         break;
     default:
         return errf(err, errlen, -EINVAL, "Unknown request.");

@@ -111,6 +111,8 @@ void metrics_from_vm_stats(struct api_metrics_counters *m, const struct vm_stats
             STAT(M_UART_READ, uart_read),
             STAT(M_UART_WRITE, uart_write),
             STAT(M_UART_ERRORS, uart_errors),
+            STAT(M_UART_MISSED_WRITE, uart_missed_write),
+            STAT(M_UART_RATE_DROPPED, uart_rate_dropped),
             STAT(M_I8042_RESET, i8042_reset),
             STAT(M_I8042_READ, i8042_read),
             STAT(M_I8042_WRITE, i8042_write),

@@ -1,6 +1,9 @@
 /* The process's signals, as Firecracker handles them. Fatal ones (SIGBUS, SIGSEGV, SIGXFSZ,
  * SIGXCPU, SIGILL, and SIGFPE, which Firecracker does not catch) are counted, logged, flush the
- * metrics and exit with Firecracker's code; SIGPIPE is counted and otherwise ignored. The stopping
+ * metrics and exit with Firecracker's code; SIGPIPE is counted and otherwise ignored. Unlike
+ * Firecracker, the SIGXFSZ of one of ember's own writes past RLIMIT_FSIZE (the guest filling
+ * its console file) is only counted: that write fails with EFBIG and the VM runs on; a
+ * SIGXFSZ another process sends still ends ember with 151. The stopping
  * ones (SIGTERM, SIGINT, SIGHUP, SIGQUIT) are blocked here and read from a signalfd by the event
  * loops, which stop the VM cleanly; sig_stop_code and sig_exit then give the process Firecracker's
  * end for them. */
@@ -14,6 +17,7 @@
 
 static struct api_metrics_counters *counters;
 static void (*flush_last)(void);
+static pid_t self; /* getpid() at sig_setup: no syscall in the handler */
 
 static const struct {
     int sig, code;
@@ -44,6 +48,18 @@ static void on_fatal(int sig)
     _exit(EXIT_GENERIC);
 }
 
+/* The kernel's SIGXFSZ for a write past RLIMIT_FSIZE comes as SI_USER from this very process
+ * (send_sig without info); anything else is fatal as before. */
+static void on_xfsz(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    if (si && si->si_code == SI_USER && si->si_pid == self) {
+        metrics_add(counters, M_SIG_XFSZ, 1);
+        return; /* the write returns EFBIG: the caller drops and counts */
+    }
+    on_fatal(sig);
+}
+
 /* A seccomp violation (the SIGSYS handler, seccomp/install.c): counted and flushed. */
 static void on_seccomp_fault(void)
 {
@@ -65,9 +81,13 @@ int sig_setup(struct api_metrics_counters *c, void (*flush)(void), sigset_t *ter
 
     counters = c;
     flush_last = flush;
+    self = getpid();
     sigfillset(&sa.sa_mask); /* nothing interrupts the last flush */
     for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
         sigaction(fatal[i].sig, &sa, NULL);
+    struct sigaction xfsz = {.sa_sigaction = on_xfsz, .sa_flags = SA_SIGINFO | SA_RESTART};
+    sigfillset(&xfsz.sa_mask);
+    sigaction(SIGXFSZ, &xfsz, NULL);
     struct sigaction pipe_sa = {.sa_handler = on_sigpipe, .sa_flags = SA_RESTART};
     sigaction(SIGPIPE, &pipe_sa, NULL);
     sc_on_fault(on_seccomp_fault);

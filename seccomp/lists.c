@@ -59,7 +59,8 @@
 
 /* libmicrohttpd's thread: its epoll set, the ITC eventfd, the connections (recv/send/sendmsg,
  * a TCP_NODELAY/TCP_CORK it tries on every socket, shutdown, close), the mailbox to the VMM
- * thread (eventfd + condition variable), its log lines. */
+ * thread (eventfd + condition variable), its log lines (a log file at RLIMIT_FSIZE raises
+ * SIGXFSZ, which is counted and returns). */
 static const struct sc_rule api[] = {
         COMMON,
         GET_NAME,
@@ -74,6 +75,7 @@ static const struct sc_rule api[] = {
         EQ("shutdown", 1, SHUT_WR, "SHUT_WR"),
         EQ("shutdown", 1, SHUT_RDWR, "SHUT_RDWR"), /* closing connections when it stops */
         ANY("close"),
+        ANY("rt_sigreturn"),
 };
 
 /* The acceptor: poll, accept4, the 503 answer and its drain, handing a connection to
@@ -95,13 +97,15 @@ static const struct sc_rule accept_[] = {
  * block devices (Sync: preadv/pwritev/fdatasync; Async: io_uring; PATCH /drives swaps the file
  * the opener opened), the network devices (TAP read/writev, TUNSETOFFLOAD at the first wake-up
  * after the driver set DRIVER_OK), the API mailbox, metrics and log lines, pausing and kicking
- * vCPUs, the console (stdin, the terminal mode restored at the end) and the clean end (joining
- * threads, freeing the VM, re-raising SIGTERM/SIGINT to die by it as Firecracker). */
+ * vCPUs, the console (stdin, guest output to a non-blocking fd and a last bounded wait for it
+ * with poll, the terminal mode and stdout's flags restored at the end) and the clean end
+ * (joining threads, freeing the VM, re-raising SIGTERM/SIGINT to die by it as Firecracker). */
 static const struct sc_rule vmm[] = {
         COMMON,
         GET_NAME,
         ANY("epoll_wait"),
         ANY("epoll_ctl"),
+        ANY("poll"),
         ANY("read"),
         ANY("preadv"),
         ANY("pwritev"),

@@ -85,6 +85,8 @@ int app_setup(struct app *a, const char *id, const struct timespec *t0)
 
     memset(a, 0, sizeof(*a));
     a->metrics_fd = a->timer_fd = a->sig_fd = -1;
+    /* before any filter: a reopening needs open() */
+    log_std_fds(outfd_nonblocking(STDOUT_FILENO), outfd_nonblocking(STDERR_FILENO));
     a->id = id;
     a->vm.process_start = *t0;
     fatal_app = a;

@@ -62,8 +62,9 @@ struct vm_net {
 
 struct vm_config {
     char *kernel_path;
-    char *initrd_path;  /* NULL: none */
-    char *console_path; /* NULL: stdout */
+    char *initrd_path;            /* NULL: none */
+    char *console_path;           /* NULL: stdout */
+    struct vm_bucket serial_rate; /* guest output in bytes (size 0: unlimited) */
     char cmdline[CMDLINE_MAX];
     bool cmdline_set; /* the user gave one (else DEFAULT_CMDLINE) */
     uint32_t vcpus;

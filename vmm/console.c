@@ -1,16 +1,122 @@
-/* The serial console's input side: this process's stdin (a terminal, put in raw mode, or a
- * FIFO, as Firecracker) feeds the UART through the event loop. Ctrl-A x leaves, Ctrl-A Ctrl-A
- * sends one Ctrl-A (as QEMU). When the guest stops reading, stdin is left unwatched until the
- * UART's FIFO drains (its rx_ready eventfd). The terminal mode is restored on the way out. */
+/* The serial console on the event loop. Input: this process's stdin (a terminal, put in raw
+ * mode, or a FIFO, as Firecracker) feeds the UART. Ctrl-A x leaves, Ctrl-A Ctrl-A sends one
+ * Ctrl-A (as QEMU). When the guest stops reading, stdin is left unwatched until the UART's
+ * FIFO drains (its rx_ready eventfd). The terminal mode is restored on the way out.
+ * Output: the UART queues guest bytes and kicks an eventfd; the loop writes them to the
+ * console fd, which never blocks, and watches it for EPOLLOUT only while it is full. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "loop.h"
 #include "vmm.h"
 
-#define ESCAPE_KEY 0x01
+#define ESCAPE_KEY     0x01
+#define FLUSH_BUDGET   OUTBUF_SIZE /* bytes per wake-up: a flood never starves the loop */
+#define FINAL_FLUSH_MS 100         /* what the end waits for a slow reader, at most */
+
+int console_open_out(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+
+    /* O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of blocking the VMM thread;
+     * O_NOFOLLOW: a symlink is refused. Truncated below, once it is known to be a file. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        return errf(err, errlen, -e, "The serial output %.256s cannot be opened: %s", path,
+                    e == ELOOP   ? "it is a symbolic link (refused)"
+                    : e == ENXIO ? "it is a FIFO with no reader"
+                                 : strerror(e));
+    }
+    const char *why = NULL;
+    if (fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (S_ISREG(st.st_mode)) {
+        if (ftruncate(fd, 0) != 0 || fcntl(fd, F_SETFL, 0) != 0)
+            why = strerror(errno);
+    } else if (!S_ISFIFO(st.st_mode) && !(S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)) &&
+               !isatty(fd)) {
+        why = "not a regular file, a FIFO, /dev/null or a terminal";
+    }
+    if (why) {
+        close(fd);
+        return errf(err, errlen, -EINVAL, "The serial output %.256s cannot be used: %s", path, why);
+    }
+    return fd;
+}
+
+static void on_out_writable(void *opaque, uint32_t events);
+
+/* Writes what the UART queued; watches the console fd only while it is full. */
+static void drain_out(struct console *c)
+{
+    struct serial *s = &c->vm->serial;
+    int ret = serial_flush(s, FLUSH_BUDGET);
+    bool want = ret == -EAGAIN;
+
+    if (want != c->out_armed) {
+        int r = c->out_watched ? loop_modify(c->loop, s->out_fd, want ? EPOLLOUT : 0)
+                               : loop_add(c->loop, s->out_fd, EPOLLOUT, on_out_writable, c);
+        if (r == 0) {
+            c->out_watched = true;
+            c->out_armed = want;
+        } else if (want) { /* not pollable: what waits is lost, not waited for */
+            serial_discard(s);
+        }
+    }
+    if (ret == 1) { /* more than one round's worth: come back after the other events */
+        uint64_t one = 1;
+        if (write(s->out_kick_fd, &one, sizeof(one)) < 0) {
+            /* an eventfd far below its limit */
+        }
+    }
+}
+
+static void on_out_kick(void *opaque, uint32_t events)
+{
+    struct console *c = opaque;
+    uint64_t v;
+    (void)events;
+    if (read(c->vm->serial.out_kick_fd, &v, sizeof(v)) < 0) {
+        /* spurious wake-up */
+    }
+    drain_out(c);
+}
+
+static void on_out_writable(void *opaque, uint32_t events)
+{
+    (void)events;
+    drain_out(opaque);
+}
+
+/* The end: what the guest wrote before it stopped still reaches a reader that keeps up, but
+ * a stalled one is waited for FINAL_FLUSH_MS at most. */
+static void final_flush(struct console *c)
+{
+    struct serial *s = &c->vm->serial;
+    uint64_t deadline = clock_ns() + FINAL_FLUSH_MS * 1000000ULL;
+
+    for (int rounds = 0; rounds < 4;) {
+        int ret = serial_flush(s, FLUSH_BUDGET);
+        if (ret == 0)
+            return;
+        if (ret == 1) {
+            rounds++;
+            continue;
+        }
+        uint64_t now = clock_ns();
+        struct pollfd p = {.fd = s->out_fd, .events = POLLOUT};
+        if (now >= deadline || poll(&p, 1, (int)((deadline - now) / 1000000 + 1)) <= 0)
+            break;
+    }
+    serial_discard(s);
+}
 
 static int term_raw(struct term *t, int fd)
 {
@@ -95,7 +201,13 @@ int console_start(struct console *c, struct vm *vm, struct loop *loop)
 
     c->vm = vm;
     c->loop = loop;
-    int ret = loop_add(loop, vm->serial_rx_fd, EPOLLIN, on_rx_ready, c);
+    int ret = serial_set_rate(&vm->serial, &vm->cfg->serial_rate);
+    if (!ret)
+        ret = loop_add(loop, vm->serial.out_kick_fd, EPOLLIN, on_out_kick, c);
+    if (ret)
+        return ret;
+    c->kick_watched = true;
+    ret = loop_add(loop, vm->serial_rx_fd, EPOLLIN, on_rx_ready, c);
     if (ret)
         return ret;
     c->rx_watched = true;
@@ -115,7 +227,14 @@ void console_stop(struct console *c)
         loop_remove(c->loop, STDIN_FILENO);
     if (c->rx_watched)
         loop_remove(c->loop, c->vm->serial_rx_fd);
-    c->watched = c->armed = c->rx_watched = false;
+    if (c->kick_watched) {
+        final_flush(c);
+        loop_remove(c->loop, c->vm->serial.out_kick_fd);
+    }
+    if (c->out_watched)
+        loop_remove(c->loop, c->vm->serial.out_fd);
+    c->watched = c->armed = c->rx_watched = c->kick_watched = false;
+    c->out_watched = c->out_armed = false;
     if (c->term.raw)
         tcsetattr(STDIN_FILENO, TCSANOW, &c->term.saved);
     c->term.raw = false;

@@ -33,6 +33,27 @@ int bus_add(struct bus *bus, const struct bus_dev *dev);
  * Returns true if a device claimed the access. */
 bool bus_access(struct bus *bus, uint64_t addr, uint8_t *data, uint32_t len, bool is_write);
 
+/* A byte ring (serial.c) for output that must never block its producer; the caller's lock
+ * orders producer and consumer. */
+#define OUTBUF_SIZE 65536
+struct outbuf {
+    uint32_t head, len; /* len bytes from data[head], wrapping */
+    uint8_t data[OUTBUF_SIZE];
+};
+/* outbuf_put(b, p, n): appends what fits of p[0..n). Returns the bytes taken (the rest is the
+ * caller's to drop and count). */
+size_t outbuf_put(struct outbuf *b, const uint8_t *p, size_t n);
+/* outbuf_peek(b, p): Returns the length of the oldest contiguous run of bytes, *p its start
+ * (0: empty). */
+size_t outbuf_peek(const struct outbuf *b, const uint8_t **p);
+/* outbuf_drop(b, n): removes the n oldest bytes (at most all of them). */
+void outbuf_drop(struct outbuf *b, size_t n);
+
+/* outfd_nonblocking(fd): Returns a descriptor that writes where fd does and never blocks (outfd.c):
+ * fd itself for a regular file or /dev/null, else a private O_NONBLOCK reopening of it, else fd
+ * made O_NONBLOCK (its flags restored at exit). The same answer for the same fd every time. */
+int outfd_nonblocking(int fd);
+
 #define SERIAL_FIFO 64
 /* The UART's state that a snapshot carries (plain data, fixed layout: 80 bytes): the
  * registers and the receive FIFO (rx_count bytes from rx[rx_head], wrapping). */
@@ -42,20 +63,40 @@ struct serial_state {
     uint8_t rx[SERIAL_FIFO];
 };
 _Static_assert(sizeof(struct serial_state) == 80, "serial_state layout");
+struct tbucket;
+struct vm_bucket;
+/* Guest output never waits for the host: a byte the guest writes goes into out (under lock)
+ * and the event loop writes it to out_fd, which never blocks (serial_flush). Bytes the ring
+ * has no room for (the reader stalls) or out_fd refuses (a reader gone, a file at
+ * RLIMIT_FSIZE) are dropped and counted in uart_missed_write; bytes beyond the rate limit in
+ * uart_rate_dropped. */
 struct serial {
     struct serial_state st;
     pthread_mutex_t lock;
     bool rx_blocked;        /* the host stopped reading input because the FIFO was full */
-    int out_fd;             /* where guest output goes */
+    int out_fd;             /* where guest output goes (non-blocking, or a regular file) */
     int irq_fd;             /* irqfd eventfd for GSI 4 */
     int rx_ready_fd;        /* eventfd: FIFO drained, host may read input again */
+    int out_kick_fd;        /* eventfd: output waits in out (serial_init makes it) */
+    bool out_kicked;        /* out_kick_fd written, out not emptied since (under lock) */
+    struct tbucket *rate;   /* the output rate limit (serial_set_rate); NULL: none */
     struct vm_stats *stats; /* uart_* counters; NULL = none (set before the vCPUs run) */
+    struct outbuf out;      /* guest output on its way to out_fd */
 };
 
-/* serial_init(s, out_fd, irq_fd, rx_ready_fd): Returns 0 or -errno. */
+/* serial_init(s, out_fd, irq_fd, rx_ready_fd): with its out_kick_fd. Returns 0 or -errno. */
 int serial_init(struct serial *s, int out_fd, int irq_fd, int rx_ready_fd);
-/* serial_destroy(s): releases the lock. */
+/* serial_destroy(s): releases the lock, the kick eventfd and the rate limit. */
 void serial_destroy(struct serial *s);
+/* serial_set_rate(s, b): limits guest output to bucket b in bytes (size 0: no limit); before
+ * the vCPUs run. Returns 0 or -ENOMEM. */
+int serial_set_rate(struct serial *s, const struct vm_bucket *b);
+/* serial_flush(s, budget): writes waiting output to out_fd until it is empty, out_fd would
+ * block, or budget bytes went (event loop thread). Returns 0 (empty), -EAGAIN (wait until
+ * out_fd is writable) or 1 (budget spent, more waits: call again after other work). */
+int serial_flush(struct serial *s, size_t budget);
+/* serial_discard(s): drops (and counts) the output still waiting, at the end. */
+void serial_discard(struct serial *s);
 /* serial_bus_dev(s): Returns the PIO device for COM1 (0x3F8, 8 ports). */
 struct bus_dev serial_bus_dev(struct serial *s);
 /* serial_input(s, buf, len): queues host input. Returns the number of bytes accepted. */

@@ -14,6 +14,14 @@
 
 enum log_level log_level = LOG_INFO;
 static _Atomic uint64_t missed; /* lines lost to a failed or full sink */
+/* Where stdout and stderr lines go: log_std_fds gives descriptors that never block. */
+static int std_out = STDOUT_FILENO, std_err = STDERR_FILENO;
+
+void log_std_fds(int out, int err)
+{
+    std_out = out;
+    std_err = err;
+}
 
 static struct {
     bool fc_format, off, show_level, show_origin;
@@ -72,8 +80,14 @@ static void log_vat(enum log_level level, const char *file, int line, const char
     vsnprintf(raw, sizeof(raw), fmt, ap);
     escape_controls(raw, msg, sizeof(msg));
     if (!sink.fc_format) {
-        /* One fprintf per line, so lines from vCPU threads do not interleave. */
-        fprintf(stderr, "ember: %s%s\n", prefix[level], msg);
+        /* One write per line, so lines from vCPU threads do not interleave. */
+        int n = snprintf(out, sizeof(out), "ember: %s%s\n", prefix[level], msg);
+        if (n >= (int)sizeof(out)) {
+            n = (int)sizeof(out) - 1;
+            out[n - 1] = '\n';
+        }
+        if (n > 0 && write(std_err, out, (size_t)n) != n)
+            atomic_fetch_add_explicit(&missed, 1, memory_order_relaxed);
         errno = saved;
         return;
     }
@@ -97,8 +111,8 @@ static void log_vat(enum log_level level, const char *file, int line, const char
         n = (int)sizeof(out) - 1;
         out[n - 1] = '\n';
     }
-    /* One write per line; a full FIFO drops the line rather than stopping the VMM. */
-    if (write(sink.fd >= 0 ? sink.fd : STDOUT_FILENO, out, (size_t)n) != n)
+    /* One write per line; a full FIFO or pipe drops the line rather than stopping the VMM. */
+    if (write(sink.fd >= 0 ? sink.fd : std_out, out, (size_t)n) != n)
         atomic_fetch_add_explicit(&missed, 1, memory_order_relaxed);
     errno = saved;
 }
@@ -122,8 +136,8 @@ int log_sink_fd(const char **id)
     if (sink.off)
         return -1;
     if (!sink.fc_format)
-        return STDERR_FILENO;
-    return sink.fd >= 0 ? sink.fd : STDOUT_FILENO;
+        return std_err;
+    return sink.fd >= 0 ? sink.fd : std_out;
 }
 
 int errf(char *err, size_t errlen, int code, const char *fmt, ...)

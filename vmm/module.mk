@@ -18,8 +18,11 @@ UNIT_DEPS_test_vmm_loader := vmm/loader_x86_64.c vmm/memory.c vmm/log.c
 UNIT_DEPS_test_vmm_loop   := vmm/loop.c
 UNIT_DEPS_test_vmm_cli    := vmm/cli.c vmm/config.c vmm/drive.c vmm/log.c
 UNIT_DEPS_test_vmm_cpuid  := vmm/cpuid_x86_64.c
-UNIT_DEPS_test_vmm_devices := vmm/serial.c vmm/i8042.c vmm/bus.c vmm/boot_timer.c vmm/log.c
+UNIT_DEPS_test_vmm_devices := vmm/serial.c vmm/i8042.c vmm/bus.c vmm/boot_timer.c vmm/log.c \
+	virtio/tbucket.c
 UNIT_LIBS_test_vmm_devices := -lpthread
+UNIT_DEPS_test_vmm_serial := $(UNIT_DEPS_test_vmm_devices)
+UNIT_LIBS_test_vmm_serial := -lpthread
 
 # Fuzz targets (tests/fuzz/fuzz_*.c) and the vmm sources each is built with.
 FUZZ_DEPS_fuzz_vmm_loader := vmm/loader_x86_64.c vmm/boot_x86_64.c vmm/mptable_x86_64.c \

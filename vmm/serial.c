@@ -1,10 +1,14 @@
 /* COM1: a 16550A-style UART at 0x3F8 (IRQ 4) — enough of it for Linux's 8250 driver and
- * console. Output goes straight to a file descriptor; input arrives from the event loop. */
+ * console. Output goes into a bounded ring that the event loop drains (so a stalled reader
+ * can never stop a vCPU); input arrives from the event loop. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "vmm.h"
+#include "../virtio/device.h" /* the token bucket */
 
 #define SERIAL_PORT 0x3f8
 #define IER_RDI     0x01
@@ -26,6 +30,24 @@ static void raise_irq(struct serial *s)
     if (write(s->irq_fd, &one, sizeof(one)) < 0) {
         /* eventfd counter saturation is impossible in practice; nothing to do */
     }
+}
+
+/* One byte of guest output, lock held: rate-limited, queued or dropped. Returns true when the
+ * event loop must be woken (the ring was empty of news for it). */
+static bool push_tx(struct serial *s, uint8_t b)
+{
+    if (s->rate && tb_consume(s->rate, 1)) {
+        STAT_ADD(s->stats, uart_rate_dropped, 1);
+        return false;
+    }
+    if (outbuf_put(&s->out, &b, 1) == 0) {
+        STAT_ADD(s->stats, uart_missed_write, 1);
+        return false;
+    }
+    if (s->out_kicked)
+        return false;
+    s->out_kicked = true;
+    return true;
 }
 
 /* Called with the lock held. Returns true when an interrupt should be raised. */
@@ -86,8 +108,8 @@ static uint8_t read_reg(struct serial *s, uint64_t off, bool *wake_input)
     }
 }
 
-/* Returns true when an interrupt should be raised. */
-static bool write_reg(struct serial *s, uint64_t off, uint8_t v)
+/* Returns true when an interrupt should be raised; *kick when output waits for the loop. */
+static bool write_reg(struct serial *s, uint64_t off, uint8_t v, bool *kick)
 {
     bool dlab = s->st.lcr & LCR_DLAB;
 
@@ -97,17 +119,10 @@ static bool write_reg(struct serial *s, uint64_t off, uint8_t v)
             s->st.dll = v;
             return false;
         }
-        if (s->st.mcr & MCR_LOOP) {
+        if (s->st.mcr & MCR_LOOP)
             push_rx(s, v);
-        } else if (s->out_fd >= 0) {
-            ssize_t n;
-            while ((n = write(s->out_fd, &v, 1)) < 0 && errno == EINTR)
-                ;
-            if (n == 1)
-                STAT_ADD(s->stats, uart_write, 1);
-            else
-                STAT_ADD(s->stats, uart_errors, 1); /* the byte is lost */
-        }
+        else if (s->out_fd >= 0)
+            *kick = push_tx(s, v);
         s->st.iir_thri = 1;
         return (s->st.ier & (IER_THRI | IER_RDI)) != 0;
     case 1:
@@ -159,10 +174,17 @@ static void serial_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
 static void serial_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
 {
     struct serial *s = opaque;
+    bool kick = false;
     (void)len;
     pthread_mutex_lock(&s->lock);
-    bool irq = write_reg(s, off, data[0]);
+    bool irq = write_reg(s, off, data[0], &kick);
     pthread_mutex_unlock(&s->lock);
+    if (kick) {
+        uint64_t one = 1;
+        if (write(s->out_kick_fd, &one, sizeof(one)) < 0) {
+            /* cannot fail for an eventfd well below its limit */
+        }
+    }
     if (irq)
         raise_irq(s);
 }
@@ -176,12 +198,87 @@ int serial_init(struct serial *s, int out_fd, int irq_fd, int rx_ready_fd)
     s->st.dll = 0x0c; /* 9600 baud, as after a BIOS */
     s->st.lcr = 0x03; /* 8N1 */
     s->st.mcr = 0x08; /* OUT2 */
-    return -pthread_mutex_init(&s->lock, NULL);
+    s->out_kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->out_kick_fd < 0)
+        return -errno;
+    int ret = -pthread_mutex_init(&s->lock, NULL);
+    if (ret) {
+        close(s->out_kick_fd);
+        s->out_kick_fd = -1;
+    }
+    return ret;
 }
 
 void serial_destroy(struct serial *s)
 {
     pthread_mutex_destroy(&s->lock);
+    if (s->out_kick_fd >= 0)
+        close(s->out_kick_fd);
+    s->out_kick_fd = -1;
+    free(s->rate);
+    s->rate = NULL;
+}
+
+int serial_set_rate(struct serial *s, const struct vm_bucket *b)
+{
+    if (!b || b->size == 0 || b->refill_time_ms == 0)
+        return 0;
+    struct tbucket *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    tb_init(t, b);
+    pthread_mutex_lock(&s->lock);
+    free(s->rate);
+    s->rate = t;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int serial_flush(struct serial *s, size_t budget)
+{
+    const uint8_t *p;
+    size_t sent = 0;
+
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        size_t n = outbuf_peek(&s->out, &p);
+        if (n == 0) /* the next byte the guest writes wakes the loop again */
+            s->out_kicked = false;
+        pthread_mutex_unlock(&s->lock);
+        if (n == 0)
+            return 0;
+        if (sent >= budget)
+            return 1;
+        if (n > budget - sent)
+            n = budget - sent;
+        /* p..p+n stays put: the vCPUs only write into the free part of the ring */
+        ssize_t w = write(s->out_fd, p, n);
+        int e = errno;
+        if (w < 0 && e == EINTR)
+            continue;
+        if (w < 0 && e == EAGAIN)
+            return -EAGAIN;
+        pthread_mutex_lock(&s->lock);
+        if (w > 0) {
+            outbuf_drop(&s->out, (size_t)w);
+            STAT_ADD(s->stats, uart_write, (uint64_t)w);
+            sent += (size_t)w;
+        } else { /* EPIPE (no reader), EFBIG (RLIMIT_FSIZE), EIO ...: these bytes are lost */
+            outbuf_drop(&s->out, n);
+            STAT_ADD(s->stats, uart_errors, 1);
+            STAT_ADD(s->stats, uart_missed_write, n);
+            sent += n;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+void serial_discard(struct serial *s)
+{
+    pthread_mutex_lock(&s->lock);
+    STAT_ADD(s->stats, uart_missed_write, s->out.len);
+    outbuf_drop(&s->out, s->out.len);
+    pthread_mutex_unlock(&s->lock);
 }
 
 struct bus_dev serial_bus_dev(struct serial *s)
@@ -242,4 +339,36 @@ int serial_restore(struct serial *s, const struct serial_state *st, char *err, s
     s->rx_blocked = false; /* the console asks for room again (serial_rx_space) */
     pthread_mutex_unlock(&s->lock);
     return 0;
+}
+
+/* ---- the output ring: the vCPUs put, the event loop drains; s->lock orders them --------- */
+size_t outbuf_put(struct outbuf *b, const uint8_t *p, size_t n)
+{
+    size_t room = OUTBUF_SIZE - b->len;
+    if (n > room)
+        n = room;
+    size_t tail = (b->head + b->len) % OUTBUF_SIZE, first = OUTBUF_SIZE - tail;
+    if (first > n)
+        first = n;
+    memcpy(&b->data[tail], p, first);
+    memcpy(b->data, p + first, n - first);
+    b->len += (uint32_t)n;
+    return n;
+}
+
+size_t outbuf_peek(const struct outbuf *b, const uint8_t **p)
+{
+    size_t n = OUTBUF_SIZE - b->head;
+    *p = &b->data[b->head];
+    return n < b->len ? n : b->len;
+}
+
+void outbuf_drop(struct outbuf *b, size_t n)
+{
+    if (n > b->len)
+        n = b->len;
+    b->head = (uint32_t)((b->head + n) % OUTBUF_SIZE);
+    b->len -= (uint32_t)n;
+    if (b->len == 0)
+        b->head = 0; /* the next chunk starts at the beginning: one write instead of two */
 }

@@ -57,10 +57,8 @@ int vm_open_console(struct vm *vm, char *err, size_t errlen)
     const char *path = vm->cfg->console_path;
     if (!path)
         return 0;
-    vm->console_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (vm->console_fd < 0)
-        return errf(err, errlen, -errno, "console %s: %s", path, strerror(errno));
-    return 0;
+    vm->console_fd = console_open_out(path, err, errlen);
+    return vm->console_fd < 0 ? vm->console_fd : 0;
 }
 
 /* Everything that depends only on the configuration: files, guest memory, kernel, initrd, boot
@@ -262,7 +260,7 @@ static int devices(struct vm *vm, char *err, size_t errlen)
     vm->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (vm->serial_rx_fd < 0 || vm->reset_fd < 0 || vm->stop_fd < 0)
         return errf(err, errlen, -errno, "eventfd: %s", strerror(errno));
-    int out = vm->console_fd >= 0 ? vm->console_fd : STDOUT_FILENO;
+    int out = vm->console_fd >= 0 ? vm->console_fd : outfd_nonblocking(STDOUT_FILENO);
     if (serial_init(&vm->serial, out, vm->irq_fds[0], vm->serial_rx_fd) ||
         i8042_init(&vm->i8042, vm->irq_fds[1], vm->reset_fd))
         return errf(err, errlen, -ENOMEM, "device init failed");

@@ -45,6 +45,7 @@ struct vm_stats {
             net_tx_rate_limiter_throttled;
     _Alignas(64) _Atomic uint64_t uart_read;
     _Atomic uint64_t uart_write, uart_errors;
+    _Atomic uint64_t uart_missed_write, uart_rate_dropped; /* bytes dropped: stalled or by limit */
     _Atomic uint64_t i8042_reset, i8042_read, i8042_write, i8042_missed_read, i8042_missed_write,
             i8042_errors;
 };
@@ -71,6 +72,9 @@ void log_configure(const char *id, int fd, enum log_level level, bool off, bool 
 #define log_warn(...)  log_at(LOG_WARN, __FILE__, __LINE__, __VA_ARGS__)
 #define log_info(...)  log_at(LOG_INFO, __FILE__, __LINE__, __VA_ARGS__)
 #define log_debug(...) log_at(LOG_DEBUG, __FILE__, __LINE__, __VA_ARGS__)
+/* log_std_fds(out, err): the descriptors log lines for stdout and stderr are written to
+ * (outfd_nonblocking's, so that a stalled reader drops lines instead of stopping a thread). */
+void log_std_fds(int out, int err);
 /* log_missed(): Returns how many log lines could not be written (logger.missed_log_count). */
 uint64_t log_missed(void);
 /* log_sink_fd(id): Returns the fd log lines go to (-1: logging is off), with *id the instance
@@ -166,12 +170,20 @@ struct console {
     struct vm *vm;
     struct loop *loop;
     bool watched, armed, rx_watched, tty, escape;
+    bool kick_watched, out_watched, out_armed; /* the output side's watches */
     struct term term;
 };
-/* console_start(c, vm, loop): watches stdin (a terminal, put in raw mode, or a FIFO) and the
- * UART's rx_ready eventfd on the loop. Returns 0 or -errno. */
+/* console_open_out(path, err, errlen): opens a serial output path (serial_out_path, --console)
+ * without blocking: created 0600 or truncated; a symlink, a FIFO with no reader or anything
+ * but a regular file, a FIFO, /dev/null or a terminal is refused. Returns the fd, or -errno
+ * with a one-line reason in err. */
+int console_open_out(const char *path, char *err, size_t errlen);
+/* console_start(c, vm, loop): watches stdin (a terminal, put in raw mode, or a FIFO), the
+ * UART's rx_ready and output eventfds on the loop, and sets the output rate limit.
+ * Returns 0 or -errno. */
 int console_start(struct console *c, struct vm *vm, struct loop *loop);
-/* console_stop(c): stops watching and restores the terminal (safe if never started). */
+/* console_stop(c): writes the output still queued (waiting for a stalled reader 100 ms at
+ * most), stops watching and restores the terminal (safe if never started). */
 void console_stop(struct console *c);
 
 struct vcpu {

@@ -18,7 +18,9 @@
  *       tests/bench/restore-probe); 'f' fills the 32 MiB at 64 MiB (each 4 KiB page's first
  *       quadword := its address), prints "filled 32 MiB" and ticks on; 'r' reads those 32 MiB
  *       (the first quadword of each page), prints "touched 32 MiB sum S" (S their sum) and
- *       ticks on (the workload of tests/bench/restore-lazy: RAM of at least 96 MiB) */
+ *       ticks on (the workload of tests/bench/restore-lazy: RAM of at least 96 MiB)
+ *   'f' the same as 'h', then floods COM1 with flood_line forever, never looking at LSR
+ *       (tests/integration/test_serial_flood.py) */
     .code64
     .section .text
     .globl _start
@@ -45,6 +47,10 @@ _start:
     mov     %rax, %cr3
     mov     $0xc0000000, %eax
     movb    $123, (%rax)
+
+    /* serial's modes */
+    cmp     $'f', %r12d
+    je      flood
 
     cmp     $'i', %r12d
     je      idle
@@ -229,6 +235,16 @@ putdec_com1:
     mov     %rdi, %rsi
     jmp     puts_com1
 
+/* 'f': a guest that writes its console as fast as it can, whoever reads it. */
+flood:
+    mov     $0x3f8, %dx
+4:  lea     flood_line(%rip), %rsi
+5:  lodsb
+    test    %al, %al
+    jz      4b
+    out     %al, %dx
+    jmp     5b
+
     .section .rodata
 msg:
     .asciz  "ember-probe: hello\r\n"
@@ -244,6 +260,8 @@ filled_msg:
     .asciz  "filled 32 MiB\r\n"
 touched_msg:
     .asciz  "touched 32 MiB sum "
+flood_line:
+    .asciz  "ember-flood 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST\r\n"
     .balign 8
 empty_idt:
     .word   0
