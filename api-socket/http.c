@@ -20,7 +20,8 @@
 #include "../seccomp/seccomp.h"
 #include "api.h"
 
-#define CONN_SLACK   4 /* libmicrohttpd's own limit is above ours: it never refuses silently */
+/* libmicrohttpd's own limit is above ours: it never refuses silently */
+#define CONN_SLACK   (API_CONN_SLACK + 4)
 #define BODY_LOG_MAX 256
 
 /* A log line with its origin, when the server has a logger. */
@@ -29,6 +30,60 @@
         if ((s)->log)                                         \
             (s)->log(level, __FILE__, __LINE__, __VA_ARGS__); \
     } while (0)
+
+/* What the API thread keeps per connection (its socket context), for the acceptor. */
+struct api_conn {
+    struct api_conn *prev, *next;
+    int fd;
+    bool idle;    /* a response went out and no next request has begun */
+    bool evicted; /* shut down by the acceptor */
+    uint64_t idle_since;
+};
+
+/* The connection's record, from any of libmicrohttpd's callbacks (API thread). */
+static struct api_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void conn_set_idle(struct api_server *s, struct api_conn *c, bool idle)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->conn_lock);
+    c->idle = idle;
+    if (idle)
+        c->idle_since = ++s->idle_seq;
+    pthread_mutex_unlock(&s->conn_lock);
+}
+
+/*
+ * At the limit an idle keep-alive connection gives way to a new client, as HTTP lets a server
+ * close an idle persistent connection at any time: a client that keeps one per URL (python's
+ * requests-unixsocket pools by the full URL, so PUT /drives/d0, /drives/d1 ... each hold one)
+ * would otherwise lock itself out with 503. Only a connection between requests is chosen; one
+ * with a request under way, or one that never sent any, keeps its slot. The shutdown only
+ * wakes libmicrohttpd, which closes and reports it; the lock keeps the fd from being closed
+ * meanwhile (the CLOSED notification takes it before libmicrohttpd closes the socket).
+ */
+bool api_conn_evict_idle(struct api_server *s)
+{
+    struct api_conn *oldest = NULL;
+
+    pthread_mutex_lock(&s->conn_lock);
+    for (struct api_conn *c = s->conn_list; c && s->evicting < API_CONN_SLACK; c = c->next)
+        if (c->idle && !c->evicted && (!oldest || c->idle_since < oldest->idle_since))
+            oldest = c;
+    if (oldest) {
+        shutdown(oldest->fd, SHUT_RDWR);
+        oldest->evicted = true;
+        s->evicting++;
+    }
+    pthread_mutex_unlock(&s->conn_lock);
+    return oldest != NULL;
+}
 
 /* What the API thread keeps per HTTP request while the body arrives. */
 struct upload {
@@ -141,6 +196,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         named = true;
     }
     if (!u) { /* headers are in: check the announced size before any 100 Continue */
+        conn_set_idle(s, conn_of(conn), false);
         u = calloc(1, sizeof(*u));
         if (!u)
             return MHD_NO;
@@ -221,22 +277,56 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return send_json(conn, resp.status, resp.body);
 }
 
-/* A connection the acceptor counted is gone. */
+/* A connection starts (recorded for the acceptor), or one the acceptor counted is gone. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
     struct api_server *s = cls;
-    (void)conn, (void)socket_context;
+    struct api_conn *c = *socket_context;
 
-    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
-        atomic_fetch_sub(&s->conns, 1);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c = ci ? calloc(1, sizeof(*c)) : NULL;
+        if (!c) /* not recorded: never chosen to give way, otherwise as any other */
+            return;
+        c->fd = ci->connect_fd;
+        pthread_mutex_lock(&s->conn_lock);
+        c->next = s->conn_list;
+        if (c->next)
+            c->next->prev = c;
+        s->conn_list = c;
+        pthread_mutex_unlock(&s->conn_lock);
+        *socket_context = c;
+        return;
+    }
+    if (toe != MHD_CONNECTION_NOTIFY_CLOSED)
+        return;
+    if (c) {
+        pthread_mutex_lock(&s->conn_lock);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->conn_list = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        if (c->evicted)
+            s->evicting--;
+        pthread_mutex_unlock(&s->conn_lock);
+        free(c);
+        *socket_context = NULL;
+    }
+    atomic_fetch_sub(&s->conns, 1);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct upload *u = *con_cls;
-    (void)cls, (void)conn, (void)toe;
+    (void)toe;
+
+    if (u) /* a request ran on this connection: until the next begins, it is idle */
+        conn_set_idle(cls, conn_of(conn), true);
 
     if (u) {
         free(u->buf);
@@ -290,6 +380,7 @@ int api_server_start(struct api_server *s, const char *path, size_t max_payload,
     if (!s->idle_timeout_s)
         s->idle_timeout_s = API_IDLE_TIMEOUT_S;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->conn_lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->req_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (s->req_fd < 0)

@@ -4,6 +4,7 @@
 #define EMBER_API_HTTP_H
 
 struct MHD_Daemon;
+struct api_conn;
 
 /* api_log_fn(level, file, line, fmt, ...): where the server writes its log lines. */
 typedef void (*api_log_fn)(enum api_log_level level, const char *file, int line, const char *fmt,
@@ -15,6 +16,8 @@ typedef void (*api_log_fn)(enum api_log_level level, const char *file, int line,
     60 /* a connection with nothing sent or received for this long is \
           closed, so idle or slowloris clients cannot hold every slot */
 #define API_IDLE_TIMEOUT_MAX_S 86400
+/* Connections at most this many above the limit while idle ones that gave way close. */
+#define API_CONN_SLACK 4
 
 struct api_server {
     struct MHD_Daemon *daemon;
@@ -23,6 +26,12 @@ struct api_server {
     pthread_t acceptor;
     bool acceptor_up;
     atomic_uint conns; /* connections libmicrohttpd has open */
+    /* Every open connection (http.c), and whether it sits idle between requests: at the limit
+     * the acceptor shuts the longest-idle one so that a new client gets in (accept.c). */
+    pthread_mutex_t conn_lock;
+    struct api_conn *conn_list;
+    uint64_t idle_seq; /* stamps connections as they go idle: the smallest went first */
+    unsigned evicting; /* shut by the acceptor, not yet reported closed */
     int req_fd;        /* eventfd: a request waits in the mailbox (the VMM thread polls it) */
     char path[108];
     size_t max_payload;
@@ -52,6 +61,9 @@ void api_server_stop(struct api_server *s);
  * connections to s->daemon, answering 503 beyond API_CONN_LIMIT (accept.c). Returns 0 or
  * -errno with a reason in err. */
 int api_acceptor_start(struct api_server *s, char *err, size_t errlen);
+/* api_conn_evict_idle(s): shuts down the connection idle longest between two requests (at most
+ * API_CONN_SLACK at a time); libmicrohttpd then closes it. Returns true if one was shut. */
+bool api_conn_evict_idle(struct api_server *s);
 /* api_acceptor_stop(s): stops and joins it (safe if it never started). */
 void api_acceptor_stop(struct api_server *s);
 

@@ -78,8 +78,9 @@ static const struct sc_rule api[] = {
         ANY("rt_sigreturn"),
 };
 
-/* The acceptor: poll, accept4, the 503 answer and its drain, handing a connection to
- * libmicrohttpd (it checks the fd's flags, allocates and wakes its thread through the ITC). */
+/* The acceptor: poll, accept4, the 503 answer and its drain, shutting an idle connection that
+ * gives way to a new one, handing a connection to libmicrohttpd (it checks the fd's flags,
+ * allocates and wakes its thread through the ITC). */
 static const struct sc_rule accept_[] = {
         COMMON,
         ANY("poll"),
@@ -88,6 +89,7 @@ static const struct sc_rule accept_[] = {
         ANY("sendto"),
         ANY("recvfrom"),
         EQ("shutdown", 1, SHUT_WR, "SHUT_WR"),
+        EQ("shutdown", 1, SHUT_RDWR, "SHUT_RDWR"),
         ANY("close"),
 };
 

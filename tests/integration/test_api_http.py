@@ -271,18 +271,30 @@ def held_connection(e, first=b""):
 
 @pytest.mark.parametrize("limit", [None, 11, 40])
 def test_parallel_connections_up_to_the_limit(ember_bin, scratch, limit):
-    # Firecracker's 10 by default, all served in parallel; the 11th gets the 503. A flag
-    # raises the limit.
+    # Firecracker's 10 by default, all served in parallel; while they are all in use (none has
+    # finished a request yet) the 11th gets the 503. A flag raises the limit.
     extra = ["--http-api-max-connections", limit] if limit else []
     e = Ember.start(ember_bin, scratch, *extra)
     n = limit or CONN_LIMIT
     socks = []
     try:
         socks = [held_connection(e) for _ in range(n)]
-        for r in parallel_gets(socks):
-            assert r and r.startswith(b"HTTP/1.1 200") and b"firecracker_version" in r, r
         extra = e.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)
         assert extra.startswith(b"HTTP/1.1 503"), extra
+        for r in parallel_gets(socks):
+            assert r and r.startswith(b"HTTP/1.1 200") and b"firecracker_version" in r, r
+        # Now all are idle between requests: the longest idle gives way to a new client (an
+        # HTTP server may close an idle keep-alive connection), whose client sees it closed.
+        extra = e.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)
+        assert extra.startswith(b"HTTP/1.1 200"), extra
+        closed = 0
+        for s in socks:
+            s.settimeout(0.5)
+            try:
+                closed += s.recv(1) == b""
+            except socket.timeout:
+                pass
+        assert closed == 1, closed
     finally:
         for s in socks:
             s.close()
@@ -300,8 +312,9 @@ def test_max_connections_flag_checked(ember_bin, scratch):
 
 
 def test_connection_limit(vm):
-    # 10 connections stay open and served; one more gets Firecracker's 503 at once (no hang),
-    # and a slot that frees up is usable again
+    # 10 connections stay open and served; while none has finished a request (an idle one
+    # would give way, test_serial_api_conns.py) one more gets Firecracker's 503 at once (no
+    # hang), and a slot that frees up is usable again
     def ask(s):
         s.sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
         return s.recv(4096)
@@ -309,8 +322,7 @@ def test_connection_limit(vm):
     socks = []
     try:
         for _ in range(CONN_LIMIT):
-            socks.append(vm.connect(30))
-            assert ask(socks[-1]).startswith(b"HTTP/1.1 200"), len(socks)
+            socks.append(held_connection(vm))
         extra = vm.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)
         head, _, body = extra.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503") and b"Connection: close" in head, extra

@@ -75,10 +75,7 @@ def netns():
 
 @pytest.fixture
 def vm_in_ns(netns, ember_bin, scratch, tmp_path):
-    # --http-api-max-connections: on main each PUT /drives leaves one connection counted against
-    # the limit (10 by default), and test_put_validation puts 18 drives.
-    vm = Ember.start(netns.wrapper(tmp_path, ember_bin), scratch, "--id", "net-vm",
-                     "--http-api-max-connections", "64")
+    vm = Ember.start(netns.wrapper(tmp_path, ember_bin), scratch, "--id", "net-vm")
     yield vm
     vm.close()
 
