@@ -53,22 +53,22 @@ int console_open_out(const char *path, char *err, size_t errlen)
 
 static void on_out_writable(void *opaque, uint32_t events);
 
-/* Writes what the UART queued; watches the console fd only while it is full. */
+/* Writes what the UART queued; watches the console fd only while it is full (not watched
+ * at all otherwise: epoll reports a pipe whose reader left as EPOLLERR whatever it is asked). */
 static void drain_out(struct console *c)
 {
     struct serial *s = &c->vm->serial;
     int ret = serial_flush(s, FLUSH_BUDGET);
     bool want = ret == -EAGAIN;
 
-    if (want != c->out_armed) {
-        int r = c->out_watched ? loop_modify(c->loop, s->out_fd, want ? EPOLLOUT : 0)
-                               : loop_add(c->loop, s->out_fd, EPOLLOUT, on_out_writable, c);
-        if (r == 0) {
+    if (want && !c->out_watched) {
+        if (loop_add(c->loop, s->out_fd, EPOLLOUT, on_out_writable, c) == 0)
             c->out_watched = true;
-            c->out_armed = want;
-        } else if (want) { /* not pollable: what waits is lost, not waited for */
+        else /* not pollable: what waits is lost, not waited for */
             serial_discard(s);
-        }
+    } else if (!want && c->out_watched) {
+        loop_remove(c->loop, s->out_fd);
+        c->out_watched = false;
     }
     if (ret == 1) { /* more than one round's worth: come back after the other events */
         uint64_t one = 1;
@@ -138,10 +138,17 @@ static int term_raw(struct term *t, int fd)
     return 0;
 }
 
+static void on_stdin(void *opaque, uint32_t events);
+
 static void arm(struct console *c, bool on)
 {
-    if (c->armed != on && loop_modify(c->loop, STDIN_FILENO, on ? EPOLLIN : 0) == 0)
-        c->armed = on;
+    /* off: not watched at all (a hung-up FIFO reports EPOLLHUP whatever it is asked for) */
+    if (on && !c->armed && loop_add(c->loop, STDIN_FILENO, EPOLLIN, on_stdin, c) == 0) {
+        c->armed = true;
+    } else if (!on && c->armed) {
+        loop_remove(c->loop, STDIN_FILENO);
+        c->armed = false;
+    }
 }
 
 static void on_stdin(void *opaque, uint32_t events)
@@ -223,7 +230,7 @@ int console_start(struct console *c, struct vm *vm, struct loop *loop)
 
 void console_stop(struct console *c)
 {
-    if (c->watched)
+    if (c->armed)
         loop_remove(c->loop, STDIN_FILENO);
     if (c->rx_watched)
         loop_remove(c->loop, c->vm->serial_rx_fd);
@@ -233,8 +240,7 @@ void console_stop(struct console *c)
     }
     if (c->out_watched)
         loop_remove(c->loop, c->vm->serial.out_fd);
-    c->watched = c->armed = c->rx_watched = c->kick_watched = false;
-    c->out_watched = c->out_armed = false;
+    c->watched = c->armed = c->rx_watched = c->kick_watched = c->out_watched = false;
     if (c->term.raw)
         tcsetattr(STDIN_FILENO, TCSANOW, &c->term.saved);
     c->term.raw = false;

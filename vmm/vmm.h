@@ -170,7 +170,7 @@ struct console {
     struct vm *vm;
     struct loop *loop;
     bool watched, armed, rx_watched, tty, escape;
-    bool kick_watched, out_watched, out_armed; /* the output side's watches */
+    bool kick_watched, out_watched; /* the output side's watches */
     struct term term;
 };
 /* console_open_out(path, err, errlen): opens a serial output path (serial_out_path, --console)
