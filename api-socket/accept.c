@@ -1,9 +1,9 @@
 /* The API socket's acceptor: a small thread that accepts connections and hands them to
  * libmicrohttpd, so the connection limit is ours. At its limit libmicrohttpd would stop
- * accepting and leave new clients hanging in the listen backlog. At the limit, a connection
- * idle between two requests gives way to the new one (api_conn_evict_idle); when none is idle,
- * like Firecracker, ember answers the excess connection at once with 503 {"error": "Too many
- * open connections"}, whatever the client does, and ends it. */
+ * accepting and leave new clients hanging in the listen backlog. Like Firecracker, ember answers
+ * an excess connection at once with 503 {"error": "Too many open connections"}, whatever the
+ * client does, and ends it. Only with --http-api-idle-give-way (ember's own) does a connection
+ * idle between two requests give way to the new one first (api_conn_evict_idle). */
 #define _GNU_SOURCE /* accept4, pthread_setname_np */
 #include <errno.h>
 #include <poll.h>
@@ -118,7 +118,7 @@ static void *acceptor(void *arg)
         }
         /* counted here, uncounted when libmicrohttpd reports it closed (http.c) */
         if (atomic_fetch_add(&s->conns, 1) >= (s->conn_limit ? s->conn_limit : API_CONN_LIMIT) &&
-            !api_conn_evict_idle(s)) {
+            !(s->idle_give_way && api_conn_evict_idle(s))) {
             atomic_fetch_sub(&s->conns, 1);
             refuse(&l, fd);
             continue;

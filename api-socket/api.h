@@ -260,6 +260,7 @@ struct api_args {
     enum api_log_level level;
     size_t max_payload;
     unsigned max_connections, idle_timeout_s;
+    bool idle_give_way;    /* --http-api-idle-give-way (ember's own; off: Firecracker's limit) */
     bool allow_core_dumps; /* acted on by proc_hygiene, before parsing */
     uint64_t start_time_us, start_time_cpu_us, parent_cpu_time_us;
     bool has_start_time_us, has_start_time_cpu_us, has_parent_cpu_time_us;

@@ -27,6 +27,9 @@ void args_usage(void *out)
             "  --http-api-max-payload-size N   largest request body in bytes (default %d)\n"
             "  --http-api-max-connections N    open API connections, 1 to %d (default %d, as\n"
             "                                  Firecracker); one more gets a 503\n"
+            "  --http-api-idle-give-way        ember's own: at the limit, a connection idle\n"
+            "                                  between two requests is closed to let the new\n"
+            "                                  one in (default off: the new one gets the 503)\n"
             "  --http-api-idle-timeout S       close a connection idle for S seconds, 1 to %d\n"
             "                                  (default %d)\n"
             "  --allow-core-dumps              stay dumpable, RLIMIT_CORE as inherited (default:\n"
@@ -102,6 +105,7 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
         O_PAYLOAD,
         O_MAX_CONNS,
         O_IDLE_TIMEOUT,
+        O_IDLE_GIVE_WAY,
         O_ALLOW_CORE,
         O_START_US,
         O_START_CPU_US,
@@ -126,6 +130,7 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
             {"http-api-max-payload-size", required_argument, NULL, O_PAYLOAD},
             {"http-api-max-connections", required_argument, NULL, O_MAX_CONNS},
             {"http-api-idle-timeout", required_argument, NULL, O_IDLE_TIMEOUT},
+            {"http-api-idle-give-way", no_argument, NULL, O_IDLE_GIVE_WAY},
             {"allow-core-dumps", no_argument, NULL, O_ALLOW_CORE},
             {"start-time-us", required_argument, NULL, O_START_US},
             {"start-time-cpu-us", required_argument, NULL, O_START_CPU_US},
@@ -213,6 +218,9 @@ int args_parse(struct api_args *a, int argc, char **argv, char *err, size_t errl
             *(conns ? &a->max_connections : &a->idle_timeout_s) = (unsigned)v;
             break;
         }
+        case O_IDLE_GIVE_WAY:
+            a->idle_give_way = true;
+            break;
         case O_ALLOW_CORE:
             a->allow_core_dumps = true;
             break;

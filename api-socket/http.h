@@ -37,6 +37,7 @@ struct api_server {
     size_t max_payload;
     unsigned conn_limit;     /* 0: API_CONN_LIMIT */
     unsigned idle_timeout_s; /* 0: API_IDLE_TIMEOUT_S */
+    bool idle_give_way;      /* at the limit an idle connection gives way (off: 503) */
     api_log_fn log;          /* may be NULL */
     pthread_mutex_t lock;
     pthread_cond_t cond;

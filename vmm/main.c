@@ -230,6 +230,7 @@ static int fc_main(int argc, char **argv, const struct timespec *t0)
     if (!args.no_api) {
         f.srv.log = api_server_log;
         f.srv.conn_limit = args.max_connections, f.srv.idle_timeout_s = args.idle_timeout_s;
+        f.srv.idle_give_way = args.idle_give_way;
         ret = api_server_start(&f.srv, args.api_sock, args.max_payload, err, sizeof(err));
         if (ret) {
             log_err("%s", err);

@@ -2,8 +2,8 @@
 
 `Ember.start(...)` launches `ember --api-sock S ...` and waits (bounded) until the socket
 accepts; `close()` kills it if it is still running, so a hung ember never hangs the suite.
-Requests go through requests_unixsocket (keep-alive session) or raw sockets for the
-HTTP-level tests. `Swagger` checks bodies against reference/firecracker-swagger.yaml.
+Requests go through requests_unixsocket (one keep-alive connection per socket, see
+OneConnAdapter) or raw sockets for the HTTP-level tests. `Swagger` checks bodies against reference/firecracker-swagger.yaml.
 """
 import os
 import pathlib
@@ -14,6 +14,7 @@ import time
 import urllib.parse
 
 import requests_unixsocket
+from requests_unixsocket.adapters import UnixAdapter
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SLOW = os.environ.get("EMBER_IN_TESTHOST") == "1"
@@ -23,12 +24,29 @@ SWAGGER = pathlib.Path(os.environ.get("EMBER_SWAGGER",
                                       "/work/shared/reference/firecracker-swagger.yaml"))
 
 
+class OneConnAdapter(UnixAdapter):
+    """requests_unixsocket keys its connection pools by the full URL, so PUT /drives/d0,
+    /drives/d1, ... each keep an idle keep-alive connection open, and the 11th gets
+    Firecracker's 503 (ember keeps that limit). Keyed by the socket, a session holds one."""
+
+    def get_connection(self, url, proxies=None):
+        u = urllib.parse.urlparse(url)
+        return super().get_connection(f"{u.scheme}://{u.netloc}", proxies)
+
+
+def session():
+    """A requests session to a unix socket that holds at most one connection per socket."""
+    s = requests_unixsocket.Session()
+    s.mount("http+unix://", OneConnAdapter())
+    return s
+
+
 class Ember:
     def __init__(self, proc, sock, log_path):
         self.proc = proc
         self.sock = pathlib.Path(sock)
         self.log_path = log_path
-        self.session = requests_unixsocket.Session()
+        self.session = session()
         self.base = "http+unix://" + urllib.parse.quote(str(self.sock), safe="")
 
     @classmethod

@@ -269,10 +269,16 @@ def held_connection(e, first=b""):
     raise AssertionError("no connection slot freed up")
 
 
+def get_version(s):
+    s.sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    return s.recv(4096)
+
+
 @pytest.mark.parametrize("limit", [None, 11, 40])
 def test_parallel_connections_up_to_the_limit(ember_bin, scratch, limit):
-    # Firecracker's 10 by default, all served in parallel; while they are all in use (none has
-    # finished a request yet) the 11th gets the 503. A flag raises the limit.
+    # Firecracker's 10 by default, all served in parallel; the 11th gets the 503, whether the
+    # others are in the middle of a request or idle between two (as Firecracker). A flag
+    # raises the limit.
     extra = ["--http-api-max-connections", limit] if limit else []
     e = Ember.start(ember_bin, scratch, *extra)
     n = limit or CONN_LIMIT
@@ -283,8 +289,28 @@ def test_parallel_connections_up_to_the_limit(ember_bin, scratch, limit):
         assert extra.startswith(b"HTTP/1.1 503"), extra
         for r in parallel_gets(socks):
             assert r and r.startswith(b"HTTP/1.1 200") and b"firecracker_version" in r, r
-        # Now all are idle between requests: the longest idle gives way to a new client (an
-        # HTTP server may close an idle keep-alive connection), whose client sees it closed.
+        # all idle between requests now: still 503, and every one of them still served
+        extra = e.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)
+        assert extra.startswith(b"HTTP/1.1 503") and b"Connection: close" in extra, extra
+        assert all(get_version(s).startswith(b"HTTP/1.1 200") for s in socks)
+    finally:
+        for s in socks:
+            s.close()
+        e.close()
+
+
+def test_idle_give_way_flag(ember_bin, scratch):
+    # ember's own --http-api-idle-give-way: while all are in use the 11th still gets the 503;
+    # once they are idle between requests the longest idle one is closed (legal for an HTTP
+    # server) and the new client is served; its owner sees the close.
+    e = Ember.start(ember_bin, scratch, "--http-api-idle-give-way")
+    socks = []
+    try:
+        socks = [held_connection(e) for _ in range(CONN_LIMIT)]
+        extra = e.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)
+        assert extra.startswith(b"HTTP/1.1 503"), extra
+        for r in parallel_gets(socks):
+            assert r and r.startswith(b"HTTP/1.1 200"), r
         extra = e.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)
         assert extra.startswith(b"HTTP/1.1 200"), extra
         closed = 0
@@ -301,6 +327,14 @@ def test_parallel_connections_up_to_the_limit(ember_bin, scratch, limit):
         e.close()
 
 
+def test_idle_give_way_flag_takes_no_value(ember_bin, scratch):
+    r = subprocess.run([ember_bin, "--api-sock", scratch / "s", "--http-api-idle-give-way=1"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 153 and "http-api-idle-give-way" in r.stdout + r.stderr, r
+    out = subprocess.run([ember_bin, "--help"], capture_output=True, text=True, timeout=30).stdout
+    assert "--http-api-idle-give-way" in out and "default off" in out
+
+
 def test_max_connections_flag_checked(ember_bin, scratch):
     for bad in ("0", "1025", "x", "-1"):
         r = subprocess.run([ember_bin, "--api-sock", scratch / "s", "--http-api-max-connections",
@@ -312,17 +346,14 @@ def test_max_connections_flag_checked(ember_bin, scratch):
 
 
 def test_connection_limit(vm):
-    # 10 connections stay open and served; while none has finished a request (an idle one
-    # would give way, test_serial_api_conns.py) one more gets Firecracker's 503 at once (no
-    # hang), and a slot that frees up is usable again
-    def ask(s):
-        s.sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        return s.recv(4096)
-
+    # 10 connections stay open and served (each idle after its request); one more gets
+    # Firecracker's 503 at once (no hang), and a slot that frees up is usable again
+    ask = get_version
     socks = []
     try:
         for _ in range(CONN_LIMIT):
             socks.append(held_connection(vm))
+            assert ask(socks[-1]).startswith(b"HTTP/1.1 200"), len(socks)
         extra = vm.raw(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n", timeout=30)
         head, _, body = extra.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503") and b"Connection: close" in head, extra
