@@ -21,6 +21,7 @@
 #include "../snapshot/snapshot.h"
 
 #define METRICS_PERIOD_S 60
+#define SNAP_FLUSH_MS    100 /* what a snapshot waits for a slow console reader, at most */
 
 static struct app *fatal_app; /* what the fatal-signal handler flushes */
 
@@ -214,6 +215,12 @@ int app_snapshot_create(struct app *a, const char *snap_path, const char *mem_pa
                         char *err, size_t errlen)
 {
     uint64_t t0 = clock_ns();
+    /* The UART's output ring is not part of the snapshot: what the guest wrote before the
+     * pause is this VM's console output, so it goes out first (a VMM is often ended right
+     * after its snapshot). A reader too slow for that keeps the rest queued here. */
+    if (serial_drain(&a->vm.serial, SNAP_FLUSH_MS))
+        log_warn("Serial output of the guest is still queued for a slow console reader; the "
+                 "snapshot does not carry it.");
     int ret = vm_snapshot_create(&a->vm, snap_path, mem_path, diff, err, errlen);
     if (ret)
         return ret;

@@ -6,7 +6,6 @@
  * console fd, which never blocks, and watches it for EPOLLOUT only while it is full. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
@@ -99,23 +98,8 @@ static void on_out_writable(void *opaque, uint32_t events)
  * a stalled one is waited for FINAL_FLUSH_MS at most. */
 static void final_flush(struct console *c)
 {
-    struct serial *s = &c->vm->serial;
-    uint64_t deadline = clock_ns() + FINAL_FLUSH_MS * 1000000ULL;
-
-    for (int rounds = 0; rounds < 4;) {
-        int ret = serial_flush(s, FLUSH_BUDGET);
-        if (ret == 0)
-            return;
-        if (ret == 1) {
-            rounds++;
-            continue;
-        }
-        uint64_t now = clock_ns();
-        struct pollfd p = {.fd = s->out_fd, .events = POLLOUT};
-        if (now >= deadline || poll(&p, 1, (int)((deadline - now) / 1000000 + 1)) <= 0)
-            break;
-    }
-    serial_discard(s);
+    if (serial_drain(&c->vm->serial, FINAL_FLUSH_MS))
+        serial_discard(&c->vm->serial);
 }
 
 static int term_raw(struct term *t, int fd)

@@ -95,6 +95,10 @@ int serial_set_rate(struct serial *s, const struct vm_bucket *b);
  * block, or budget bytes went (event loop thread). Returns 0 (empty), -EAGAIN (wait until
  * out_fd is writable) or 1 (budget spent, more waits: call again after other work). */
 int serial_flush(struct serial *s, size_t budget);
+/* serial_drain(s, timeout_ms): writes all waiting output, waiting for a stalled out_fd at
+ * most timeout_ms in all (event loop thread, vCPUs paused or stopped). Returns 0 (nothing
+ * waits) or -EAGAIN (the reader did not take it all: the rest stays queued, not counted). */
+int serial_drain(struct serial *s, int timeout_ms);
 /* serial_discard(s): drops (and counts) the output still waiting, at the end. */
 void serial_discard(struct serial *s);
 /* serial_bus_dev(s): Returns the PIO device for COM1 (0x3F8, 8 ports). */

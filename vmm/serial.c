@@ -2,6 +2,7 @@
  * console. Output goes into a bounded ring that the event loop drains (so a stalled reader
  * can never stop a vCPU); input arrives from the event loop. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -271,6 +272,28 @@ int serial_flush(struct serial *s, size_t budget)
         }
         pthread_mutex_unlock(&s->lock);
     }
+}
+
+int serial_drain(struct serial *s, int timeout_ms)
+{
+    uint64_t deadline = clock_ns() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000ULL;
+
+    /* at most OUTBUF_SIZE is queued and nothing adds to it (paused or stopped vCPUs), so a
+     * few rounds always suffice; a vCPU still writing cannot keep this going either */
+    for (int rounds = 0; rounds < 8;) {
+        int ret = serial_flush(s, OUTBUF_SIZE);
+        if (ret == 0)
+            return 0;
+        if (ret == 1) {
+            rounds++;
+            continue;
+        }
+        uint64_t now = clock_ns();
+        struct pollfd p = {.fd = s->out_fd, .events = POLLOUT};
+        if (now >= deadline || poll(&p, 1, (int)((deadline - now) / 1000000 + 1)) <= 0)
+            return -EAGAIN;
+    }
+    return -EAGAIN;
 }
 
 void serial_discard(struct serial *s)

@@ -257,12 +257,56 @@ static void loopback_and_discard(void **state)
     close(p[0]), close(p[1]);
 }
 
+/* serial_drain (before a snapshot, at the end): everything queued goes to a reader with room;
+ * a full pipe is waited for a bounded time and what it did not take stays queued, uncounted;
+ * a reader that left loses the bytes (counted), and drain still ends. */
+static void drain_bounded(void **state)
+{
+    static char got[OUTBUF_SIZE * 2];
+    int p[2];
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    assert_int_equal(pipe2(p, O_NONBLOCK), 0);
+    int cap = fcntl(p[1], F_GETPIPE_SZ);
+    struct uart *u = uart_new(p[1]);
+
+    guest_writes(u, 5000);
+    assert_int_equal(serial_drain(&u->s, 100), 0);
+    assert_int_equal(u->s.out.len, 0);
+    assert_int_equal(read(p[0], got, sizeof(got)), 5000);
+    assert_int_equal(got[4999], 'a' + 4999 % 26);
+
+    guest_writes(u, (size_t)cap); /* the pipe full, then 1000 more that it cannot take */
+    assert_int_equal(serial_flush(&u->s, SIZE_MAX), 0);
+    guest_writes(u, 1000);
+    assert_int_equal(serial_drain(&u->s, 10), -EAGAIN);
+    assert_int_equal(serial_drain(&u->s, -5), -EAGAIN); /* a negative wait: none */
+    assert_int_equal(u->s.out.len, 1000);
+    assert_int_equal(u->stats.uart_missed_write, 0);
+    size_t total = 0;
+    ssize_t r;
+    while ((r = read(p[0], got + total, sizeof(got) - total)) > 0)
+        total += (size_t)r;
+    assert_int_equal(total, (size_t)cap);
+    assert_int_equal(serial_drain(&u->s, 0), 0); /* room again: no wait needed */
+    assert_int_equal(read(p[0], got, sizeof(got)), 1000);
+
+    guest_writes(u, 300);
+    close(p[0]); /* the reader leaves */
+    assert_int_equal(serial_drain(&u->s, 100), 0);
+    assert_int_equal(u->s.out.len, 0);
+    assert_int_equal(u->stats.uart_missed_write, 300);
+    uart_free(u);
+    close(p[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(ring_wraps_and_fills), cmocka_unit_test(stalled_reader),
             cmocka_unit_test(flush_budget),         cmocka_unit_test(broken_outputs),
             cmocka_unit_test(rate_limit),           cmocka_unit_test(loopback_and_discard),
+            cmocka_unit_test(drain_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
