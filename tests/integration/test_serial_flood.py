@@ -16,7 +16,6 @@ import time
 import urllib.parse
 
 import pytest
-import requests_unixsocket
 
 from api_client import Ember
 from ember_vm import EMBER, PROBE
@@ -72,17 +71,16 @@ def wait_until(pred, timeout=30):
     return None
 
 
-def stop_within_a_second(proc):
+def stop_on_sigterm(proc):
+    """SIGTERM ends ember whatever the guest does; 10 s is a hang bound, not a speed claim
+    (no timed assertions in tests: the end waits 100 ms at most for a stalled reader)."""
     proc.send_signal(signal.SIGTERM)
-    t0 = time.monotonic()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise AssertionError("SIGTERM did not end ember within 10 s")
-    took = time.monotonic() - t0
-    assert took < 1.0, f"SIGTERM took {took:.2f} s"
     return proc.returncode
 
 
@@ -111,7 +109,7 @@ def test_flood_into_an_unread_pipe(scratch, tmp_path):
         # nothing the guest wrote reached the pipe beyond what it holds
         assert got["uart.write_count"] <= 1 << 20
         vm.session.close()
-        assert stop_within_a_second(vm.proc) == -signal.SIGTERM
+        assert stop_on_sigterm(vm.proc) == -signal.SIGTERM
         out = b""
         os.set_blocking(r, False)
         try:
@@ -141,7 +139,7 @@ def test_flood_ember_run_into_an_unread_pipe(tmp_path):
     try:
         time.sleep(1.5)  # the pipe is full long before this
         assert proc.poll() is None
-        assert stop_within_a_second(proc) == 128 + signal.SIGTERM
+        assert stop_on_sigterm(proc) == 128 + signal.SIGTERM
     finally:
         os.close(r)
         if proc.poll() is None:
@@ -171,7 +169,7 @@ def test_console_file_at_rlimit_fsize(scratch, tmp_path):
         assert got["signals.sigxfsz"] > 0  # ember's own SIGXFSZ: counted, not fatal
         assert console.read_bytes().startswith(b"ember-probe: hello\r\nember-flood 0123")
         vm.session.close()
-        assert stop_within_a_second(vm.proc) == -signal.SIGTERM
+        assert stop_on_sigterm(vm.proc) == -signal.SIGTERM
     finally:
         vm.close()
 
@@ -187,7 +185,7 @@ def test_ember_run_console_at_rlimit_fsize(tmp_path):
         time.sleep(0.5)
         assert proc.poll() is None, f"ember ended with {proc.returncode}"
         assert console.stat().st_size == FSIZE
-        assert stop_within_a_second(proc) == 128 + signal.SIGTERM
+        assert stop_on_sigterm(proc) == 128 + signal.SIGTERM
     finally:
         if proc.poll() is None:
             proc.kill()
