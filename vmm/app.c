@@ -122,7 +122,9 @@ int app_run(struct app *a)
     }
     if (a->quit)
         return a->quit_code;
-    vm_halt(&a->vm);
+    vm_halt(&a->vm); /* the console's last bytes are out: a log line now follows them */
+    if (atomic_load(&a->vm.stop_reason) == VM_STOP_RESET && i8042_reset_pulsed(&a->vm.i8042))
+        log_info("guest reset the CPU through the i8042: stopping the VM");
     if (atomic_load(&a->vm.stop_reason) == VM_STOP_SIGNAL)
         return sig_stop_code(a->fc_mode, a->vm.stop_signal, &a->raise_sig);
     return vm_exit_code(&a->vm);

@@ -69,6 +69,7 @@ static bool command(struct i8042 *k, uint8_t cmd, bool *reset)
         return false;
     case 0xfe: /* pulse the reset line */
         STAT_ADD(k->stats, i8042_reset, 1);
+        atomic_store(&k->reset_line, true);
         *reset = true;
         return false;
     default: /* aux enable/disable and the rest: accepted, no effect */
@@ -164,6 +165,11 @@ int i8042_init(struct i8042 *k, int irq_fd, int reset_fd)
     k->irq_fd = irq_fd;
     k->reset_fd = reset_fd;
     return -pthread_mutex_init(&k->lock, NULL);
+}
+
+bool i8042_reset_pulsed(struct i8042 *k)
+{
+    return atomic_load(&k->reset_line);
 }
 
 void i8042_destroy(struct i8042 *k)

@@ -129,6 +129,7 @@ struct i8042 {
     pthread_mutex_t lock;
     int irq_fd;             /* irqfd eventfd for GSI 1 */
     int reset_fd;           /* eventfd: guest asked for a CPU reset */
+    atomic_bool reset_line; /* the reset line was pulsed: the vCPU that did it stops at once */
     struct vm_stats *stats; /* i8042_* counters; NULL = none (set before the vCPUs run) */
 };
 
@@ -138,6 +139,10 @@ int i8042_init(struct i8042 *k, int irq_fd, int reset_fd);
 void i8042_destroy(struct i8042 *k);
 /* i8042_bus_dev(k): Returns the PIO device (0x60..0x64). */
 struct bus_dev i8042_bus_dev(struct i8042 *k);
+/* i8042_reset_pulsed(k): Returns true once the guest pulsed the reset line (command 0xFE).
+ * The vCPU that wrote it checks this before it runs on: a CPU in reset executes nothing, and
+ * Linux's reboot=k falls through to a triple fault a few microseconds later. */
+bool i8042_reset_pulsed(struct i8042 *k);
 /* i8042_ctrl_alt_del(k): injects Ctrl-Alt-Del scancodes. Returns 0 or -ENOSPC. */
 int i8042_ctrl_alt_del(struct i8042 *k);
 /* i8042_save(k, st): status, control byte, pending command and output buffer into st. */

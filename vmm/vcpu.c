@@ -145,6 +145,12 @@ static bool handle_exit(struct vcpu *vcpu)
         for (uint32_t i = 0; i < run->io.count; i++, p += size)
             bus_access(&vm->pio, run->io.port, p, (uint32_t)size,
                        run->io.direction == KVM_EXIT_IO_OUT);
+        /* A reset pulse stops this vCPU before its next instruction, not when the event loop
+         * gets to the reset eventfd: by then the guest may have triple-faulted (an error). */
+        if (run->io.direction == KVM_EXIT_IO_OUT && i8042_reset_pulsed(&vm->i8042)) {
+            vm_request_stop(vm, VM_STOP_RESET); /* logged once the console is out (app.c) */
+            return false;
+        }
         return true;
     }
     case KVM_EXIT_MMIO:

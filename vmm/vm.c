@@ -244,7 +244,8 @@ static void on_reset(void *opaque, uint32_t events)
     struct vm *vm = opaque;
     (void)events;
     drain(vm->reset_fd);
-    log_info("guest reset the CPU through the i8042: stopping the VM");
+    /* the vCPU that pulsed the line has stopped the VM already (vcpu.c); this wakes the
+     * loop. The line is logged at the end, after the guest's last console bytes (app.c). */
     vm_request_stop(vm, VM_STOP_RESET);
 }
 

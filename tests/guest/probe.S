@@ -4,6 +4,8 @@
  *   'h' (default) print "ember-probe: hello" on COM1, write 123 to the boot timer, then reset
  *       through the i8042 (port 0x64, 0xFE)
  *   't' triple fault (load an empty IDT and raise an exception)
+ *   'r' reset through the i8042, then triple fault at once (Linux's reboot=k does the same
+ *       after a few microseconds when the reset seems not to work): the reset must win
  *   'i' the same as 'h' but hang instead of resetting (for signal/timeout tests)
  *   'e' the same as 'h', then echo COM1 input back (polling) until it reads 'q', then reset
  *   'x' the same as 'h' with 200000 port writes to 0x80 (nobody's: 200000 plain vCPU exits)
@@ -29,6 +31,8 @@ _start:
     movzbl  (%rbx), %r12d
     cmp     $'t', %r12d
     je      triple
+    cmp     $'r', %r12d
+    je      reset_then_triple
 
     lea     msg(%rip), %rsi
     mov     $0x3f8, %dx
@@ -138,6 +142,9 @@ hb_wait:
     rep outsb
     jmp     hb_wait
 
+reset_then_triple:
+    mov     $0xfe, %al
+    out     %al, $0x64
 triple:
     lidt    empty_idt(%rip)
     ud2

@@ -2,6 +2,7 @@
 (PVM runs it), so these run wherever /dev/kvm exists: the VMM's own paths — 64-bit entry,
 COM1 output, the boot timer, i8042 reset → exit 0, triple fault → error, signals."""
 import os
+import re
 import subprocess
 
 import pytest
@@ -31,6 +32,16 @@ def test_triple_fault_is_an_error(tmp_path):
     r = run(ember_args(PROBE, cmdline="t"), tmp_path, timeout=60)
     assert r.code == 1, r
     assert "triple fault" in r.log and "RIP 0x" in r.log, r
+
+
+def test_reset_pulse_wins_over_a_triple_fault_right_after(tmp_path):
+    # the reset stops the vCPU that pulsed it before its next instruction: the triple fault
+    # that follows at once (as Linux's reboot=k falls through to one) is never run; this
+    # used to race with the event loop and end as an error now and then
+    for _ in range(5):
+        r = run(ember_args(PROBE, cmdline="r"), tmp_path, timeout=60)
+        assert r.code == 0, r
+        assert "triple fault" not in r.log and "reset the CPU through the i8042" in r.log, r
 
 
 def test_sigterm_stops_a_running_guest(tmp_path):
@@ -75,7 +86,10 @@ def _on_a_terminal(cmdline, keys_after_hello, until, timeout=60):
                 if not chunk:
                     break
                 out += chunk
-            if not typed and b"hello" in out:
+            # ember's log lines share the terminal and may fall inside the guest's (the
+            # console is written by the event loop, a vCPU's log line at once)
+            guest = re.sub(rb"ember: [^\n]*\n", b"", out)
+            if not typed and b"hello" in guest:
                 os.write(fd, keys_after_hello)
                 typed = True
             if until in out.split(b"hello")[-1]:
