@@ -32,6 +32,7 @@ static void defaults_and_all_flags(void **state)
     assert_int_equal(a.max_connections, 10); /* Firecracker's */
     assert_int_equal(a.idle_timeout_s, API_IDLE_TIMEOUT_S);
     assert_false(a.allow_core_dumps);
+    assert_false(a.idle_give_way); /* Firecracker's limit unless asked */
     const char *all[] = {"ember",
                          "--api-sock",
                          "/s",
@@ -61,6 +62,7 @@ static void defaults_and_all_flags(void **state)
                          "1024",
                          "--http-api-idle-timeout",
                          "7",
+                         "--http-api-idle-give-way",
                          "--allow-core-dumps",
                          "--no-seccomp"};
     assert_int_equal(parse(sizeof(all) / sizeof(all[0]), all), 0);
@@ -75,6 +77,7 @@ static void defaults_and_all_flags(void **state)
     assert_int_equal(a.parent_cpu_time_us, 56);
     assert_int_equal(a.max_connections, 1024);
     assert_int_equal(a.idle_timeout_s, 7);
+    assert_true(a.idle_give_way);
     assert_true(a.allow_core_dumps);
     const char *help[] = {"ember", "--help"}, *version[] = {"ember", "--version"};
     assert_int_equal(parse(2, help), 1);
@@ -98,6 +101,7 @@ static void refused(void **state)
             {"--http-api-idle-timeout", "0", NULL, "1 to 86400"},
             {"--http-api-idle-timeout", "86401", NULL, "1 to 86400"},
             {"--http-api-idle-timeout", "x", NULL, "not a number"},
+            {"--http-api-idle-give-way=yes", NULL, NULL, "--http-api-idle-give-way"},
             {"--no-api", NULL, NULL, "requires --config-file"},
             {"--seccomp-filter", "f", "--no-seccomp", "conflict"},
             {"stray", NULL, NULL, "stray"},
