@@ -136,6 +136,17 @@ class Ember:
             self.proc.wait(timeout=30)
 
 
+def wait_until(pred, timeout=30, step=0.05):
+    """Polls pred until it returns something true (returned) or timeout seconds pass (None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
 def fault(resp):
     """The fault message of a 400 response."""
     assert resp.status_code == 400, (resp.status_code, resp.text)

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import time
 
+import api_client
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROBE = REPO / "build" / "tests" / "guest" / "probe"
 SWAGGER = pathlib.Path(os.environ.get("EMBER_SWAGGER",
@@ -146,13 +148,10 @@ class Vmm:
 
 
 def wait_until(predicate, what, timeout=TIMEOUT, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    v = api_client.wait_until(predicate, timeout, interval)
+    if not v:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return v
 
 
 def wait_go_socket(vmm, conn, sock):

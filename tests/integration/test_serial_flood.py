@@ -13,11 +13,10 @@ import resource
 import signal
 import subprocess
 import time
-import urllib.parse
 
 import pytest
 
-from api_client import Ember
+from api_client import Ember, wait_until
 from ember_vm import EMBER, PROBE
 
 pytestmark = pytest.mark.usefixtures("dev_kvm")
@@ -59,16 +58,6 @@ def uart(vm, metrics):
             for k, v in m.get(sec, {}).items():
                 total[f"{sec}.{k}"] = total.get(f"{sec}.{k}", 0) + v
     return total
-
-
-def wait_until(pred, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    return None
 
 
 def stop_on_sigterm(proc):

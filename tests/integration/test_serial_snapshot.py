@@ -11,27 +11,16 @@ import os
 import pathlib
 import re
 import subprocess
-import time
 
 import pytest
 
-from api_client import Ember
+from api_client import Ember, wait_until
 from ember_vm import EMBER, PROBE
 
 pytestmark = pytest.mark.usefixtures("dev_kvm")
 
 TICK = re.compile(rb"tick (\d+)\r\n")
 RING = 65536  # OUTBUF_SIZE in vmm/legacy.h
-
-
-def wait_until(pred, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    return None
 
 
 def read(path):
