@@ -4,8 +4,9 @@
  *   'h' (default) print "ember-probe: hello" on COM1, write 123 to the boot timer, then reset
  *       through the i8042 (port 0x64, 0xFE)
  *   't' triple fault (load an empty IDT and raise an exception)
- *   'r' reset through the i8042, then triple fault at once (Linux's reboot=k does the same
- *       after a few microseconds when the reset seems not to work): the reset must win
+ *   "k" (the whole word) reset through the i8042, then triple fault at once (Linux's reboot=k
+ *       does the same a few microseconds later when the reset seems not to work): the reset
+ *       must win
  *   'i' the same as 'h' but hang instead of resetting (for signal/timeout tests)
  *   'e' the same as 'h', then echo COM1 input back (polling) until it reads 'q', then reset
  *   'x' the same as 'h' with 200000 port writes to 0x80 (nobody's: 200000 plain vCPU exits)
@@ -31,8 +32,11 @@ _start:
     movzbl  (%rbx), %r12d
     cmp     $'t', %r12d
     je      triple
-    cmp     $'r', %r12d
+    cmp     $'k', %r12d         /* the word "k" only, as "c" below */
+    jne     1f
+    cmpb    $0, 1(%rbx)
     je      reset_then_triple
+1:
 
     lea     msg(%rip), %rsi
     mov     $0x3f8, %dx
