@@ -73,15 +73,16 @@ struct vm_bucket;
 struct serial {
     struct serial_state st;
     pthread_mutex_t lock;
-    bool rx_blocked;        /* the host stopped reading input because the FIFO was full */
-    int out_fd;             /* where guest output goes (non-blocking, or a regular file) */
-    int irq_fd;             /* irqfd eventfd for GSI 4 */
-    int rx_ready_fd;        /* eventfd: FIFO drained, host may read input again */
-    int out_kick_fd;        /* eventfd: output waits in out (serial_init makes it) */
-    bool out_kicked;        /* out_kick_fd written, out not emptied since (under lock) */
-    struct tbucket *rate;   /* the output rate limit (serial_set_rate); NULL: none */
-    struct vm_stats *stats; /* uart_* counters; NULL = none (set before the vCPUs run) */
-    struct outbuf out;      /* guest output on its way to out_fd */
+    pthread_mutex_t flush_lock; /* held while writing to out_fd (serial_flush): one writer */
+    bool rx_blocked;            /* the host stopped reading input because the FIFO was full */
+    int out_fd;                 /* where guest output goes (non-blocking, or a regular file) */
+    int irq_fd;                 /* irqfd eventfd for GSI 4 */
+    int rx_ready_fd;            /* eventfd: FIFO drained, host may read input again */
+    int out_kick_fd;            /* eventfd: output waits in out (serial_init makes it) */
+    bool out_kicked;            /* out_kick_fd written, out not emptied since (under lock) */
+    struct tbucket *rate;       /* the output rate limit (serial_set_rate); NULL: none */
+    struct vm_stats *stats;     /* uart_* counters; NULL = none (set before the vCPUs run) */
+    struct outbuf out;          /* guest output on its way to out_fd */
 };
 
 /* serial_init(s, out_fd, irq_fd, rx_ready_fd): with its out_kick_fd. Returns 0 or -errno. */
@@ -95,6 +96,10 @@ int serial_set_rate(struct serial *s, const struct vm_bucket *b);
  * block, or budget bytes went (event loop thread). Returns 0 (empty), -EAGAIN (wait until
  * out_fd is writable) or 1 (budget spent, more waits: call again after other work). */
 int serial_flush(struct serial *s, size_t budget);
+/* serial_flush_before_log(s): serial_flush with one round's budget, before a vCPU's log line
+ * (log_thread_before_line): the line then follows the guest bytes that came before it. The
+ * fd never blocks; the vCPU may wait for the loop's write in progress (flush_lock). */
+void serial_flush_before_log(void *s);
 /* serial_drain(s, timeout_ms): writes all waiting output, waiting for a stalled out_fd at
  * most timeout_ms in all (event loop thread, vCPUs paused or stopped). Returns 0 (nothing
  * waits) or -EAGAIN (the reader did not take it all: the rest stays queued, not counted). */

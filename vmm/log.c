@@ -17,6 +17,16 @@ static _Atomic uint64_t missed; /* lines lost to a failed or full sink */
 /* Where stdout and stderr lines go: log_std_fds gives descriptors that never block. */
 static int std_out = STDOUT_FILENO, std_err = STDERR_FILENO;
 
+/* This thread's call before each line (log_thread_before_line). */
+static _Thread_local void (*before_line)(void *);
+static _Thread_local void *before_arg;
+
+void log_thread_before_line(void (*fn)(void *), void *arg)
+{
+    before_line = fn;
+    before_arg = arg;
+}
+
 void log_std_fds(int out, int err)
 {
     std_out = out;
@@ -77,6 +87,8 @@ static void log_vat(enum log_level level, const char *file, int line, const char
 
     if (level > log_level || sink.off)
         return;
+    if (before_line)
+        before_line(before_arg);
     vsnprintf(raw, sizeof(raw), fmt, ap);
     escape_controls(raw, msg, sizeof(msg));
     if (!sink.fc_format) {

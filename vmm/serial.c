@@ -203,6 +203,8 @@ int serial_init(struct serial *s, int out_fd, int irq_fd, int rx_ready_fd)
     if (s->out_kick_fd < 0)
         return -errno;
     int ret = -pthread_mutex_init(&s->lock, NULL);
+    if (!ret && (ret = -pthread_mutex_init(&s->flush_lock, NULL)))
+        pthread_mutex_destroy(&s->lock);
     if (ret) {
         close(s->out_kick_fd);
         s->out_kick_fd = -1;
@@ -213,6 +215,7 @@ int serial_init(struct serial *s, int out_fd, int irq_fd, int rx_ready_fd)
 void serial_destroy(struct serial *s)
 {
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->flush_lock);
     if (s->out_kick_fd >= 0)
         close(s->out_kick_fd);
     s->out_kick_fd = -1;
@@ -235,7 +238,23 @@ int serial_set_rate(struct serial *s, const struct vm_bucket *b)
     return 0;
 }
 
+static int flush(struct serial *s, size_t budget);
+
 int serial_flush(struct serial *s, size_t budget)
+{
+    pthread_mutex_lock(&s->flush_lock); /* one writer at a time: the loop or a logging vCPU */
+    int ret = flush(s, budget);
+    pthread_mutex_unlock(&s->flush_lock);
+    return ret;
+}
+
+void serial_flush_before_log(void *opaque)
+{
+    serial_flush(opaque, OUTBUF_SIZE); /* what does not fit now is the loop's, as always */
+}
+
+/* serial_flush with flush_lock held: bytes leave the ring only after they were written. */
+static int flush(struct serial *s, size_t budget)
 {
     const uint8_t *p;
     size_t sent = 0;

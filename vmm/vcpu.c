@@ -227,6 +227,8 @@ static void *vcpu_thread(void *arg)
     sigaddset(&kick, VCPU_KICK_SIGNAL);
     pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
     sc_enter(SC_ROLE_VCPU); /* before the first KVM_RUN */
+    /* this vCPU's log lines (Guest-boot-time, its errors) follow the console bytes before them */
+    log_thread_before_line(serial_flush_before_log, &vcpu->vm->serial);
 
     for (;;) {
         pthread_mutex_lock(&vcpu->lock);

@@ -75,6 +75,10 @@ void log_configure(const char *id, int fd, enum log_level level, bool off, bool 
 /* log_std_fds(out, err): the descriptors log lines for stdout and stderr are written to
  * (outfd_nonblocking's, so that a stalled reader drops lines instead of stopping a thread). */
 void log_std_fds(int out, int err);
+/* log_thread_before_line(fn, arg): fn(arg) runs before each line this thread logs (NULL: none).
+ * A vCPU writes the console bytes it queued first, so its own lines never overtake them on a
+ * terminal or pipe the two share. */
+void log_thread_before_line(void (*fn)(void *), void *arg);
 /* log_missed(): Returns how many log lines could not be written (logger.missed_log_count). */
 uint64_t log_missed(void);
 /* log_sink_fd(id): Returns the fd log lines go to (-1: logging is off), with *id the instance

@@ -300,13 +300,45 @@ static void drain_bounded(void **state)
     close(p[1]);
 }
 
+/* A vCPU's log line on the console's pipe comes after the guest bytes it queued before it,
+ * not before them (log_thread_before_line + serial_flush_before_log); a stalled pipe still
+ * never holds the vCPU. */
+static void log_line_follows_the_output(void **state)
+{
+    static char got[OUTBUF_SIZE * 2];
+    int p[2];
+    (void)state;
+    assert_int_equal(pipe2(p, O_NONBLOCK), 0);
+    int cap = fcntl(p[1], F_GETPIPE_SZ);
+    struct uart *u = uart_new(p[1]);
+    log_std_fds(p[1], p[1]);
+    log_thread_before_line(serial_flush_before_log, &u->s);
+
+    guest_writes(u, 300);
+    log_at(LOG_INFO, __FILE__, __LINE__, "after the 300");
+    ssize_t n = read(p[0], got, sizeof(got));
+    assert_int_equal(n, 300 + strlen("ember: after the 300\n"));
+    assert_int_equal(got[299], 'a' + 299 % 26);
+    assert_memory_equal(got + 300, "ember: after the 300\n", strlen("ember: after the 300\n"));
+
+    guest_writes(u, (size_t)cap); /* the pipe full, then 100 bytes wait in the ring */
+    assert_int_equal(serial_flush(&u->s, SIZE_MAX), 0);
+    guest_writes(u, 100);
+    log_at(LOG_INFO, __FILE__, __LINE__, "dropped"); /* returns at once: no room for it */
+    assert_int_equal(u->s.out.len, 100);
+    log_thread_before_line(NULL, NULL);
+    log_std_fds(STDOUT_FILENO, STDERR_FILENO);
+    uart_free(u);
+    close(p[0]), close(p[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(ring_wraps_and_fills), cmocka_unit_test(stalled_reader),
             cmocka_unit_test(flush_budget),         cmocka_unit_test(broken_outputs),
             cmocka_unit_test(rate_limit),           cmocka_unit_test(loopback_and_discard),
-            cmocka_unit_test(drain_bounded),
+            cmocka_unit_test(drain_bounded),        cmocka_unit_test(log_line_follows_the_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
