@@ -109,9 +109,13 @@ int app_setup(struct app *a, const char *id, const struct timespec *t0)
 
 int app_run(struct app *a)
 {
-    while (!a->quit && !(a->vm_built && vm_stopped(&a->vm))) {
-        if (a->vm_built) /* the VM and its vCPUs run: filtered before the next event */
+    for (;;) {
+        /* the VM and its vCPUs run: filtered before the next event, and before the end of a
+         * VM that stopped while its InstanceStart was answered (a vCPU stops it at once) */
+        if (a->vm_built)
             sc_enter(SC_ROLE_VMM);
+        if (a->quit || (a->vm_built && vm_stopped(&a->vm)))
+            break;
         int n = loop_wait(a->loop, -1);
         if (n < 0) {
             log_err("epoll_wait: %s", strerror(-n));
