@@ -150,6 +150,10 @@ bool irqmod_start(struct irqmod *m);
  * true to hold for one more round (IRQMOD_MAX_ROUNDS in all), false to end the hold: the caller
  * re-arms kicks and raises the interrupt. */
 bool irqmod_round(struct irqmod *m, unsigned found);
+/* irqmod_end(m): the device ends a hold early and raises the interrupt now (virtio-net: the
+ * guest's rx buffers ran out, only the interrupt brings more); counted as a hold that found
+ * requests. A no-op outside a hold. */
+void irqmod_end(struct irqmod *m);
 
 /* ---- token bucket (tbucket.c) ------------------------------------------------------------ */
 struct tbucket {

@@ -79,3 +79,11 @@ bool irqmod_round(struct irqmod *m, unsigned found)
     m->skip = m->backoff;
     return false;
 }
+
+void irqmod_end(struct irqmod *m)
+{
+    if (!m->holding)
+        return;
+    m->holding = false;
+    m->backoff = m->skip = 0;
+}

@@ -37,9 +37,9 @@ FUZZ_DEPS_fuzz_state_restore := virtio/mmio.c virtio/mmio_state.c virtio/queue.c
 FUZZ_LIBS_fuzz_state_restore := -luring -lpthread
 
 # virtio-net: the device against the transport with a socketpair for its TAP, and its headers.
-UNIT_DEPS_test_virtio_net := virtio/net.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c \
+UNIT_DEPS_test_virtio_net := virtio/net.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
-FUZZ_DEPS_fuzz_virtio_net := virtio/net.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c \
+FUZZ_DEPS_fuzz_virtio_net := virtio/net.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_net := -lpthread
 FUZZ_LIBS_fuzz_virtio_net := -lpthread

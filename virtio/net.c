@@ -32,11 +32,19 @@
 #define LOG_NS     (10 * 1000000000ULL)
 #define CONFIG_LEN 8 /* mac, status (spec 5.1.4) */
 
+/* A queue's interrupt moderation (irqmod.c): the round's timerfd and what the round found. */
+struct vnet_hold {
+    struct irqmod mod;
+    int fd;
+    unsigned found;
+};
+
 struct vnet {
     struct vnet_state st;
     struct vm_net cfg;
     int tap_fd, timer_fd;
     bool is_tap; /* TUNSETOFFLOAD applies (not on a unit test's stand-in) */
+    bool ufo;    /* the TAP takes TUN_F_UFO: GUEST_UFO and HOST_UFO offered */
     struct vm_stats *stats;
     uint64_t acked;       /* the driver's features, from activate */
     bool offload_pending; /* TUNSETOFFLOAD to do on the loop (activate is on a vCPU) */
@@ -49,6 +57,7 @@ struct vnet {
     uint64_t timer_due;     /* when the rate timer fires (0: disarmed) */
     uint32_t watch;         /* what the loop watches the TAP for */
     struct ratelog err_log; /* TAP errors */
+    struct vnet_hold hold[2]; /* interrupt moderation, per queue (VNET_QUEUE_RX, _TX) */
     struct vq_chain first, chain;
     uint8_t rx_buf[VNET_BUF_MAX];
 };
@@ -68,6 +77,8 @@ static uint64_t features(void *dev)
                  1ULL << VIRTIO_NET_F_MRG_RXBUF | 1ULL << VIRTIO_NET_F_STATUS;
     if (n->st.has_mac)
         f |= 1ULL << VIRTIO_NET_F_MAC;
+    if (n->ufo)
+        f |= 1ULL << VIRTIO_NET_F_GUEST_UFO | 1ULL << VIRTIO_NET_F_HOST_UFO;
     return f;
 }
 
@@ -217,10 +228,10 @@ static int rx_deliver(struct vnet *n, struct vmmio_dev *t)
 }
 
 /* Moves frames from the TAP into the rx queue until the TAP is empty, the queue full, the
- * bucket empty or RX_BUDGET frames went. Returns 0 or -EINVAL. */
-static int rx_run(struct vnet *n, struct vmmio_dev *t)
+ * bucket empty or RX_BUDGET frames went, adding the frames delivered to *done; no interrupt
+ * (the caller's: moderated). Returns 0 or -EINVAL. */
+static int rx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done)
 {
-    unsigned frames = 0;
     int ret = 0;
 
     for (unsigned budget = RX_BUDGET; budget && !n->rx_throttled; budget--) {
@@ -261,10 +272,8 @@ static int rx_run(struct vnet *n, struct vmmio_dev *t)
             break;
         }
         n->rx_pending = false;
-        frames++;
+        (*done)++;
     }
-    if (frames)
-        vmmio_used(t, VNET_QUEUE_RX);
     rewatch(n, t);
     return ret < 0 ? ret : 0;
 }
@@ -327,11 +336,11 @@ static int tx_one(struct vnet *n, struct vmmio_dev *t, const struct vq_chain *c)
     return 1;
 }
 
-/* Sends until the ring is empty, the bucket empty or the TAP full. Returns 0 or -EINVAL. */
-static int tx_run(struct vnet *n, struct vmmio_dev *t)
+/* Sends until the ring is empty, the bucket empty or the TAP full, adding the chains answered
+ * to *done; no interrupt (the caller's: moderated). Returns 0 or -EINVAL. */
+static int tx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done)
 {
     struct vq *q = vmmio_queue(t, VNET_QUEUE_TX);
-    unsigned done = 0;
     int ret = 0;
 
     while (!n->tx_blocked && !n->tx_throttled) {
@@ -340,12 +349,118 @@ static int tx_run(struct vnet *n, struct vmmio_dev *t)
             break;
         if (!tx_one(n, t, &n->chain))
             break;
-        done++;
+        (*done)++;
     }
-    if (done)
-        vmmio_used(t, VNET_QUEUE_TX);
     rewatch(n, t);
     return ret < 0 ? ret : 0;
+}
+
+/* ---- interrupt moderation (irqmod.c), per queue, as virtio-blk ----------------------------
+ * tx: after answering frames the device may hold the interrupt for a round while kicks are
+ * suppressed (vq_set_quiet) and the ring is polled at the round's end; rx: it may hold the
+ * interrupt while the TAP keeps delivering, and raises it at once when the guest's buffers run
+ * out (the driver refills only when told). A queue's turnaround is measured from its interrupt
+ * to the next frames it carries. */
+
+static int run_q(struct vnet *n, struct vmmio_dev *t, unsigned qi, unsigned *done)
+{
+    return qi == VNET_QUEUE_TX ? tx_run(n, t, done) : rx_run(n, t, done);
+}
+
+static void arm_hold(struct vnet *n, unsigned qi, uint64_t ns)
+{
+    struct itimerspec its = {.it_value = {.tv_sec = (time_t)(ns / 1000000000ULL),
+                                          .tv_nsec = (long)(ns % 1000000000ULL)}};
+    if (n->hold[qi].fd >= 0 && timerfd_settime(n->hold[qi].fd, 0, &its, NULL) < 0)
+        log_warn("net %s: timerfd: %s", n->cfg.id, strerror(errno));
+}
+
+static void signal_q(struct vnet *n, struct vmmio_dev *t, unsigned qi, uint64_t now)
+{
+    irqmod_signalled(&n->hold[qi].mod, now);
+    vmmio_used(t, qi);
+}
+
+/* Ends queue qi's hold (if any) without an interrupt: reset, failure. */
+static void hold_cancel(struct vnet *n, unsigned qi)
+{
+    arm_hold(n, qi, 0);
+    irqmod_reset(&n->hold[qi].mod);
+    n->hold[qi].found = 0;
+}
+
+/* Ends queue qi's hold now with its interrupt: kicks re-armed (tx: the ring is run once more,
+ * so what slipped in meanwhile joins this interrupt). Returns 0 or -EINVAL. */
+static int hold_end(struct vnet *n, struct vmmio_dev *t, unsigned qi)
+{
+    unsigned done = 0;
+    int ret = 0;
+    arm_hold(n, qi, 0);
+    irqmod_end(&n->hold[qi].mod);
+    n->hold[qi].found = 0;
+    if (qi == VNET_QUEUE_TX) {
+        vq_set_quiet(vmmio_queue(t, qi), false);
+        ret = tx_run(n, t, &done);
+    }
+    signal_q(n, t, qi, clock_ns());
+    return ret;
+}
+
+/* Runs queue qi (a kick, the TAP, a timer), then raises one interrupt for what it answered or
+ * holds it. Returns 0 or -EINVAL. */
+static int run(struct vnet *n, struct vmmio_dev *t, unsigned qi)
+{
+    struct vnet_hold *h = &n->hold[qi];
+    unsigned done = 0;
+    int ret = run_q(n, t, qi, &done);
+
+    if (h->mod.holding) {
+        h->found += done;
+        if (ret < 0) {
+            hold_cancel(n, qi);
+            return ret;
+        }
+        return qi == VNET_QUEUE_RX && n->rx_pending ? hold_end(n, t, qi) : 0;
+    }
+    if (!done)
+        return ret;
+    uint64_t now = clock_ns(); /* one clock read per wake-up that carried frames */
+    irqmod_arrived(&h->mod, now);
+    if (!ret && !(qi == VNET_QUEUE_RX && n->rx_pending) && irqmod_start(&h->mod)) {
+        if (qi == VNET_QUEUE_TX)
+            vq_set_quiet(vmmio_queue(t, qi), true);
+        h->found = 0;
+        arm_hold(n, qi, irqmod_round_ns(&h->mod));
+    } else {
+        signal_q(n, t, qi, now);
+    }
+    return ret;
+}
+
+/* Queue qi's round ended: poll it, then hold on or raise the interrupt. Returns 0 or -EINVAL. */
+static int hold_round(struct vnet *n, struct vmmio_dev *t, unsigned qi)
+{
+    struct vnet_hold *h = &n->hold[qi];
+    unsigned done = 0;
+    int ret = run_q(n, t, qi, &done);
+    if (ret < 0) {
+        hold_cancel(n, qi); /* the device is failing: no more rounds */
+        return ret;
+    }
+    bool more = irqmod_round(&h->mod, h->found + done);
+    h->found = 0;
+    if (more && !(qi == VNET_QUEUE_RX && n->rx_pending)) {
+        arm_hold(n, qi, irqmod_round_ns(&h->mod));
+        return 0;
+    }
+    return hold_end(n, t, qi);
+}
+
+/* Both directions, tx first (frames the TAP refused wait for the same wake-up as rx). */
+static int run_both(struct vnet *n, struct vmmio_dev *t)
+{
+    int ret = run(n, t, VNET_QUEUE_TX);
+    return ret ? ret : run(n, t, VNET_QUEUE_RX);
 }
 
 /* ---- ops -------------------------------------------------------------------------------- */
@@ -363,13 +478,10 @@ static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
 {
     struct vnet *n = dev;
     apply_offload(n);
-    if (qi == VNET_QUEUE_TX) {
-        return tx_run(n, t);
-    }
-    return rx_run(n, t); /* the driver added rx buffers: a held frame may fit now */
+    return run(n, t, qi); /* rx: the driver added buffers, a held frame may fit now */
 }
 
-/* On the vCPU thread: no I/O besides disarming the timer; the loop's watch of the TAP is
+/* On the vCPU thread: no I/O besides disarming the timers; the loop's watch of the TAP is
  * corrected at the next event (rewatch: nothing while not running). */
 static void reset(void *dev, struct vmmio_dev *t)
 {
@@ -379,6 +491,8 @@ static void reset(void *dev, struct vmmio_dev *t)
     n->offload_pending = false;
     n->rx_pending = n->tx_blocked = n->rx_throttled = n->tx_throttled = false;
     arm_timer(n, 0);
+    hold_cancel(n, VNET_QUEUE_RX);
+    hold_cancel(n, VNET_QUEUE_TX);
 }
 
 static int event(void *dev, struct vmmio_dev *t, unsigned which)
@@ -386,47 +500,69 @@ static int event(void *dev, struct vmmio_dev *t, unsigned which)
     struct vnet *n = dev;
     uint64_t v;
 
-    if (which == VNET_FD_RATE) {
-        if (read(n->timer_fd, &v, sizeof(v)) < 0) {
+    if (which != VNET_FD_TAP) {
+        int fd = which == VNET_FD_RATE ? n->timer_fd : n->hold[which - VNET_FD_HOLD_RX].fd;
+        if (read(fd, &v, sizeof(v)) < 0) {
             /* spurious wake-up */
         }
+    }
+    if (which == VNET_FD_RATE) {
         n->timer_due = 0;
         n->rx_throttled = n->tx_throttled = false;
     }
     if (!vmmio_running(t)) {
+        if (which == VNET_FD_HOLD_RX || which == VNET_FD_HOLD_TX)
+            hold_cancel(n, which - VNET_FD_HOLD_RX);
         rewatch(n, t);
         return 0;
     }
     apply_offload(n);
-    if (which == VNET_FD_TAP) {
-        n->tx_blocked = false; /* writable, or not: the next EAGAIN says so */
+    if (which == VNET_FD_HOLD_RX || which == VNET_FD_HOLD_TX) {
+        unsigned qi = which == VNET_FD_HOLD_RX ? VNET_QUEUE_RX : VNET_QUEUE_TX;
+        return n->hold[qi].mod.holding ? hold_round(n, t, qi) : 0;
     }
-    int ret = tx_run(n, t);
-    return ret ? ret : rx_run(n, t);
+    if (which == VNET_FD_TAP)
+        n->tx_blocked = false; /* writable, or not: the next EAGAIN says so */
+    return run_both(n, t);
 }
 
-/* Nothing held popped afterwards (tx chains that wait are back in the ring); a frame read
- * from the TAP and not yet delivered stays in the device. */
+/* Afterwards no interrupt is held (raised now, kicks re-armed) and no chain is held popped:
+ * tx chains that wait are back in the ring, and rx chains are only ever popped and answered in
+ * one go. A frame read from the TAP that the rx queue had no room for stays in the device (a
+ * snapshot does not keep it: a lost frame); the rate limiter's timer goes on. */
 static int quiesce(void *dev, struct vmmio_dev *t)
 {
     struct vnet *n = dev;
-    (void)t;
-    arm_timer(n, 0);
-    n->rx_throttled = n->tx_throttled = false;
-    return 0;
+    int ret = 0;
+    for (unsigned qi = 0; qi < 2; qi++) {
+        if (!n->hold[qi].mod.holding)
+            continue;
+        if (vmmio_running(t)) {
+            int r = hold_end(n, t, qi);
+            ret = ret ? ret : r;
+        } else {
+            hold_cancel(n, qi);
+        }
+    }
+    return ret;
 }
 
+/* Only after quiesce: no interrupt held back. */
 static int save(const void *dev, struct vmmio_dev *t, void *state)
 {
     const struct vnet *n = dev;
     (void)t;
+    if (n->hold[VNET_QUEUE_RX].mod.holding || n->hold[VNET_QUEUE_TX].mod.holding)
+        return -EBUSY;
     memcpy(state, &n->st, sizeof(n->st));
     return 0;
 }
 
-/* The transport and its queues are restored already: the device takes the guest's MAC, the
- * features the driver had acknowledged (TUNSETOFFLOAD at the first wake-up) and starts with
- * nothing held. */
+/* The transport and its queues are restored (and checked) already: the device takes the
+ * guest's MAC, the features the driver had acknowledged (TUNSETOFFLOAD at the first wake-up)
+ * and starts with nothing held, rate budgets and moderation measurements afresh. A kick the
+ * driver sent before the snapshot is lost with the old process, so the device runs both
+ * queues once on the loop as soon as it runs (the rate timer, due at once). */
 static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err, size_t errlen)
 {
     struct vnet *n = dev;
@@ -436,8 +572,14 @@ static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err,
         return errf(err, errlen, -EINVAL, "net %s: a malformed device state", n->cfg.id);
     reset(n, t);
     n->st = st;
-    if (vmmio_running(t))
+    tb_init(&n->rx_bw, &n->cfg.rx_bw);
+    tb_init(&n->rx_ops, &n->cfg.rx_ops);
+    tb_init(&n->tx_bw, &n->cfg.tx_bw);
+    tb_init(&n->tx_ops, &n->cfg.tx_ops);
+    if (vmmio_running(t)) {
         activate(n, t);
+        arm_timer(n, 1);
+    }
     return 0;
 }
 
@@ -461,7 +603,7 @@ static int update(void *dev, struct vmmio_dev *t, const void *arg, char *err, si
         rewatch(n, t);
         return 0;
     }
-    if (tx_run(n, t) < 0 || rx_run(n, t) < 0)
+    if (run_both(n, t) < 0)
         vmmio_fail(t);
     return 0;
 }
@@ -471,6 +613,8 @@ static unsigned fds(const void *dev, struct virtio_fd out[VIRTIO_MAX_DEV_FDS])
     const struct vnet *n = dev;
     out[VNET_FD_TAP] = (struct virtio_fd){n->tap_fd, EPOLLIN};
     out[VNET_FD_RATE] = (struct virtio_fd){n->timer_fd, EPOLLIN};
+    out[VNET_FD_HOLD_RX] = (struct virtio_fd){n->hold[VNET_QUEUE_RX].fd, EPOLLIN};
+    out[VNET_FD_HOLD_TX] = (struct virtio_fd){n->hold[VNET_QUEUE_TX].fd, EPOLLIN};
     return VNET_NFDS;
 }
 
@@ -483,6 +627,9 @@ static void destroy(void *dev)
         close(n->tap_fd);
     if (n->timer_fd >= 0)
         close(n->timer_fd);
+    for (unsigned qi = 0; qi < 2; qi++)
+        if (n->hold[qi].fd >= 0)
+            close(n->hold[qi].fd);
     free(n);
 }
 
@@ -523,19 +670,31 @@ struct vnet *vnet_create_fd(const struct vm_net *cfg, int fd, struct vm_stats *s
         errf(err, errlen, -ENOMEM, "out of memory");
         return NULL;
     }
+    n->timer_fd = n->hold[0].fd = n->hold[1].fd = -1;
     n->cfg = *cfg;
     n->st.has_mac = cfg->has_mac;
     memcpy(n->st.mac, cfg->mac, sizeof(n->st.mac));
     n->stats = stats;
     n->tap_fd = fd;
     n->is_tap = ioctl(fd, TUNGETIFF, &ifr) == 0;
+    /* UFO where the TAP allows it: newer kernels refuse TUN_F_UFO (or drop it), so it is
+     * probed, and the TAP is left without offloads until the driver's features are known. */
+    if (n->is_tap && ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_UFO)) == 0)
+        n->ufo = true;
+    if (n->is_tap && ioctl(fd, TUNSETOFFLOAD, 0UL) < 0) {
+        errf(err, errlen, -errno, "TUNSETOFFLOAD: %s", strerror(errno));
+        destroy(n);
+        return NULL;
+    }
     n->watch = EPOLLIN; /* as registered (fds) */
     tb_init(&n->rx_bw, &cfg->rx_bw);
     tb_init(&n->rx_ops, &cfg->rx_ops);
     tb_init(&n->tx_bw, &cfg->tx_bw);
     tb_init(&n->tx_ops, &cfg->tx_ops);
     n->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (n->timer_fd < 0) {
+    for (unsigned qi = 0; qi < 2; qi++)
+        n->hold[qi].fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (n->timer_fd < 0 || n->hold[0].fd < 0 || n->hold[1].fd < 0) {
         errf(err, errlen, -errno, "timerfd: %s", strerror(errno));
         destroy(n);
         return NULL;

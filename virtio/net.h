@@ -11,8 +11,10 @@
 #define VIRTIO_NET_F_MAC        5
 #define VIRTIO_NET_F_GUEST_TSO4 7
 #define VIRTIO_NET_F_GUEST_TSO6 8
+#define VIRTIO_NET_F_GUEST_UFO  10
 #define VIRTIO_NET_F_HOST_TSO4  11
 #define VIRTIO_NET_F_HOST_TSO6  12
+#define VIRTIO_NET_F_HOST_UFO   14
 #define VIRTIO_NET_F_MRG_RXBUF  15
 #define VIRTIO_NET_F_STATUS     16
 
@@ -46,12 +48,13 @@ void vnet_hdr_read(const uint8_t raw[VNET_HDR_LEN], struct vnet_hdr *h);
 void vnet_hdr_write(const struct vnet_hdr *h, uint8_t raw[VNET_HDR_LEN]);
 /* vnet_tx_check(h, frame_len, acked): checks the header of a frame of frame_len bytes (after
  * the header) the guest sent, against the frame and the features it acknowledged: known flags
- * and GSO type, a GSO type only with its HOST_TSO feature and a non-zero gso_size, checksum
+ * and GSO type, a GSO type only with its HOST_TSO/HOST_UFO feature and a non-zero gso_size, checksum
  * offsets inside the frame only with CSUM, the frame at least an Ethernet header and at most
  * VNET_FRAME_MAX. Returns 0 or -EINVAL. */
 int vnet_tx_check(const struct vnet_hdr *h, uint64_t frame_len, uint64_t acked);
 /* vnet_tun_offload(acked): Returns the TUNSETOFFLOAD flags (TUN_F_*) matching what the driver
- * can receive: GUEST_CSUM → TUN_F_CSUM, GUEST_TSO4/6 → TUN_F_TSO4/6 (with GUEST_CSUM only). */
+ * can receive: GUEST_CSUM → TUN_F_CSUM, GUEST_TSO4/6 → TUN_F_TSO4/6, GUEST_UFO → TUN_F_UFO
+ * (the last three with GUEST_CSUM only). */
 unsigned vnet_tun_offload(uint64_t acked);
 /* vnet_iov_copy_out(iov, n, skip, src, len): copies len bytes of src into the iovecs from byte
  * skip on. Returns the bytes copied (less when the iovecs end). */
@@ -92,7 +95,8 @@ struct vnet_update {
     const struct vm_bucket *rx_bw, *rx_ops, *tx_bw, *tx_ops;
 };
 
-/* The device's fds (the fds op), in this order. */
-enum { VNET_FD_TAP, VNET_FD_RATE, VNET_NFDS };
+/* The device's fds (the fds op), in this order: the TAP, the rate limiters' timer, and each
+ * queue's interrupt-moderation round (VNET_FD_HOLD_RX + queue index). */
+enum { VNET_FD_TAP, VNET_FD_RATE, VNET_FD_HOLD_RX, VNET_FD_HOLD_TX, VNET_NFDS };
 
 #endif

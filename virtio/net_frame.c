@@ -56,7 +56,7 @@ int vnet_tx_check(const struct vnet_hdr *h, uint64_t frame_len, uint64_t acked)
             (uint64_t)h->csum_start + h->csum_offset + 2 > frame_len)
             return -EINVAL;
     }
-    switch (h->gso_type) { /* no ECN, no UFO: not offered */
+    switch (h->gso_type) { /* no ECN: not offered */
     case VNET_HDR_GSO_NONE:
         return 0;
     case VNET_HDR_GSO_TCPV4:
@@ -65,6 +65,10 @@ int vnet_tx_check(const struct vnet_hdr *h, uint64_t frame_len, uint64_t acked)
         break;
     case VNET_HDR_GSO_TCPV6:
         if (!acked_bit(acked, VIRTIO_NET_F_HOST_TSO6))
+            return -EINVAL;
+        break;
+    case VNET_HDR_GSO_UDP: /* offered only where the TAP takes it (net.c) */
+        if (!acked_bit(acked, VIRTIO_NET_F_HOST_UFO))
             return -EINVAL;
         break;
     default:
@@ -87,6 +91,8 @@ unsigned vnet_tun_offload(uint64_t acked)
         f |= TUN_F_TSO4;
     if (acked_bit(acked, VIRTIO_NET_F_GUEST_TSO6))
         f |= TUN_F_TSO6;
+    if (acked_bit(acked, VIRTIO_NET_F_GUEST_UFO))
+        f |= TUN_F_UFO;
     return f;
 }
 
