@@ -51,12 +51,12 @@ struct vnet {
     bool dead;            /* the TAP failed for good (its interface is gone) */
     struct tbucket rx_bw, rx_ops, tx_bw, tx_ops;
     bool rx_throttled, tx_throttled;
-    bool tx_blocked;        /* the TAP said EAGAIN: tx waits for EPOLLOUT */
-    bool rx_pending;        /* rx_buf holds a frame the rx queue has not taken yet */
-    size_t rx_len;          /* its length, header included */
-    uint64_t timer_due;     /* when the rate timer fires (0: disarmed) */
-    uint32_t watch;         /* what the loop watches the TAP for */
-    struct ratelog err_log; /* TAP errors */
+    bool tx_blocked;          /* the TAP said EAGAIN: tx waits for EPOLLOUT */
+    bool rx_pending;          /* rx_buf holds a frame the rx queue has not taken yet */
+    size_t rx_len;            /* its length, header included */
+    uint64_t timer_due;       /* when the rate timer fires (0: disarmed) */
+    uint32_t watch;           /* what the loop watches the TAP for */
+    struct ratelog err_log;   /* TAP errors */
     struct vnet_hold hold[2]; /* interrupt moderation, per queue (VNET_QUEUE_RX, _TX) */
     struct vq_chain first, chain;
     uint8_t rx_buf[VNET_BUF_MAX];

@@ -48,9 +48,9 @@ void vnet_hdr_read(const uint8_t raw[VNET_HDR_LEN], struct vnet_hdr *h);
 void vnet_hdr_write(const struct vnet_hdr *h, uint8_t raw[VNET_HDR_LEN]);
 /* vnet_tx_check(h, frame_len, acked): checks the header of a frame of frame_len bytes (after
  * the header) the guest sent, against the frame and the features it acknowledged: known flags
- * and GSO type, a GSO type only with its HOST_TSO/HOST_UFO feature and a non-zero gso_size, checksum
- * offsets inside the frame only with CSUM, the frame at least an Ethernet header and at most
- * VNET_FRAME_MAX. Returns 0 or -EINVAL. */
+ * and GSO type, a GSO type only with its HOST_TSO/HOST_UFO feature and a non-zero gso_size,
+ * checksum offsets inside the frame only with CSUM, the frame at least an Ethernet header and at
+ * most VNET_FRAME_MAX. Returns 0 or -EINVAL. */
 int vnet_tx_check(const struct vnet_hdr *h, uint64_t frame_len, uint64_t acked);
 /* vnet_tun_offload(acked): Returns the TUNSETOFFLOAD flags (TUN_F_*) matching what the driver
  * can receive: GUEST_CSUM → TUN_F_CSUM, GUEST_TSO4/6 → TUN_F_TSO4/6, GUEST_UFO → TUN_F_UFO

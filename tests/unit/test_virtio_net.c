@@ -17,7 +17,9 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <sched.h>
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -533,6 +535,14 @@ static void real_tap(void **state)
     assert_int_equal(vnet_tap_open("embt0", err, sizeof(err)), -EBUSY); /* attached already */
     close(fd);
 
+    /* UFO: offered exactly when this kernel's TAP takes TUN_F_UFO (6.1 does; some refuse it). */
+    int probe = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    assert_true(probe >= 0);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    assert_int_equal(ioctl(probe, TUNSETIFF, &ifr), 0);
+    bool ufo = ioctl(probe, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_UFO)) == 0;
+    close(probe);
+
     struct vm_net cfg = {.id = "eth0", .host_dev_name = "embt0"};
     memset(ram, 0, sizeof(ram));
     memset(&stats, 0, sizeof(stats));
@@ -543,7 +553,11 @@ static void real_tap(void **state)
     assert_int_equal(vmmio_init(&t, &vnet_ops, net, &mem, 0), 0);
     t.watch = on_watch;
     peer = open("/dev/null", O_RDONLY); /* for stop() */
-    driver_init(F_ALL & ~(1u << VIRTIO_NET_F_MAC));
+    wr(0x14, 0);
+    uint32_t offered = rd(0x10),
+             ufo_bits = 1u << VIRTIO_NET_F_GUEST_UFO | 1u << VIRTIO_NET_F_HOST_UFO;
+    assert_int_equal(offered & ufo_bits, ufo ? ufo_bits : 0);
+    driver_init((F_ALL & ~(1u << VIRTIO_NET_F_MAC)) | (offered & ufo_bits));
     struct vnet_hdr h = {0};
     post_tx(&h, 100, 1);
     vmmio_notify(&t, 1); /* TUNSETOFFLOAD for the acked features first, then the frame */
@@ -576,6 +590,18 @@ static void header_checks(void **state)
     assert_int_equal(vnet_tx_check(&h, 9000, all), -EINVAL);
     h.gso_size = 1440, h.gso_type |= VNET_HDR_GSO_ECN;
     assert_int_equal(vnet_tx_check(&h, 9000, all), -EINVAL);
+    h = (struct vnet_hdr){.flags = 1,
+                          .gso_type = VNET_HDR_GSO_UDP,
+                          .gso_size = 1400,
+                          .hdr_len = 42,
+                          .csum_start = 34,
+                          .csum_offset = 6};
+    assert_int_equal(vnet_tx_check(&h, 9000, all), 0);
+    assert_int_equal(vnet_tx_check(&h, 9000, all & ~(1ULL << VIRTIO_NET_F_HOST_UFO)), -EINVAL);
+    assert_int_equal(
+            vnet_tun_offload(1ULL << VIRTIO_NET_F_GUEST_CSUM | 1ULL << VIRTIO_NET_F_GUEST_UFO),
+            TUN_F_CSUM | TUN_F_UFO);
+    assert_int_equal(vnet_tun_offload(1ULL << VIRTIO_NET_F_GUEST_UFO), 0); /* needs CSUM */
     assert_int_equal(vnet_tun_offload(0), 0);
     assert_int_equal(vnet_tun_offload(1ULL << VIRTIO_NET_F_GUEST_TSO4), 0); /* needs CSUM */
     assert_int_equal(
@@ -588,6 +614,158 @@ static void header_checks(void **state)
     assert_int_equal(raw[3], 1);
     vnet_hdr_read(raw, &back);
     assert_memory_equal(&back, &w, sizeof(w));
+}
+
+/* ---- interrupt moderation, quiesce, restore ---------------------------------------------- */
+
+static int dev_fd(unsigned which)
+{
+    struct virtio_fd f[VIRTIO_MAX_DEV_FDS];
+    assert_int_equal(vnet_ops.fds(net, f), VNET_NFDS);
+    return f[which].fd;
+}
+
+static uint64_t interrupts(void)
+{
+    uint64_t v = 0;
+    if (read(t.irq_fd, &v, sizeof(v)) < 0)
+        return 0;
+    return v;
+}
+
+/* Waits (bounded) for queue qi's moderation round to end and runs it. Returns false if none. */
+static bool end_of_round(unsigned qi, int timeout_ms)
+{
+    struct pollfd p = {.fd = dev_fd(VNET_FD_HOLD_RX + qi), .events = POLLIN};
+    if (poll(&p, 1, timeout_ms) != 1) /* a round is at most IRQMOD_MAX_ROUND_NS */
+        return false;
+    vmmio_event(&t, VNET_FD_HOLD_RX + qi);
+    return true;
+}
+
+static void with_irqs(void)
+{
+    t.irq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    assert_true(t.irq_fd >= 0);
+}
+
+/* Sends tx frames, one kick each, until an answer's interrupt is held (the turnaround is
+ * measured from the first one; a test preempted for over 2 ms looks like an idle guest, so a
+ * bounded number of tries). Returns the frames sent. */
+static unsigned tx_until_held(void)
+{
+    struct vnet_hdr h = {0};
+    uint8_t got[256];
+    unsigned sent = 0;
+    uint64_t irqs = 1;
+    uint16_t base = used_idx(1);
+    for (int i = 0; i < 6 && irqs; i++) {
+        post_tx(&h, 60, (uint8_t)i);
+        vmmio_notify(&t, 1);
+        assert_int_equal(recv(peer, got, sizeof(got), 0), VNET_HDR_LEN + 60);
+        sent++;
+        irqs = interrupts();
+    }
+    assert_int_equal(irqs, 0);
+    assert_int_equal(used_idx(1), (uint16_t)(base + sent));
+    return sent;
+}
+
+/* tx: the first answer interrupts at once; once the turnaround is known an answer holds the
+ * interrupt with kicks suppressed (VRING_USED_F_NO_NOTIFY), a frame queued without a kick goes
+ * out at the round's end, and one interrupt covers them when a round finds nothing more. A
+ * reset during a hold cancels it: no interrupt afterwards. */
+static void tx_moderation(void **state)
+{
+    struct vnet_hdr h = {0};
+    uint8_t got[256];
+    (void)state;
+    start(F_ALL);
+    with_irqs();
+    uint16_t sent = (uint16_t)tx_until_held();
+    assert_int_equal(ram[used_gpa[1]] & 1, 1); /* kicks suppressed */
+    post_tx(&h, 70, 0x77);                     /* no kick */
+    int rounds = 0;
+    while (interrupts() == 0 && rounds < 2 + IRQMOD_MAX_ROUNDS)
+        rounds += end_of_round(1, 1000);
+    assert_true(rounds >= 2 && rounds <= IRQMOD_MAX_ROUNDS); /* found the frame, then nothing */
+    assert_int_equal(recv(peer, got, sizeof(got), 0), VNET_HDR_LEN + 70);
+    assert_int_equal(used_idx(1), sent + 1);
+    assert_int_equal(ram[used_gpa[1]] & 1, 0); /* kicks re-armed */
+    /* A reset during a hold: no round, no interrupt. */
+    tx_until_held();
+    wr(0x70, 0);
+    assert_false(end_of_round(1, 50));
+    assert_int_equal(interrupts(), 0);
+    close(t.irq_fd);
+    t.irq_fd = -1;
+}
+
+/* rx: an interrupt held while frames come from the TAP; the guest's buffers running out ends
+ * the hold at once (only the interrupt makes the driver refill). */
+static void rx_moderation(void **state)
+{
+    (void)state;
+    start(F_ALL);
+    with_irqs();
+    for (int i = 0; i < QSIZE; i++)
+        post_rx(2048);
+    vmmio_notify(&t, 0);
+    uint64_t irqs = 1;
+    unsigned frames = 0;
+    for (int i = 0; i < 6 && irqs; i++) {
+        host_send(100, (uint8_t)i);
+        vmmio_event(&t, VNET_FD_TAP);
+        assert_int_equal(used_idx(0), ++frames);
+        irqs = interrupts();
+    }
+    assert_int_equal(irqs, 0); /* held */
+    while (frames < QSIZE) {   /* the rest of the buffers, during the hold */
+        host_send(100, 0x42);
+        frames++;
+    }
+    host_send(100, 0x43); /* one too many: no room */
+    vmmio_event(&t, VNET_FD_TAP);
+    assert_int_equal(used_idx(0), QSIZE);
+    assert_int_equal(interrupts(), 1); /* at once, not at the round's end */
+    assert_int_equal(watched, 0);
+    assert_false(end_of_round(0, 50)); /* the round was cancelled */
+    close(t.irq_fd);
+    t.irq_fd = -1;
+}
+
+/* quiesce raises a held interrupt and re-arms kicks; save refuses while a hold is on; a restore
+ * re-validates the state and runs both queues once (a frame queued before the snapshot, whose
+ * kick the old process took, goes out without a new kick). */
+static void quiesce_and_restore(void **state)
+{
+    struct vnet_state st;
+    struct vnet_hdr h = {0};
+    uint8_t got[256];
+    char err[128];
+    (void)state;
+    start(F_ALL);
+    with_irqs();
+    tx_until_held();
+    assert_int_equal(vnet_ops.save(net, &t, &st), -EBUSY);
+    assert_int_equal(vmmio_quiesce(&t), 0);
+    assert_int_equal(interrupts(), 1);
+    assert_int_equal(ram[used_gpa[1]] & 1, 0);
+    assert_int_equal(vnet_ops.save(net, &t, &st), 0);
+    assert_false(end_of_round(1, 50));
+    struct vnet_state bad = st;
+    bad.pad = 1;
+    assert_int_equal(vnet_ops.restore(net, &t, &bad, err, sizeof(err)), -EINVAL);
+    post_tx(&h, 80, 0x88); /* queued, its kick lost */
+    uint16_t before = used_idx(1);
+    assert_int_equal(vnet_ops.restore(net, &t, &st, err, sizeof(err)), 0);
+    struct pollfd p = {.fd = dev_fd(VNET_FD_RATE), .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 1000), 1);
+    vmmio_event(&t, VNET_FD_RATE);
+    assert_int_equal(recv(peer, got, sizeof(got), 0), VNET_HDR_LEN + 80);
+    assert_int_equal(used_idx(1), before + 1);
+    close(t.irq_fd);
+    t.irq_fd = -1;
 }
 
 int main(void)
@@ -607,6 +785,9 @@ int main(void)
             cmocka_unit_test(header_checks),
             cmocka_unit_test_teardown(state_save_restore, stop),
             cmocka_unit_test_teardown(real_tap, stop),
+            cmocka_unit_test_teardown(tx_moderation, stop),
+            cmocka_unit_test_teardown(rx_moderation, stop),
+            cmocka_unit_test_teardown(quiesce_and_restore, stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
