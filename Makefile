@@ -8,8 +8,8 @@
 #   make run        deps + build + guest, then boot the default VM on this terminal
 #   make smoke      the same without a terminal: run `uname -a` etc. in the guest, print it
 #   make lint       clang-format (check mode) and cppcheck
-#   make bench      boot time, memory, block I/O, snapshot restore: ember beside QEMU microvm
-#                   (ratios); tables as text, JSON and PNG plots in build/bench/
+#   make bench      boot time, memory, block and network I/O, snapshot restore: ember beside
+#                   QEMU microvm (ratios); tables as text, JSON and PNG plots in build/bench/
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS (make test runs them briefly)
 #   make install    install the binaries into $(PREFIX)/bin (default /usr/local)
 #   make clean      remove build/ (the kernel cache outside the tree is kept)
@@ -43,7 +43,7 @@ include $(sort $(wildcard */module.mk tests/*/module.mk))
 
 .DEFAULT_GOAL := all
 .PHONY: all deps guest testhost test unit integration lint run smoke clean format install \
-	fuzz fuzz-short bench bench-boot bench-blk bench-restore
+	fuzz fuzz-short bench bench-boot bench-blk bench-restore bench-net
 
 all: $(BINARIES)
 
@@ -159,8 +159,9 @@ test: deps
 # ---- Benchmarks (never part of `make test`) -----------------------------------
 # ember beside QEMU microvm on the same kernel and rootfs, in the same run, where Linux can
 # boot under KVM (the test host on our PVM machines): compare the ratios, not the times.
-# Each writes build/bench/NAME.{txt,json} and PNG plots (tests/bench/report.py, gnuplot).
-bench: bench-boot bench-blk bench-restore
+# Each writes build/bench/NAME.{txt,json} and PNG plots (tests/bench/report.py, gnuplot);
+# bench-net writes build/bench/net.json and its table.
+bench: bench-boot bench-blk bench-restore bench-net
 
 bench-boot: all $(TEST_PROGRAMS) guest testhost
 	tests/host/run --auto --timeout 3000 -- tests/guest/measure-boot --runs 5
@@ -180,6 +181,13 @@ bench-restore: all $(TEST_PROGRAMS) guest testhost
 	tests/bench/restore-probe $(BENCH_RESTORE_PROBE_ARGS)
 	tests/bench/restore-lazy $(BENCH_RESTORE_LAZY_ARGS)
 	tests/host/run --auto --timeout 3000 -- tests/bench/restore-vs-qemu $(BENCH_RESTORE_ARGS)
+
+# BENCH_NET_ARGS: e.g. "--repeat 5 --seconds 10 --baseline /path/to/older/ember"
+# (tests/bench/net-vs-qemu).
+bench-net: all guest testhost $(BENCH_GUEST)
+	@tests/host/run --auto --timeout 5400 -- tests/bench/net-vs-qemu $(BENCH_NET_ARGS); rc=$$?; \
+	[ $$rc = 125 ] || exit $$rc; echo "== the test host died (125): once more"; \
+	tests/host/run --auto --timeout 5400 -- tests/bench/net-vs-qemu $(BENCH_NET_ARGS)
 
 # ---- Running a VM -----------------------------------------------------------
 run: deps

@@ -9,3 +9,10 @@ $(GUEST_INIT): rootfs-tools/init/init.c rootfs-tools/init/cmdline.c rootfs-tools
 
 UNIT_DEPS_test_init_cmdline := rootfs-tools/init/cmdline.c
 FUZZ_DEPS_fuzz_init_cmdline := rootfs-tools/init/cmdline.c
+
+# The bench guest (make bench-net): the default tree plus iperf3 from Debian with its shared
+# libraries, in build/guest/bench/ (initramfs.cpio.gz, rootfs.ext4); the default rootfs stays
+# busybox and init only.
+BENCH_GUEST := $(BUILD)/guest/bench/initramfs.cpio.gz
+$(BENCH_GUEST): $(GUEST_INIT) rootfs-tools/build-rootfs /usr/bin/iperf3
+	ROOTFS_EXTRA=/usr/bin/iperf3 rootfs-tools/build-rootfs $(GUEST_INIT) $(@D)
