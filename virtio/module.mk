@@ -43,3 +43,11 @@ FUZZ_DEPS_fuzz_virtio_net := virtio/net.c virtio/net_frame.c virtio/blk_req.c vi
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_net := -lpthread
 FUZZ_LIBS_fuzz_virtio_net := -lpthread
+
+# A guest-side probe (static) that hands a virtio-net device hostile tx input through /dev/mem
+# (tests/integration/test_virtio_net.py copies it onto a drive image).
+NET_HOSTILE := $(BUILD)/tests/guest/net_hostile
+TEST_PROGRAMS += $(NET_HOSTILE)
+$(NET_HOSTILE): tests/guest/net_hostile.c virtio/module.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<

@@ -11,7 +11,11 @@ order, each accept and each transfer bounded by TIMEOUT seconds:
   then waits for a line on stdin (the test looks at the running VM)
   :5005  sends "bye" and closes (the guest may end)
 
-One JSON object per line on stdout."""
+One JSON object per line on stdout.
+
+`net_peer.py rx-limit ADDR SIZE TIMEOUT` (the rx rate-limit test): on :5006 sends SIZE bytes
+to the guest and closes, then waits for the guest's connection to :5007 (it has received
+everything): prints {"rx_secs": ..., "sent": SIZE}, from the first accept to the second."""
 import hashlib
 import json
 import os
@@ -53,7 +57,21 @@ def receive(c, size, deadline):
     return got, md5.hexdigest()
 
 
+def rx_limit(addr, size, timeout):
+    data, done = listen(addr, 5006), listen(addr, 5007)
+    with accept(data, timeout) as c:
+        t0 = time.monotonic()
+        c.sendall(os.urandom(size))
+    # The guest's nc ends once it has read everything up to the close; then it connects here
+    # (its own close of :5006 says nothing: nc half-closes at once, its stdin is empty).
+    with accept(done, timeout):
+        out(rx_secs=time.monotonic() - t0, sent=size)
+
+
 def main():
+    if sys.argv[1] == "rx-limit":
+        rx_limit(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return
     addr, size, slow, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     ports = {p: listen(addr, p) for p in (5001, 5002, 5003, 5004, 5005)}
     data = os.urandom(size)
