@@ -560,9 +560,9 @@ static int save(const void *dev, struct vmmio_dev *t, void *state)
 
 /* The transport and its queues are restored (and checked) already: the device takes the
  * guest's MAC, the features the driver had acknowledged (TUNSETOFFLOAD at the first wake-up)
- * and starts with nothing held, rate budgets and moderation measurements afresh. A kick the
- * driver sent before the snapshot is lost with the old process, so the device runs both
- * queues once on the loop as soon as it runs (the rate timer, due at once). */
+ * and starts with nothing held, rate budgets and moderation measurements afresh. The loader
+ * then runs every queue once (vmm/snapshot_load.c): a kick sent before the snapshot died with
+ * the old process. */
 static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err, size_t errlen)
 {
     struct vnet *n = dev;
@@ -576,10 +576,8 @@ static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err,
     tb_init(&n->rx_ops, &n->cfg.rx_ops);
     tb_init(&n->tx_bw, &n->cfg.tx_bw);
     tb_init(&n->tx_ops, &n->cfg.tx_ops);
-    if (vmmio_running(t)) {
+    if (vmmio_running(t))
         activate(n, t);
-        arm_timer(n, 1);
-    }
     return 0;
 }
 
