@@ -2,7 +2,8 @@
  * vnet header, so the guest's checksum and segmentation offloads pass through to the host
  * kernel. Everything runs on the event loop: the TAP is watched for EPOLLIN while the guest has
  * room for frames, and for EPOLLOUT only while its send queue is full; token buckets hold frames
- * back (never drop them) and a timerfd resumes them. Every op runs under the transport's lock.
+ * back (never drop them) and a timerfd resumes them; each queue may hold its interrupt for
+ * rounds of the guest's turnaround (irqmod.c, below). Every op runs under the transport's lock.
  *
  * Back-pressure: a frame read from the TAP that the rx queue cannot take stays in the device's
  * buffer, the TAP is no longer watched (its own queue fills, then the host drops), and the
