@@ -16,7 +16,7 @@ UNIT_LIBS_test_virtio_blk   := -luring -lpthread
 # the integration tests copy it onto a drive image.
 VQ_CORRUPT := $(BUILD)/tests/guest/vq_corrupt
 TEST_PROGRAMS += $(VQ_CORRUPT)
-$(VQ_CORRUPT): tests/guest/vq_corrupt.c virtio/module.mk
+$(VQ_CORRUPT): tests/guest/vq_corrupt.c tests/guest/mmio_probe.h virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
 UNIT_DEPS_test_virtio_drive := vmm/drive.c vmm/config.c vmm/log.c
@@ -48,6 +48,6 @@ FUZZ_LIBS_fuzz_virtio_net := -lpthread
 # (tests/integration/test_virtio_net.py copies it onto a drive image).
 NET_HOSTILE := $(BUILD)/tests/guest/net_hostile
 TEST_PROGRAMS += $(NET_HOSTILE)
-$(NET_HOSTILE): tests/guest/net_hostile.c virtio/module.mk
+$(NET_HOSTILE): tests/guest/net_hostile.c tests/guest/mmio_probe.h virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<

@@ -10,17 +10,6 @@
  *
  * Prints "net_hostile: <case> used=N status=0x.." lines and "net_hostile: ok" when every check
  * on the guest's side held. */
-#include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
-
-#define PAGE      4096
 #define QSIZE     32
 #define HDR       12
 #define BIG_PAGES 17 /* 68 KiB: a frame over the device's 64 KiB + 14 limit */
@@ -38,64 +27,9 @@ enum {
     NPAGES = P_BIG + BIG_PAGES
 };
 
-static volatile uint32_t *regs;
-static uint8_t *pages;
-static uint64_t phys[NPAGES];
+#include "mmio_probe.h"
+
 static uint16_t avail_idx;
-
-static void reg_write(unsigned off, uint32_t v)
-{
-    regs[off / 4] = v;
-    __sync_synchronize();
-}
-
-static uint32_t reg_read(unsigned off)
-{
-    __sync_synchronize();
-    return regs[off / 4];
-}
-
-static uint8_t *page(unsigned i)
-{
-    return pages + (size_t)i * PAGE;
-}
-
-static int physical_addresses(void)
-{
-    int fd = open("/proc/self/pagemap", O_RDONLY);
-    if (fd < 0)
-        return -errno;
-    for (unsigned i = 0; i < NPAGES; i++) {
-        uint64_t e;
-        off_t off = (off_t)((uintptr_t)page(i) / PAGE * sizeof(e));
-        if (pread(fd, &e, sizeof(e), off) != sizeof(e) || !(e >> 63) || !(e & ((1ULL << 55) - 1))) {
-            close(fd);
-            return -EIO;
-        }
-        phys[i] = (e & ((1ULL << 55) - 1)) * PAGE;
-    }
-    close(fd);
-    return 0;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void queue(unsigned q, unsigned desc, unsigned avail, unsigned used)
-{
-    reg_write(0x30, q);
-    reg_write(0x38, QSIZE);
-    reg_write(0x80, (uint32_t)phys[desc]);
-    reg_write(0x84, (uint32_t)(phys[desc] >> 32));
-    reg_write(0x90, (uint32_t)phys[avail]);
-    reg_write(0x94, (uint32_t)(phys[avail] >> 32));
-    reg_write(0xa0, (uint32_t)phys[used]);
-    reg_write(0xa4, (uint32_t)(phys[used] >> 32));
-    reg_write(0x44, 1);
-}
 
 /* The driver's initialization (virtio spec 3.1.1): VERSION_1 and CSUM only (no segmentation
  * offloads, no EVENT_IDX), both queues ours, no rx buffers. */
@@ -103,29 +37,11 @@ static int setup(void)
 {
     memset(pages, 0, (size_t)P_BIG * PAGE);
     avail_idx = 0;
-    reg_write(0x70, 0);
-    reg_write(0x70, 1);
-    reg_write(0x70, 3);
-    reg_write(0x24, 1);
-    reg_write(0x20, 1); /* VIRTIO_F_VERSION_1 */
-    reg_write(0x24, 0);
-    reg_write(0x20, 1); /* VIRTIO_NET_F_CSUM */
-    reg_write(0x70, 0xb);
-    if (reg_read(0x70) != 0xb)
+    if (probe_features(1)) /* VIRTIO_NET_F_CSUM */
         return -1;
-    queue(0, P_RX_DESC, P_RX_AVAIL, P_RX_USED);
-    queue(1, P_DESC, P_AVAIL, P_USED);
-    reg_write(0x70, 0xf);
-    return reg_read(0x70) == 0xf ? 0 : -1;
-}
-
-static void set_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
-{
-    uint8_t *d = page(P_DESC) + 16 * i;
-    memcpy(d, &addr, 8);
-    memcpy(d + 8, &len, 4);
-    memcpy(d + 12, &flags, 2);
-    memcpy(d + 14, &next, 2);
+    probe_queue(0, QSIZE, P_RX_DESC, P_RX_AVAIL, P_RX_USED);
+    probe_queue(1, QSIZE, P_DESC, P_AVAIL, P_USED);
+    return probe_driver_ok();
 }
 
 /* Makes chain `head` available on the tx queue and kicks. */
@@ -190,32 +106,9 @@ static int answered(const char *name, uint16_t n)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: net_hostile BASE\n");
-        return 2;
-    }
-    uint64_t base = strtoull(argv[1], NULL, 0);
-    int fd = open("/dev/mem", O_RDWR | O_SYNC);
-    if (fd < 0) {
-        perror("net_hostile: /dev/mem");
-        return 1;
-    }
-    regs = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)base);
-    pages = mmap(NULL, (size_t)NPAGES * PAGE, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED | MAP_POPULATE, -1, 0);
-    if (regs == MAP_FAILED || pages == MAP_FAILED) {
-        perror("net_hostile: mmap");
-        return 1;
-    }
-    if (reg_read(0) != 0x74726976 || reg_read(4) != 2 || reg_read(8) != 1) {
-        fprintf(stderr, "net_hostile: no virtio-net at %#llx\n", (unsigned long long)base);
-        return 1;
-    }
-    memset(pages, 0, (size_t)NPAGES * PAGE);
-    if (physical_addresses()) {
-        fprintf(stderr, "net_hostile: cannot read /proc/self/pagemap\n");
-        return 1;
-    }
+    int ret = probe_open(argc, argv, "net_hostile", 1);
+    if (ret)
+        return ret;
     int bad = 0;
     if (setup()) {
         printf("net_hostile: set-up refused, status=0x%x\n", reg_read(0x70));

@@ -6,100 +6,20 @@
  *   vq_corrupt BASE     (BASE: the device's virtio-mmio window, e.g. 0xc0003000)
  *
  * Prints "vq_corrupt: <case> status=0x.." lines and "vq_corrupt: ok" when every check held. */
-#include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
-
-#define PAGE  4096
 #define QSIZE 8
 
 enum { P_DESC, P_AVAIL, P_USED, P_DATA, NPAGES };
 
-static volatile uint32_t *regs;
-static uint8_t *pages;
-static uint64_t phys[NPAGES];
-
-static void reg_write(unsigned off, uint32_t v)
-{
-    regs[off / 4] = v;
-    __sync_synchronize();
-}
-
-static uint32_t reg_read(unsigned off)
-{
-    __sync_synchronize();
-    return regs[off / 4];
-}
-
-static uint8_t *page(unsigned i)
-{
-    return pages + (size_t)i * PAGE;
-}
-
-static int physical_addresses(void)
-{
-    int fd = open("/proc/self/pagemap", O_RDONLY);
-    if (fd < 0)
-        return -errno;
-    for (unsigned i = 0; i < NPAGES; i++) {
-        uint64_t e;
-        off_t off = (off_t)((uintptr_t)page(i) / PAGE * sizeof(e));
-        if (pread(fd, &e, sizeof(e), off) != sizeof(e) || !(e >> 63) || !(e & ((1ULL << 55) - 1))) {
-            close(fd);
-            return -EIO;
-        }
-        phys[i] = (e & ((1ULL << 55) - 1)) * PAGE;
-    }
-    close(fd);
-    return 0;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
+#include "mmio_probe.h"
 
 /* The driver's initialization sequence (virtio spec 3.1.1) with our own rings. */
 static int setup(void)
 {
     memset(pages, 0, (size_t)NPAGES * PAGE);
-    reg_write(0x70, 0);
-    reg_write(0x70, 1);
-    reg_write(0x70, 3);
-    reg_write(0x24, 1);
-    reg_write(0x20, 1); /* VIRTIO_F_VERSION_1 */
-    reg_write(0x24, 0);
-    reg_write(0x20, 0);
-    reg_write(0x70, 0xb);
-    if (reg_read(0x70) != 0xb)
+    if (probe_features(0))
         return -1;
-    reg_write(0x30, 0);
-    reg_write(0x38, QSIZE);
-    reg_write(0x80, (uint32_t)phys[P_DESC]);
-    reg_write(0x84, (uint32_t)(phys[P_DESC] >> 32));
-    reg_write(0x90, (uint32_t)phys[P_AVAIL]);
-    reg_write(0x94, (uint32_t)(phys[P_AVAIL] >> 32));
-    reg_write(0xa0, (uint32_t)phys[P_USED]);
-    reg_write(0xa4, (uint32_t)(phys[P_USED] >> 32));
-    reg_write(0x44, 1);
-    reg_write(0x70, 0xf);
-    return reg_read(0x70) == 0xf ? 0 : -1;
-}
-
-static void set_desc(unsigned i, uint64_t addr, uint32_t len, uint16_t flags, uint16_t next)
-{
-    uint8_t *d = page(P_DESC) + 16 * i;
-    memcpy(d, &addr, 8);
-    memcpy(d + 8, &len, 4);
-    memcpy(d + 12, &flags, 2);
-    memcpy(d + 14, &next, 2);
+    probe_queue(0, QSIZE, P_DESC, P_AVAIL, P_USED);
+    return probe_driver_ok();
 }
 
 static void publish(uint16_t head, uint16_t idx)
@@ -183,32 +103,9 @@ static int good_read(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: vq_corrupt BASE\n");
-        return 2;
-    }
-    uint64_t base = strtoull(argv[1], NULL, 0);
-    int fd = open("/dev/mem", O_RDWR | O_SYNC);
-    if (fd < 0) {
-        perror("vq_corrupt: /dev/mem");
-        return 1;
-    }
-    regs = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)base);
-    pages = mmap(NULL, (size_t)NPAGES * PAGE, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_LOCKED | MAP_POPULATE, -1, 0);
-    if (regs == MAP_FAILED || pages == MAP_FAILED) {
-        perror("vq_corrupt: mmap");
-        return 1;
-    }
-    if (reg_read(0) != 0x74726976 || reg_read(8) != 2) {
-        fprintf(stderr, "vq_corrupt: no virtio-blk at %#llx\n", (unsigned long long)base);
-        return 1;
-    }
-    memset(pages, 0, (size_t)NPAGES * PAGE);
-    if (physical_addresses()) {
-        fprintf(stderr, "vq_corrupt: cannot read /proc/self/pagemap\n");
-        return 1;
-    }
+    int ret = probe_open(argc, argv, "vq_corrupt", 2);
+    if (ret)
+        return ret;
     int bad = 0;
     bad |= hostile("loop", loop_chain);
     bad |= hostile("outside-ram", outside_ram);
