@@ -53,6 +53,7 @@ struct vnet {
     struct tbucket rx_bw, rx_ops, tx_bw, tx_ops;
     bool rx_throttled, tx_throttled;
     bool tx_blocked;          /* the TAP said EAGAIN: tx waits for EPOLLOUT */
+    bool tx_found_none;       /* the last tx_run found the ring empty at once */
     bool rx_pending;          /* rx_buf holds a frame the rx queue has not taken yet */
     size_t rx_len;            /* its length, header included */
     uint64_t timer_due;       /* when the rate timer fires (0: disarmed) */
@@ -128,8 +129,11 @@ static void apply_offload(struct vnet *n)
     if (!n->offload_pending)
         return;
     n->offload_pending = false;
-    if (n->is_tap && ioctl(n->tap_fd, TUNSETOFFLOAD, (unsigned long)vnet_tun_offload(n->acked)) < 0)
+    if (n->is_tap &&
+        ioctl(n->tap_fd, TUNSETOFFLOAD, (unsigned long)vnet_tun_offload(n->acked)) < 0) {
+        STAT_ADD(n->stats, net_activate_fails, 1);
         tap_error(n, "TUNSETOFFLOAD", errno);
+    }
 }
 
 static void arm_timer(struct vnet *n, uint64_t ns)
@@ -245,6 +249,7 @@ static int rx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done)
             if (got < 0) {
                 if (errno != EAGAIN) {
                     STAT_ADD(n->stats, net_rx_fails, 1);
+                    STAT_ADD(n->stats, net_tap_read_fails, 1);
                     tap_error(n, "read", errno);
                 }
                 break;
@@ -253,6 +258,7 @@ static int rx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done)
                 STAT_ADD(n->stats, net_rx_fails, 1);
                 continue;
             }
+            STAT_ADD(n->stats, net_rx_count, 1);
             n->rx_len = (size_t)got;
             n->rx_pending = true;
         }
@@ -304,6 +310,9 @@ static int tx_one(struct vnet *n, struct vmmio_dev *t, const struct vq_chain *c)
         vq_push(q, c->head, 0);
         return 1;
     }
+    /* Counted, not dropped (as Firecracker): a source MAC other than the configured one. */
+    if (n->st.has_mac && memcmp(head + VNET_HDR_LEN + 6, n->st.mac, 6) != 0)
+        STAT_ADD(n->stats, net_tx_spoofed_mac_count, 1);
     uint64_t wait = charge(&n->tx_bw, &n->tx_ops, flen);
     if (wait) {
         vq_unpop(q);
@@ -328,8 +337,10 @@ static int tx_one(struct vnet *n, struct vmmio_dev *t, const struct vq_chain *c)
     }
     if (w < 0) {
         STAT_ADD(n->stats, net_tx_fails, 1);
+        STAT_ADD(n->stats, net_tap_write_fails, 1);
         tap_error(n, "write", errno);
     } else {
+        STAT_ADD(n->stats, net_tx_count, 1);
         STAT_ADD(n->stats, net_tx_bytes, flen);
         STAT_ADD(n->stats, net_tx_packets, 1);
     }
@@ -344,12 +355,16 @@ static int tx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done)
     struct vq *q = vmmio_queue(t, VNET_QUEUE_TX);
     int ret = 0;
 
-    while (!n->tx_blocked && !n->tx_throttled) {
+    n->tx_found_none = false;
+    for (bool first = true; !n->tx_blocked && !n->tx_throttled; first = false) {
         ret = vq_pop(q, vmmio_mem(t), &n->chain);
+        n->tx_found_none = first && ret == 0;
         if (ret <= 0)
             break;
-        if (!tx_one(n, t, &n->chain))
+        if (!tx_one(n, t, &n->chain)) {
+            STAT_ADD(n->stats, net_tx_remaining_reqs_count, 1); /* it waits in the ring */
             break;
+        }
         (*done)++;
     }
     rewatch(n, t);
@@ -478,8 +493,23 @@ static int activate(void *dev, struct vmmio_dev *t)
 static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
 {
     struct vnet *n = dev;
+    if (qi == VNET_QUEUE_RX)
+        STAT_ADD(n->stats, net_rx_queue_event_count, 1);
+    else
+        STAT_ADD(n->stats, net_tx_queue_event_count, 1);
     apply_offload(n);
-    return run(n, t, qi); /* rx: the driver added buffers, a held frame may fit now */
+    int ret = run(n, t, qi); /* rx: the driver added buffers, a held frame may fit now */
+    if (qi == VNET_QUEUE_TX && n->tx_found_none)
+        STAT_ADD(n->stats, net_no_tx_avail_buffer, 1); /* a kick with nothing to send */
+    return ret;
+}
+
+/* Config space is read-only (mac, status): a driver's write is dropped and counted. */
+static void config_write(void *dev, uint64_t off, const uint8_t *data, uint32_t len)
+{
+    struct vnet *n = dev;
+    (void)off, (void)data, (void)len;
+    STAT_ADD(n->stats, net_cfg_fails, 1);
 }
 
 /* On the vCPU thread: no I/O besides disarming the timers; the loop's watch of the TAP is
@@ -496,9 +526,8 @@ static void reset(void *dev, struct vmmio_dev *t)
     hold_cancel(n, VNET_QUEUE_TX);
 }
 
-static int event(void *dev, struct vmmio_dev *t, unsigned which)
+static int event_run(struct vnet *n, struct vmmio_dev *t, unsigned which)
 {
-    struct vnet *n = dev;
     uint64_t v;
 
     if (which != VNET_FD_TAP) {
@@ -508,8 +537,14 @@ static int event(void *dev, struct vmmio_dev *t, unsigned which)
         }
     }
     if (which == VNET_FD_RATE) {
+        if (n->rx_throttled)
+            STAT_ADD(n->stats, net_rx_event_rate_limiter_count, 1);
+        if (n->tx_throttled)
+            STAT_ADD(n->stats, net_tx_rate_limiter_event_count, 1);
         n->timer_due = 0;
         n->rx_throttled = n->tx_throttled = false;
+    } else if (which == VNET_FD_TAP) {
+        STAT_ADD(n->stats, net_rx_tap_event_count, 1);
     }
     if (!vmmio_running(t)) {
         if (which == VNET_FD_HOLD_RX || which == VNET_FD_HOLD_TX)
@@ -525,6 +560,15 @@ static int event(void *dev, struct vmmio_dev *t, unsigned which)
     if (which == VNET_FD_TAP)
         n->tx_blocked = false; /* writable, or not: the next EAGAIN says so */
     return run_both(n, t);
+}
+
+static int event(void *dev, struct vmmio_dev *t, unsigned which)
+{
+    struct vnet *n = dev;
+    int ret = event_run(n, t, which);
+    if (ret < 0)
+        STAT_ADD(n->stats, net_event_fails, 1);
+    return ret;
 }
 
 /* Afterwards no interrupt is held (raised now, kicks re-armed) and no chain is held popped:
@@ -715,6 +759,7 @@ const struct virtio_dev_ops vnet_ops = {
         .config_size = CONFIG_LEN,
         .features = features,
         .config_read = config_read,
+        .config_write = config_write,
         .activate = activate,
         .process_queue = process_queue,
         .reset = reset,

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PAGE        4096
+#define PAGE         4096
 #define VIRTIO_MAGIC 0x74726976 /* "virt" */
 
 static volatile uint32_t *regs;
