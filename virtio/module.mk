@@ -7,7 +7,7 @@ FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c 
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_mmio  := -lpthread
-UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_frame.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
+UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
 	vmm/loop.c
 UNIT_LIBS_test_virtio_blk   := -luring -lpthread
@@ -37,9 +37,9 @@ FUZZ_DEPS_fuzz_state_restore := virtio/mmio.c virtio/mmio_state.c virtio/queue.c
 FUZZ_LIBS_fuzz_state_restore := -luring -lpthread
 
 # virtio-net: the device against the transport with a socketpair for its TAP, and its headers.
-UNIT_DEPS_test_virtio_net := virtio/net.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
+UNIT_DEPS_test_virtio_net := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
-FUZZ_DEPS_fuzz_virtio_net := virtio/net.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
+FUZZ_DEPS_fuzz_virtio_net := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_net := -lpthread
 FUZZ_LIBS_fuzz_virtio_net := -lpthread
