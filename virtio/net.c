@@ -64,11 +64,8 @@ static void apply_offload(struct vnet *n)
     if (!n->offload_pending)
         return;
     n->offload_pending = false;
-    if (n->is_tap &&
-        ioctl(n->tap_fd, TUNSETOFFLOAD, (unsigned long)vnet_tun_offload(n->acked)) < 0) {
-        STAT_ADD(n->stats, net_activate_fails, 1);
+    if (n->is_tap && ioctl(n->tap_fd, TUNSETOFFLOAD, (unsigned long)vnet_tun_offload(n->acked)) < 0)
         vnet_tap_error(n, "TUNSETOFFLOAD", errno);
-    }
 }
 
 /* ---- interrupt moderation (irqmod.c), per queue, as virtio-blk ----------------------------
@@ -193,23 +190,8 @@ static int activate(void *dev, struct vmmio_dev *t)
 static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
 {
     struct vnet *n = dev;
-    if (qi == VNET_QUEUE_RX)
-        STAT_ADD(n->stats, net_rx_queue_event_count, 1);
-    else
-        STAT_ADD(n->stats, net_tx_queue_event_count, 1);
     apply_offload(n);
-    int ret = run(n, t, qi); /* rx: the driver added buffers, a held frame may fit now */
-    if (qi == VNET_QUEUE_TX && n->tx_found_none)
-        STAT_ADD(n->stats, net_no_tx_avail_buffer, 1); /* a kick with nothing to send */
-    return ret;
-}
-
-/* Config space is read-only (mac, status): a driver's write is dropped and counted. */
-static void config_write(void *dev, uint64_t off, const uint8_t *data, uint32_t len)
-{
-    struct vnet *n = dev;
-    (void)off, (void)data, (void)len;
-    STAT_ADD(n->stats, net_cfg_fails, 1);
+    return run(n, t, qi); /* rx: the driver added buffers, a held frame may fit now */
 }
 
 /* On the vCPU thread: no I/O besides disarming the timers; the loop's watch of the TAP is
@@ -226,8 +208,9 @@ static void reset(void *dev, struct vmmio_dev *t)
     hold_cancel(n, VNET_QUEUE_TX);
 }
 
-static int event_run(struct vnet *n, struct vmmio_dev *t, unsigned which)
+static int event(void *dev, struct vmmio_dev *t, unsigned which)
 {
+    struct vnet *n = dev;
     uint64_t v;
 
     if (which != VNET_FD_TAP) {
@@ -237,14 +220,8 @@ static int event_run(struct vnet *n, struct vmmio_dev *t, unsigned which)
         }
     }
     if (which == VNET_FD_RATE) {
-        if (n->rx_throttled)
-            STAT_ADD(n->stats, net_rx_event_rate_limiter_count, 1);
-        if (n->tx_throttled)
-            STAT_ADD(n->stats, net_tx_rate_limiter_event_count, 1);
         n->timer_due = 0;
         n->rx_throttled = n->tx_throttled = false;
-    } else if (which == VNET_FD_TAP) {
-        STAT_ADD(n->stats, net_rx_tap_event_count, 1);
     }
     if (!vmmio_running(t)) {
         if (which == VNET_FD_HOLD_RX || which == VNET_FD_HOLD_TX)
@@ -260,15 +237,6 @@ static int event_run(struct vnet *n, struct vmmio_dev *t, unsigned which)
     if (which == VNET_FD_TAP)
         n->tx_blocked = false; /* writable, or not: the next EAGAIN says so */
     return run_both(n, t);
-}
-
-static int event(void *dev, struct vmmio_dev *t, unsigned which)
-{
-    struct vnet *n = dev;
-    int ret = event_run(n, t, which);
-    if (ret < 0)
-        STAT_ADD(n->stats, net_event_fails, 1);
-    return ret;
 }
 
 /* Afterwards no interrupt is held (raised now, kicks re-armed) and no chain is held popped:
@@ -459,7 +427,6 @@ const struct virtio_dev_ops vnet_ops = {
         .config_size = CONFIG_LEN,
         .features = features,
         .config_read = config_read,
-        .config_write = config_write,
         .activate = activate,
         .process_queue = process_queue,
         .reset = reset,

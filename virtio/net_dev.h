@@ -28,7 +28,6 @@ struct vnet {
     struct tbucket rx_bw, rx_ops, tx_bw, tx_ops;
     bool rx_throttled, tx_throttled;
     bool tx_blocked;          /* the TAP said EAGAIN: tx waits for EPOLLOUT */
-    bool tx_found_none;       /* the last tx_run found the ring empty at once */
     bool rx_pending;          /* rx_buf holds a frame the rx queue has not taken yet */
     size_t rx_len;            /* its length, header included */
     uint64_t timer_due;       /* when the rate timer fires (0: disarmed) */
@@ -44,7 +43,6 @@ static inline bool has(const struct vnet *n, unsigned bit)
     return n->acked >> bit & 1;
 }
 
-
 /* vnet_tap_error(n, what, err): counts nothing (the caller does), logs at most every 10 s, and
  * marks the TAP dead when err says its interface is gone. */
 void vnet_tap_error(struct vnet *n, const char *what, int err);
@@ -58,8 +56,7 @@ void vnet_arm_timer(struct vnet *n, uint64_t ns);
  * *done; no interrupt (the caller's: moderated). Returns 0 or -EINVAL. */
 int vnet_rx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done);
 /* vnet_tx_run(n, t, done): sends until the ring is empty, the bucket empty or the TAP full,
- * adding the chains answered to *done (n->tx_found_none: the ring was empty at once); no
- * interrupt. Returns 0 or -EINVAL. */
+ * adding the chains answered to *done; no interrupt. Returns 0 or -EINVAL. */
 int vnet_tx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done);
 
 #endif

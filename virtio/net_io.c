@@ -158,7 +158,6 @@ int vnet_rx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done)
             if (got < 0) {
                 if (errno != EAGAIN) {
                     STAT_ADD(n->stats, net_rx_fails, 1);
-                    STAT_ADD(n->stats, net_tap_read_fails, 1);
                     vnet_tap_error(n, "read", errno);
                 }
                 break;
@@ -167,7 +166,6 @@ int vnet_rx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done)
                 STAT_ADD(n->stats, net_rx_fails, 1);
                 continue;
             }
-            STAT_ADD(n->stats, net_rx_count, 1);
             n->rx_len = (size_t)got;
             n->rx_pending = true;
         }
@@ -219,9 +217,6 @@ static int tx_one(struct vnet *n, struct vmmio_dev *t, const struct vq_chain *c)
         vq_push(q, c->head, 0);
         return 1;
     }
-    /* Counted, not dropped (as Firecracker): a source MAC other than the configured one. */
-    if (n->st.has_mac && memcmp(head + VNET_HDR_LEN + 6, n->st.mac, 6) != 0)
-        STAT_ADD(n->stats, net_tx_spoofed_mac_count, 1);
     uint64_t wait = charge(&n->tx_bw, &n->tx_ops, flen);
     if (wait) {
         vq_unpop(q);
@@ -246,10 +241,8 @@ static int tx_one(struct vnet *n, struct vmmio_dev *t, const struct vq_chain *c)
     }
     if (w < 0) {
         STAT_ADD(n->stats, net_tx_fails, 1);
-        STAT_ADD(n->stats, net_tap_write_fails, 1);
         vnet_tap_error(n, "write", errno);
     } else {
-        STAT_ADD(n->stats, net_tx_count, 1);
         STAT_ADD(n->stats, net_tx_bytes, flen);
         STAT_ADD(n->stats, net_tx_packets, 1);
     }
@@ -264,16 +257,12 @@ int vnet_tx_run(struct vnet *n, struct vmmio_dev *t, unsigned *done)
     struct vq *q = vmmio_queue(t, VNET_QUEUE_TX);
     int ret = 0;
 
-    n->tx_found_none = false;
-    for (bool first = true; !n->tx_blocked && !n->tx_throttled; first = false) {
+    while (!n->tx_blocked && !n->tx_throttled) {
         ret = vq_pop(q, vmmio_mem(t), &n->chain);
-        n->tx_found_none = first && ret == 0;
         if (ret <= 0)
             break;
-        if (!tx_one(n, t, &n->chain)) {
-            STAT_ADD(n->stats, net_tx_remaining_reqs_count, 1); /* it waits in the ring */
+        if (!tx_one(n, t, &n->chain))
             break;
-        }
         (*done)++;
     }
     vnet_rewatch(n, t);

@@ -39,14 +39,10 @@ struct vm_stats {
             block_invalid_reqs;
     _Alignas(64) _Atomic uint64_t net_rx_bytes;
     _Atomic uint64_t net_rx_packets, net_rx_fails, net_rx_rate_limiter_throttled,
-            net_no_rx_avail_buffer, net_rx_queue_event_count, net_rx_event_rate_limiter_count,
-            net_rx_tap_event_count, net_rx_count, net_tap_read_fails, net_activate_fails,
-            net_cfg_fails, net_event_fails;
+            net_no_rx_avail_buffer;
     _Alignas(64) _Atomic uint64_t net_tx_bytes;
     _Atomic uint64_t net_tx_packets, net_tx_malformed_frames, net_tx_fails,
-            net_tx_rate_limiter_throttled, net_no_tx_avail_buffer, net_tx_queue_event_count,
-            net_tx_rate_limiter_event_count, net_tx_count, net_tap_write_fails,
-            net_tx_spoofed_mac_count, net_tx_remaining_reqs_count;
+            net_tx_rate_limiter_throttled;
     _Alignas(64) _Atomic uint64_t uart_read;
     _Atomic uint64_t uart_write, uart_errors;
     _Atomic uint64_t uart_missed_write, uart_rate_dropped; /* bytes dropped: stalled or by limit */

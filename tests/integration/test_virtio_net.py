@@ -256,10 +256,6 @@ def test_guest_traffic_and_rate_limit_patch(netns, vm_in_ns, guest_assets, tmp_p
         assert net["rx_bytes_count"] >= size and net["tx_bytes_count"] >= size + slow, net
         assert net["tx_rate_limiter_throttled"] > 0, net
         assert net["tx_fails"] > 0, net  # eth1's frames after its TAP went away
-        assert net["tap_read_fails"] + net["tap_write_fails"] > 0, net  # how it was found
-        assert net["rx_tap_event_count"] > 0 and net["tx_queue_event_count"] > 0, net
-        assert net["rx_count"] >= net["rx_packets_count"] > 0, net
-        assert net["tx_count"] >= size // 65550, net
     finally:
         peer.close()
 
@@ -341,8 +337,6 @@ def test_rx_rate_limit_and_hostile_guest(netns, vm_in_ns, guest_assets, tmp_path
         net = net_metrics(metrics)
         assert net["rx_rate_limiter_throttled"] > 0, net
         assert net["tx_malformed_frames"] >= 4, net  # the two lies, the short chain, the big one
-        assert net["no_tx_avail_buffer"] > 0, net  # the storm's kicks on an empty ring
-        assert net["rx_event_rate_limiter_count"] > 0, net
         assert net["rx_bytes_count"] >= size, net
     finally:
         peer.close()

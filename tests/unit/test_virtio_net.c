@@ -424,13 +424,10 @@ static void tx_rate_limited(void **state)
     vmmio_notify(&t, 1);
     assert_int_equal(used_idx(1), 1);
     assert_int_equal(stats.net_tx_rate_limiter_throttled, 1);
-    assert_int_equal(stats.net_tx_remaining_reqs_count, 1); /* the second frame waits */
     assert_int_equal(recv(peer, got, sizeof(got), 0), VNET_HDR_LEN + 800);
     assert_int_equal(recv(peer, got, sizeof(got), 0), -1);
     /* The timer's wake-up (early here: the bucket refills over 100 s) finds it still short. */
     vmmio_event(&t, VNET_FD_RATE);
-    assert_int_equal(stats.net_tx_rate_limiter_event_count, 1);
-    assert_int_equal(stats.net_rx_event_rate_limiter_count, 0);
     assert_int_equal(stats.net_tx_rate_limiter_throttled, 2);
     assert_int_equal(used_idx(1), 1);
     struct vm_bucket off = {0};
@@ -465,52 +462,6 @@ static void rx_rate_limited(void **state)
     assert_int_equal(used_idx(0), 2);
     assert_int_equal(ram[BUF + 0x1000 + VNET_HDR_LEN], 2);
     assert_int_equal(watched, EPOLLIN);
-}
-
-/* Firecracker's event and failure counters: queue and TAP events, TAP reads and writes, a tx
- * kick with nothing to send, a spoofed source MAC (counted, still sent), a write to the
- * read-only config space (dropped, counted). */
-static void fc_counters(void **state)
-{
-    uint8_t got[2048];
-    struct vnet_hdr h = {0};
-    (void)state;
-    start(F_ALL);
-    post_tx(&h, 100, 1);
-    vmmio_notify(&t, 1);
-    assert_int_equal(recv(peer, got, sizeof(got), 0), VNET_HDR_LEN + 100);
-    assert_int_equal(stats.net_tx_queue_event_count, 1);
-    assert_int_equal(stats.net_tx_count, 1);
-    assert_int_equal(stats.net_tx_spoofed_mac_count, 0);
-    assert_int_equal(stats.net_no_tx_avail_buffer, 0);
-    vmmio_notify(&t, 1); /* nothing new in the ring */
-    assert_int_equal(stats.net_no_tx_avail_buffer, 1);
-    post_tx(&h, 100, 2);
-    uint16_t n = next_avail[1] - 1;
-    memset(ram + TXBUF + 0x1000ULL * (n % QSIZE) + VNET_HDR_LEN + 6, 0x42, 6);
-    vmmio_notify(&t, 1);
-    assert_int_equal(recv(peer, got, sizeof(got), 0), VNET_HDR_LEN + 100);
-    assert_int_equal(stats.net_tx_spoofed_mac_count, 1);
-    assert_int_equal(stats.net_tx_count, 2);
-    assert_int_equal(stats.net_tx_queue_event_count, 3);
-    post_rx(2048);
-    vmmio_notify(&t, 0);
-    assert_int_equal(stats.net_rx_queue_event_count, 1);
-    host_send(100, 3);
-    vmmio_event(&t, VNET_FD_TAP);
-    assert_int_equal(stats.net_rx_tap_event_count, 1);
-    assert_int_equal(stats.net_rx_count, 1);
-    assert_int_equal(stats.net_rx_packets, 1);
-    uint8_t b = 0x11;
-    vmmio_write(&t, 0x100, &b, 1);
-    assert_int_equal(stats.net_cfg_fails, 1);
-    uint8_t cfg[6];
-    for (unsigned i = 0; i < 6; i++)
-        vmmio_read(&t, 0x100 + i, cfg + i, 1);
-    assert_memory_equal(cfg, mac, 6);
-    assert_int_equal(stats.net_tap_read_fails + stats.net_tap_write_fails, 0);
-    assert_int_equal(stats.net_activate_fails + stats.net_event_fails, 0);
-    assert_int_equal(rd(0x70), 0xf);
 }
 
 /* A reset forgets a held frame; a device not running has the loop stop watching the TAP. */
@@ -616,8 +567,7 @@ static void real_tap(void **state)
     vmmio_notify(&t, 1); /* TUNSETOFFLOAD for the acked features first, then the frame */
     assert_int_equal(take_used(1, NULL), 0);
     assert_int_equal(stats.net_tx_fails, 1); /* the link is down: EIO */
-    assert_int_equal(stats.net_tap_write_fails, 1);
-    assert_int_equal(rd(0x70), 0xf); /* the TAP goes with the namespace, at exit */
+    assert_int_equal(rd(0x70), 0xf);         /* the TAP goes with the namespace, at exit */
 }
 
 static void header_checks(void **state)
@@ -834,7 +784,6 @@ int main(void)
             cmocka_unit_test_teardown(tx_back_pressure, stop),
             cmocka_unit_test_teardown(tx_rate_limited, stop),
             cmocka_unit_test_teardown(rx_rate_limited, stop),
-            cmocka_unit_test_teardown(fc_counters, stop),
             cmocka_unit_test_teardown(reset_and_not_running, stop),
             cmocka_unit_test(header_checks),
             cmocka_unit_test_teardown(state_save_restore, stop),
