@@ -159,8 +159,7 @@ test: deps
 # ---- Benchmarks (never part of `make test`) -----------------------------------
 # ember beside QEMU microvm on the same kernel and rootfs, in the same run, where Linux can
 # boot under KVM (the test host on our PVM machines): compare the ratios, not the times.
-# Each writes build/bench/NAME.{txt,json} and PNG plots (tests/bench/report.py, gnuplot);
-# bench-net writes build/bench/net.json and its table.
+# Each writes build/bench/NAME.{txt,json} and PNG plots (tests/bench/report.py, gnuplot).
 bench: bench-boot bench-blk bench-restore bench-net
 
 bench-boot: all $(TEST_PROGRAMS) guest testhost
