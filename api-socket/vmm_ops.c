@@ -86,6 +86,12 @@ static int op_check_net(void *opaque, const struct vm_net *net, char *err, size_
     return virtio_net_check(net, err, errlen);
 }
 
+static int op_check_vsock(void *opaque, const struct vm_vsock *vs, char *err, size_t errlen)
+{
+    (void)opaque;
+    return virtio_vsock_check(vs, err, errlen);
+}
+
 static int op_update_net(void *opaque, const struct vm_net *net, const struct vm_bucket *rx_bw,
                          const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
                          const struct vm_bucket *tx_ops, char *err, size_t errlen)
@@ -155,6 +161,7 @@ const struct api_vmm_ops api_app_ops = {
         .metrics = op_metrics,
         .update_drive = op_update_drive,
         .check_net = op_check_net,
+        .check_vsock = op_check_vsock,
         .update_net = op_update_net,
         .snapshot_create = op_snapshot_create,
         .snapshot_load = op_snapshot_load,

@@ -9,3 +9,14 @@ $(GUEST_INIT): rootfs-tools/init/init.c rootfs-tools/init/cmdline.c rootfs-tools
 
 UNIT_DEPS_test_init_cmdline := rootfs-tools/init/cmdline.c
 FUZZ_DEPS_fuzz_init_cmdline := rootfs-tools/init/cmdline.c
+
+# The guest agent (static, /sbin/ember-agent in the rootfs) and its protocol, which `ember exec`
+# links too (vmm/module.mk).
+GUEST_AGENT := $(BUILD)/guest-agent/ember-agent
+TEST_PROGRAMS += $(GUEST_AGENT)
+$(GUEST_AGENT): rootfs-tools/agent/agent.c rootfs-tools/agent/proto.c rootfs-tools/agent/proto.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Os $(CFLAGS_WARN) -static -o $@ rootfs-tools/agent/agent.c rootfs-tools/agent/proto.c
+
+UNIT_DEPS_test_agent_proto := rootfs-tools/agent/proto.c
+FUZZ_DEPS_fuzz_agent_proto := rootfs-tools/agent/proto.c

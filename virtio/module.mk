@@ -7,7 +7,7 @@ FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c 
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_mmio  := -lpthread
-UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_frame.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
+UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_frame.c virtio/vsock.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
 	vmm/loop.c
 UNIT_LIBS_test_virtio_blk   := -luring -lpthread
@@ -43,3 +43,24 @@ FUZZ_DEPS_fuzz_virtio_net := virtio/net.c virtio/net_frame.c virtio/blk_req.c vi
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_net := -lpthread
 FUZZ_LIBS_fuzz_virtio_net := -lpthread
+
+# virtio-vsock: the device against the transport with real Unix sockets, and its packets.
+VSOCK_SRCS := virtio/vsock.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/net_frame.c virtio/blk_req.c \
+	virtio/tbucket.c virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+UNIT_DEPS_test_virtio_vsock := $(VSOCK_SRCS)
+UNIT_LIBS_test_virtio_vsock := -lpthread
+UNIT_DEPS_test_virtio_vsock_pkt := virtio/vsock_pkt.c
+FUZZ_DEPS_fuzz_virtio_vsock := $(VSOCK_SRCS)
+FUZZ_LIBS_fuzz_virtio_vsock := -lpthread
+
+# vsock_peer: a static guest-side vsock peer for the integration tests (on a tools drive).
+VSOCK_PEER := $(BUILD)/tests/guest/vsock_peer
+TEST_PROGRAMS += $(VSOCK_PEER)
+$(VSOCK_PEER): tests/guest/vsock_peer.c virtio/module.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
+VSOCK_HOSTILE := $(BUILD)/tests/guest/vsock_hostile
+TEST_PROGRAMS += $(VSOCK_HOSTILE)
+$(VSOCK_HOSTILE): tests/guest/vsock_hostile.c virtio/module.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
