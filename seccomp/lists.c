@@ -126,6 +126,7 @@ static const struct sc_rule vmm[] = {
         EQ("accept4", 3, SOCK_CLOEXEC | SOCK_NONBLOCK, "SOCK_CLOEXEC|SOCK_NONBLOCK"),
         ANY("readv"),
         ANY("sendmsg"),
+        ANY("poll"), /* at a host socket's EOF: closed (HUP) or half-closed */
         EQ("shutdown", 1, SHUT_WR, "SHUT_WR"),
         EQ("fcntl", 1, F_GETFL, "F_GETFL"),
         EQ("fcntl", 1, F_SETFL, "F_SETFL"),

@@ -162,8 +162,7 @@ static int conn_data(struct vsock *v, struct vmmio_dev *t, struct vconn *c)
         return -EINVAL; /* a chain with a header's room only: not an rx buffer */
     c->readable = false;
     if (got == 0) { /* EOF: the host sends no more */
-        c->host_eof = true;
-        c->pending |= VP_SHUTDOWN;
+        vc_host_eof(v, c);
         return 0;
     }
     if (errno != EAGAIN) {
@@ -195,7 +194,8 @@ static int conn_packet(struct vsock *v, struct vmmio_dev *t, struct vconn *c)
             return ret;
     }
     if (c->pending & VP_SHUTDOWN) {
-        int ret = conn_ctl(v, t, c, VP_SHUTDOWN, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_SEND);
+        uint32_t flags = VSOCK_SHUTDOWN_SEND | (c->host_gone ? VSOCK_SHUTDOWN_RCV : 0);
+        int ret = conn_ctl(v, t, c, VP_SHUTDOWN, VSOCK_OP_SHUTDOWN, flags);
         if (ret == 1)
             vc_flush(v, c); /* ends it if the guest is done too */
         return ret;

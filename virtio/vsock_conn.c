@@ -13,6 +13,7 @@
  * are non-blocking. */
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,6 +337,21 @@ void vc_guest_shutdown(struct vsock *v, struct vconn *c, uint32_t flags)
     if (done(c))
         vc_set_deadline(v, c, clock_ns() + VSOCK_TIMEOUT_NS); /* to drain what waits */
     vc_flush(v, c);
+}
+
+void vc_host_eof(struct vsock *v, struct vconn *c)
+{
+    /* A Unix socket whose peer closed it polls HUP; one the peer only shut for writing does
+     * not (it may still read what the guest sends). */
+    struct pollfd p = {c->fd, POLLIN, 0};
+    c->host_eof = true;
+    c->readable = false;
+    c->host_gone = poll(&p, 1, 0) == 1 && p.revents & POLLHUP;
+    c->pending |= VP_SHUTDOWN;
+    if (c->host_gone) {
+        c->buf_len = c->own = 0; /* nobody to write them to */
+        vc_set_deadline(v, c, clock_ns() + VSOCK_TIMEOUT_NS);
+    }
 }
 
 /* A host client's first line, a byte at a time so that nothing after it is taken. */

@@ -37,7 +37,8 @@ struct vconn {
     bool in_ready;                  /* in the ready ring */
     bool readable;                  /* the host socket has data (or EOF) not yet read */
     bool credit_asked;              /* CREDIT_REQUEST sent, no update since */
-    bool host_eof;                  /* the host socket said EOF: SHUTDOWN(SEND) owed or sent */
+    bool host_eof;                  /* the host socket said EOF: SHUTDOWN owed or sent */
+    bool host_gone;                 /* ... and its peer closed it (no half-close): RCV|SEND */
     bool wr_shut;                   /* shutdown(SHUT_WR) done on the host socket */
     uint32_t peer_shut;             /* VSOCK_SHUTDOWN_* the guest sent */
     uint32_t peer_buf_alloc, peer_fwd_cnt; /* the guest's, from its last packet */
@@ -117,6 +118,9 @@ uint64_t vc_deadlines(struct vsock *v, uint64_t now);
 /* vc_credit_check(v, c): owes the guest a credit update once its view of c's free buffer
  * falls below VSOCK_CREDIT_THRESH. */
 void vc_credit_check(struct vsock *v, struct vconn *c);
+/* vc_host_eof(v, c): c's host socket read EOF: SHUTDOWN owed to the guest, SEND only for a
+ * half-closed socket, RCV|SEND (and 2 s for the guest's RST) for one its peer closed. */
+void vc_host_eof(struct vsock *v, struct vconn *c);
 /* vc_host_port(v): Returns the next free host port (round robin from st.next_port). */
 uint32_t vc_host_port(struct vsock *v);
 

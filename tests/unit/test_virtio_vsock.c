@@ -288,18 +288,36 @@ static void host_initiated(void **state)
     expect_rx(VSOCK_OP_RW, hp, 52, &h);
     assert_int_equal(h.len, 6);
     assert_int_equal(h.fwd_cnt, 5); /* the 5 bytes it wrote to the host */
-    /* the host closes: the guest hears SHUTDOWN(SEND), answers with both flags, gets RST */
-    close(fd);
+    /* the host half-closes: the guest hears SHUTDOWN(SEND) and may still send */
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
     expect_rx(VSOCK_OP_SHUTDOWN, hp, 52, &h);
     assert_int_equal(h.flags, VSOCK_SHUTDOWN_SEND);
+    send_pkt(VSOCK_OP_RW, 52, hp, 0, "late", 4, 65536, 6);
+    assert_int_equal(recv_some(fd, buf, sizeof(buf)), 4);
+    assert_memory_equal(buf, "late", 4);
+    /* the guest closes (both flags): RST, the connection is gone, the host reads EOF */
     send_pkt(VSOCK_OP_SHUTDOWN, 52, hp, VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND, NULL, 0, 65536,
              6);
     expect_rx(VSOCK_OP_RST, hp, 52, NULL);
     assert_int_equal(vsock_nconns(dev), 0);
-    /* the next client gets the next port */
+    assert_int_equal(recv_some(fd, buf, sizeof(buf)), -1);
+    close(fd);
+    /* a host that closes outright: SHUTDOWN(RCV|SEND), and the guest's RST ends it */
     fd = host_connect(52, &hp);
     assert_int_equal(hp, VSOCK_HOST_PORT_FIRST + 1);
     close(fd);
+    expect_rx(VSOCK_OP_SHUTDOWN, hp, 52, &h);
+    assert_int_equal(h.flags, VSOCK_SHUTDOWN_RCV | VSOCK_SHUTDOWN_SEND);
+    send_op(VSOCK_OP_RST, 52, hp);
+    assert_int_equal(vsock_nconns(dev), 0);
+    /* one whose guest never answers: reset after 2 s */
+    fd = host_connect(52, &hp);
+    close(fd);
+    expect_rx(VSOCK_OP_SHUTDOWN, hp, 52, NULL);
+    sleep(3);
+    vmmio_event(&t, VSOCK_FD_TIMER);
+    assert_int_equal(vsock_nconns(dev), 0);
+    expect_rx(VSOCK_OP_RST, hp, 52, NULL);
 }
 
 static void host_refused(void **state)
