@@ -7,7 +7,7 @@ FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c 
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_mmio  := -lpthread
-UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_frame.c virtio/vsock.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
+UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_frame.c virtio/vsock.c virtio/vsock_rx.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
 	vmm/loop.c
 UNIT_LIBS_test_virtio_blk   := -luring -lpthread
@@ -45,7 +45,7 @@ UNIT_LIBS_test_virtio_net := -lpthread
 FUZZ_LIBS_fuzz_virtio_net := -lpthread
 
 # virtio-vsock: the device against the transport with real Unix sockets, and its packets.
-VSOCK_SRCS := virtio/vsock.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/net_frame.c virtio/blk_req.c \
+VSOCK_SRCS := virtio/vsock.c virtio/vsock_rx.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/net_frame.c virtio/blk_req.c \
 	virtio/tbucket.c virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_DEPS_test_virtio_vsock := $(VSOCK_SRCS)
 UNIT_LIBS_test_virtio_vsock := -lpthread

@@ -78,6 +78,11 @@ struct vsock {
     struct vq_chain chain;
 };
 
+/* vs_rx_run(v, t): sends what is owed to the guest until the rx queue or the budget runs
+ * out (vsock_rx.c; v->more: packets left over). Returns 0, or -EINVAL for an rx chain that
+ * cannot hold a packet. */
+int vs_rx_run(struct vsock *v, struct vmmio_dev *t);
+
 /* ---- the connection table and host sockets (vsock_conn.c) -------------------------------- */
 /* vc_find(v, local, peer): Returns the connection with those ports, or NULL. */
 struct vconn *vc_find(struct vsock *v, uint32_t local, uint32_t peer);

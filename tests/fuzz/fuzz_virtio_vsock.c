@@ -59,12 +59,20 @@ static void check_rx(const uint8_t *ram, const struct vq *q)
     }
 }
 
+static char dir[64], port5[96], uds[96];
+
+static void cleanup(void)
+{
+    unlink(uds);
+    unlink(port5);
+    rmdir(dir);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct guest_mem mem;
     static uint8_t *ram;
     static struct vmmio_dev t;
-    static char dir[64], port5[96];
     static int l5 = -1;
     struct vm_vsock cfg = {.enabled = true, .guest_cid = CID};
     uint8_t hdr[8], first[255];
@@ -89,7 +97,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!mkdtemp(dir))
             abort();
         snprintf(port5, sizeof(port5), "%s/v_5", dir);
+        snprintf(uds, sizeof(uds), "%s/v", dir);
         l5 = unix_sock(port5, true);
+        atexit(cleanup);
     }
     snprintf(cfg.uds_path, sizeof(cfg.uds_path), "%s/v", dir);
     memset(ram, 0, RAM);
