@@ -105,7 +105,9 @@ struct vconn *vc_new(struct vsock *v, int fd, enum vconn_state state, uint32_t l
                         .hnext = -1,
                         .in_ready = in_ready,
                         .buf = buf};
-    struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)idx(v, c) + 1};
+    /* One-shot from the start: epoll reports a hang-up even with no events asked for, and
+     * level-triggered it would do so on every wake-up. */
+    struct epoll_event ev = {.events = EPOLLONESHOT, .data.u64 = (uint64_t)idx(v, c) + 1};
     if (epoll_ctl(v->ep_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         warn(v, "epoll_ctl", errno);
         close(fd);
@@ -198,8 +200,7 @@ void vc_rearm(struct vsock *v, struct vconn *c)
     }
     if (want == c->armed)
         return;
-    struct epoll_event ev = {.events = want ? want | EPOLLONESHOT : 0,
-                             .data.u64 = (uint64_t)idx(v, c) + 1};
+    struct epoll_event ev = {.events = want | EPOLLONESHOT, .data.u64 = (uint64_t)idx(v, c) + 1};
     if (epoll_ctl(v->ep_fd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
         warn(v, "epoll_ctl", errno);
     c->armed = want;
