@@ -109,8 +109,6 @@ void metrics_from_vm_stats(struct api_metrics_counters *m, const struct vm_stats
             STAT(M_NET_TX_MALFORMED, net_tx_malformed_frames),
             STAT(M_NET_TX_FAILS, net_tx_fails),
             STAT(M_NET_TX_THROTTLED, net_tx_rate_limiter_throttled),
-            STAT(M_VSOCK_RX_QUEUE_EVENTS, vsock_rx_queue_events),
-            STAT(M_VSOCK_TX_QUEUE_EVENTS, vsock_tx_queue_events),
             STAT(M_VSOCK_RX_BYTES, vsock_rx_bytes),
             STAT(M_VSOCK_TX_BYTES, vsock_tx_bytes),
             STAT(M_VSOCK_RX_PACKETS, vsock_rx_packets),

@@ -259,12 +259,10 @@ static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
     int ret;
     settle(v);
     if (qi == VSOCK_QUEUE_TX) {
-        STAT_ADD(v->stats, vsock_tx_queue_events, 1);
         ret = tx_run(v, t);
         if (!ret)
             ret = vs_rx_run(v, t);
     } else if (qi == VSOCK_QUEUE_RX) {
-        STAT_ADD(v->stats, vsock_rx_queue_events, 1);
         ret = vs_rx_run(v, t);
     } else {
         ret = ev_run(v, t);
