@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
@@ -27,6 +28,9 @@
 #define CONFIG_LEN  8   /* guest_cid (spec 5.10.4) */
 #define TX_BUDGET   256 /* guest packets per wake-up */
 #define POLL_EVENTS 64  /* host socket events per wake-up (the rest: at the next) */
+/* The fd limit a full table wants: 1023 host sockets besides the rest of the VMM's fds (the
+ * jailer's default no-file limit). */
+#define NOFILE_WANTED 2048
 
 static uint64_t features(void *dev)
 {
@@ -378,11 +382,34 @@ static void destroy(void *dev)
         free(v->conns[i].buf);
     if (v->listen_fd >= 0)
         close(v->listen_fd);
+    if (v->spare_fd >= 0)
+        close(v->spare_fd);
     if (v->ep_fd >= 0)
         close(v->ep_fd);
     if (v->timer_fd >= 0)
         close(v->timer_fd);
     free(v);
+}
+
+/* A soft fd limit of 1024 (the usual default outside the jailer) runs out before the table
+ * does: raised toward the hard limit, which only the jailer or root sets. What is still short
+ * is said once; the table then ends at the fd limit, its clients refused (vc_accept). */
+static void fd_room(const struct vsock *v)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= NOFILE_WANTED)
+        return;
+    rlim_t want = rl.rlim_max < NOFILE_WANTED ? rl.rlim_max : NOFILE_WANTED;
+    if (want > rl.rlim_cur) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            want = 0;
+    }
+    if (want < NOFILE_WANTED)
+        log_warn("vsock %s: the fd limit (RLIMIT_NOFILE %llu, hard %llu) is below %d: fewer "
+                 "than %d connections fit, the rest are refused",
+                 v->cfg.uds_path, (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                 NOFILE_WANTED, VSOCK_CONNS_MAX);
 }
 
 unsigned vsock_nconns(const struct vsock *v)
@@ -402,7 +429,7 @@ struct vsock *vsock_create(const struct vm_vsock *cfg, struct vm_stats *stats, c
     v->stats = stats;
     v->st.guest_cid = cfg->guest_cid;
     v->st.next_port = VSOCK_HOST_PORT_FIRST;
-    v->ep_fd = v->timer_fd = -1;
+    v->ep_fd = v->timer_fd = v->spare_fd = -1;
     for (unsigned i = 0; i < VSOCK_HASH; i++)
         v->hash[i] = -1;
     v->listen_fd = vsock_listen(cfg->uds_path, err, errlen);
@@ -414,6 +441,11 @@ struct vsock *vsock_create(const struct vm_vsock *cfg, struct vm_stats *stats, c
     if (v->ep_fd < 0 || v->timer_fd < 0 ||
         epoll_ctl(v->ep_fd, EPOLL_CTL_ADD, v->listen_fd, &ev) < 0) {
         errf(err, errlen, -errno, "vsock: epoll/timerfd: %s", strerror(errno));
+        goto fail;
+    }
+    fd_room(v);
+    if (!vc_spare(v)) {
+        errf(err, errlen, -errno, "vsock: a spare socket: %s", strerror(errno));
         goto fail;
     }
     return v;

@@ -148,6 +148,43 @@ static void release(struct vsock *v, struct vconn *c)
     c->state = VC_FREE;
     c->buf_len = c->buf_head = 0;
     v->nconns--;
+    if (v->spare_fd < 0) /* an fd came free: the spare first, then clients again */
+        vc_spare(v);
+}
+
+bool vc_spare(struct vsock *v)
+{
+    if (v->spare_fd < 0)
+        v->spare_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    bool on = v->spare_fd >= 0;
+    if (on == !v->listen_off)
+        return on;
+    struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.u64 = 0};
+    if (epoll_ctl(v->ep_fd, EPOLL_CTL_MOD, v->listen_fd, &ev) < 0)
+        warn(v, "epoll_ctl", errno);
+    v->listen_off = !on;
+    return on;
+}
+
+/* The process has no fd for a client waiting in the backlog: the spare makes room to accept
+ * it and close it at once, as refused (a client left in the backlog would wait for an answer
+ * that never comes, and the listener would wake the loop on every wait). Returns true if a
+ * client was refused, false when there is no spare either: the listener is not watched until
+ * a connection ends and gives an fd back. */
+static bool refuse_one(struct vsock *v)
+{
+    if (v->spare_fd < 0 && !vc_spare(v))
+        return false;
+    close(v->spare_fd);
+    v->spare_fd = -1;
+    int fd = accept4(v->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        STAT_ADD(v->stats, vsock_conns_refused, 1);
+    }
+    if (!vc_spare(v))
+        warn(v, "no fd for the spare: host clients wait until a connection ends", EMFILE);
+    return fd >= 0;
 }
 
 void vc_kill(struct vsock *v, struct vconn *c, bool rst)
@@ -422,6 +459,10 @@ void vc_accept(struct vsock *v, bool running)
             int e = errno;
             if (e == EINTR || e == ECONNABORTED)
                 continue;
+            if ((e == EMFILE || e == ENFILE) && refuse_one(v)) {
+                warn(v, "accept (a host client refused)", e);
+                continue;
+            }
             if (e != EAGAIN)
                 warn(v, "accept", e);
             return;

@@ -59,6 +59,8 @@ struct vsock {
     struct vm_vsock cfg;
     struct vm_stats *stats;
     int listen_fd, ep_fd, timer_fd;
+    int spare_fd;       /* held back for the moment the process runs out of fds (-1: spent) */
+    bool listen_off;    /* the listener is not watched: no spare fd to refuse a client with */
     bool reset_pending; /* the driver reset the device: connections to close on the loop */
     bool event_pending; /* TRANSPORT_RESET owed on the event queue */
     bool kick_pending;  /* run every queue once at the next wake-up (after a restore) */
@@ -104,8 +106,8 @@ void vc_rearm(struct vsock *v, struct vconn *c);
 void vc_set_deadline(struct vsock *v, struct vconn *c, uint64_t ns);
 /* vc_host_event(v, c, events): c's host socket is ready (EPOLLIN/OUT/HUP/ERR). */
 void vc_host_event(struct vsock *v, struct vconn *c, uint32_t events);
-/* vc_accept(v, running): takes host clients from the listener (refused while !running or the
- * table is full). */
+/* vc_accept(v, running): takes host clients from the listener (refused while !running, the
+ * table is full or the process has no fd left: never left waiting in the backlog). */
 void vc_accept(struct vsock *v, bool running);
 /* vc_to_host(v, c, iov, n, len): len payload bytes of an RW packet for c's host socket.
  * Returns 0, or -1 when c was killed (overran its credit, or the socket failed). */
@@ -126,6 +128,9 @@ void vc_credit_check(struct vsock *v, struct vconn *c);
 /* vc_host_eof(v, c): c's host socket read EOF: SHUTDOWN owed to the guest, SEND only for a
  * half-closed socket, RCV|SEND (and 2 s for the guest's RST) for one its peer closed. */
 void vc_host_eof(struct vsock *v, struct vconn *c);
+/* vc_spare(v): holds the spare fd again if it was spent, and watches the listener again.
+ * Returns true if the spare is held. */
+bool vc_spare(struct vsock *v);
 /* vc_host_port(v): Returns the next free host port (round robin from st.next_port). */
 uint32_t vc_host_port(struct vsock *v);
 

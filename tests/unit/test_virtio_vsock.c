@@ -523,6 +523,59 @@ static void connection_limit(void **state)
     close(l);
 }
 
+/* The process out of fds (a soft limit below what the table needs): a host client waiting in
+ * the backlog is refused at once (closed, counted), never left waiting for an answer with the
+ * listener waking the loop on every wait; once fds are back, clients connect again. */
+static void fds_exhausted(void **state)
+{
+    (void)state;
+    struct rlimit saved, low;
+    uint32_t hp;
+    static int hog[4096];
+    unsigned nhog = 0;
+    char buf[8];
+    start();
+    fill_rx();
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    int c = client(); /* in the backlog before the fds run out */
+    low = saved;
+    low.rlim_cur = (rlim_t)c + 16;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (nhog < 4096 && (hog[nhog] = dup(0)) >= 0)
+        nhog++;
+    assert_int_equal(errno, EMFILE);
+    assert_true(nhog < 4096);
+    pump();
+    assert_int_equal(recv_some(c, buf, sizeof(buf)), -1); /* closed, no OK */
+    close(c);
+    assert_int_equal(stats.vsock_conns_refused, 1);
+    assert_int_equal(vsock_nconns(dev), 0);
+    struct virtio_fd fds[VIRTIO_MAX_DEV_FDS];
+    vsock_ops.fds(dev, fds);
+    struct pollfd p = {fds[VSOCK_FD_POLL].fd, POLLIN, 0};
+    assert_int_equal(poll(&p, 1, 0), 0); /* nothing left to wake the loop */
+    for (unsigned i = 0; i < nhog; i++)
+        close(hog[i]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    int fd = host_connect(52, &hp);
+    close(fd);
+}
+
+/* A soft fd limit of 1024 is raised to what the table needs, as far as the hard limit allows. */
+static void fd_limit_raised(void **state)
+{
+    (void)state;
+    struct rlimit saved, rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    rl = saved;
+    rl.rlim_cur = saved.rlim_max < 1024 ? saved.rlim_max : 1024;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    start();
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    assert_int_equal(rl.rlim_cur, saved.rlim_max < 2048 ? saved.rlim_max : 2048);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+}
+
 /* No rx buffers: host data waits (the socket is not watched, nothing is read or lost); the
  * driver's next buffers bring it. */
 static void rx_back_pressure(void **state)
@@ -663,6 +716,8 @@ int main(void)
             cmocka_unit_test_teardown(guest_initiated, stop),
             cmocka_unit_test_teardown(hostile_packets, stop),
             cmocka_unit_test_teardown(connection_limit, stop),
+            cmocka_unit_test_teardown(fds_exhausted, stop),
+            cmocka_unit_test_teardown(fd_limit_raised, stop),
             cmocka_unit_test_teardown(rx_back_pressure, stop),
             cmocka_unit_test_teardown(reset_closes, stop),
             cmocka_unit_test_teardown(save_restore, stop),
