@@ -262,9 +262,6 @@ static int snapshot_load(struct api_ctl *c, const struct api_snap_load *r, char 
         return errf(err, errlen, -EINVAL,
                     "Loading a microVM snapshot not allowed after configuring boot-specific "
                     "resources.");
-    if (r->has_vsock_override)
-        return errf(err, errlen, -EINVAL,
-                    "vsock_override: this build of ember has no vsock device.");
     if (r->clock_realtime)
         return errf(err, errlen, -EINVAL,
                     "clock_realtime is not supported by this build of ember yet.");

@@ -355,6 +355,10 @@ static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err,
         st.next_port < VSOCK_HOST_PORT_FIRST || st.next_port >= VSOCK_HOST_PORT_END)
         return errf(err, errlen, -EINVAL, "vsock: a malformed device state (guest CID %llu)",
                     (unsigned long long)st.guest_cid);
+    if (st.guest_cid != v->cfg.guest_cid) /* the configuration section says which CID */
+        return errf(err, errlen, -EINVAL,
+                    "vsock: the device state's guest CID %llu is not the configured %u",
+                    (unsigned long long)st.guest_cid, v->cfg.guest_cid);
     vc_kill_all(v);
     v->st = st;
     v->reset_pending = v->more = false;

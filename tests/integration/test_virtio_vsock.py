@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import re
+import resource
 import socket
 import struct
 import subprocess
@@ -416,6 +417,11 @@ def test_bad_connect_lines(vm):
 
 @pytest.mark.kvm
 def test_connection_limit(vm):
+    # this client holds 1024 sockets itself: its own soft fd limit (often 1024) must allow it
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 2048:
+        assert hard == resource.RLIM_INFINITY or hard >= 2048, (soft, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
     assert vm.exec("sh", "-c", "/mnt/vsock_peer hold 6000 1100 >/tmp/hold.log 2>&1 &"
                    ).returncode == 0
     vm.wait_idle()  # the agent's connection is gone: all 1023 are ours

@@ -661,6 +661,9 @@ static void save_restore(void **state)
     assert_int_equal(vsock_ops.restore(dev, &t, &bad, err, sizeof(err)), -EINVAL);
     bad = st, bad.next_port = 5;
     assert_int_equal(vsock_ops.restore(dev, &t, &bad, err, sizeof(err)), -EINVAL);
+    bad = st, bad.guest_cid = CID + 1; /* valid, but not the configuration's */
+    assert_int_equal(vsock_ops.restore(dev, &t, &bad, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "not the configured"));
     bad = st, bad.guest_cid = 1ULL << 32;
     assert_int_equal(vsock_ops.restore(dev, &t, &bad, err, sizeof(err)), -EINVAL);
     /* the guest's event buffer, then the restore: connections gone, TRANSPORT_RESET sent */
