@@ -12,10 +12,10 @@ In the test host (a Linux guest with the agent, `ember.agent=PORT`): the agent a
 connection to it is held open across the snapshot, the source is killed with -9, and a new
 process loads it with `vsock_override`: the agent answers a new connection (`uname -r`, the
 exit code of `false`), which is what Firecracker 1.16.0 broke (#5969)."""
-import os
-import pathlib
+import json
 import re
 import socket
+import subprocess
 import time
 
 import pytest
@@ -77,6 +77,10 @@ def test_probe_snapshot_with_vsock(tmp_path):
     src.mkdir()
     probe_snapshot(src)
     assert (src / "v.sock").exists()  # left behind by the killed process
+    info = subprocess.run([str(EMBER), "snapshot", "info", str(src / "vm.snap"), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["vsock"] == {"guest_cid": 7, "uds_path": str(src / "v.sock")}
     # no override: the old path cannot be bound, a reason, the process still answers
     (tmp_path / "a").mkdir()
     e = Ember.start(EMBER, tmp_path / "a")
