@@ -42,8 +42,11 @@ def snapshot(e, d):
 
 # ---- the probe guest: directly on /dev/kvm ---------------------------------------------------
 
-def probe_snapshot(d, with_vsock=True):
-    """Boots the probe (with a vsock device on d/v.sock), snapshots it into d, kills it -9."""
+def probe_snapshot(tmp_path, with_vsock=True):
+    """Boots the probe (with a vsock device on src/v.sock), snapshots it into src, kills it -9.
+    Returns src (tmp_path/src)."""
+    d = tmp_path / "src"
+    d.mkdir()
     e = Ember.start(EMBER, d)
     try:
         assert e.put("/machine-config", json={"vcpu_count": 1, "mem_size_mib": 32}).ok
@@ -58,6 +61,7 @@ def probe_snapshot(d, with_vsock=True):
     finally:
         e.proc.kill()
         e.close()
+    return d
 
 
 def connects(path):
@@ -73,9 +77,7 @@ def connects(path):
 
 @pytest.mark.usefixtures("dev_kvm")
 def test_probe_snapshot_with_vsock(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    probe_snapshot(src)
+    src = probe_snapshot(tmp_path)
     assert (src / "v.sock").exists()  # left behind by the killed process
     info = subprocess.run([str(EMBER), "snapshot", "info", str(src / "vm.snap"), "--json"],
                           capture_output=True, text=True, timeout=60)
@@ -126,9 +128,7 @@ def test_probe_snapshot_with_vsock(tmp_path):
 
 @pytest.mark.usefixtures("dev_kvm")
 def test_probe_snapshot_without_vsock_refuses_override(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    probe_snapshot(src, with_vsock=False)
+    src = probe_snapshot(tmp_path, with_vsock=False)
     (tmp_path / "a").mkdir()
     e = Ember.start(EMBER, tmp_path / "a")
     try:
