@@ -54,19 +54,25 @@ def exec_(uds, *cmd, port=None, timeout=IO_TIMEOUT):
 
 
 def hybrid_connect(uds, port, timeout=IO_TIMEOUT):
-    """A host client through CONNECT: Returns (socket, the OK line), or (None, b"") when the
-    stream was closed instead."""
+    """A host client through CONNECT: Returns (socket, the OK line), or (None, what came
+    before) when the stream was closed instead (a refused client may be closed before its line
+    was read: then the write fails with EPIPE or the read with ECONNRESET)."""
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(timeout)
     s.connect(str(uds))
-    s.sendall(f"CONNECT {port}\n".encode())
     line = b""
-    while not line.endswith(b"\n"):
-        c = s.recv(1)
-        if not c:
-            s.close()
-            return None, line
-        line += c
+    try:
+        s.sendall(f"CONNECT {port}\n".encode())
+        while not line.endswith(b"\n"):
+            c = s.recv(1)
+            if not c:
+                break
+            line += c
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    if not line.endswith(b"\n"):
+        s.close()
+        return None, line
     return s, line
 
 
