@@ -111,8 +111,6 @@ void metrics_from_vm_stats(struct api_metrics_counters *m, const struct vm_stats
             STAT(M_NET_TX_THROTTLED, net_tx_rate_limiter_throttled),
             STAT(M_VSOCK_RX_BYTES, vsock_rx_bytes),
             STAT(M_VSOCK_TX_BYTES, vsock_tx_bytes),
-            STAT(M_VSOCK_RX_PACKETS, vsock_rx_packets),
-            STAT(M_VSOCK_TX_PACKETS, vsock_tx_packets),
             STAT(M_VSOCK_CONNS_ADDED, vsock_conns_added),
             STAT(M_VSOCK_CONNS_KILLED, vsock_conns_killed),
             STAT(M_VSOCK_CONNS_REMOVED, vsock_conns_removed),

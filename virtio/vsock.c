@@ -164,7 +164,6 @@ static void tx_packet(struct vsock *v, const struct vq_chain *ch)
         STAT_ADD(v->stats, vsock_tx_malformed_packets, 1);
         return;
     }
-    STAT_ADD(v->stats, vsock_tx_packets, 1);
     struct vconn *c = vc_find(v, h.dst_port, h.src_port);
     if (verdict == VSOCK_RESET || (!c && h.op != VSOCK_OP_REQUEST)) {
         if (c)

@@ -40,7 +40,6 @@ static void put_pkt(struct vsock *v, struct vmmio_dev *t, uint32_t local, uint32
     vnet_iov_copy_out(v->chain.iov + v->chain.nout, v->chain.niov - v->chain.nout, 0, raw,
                       VSOCK_HDR_LEN);
     vq_push(vmmio_queue(t, VSOCK_QUEUE_RX), v->chain.head, VSOCK_HDR_LEN + len);
-    STAT_ADD(v->stats, vsock_rx_packets, 1);
 }
 
 static int conn_ctl(struct vsock *v, struct vmmio_dev *t, struct vconn *c, uint32_t bit,

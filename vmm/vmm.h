@@ -44,9 +44,9 @@ struct vm_stats {
     _Atomic uint64_t net_tx_packets, net_tx_malformed_frames, net_tx_fails,
             net_tx_rate_limiter_throttled;
     _Alignas(64) _Atomic uint64_t vsock_rx_bytes;
-    _Atomic uint64_t vsock_rx_packets, vsock_tx_bytes, vsock_tx_packets, vsock_conns_added,
-            vsock_conns_killed, vsock_conns_removed, vsock_conns_refused, vsock_tx_write_fails,
-            vsock_rx_read_fails, vsock_tx_malformed_packets;
+    _Atomic uint64_t vsock_tx_bytes, vsock_conns_added, vsock_conns_killed, vsock_conns_removed,
+            vsock_conns_refused, vsock_tx_write_fails, vsock_rx_read_fails,
+            vsock_tx_malformed_packets;
     _Alignas(64) _Atomic uint64_t uart_read;
     _Atomic uint64_t uart_write, uart_errors;
     _Atomic uint64_t uart_missed_write, uart_rate_dropped; /* bytes dropped: stalled or by limit */
