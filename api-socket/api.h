@@ -36,6 +36,7 @@ enum api_kind {
     API_REQ_PATCH_DRIVE,   /* PATCH /drives/{id} */
     API_REQ_PUT_NET,       /* PUT /network-interfaces/{id} */
     API_REQ_PATCH_NET,     /* PATCH /network-interfaces/{id} */
+    API_REQ_PUT_VSOCK,     /* PUT /vsock */
     API_REQ_ACTION,        /* PUT /actions */
     API_REQ_PATCH_VM,      /* PATCH /vm */
     API_REQ_LOGGER,        /* PUT /logger */
@@ -102,6 +103,11 @@ struct api_net {
     struct api_rate_limiter rx_rate_limiter, tx_rate_limiter;
 };
 
+struct api_vsock {
+    uint32_t guest_cid;
+    char uds_path[PATH_MAX]; /* the device's limit (VM_UDS_MAX) is the controller's check */
+};
+
 struct api_logger {
     bool has_path, has_level, has_show_level, has_show_origin;
     char log_path[PATH_MAX];
@@ -158,6 +164,7 @@ struct api_request {
         struct api_boot_source boot;
         struct api_drive drive;
         struct api_net net;
+        struct api_vsock vsock;
         enum api_action action;
         bool pause; /* PATCH /vm: true = Paused, false = Resumed */
         struct api_logger logger;
@@ -197,6 +204,7 @@ int body_machine(const void *obj, bool partial, struct api_machine *m, char *err
 int body_boot_source(const void *obj, struct api_boot_source *b, char *err, size_t errlen);
 int body_drive(const void *obj, bool partial, struct api_drive *d, char *err, size_t errlen);
 int body_net(const void *obj, bool partial, struct api_net *n, char *err, size_t errlen);
+int body_vsock(const void *obj, struct api_vsock *v, char *err, size_t errlen);
 int body_action(const void *obj, enum api_action *a, char *err, size_t errlen);
 int body_vm_state(const void *obj, bool *pause, char *err, size_t errlen);
 int body_logger(const void *obj, struct api_logger *l, char *err, size_t errlen);
@@ -225,6 +233,8 @@ struct api_vmm_ops {
     /* check_net (may be NULL): PUT /network-interfaces: the TAP can be opened as the device
      * will open it (then closed again) */
     int (*check_net)(void *opaque, const struct vm_net *net, char *err, size_t errlen);
+    /* check_vsock (may be NULL): PUT /vsock: uds_path can be bound (then it is removed) */
+    int (*check_vsock)(void *opaque, const struct vm_vsock *vs, char *err, size_t errlen);
     /* PATCH /network-interfaces/{id} on the running VM: rx/tx buckets (NULL: unchanged) */
     int (*update_net)(void *opaque, const struct vm_net *net, const struct vm_bucket *rx_bw,
                       const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,

@@ -321,6 +321,26 @@ int body_net(const void *o, bool partial, struct api_net *n, char *err, size_t e
     return 0;
 }
 
+int body_vsock(const void *o, struct api_vsock *v, char *err, size_t errlen)
+{
+    /* vsock_id: deprecated in Firecracker, accepted and ignored. */
+    static const char *const keys[] = {"guest_cid", "uds_path", "vsock_id", NULL};
+    const json_t *obj = o;
+    uint64_t cid;
+    char id[API_ID_MAX + 1];
+    int ret;
+
+    memset(v, 0, sizeof(*v));
+    if ((ret = check_keys(obj, keys, err, errlen)) ||
+        (ret = get_u64(obj, "guest_cid", true, UINT32_MAX, &cid, NULL, err, errlen)) ||
+        (ret = get_str(obj, "uds_path", true, v->uds_path, sizeof(v->uds_path), NULL, err,
+                       errlen)) ||
+        (ret = get_str(obj, "vsock_id", false, id, sizeof(id), NULL, err, errlen)))
+        return ret;
+    v->guest_cid = (uint32_t)cid;
+    return 0;
+}
+
 int body_action(const void *o, enum api_action *a, char *err, size_t errlen)
 {
     static const char *const keys[] = {"action_type", NULL};

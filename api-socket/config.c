@@ -81,6 +81,10 @@ char *ctl_vm_config_json(const struct api_ctl *c)
             json_object_set_new(b, "boot_args", json_string(cfg->cmdline));
         json_object_set_new(root, "boot-source", b);
     }
+    if (cfg->vsock.enabled)
+        json_object_set_new(root, "vsock",
+                            json_pack("{s:I,s:s}", "guest_cid", (json_int_t)cfg->vsock.guest_cid,
+                                      "uds_path", cfg->vsock.uds_path));
     if (c->logger_set) {
         const struct api_logger *l = &c->logger;
         json_t *o = json_pack("{s:s,s:b,s:b}", "level", levels[l->has_level ? l->level : 3],
@@ -109,10 +113,11 @@ static const struct {
         {"boot-source", API_REQ_BOOT_SOURCE, false},
         {"drives", API_REQ_PUT_DRIVE, true},
         {"network-interfaces", API_REQ_PUT_NET, true},
+        {"vsock", API_REQ_PUT_VSOCK, false},
 };
 
 static const char *const unsupported_sections[] = {
-        "balloon", "vsock", "mmds-config", "entropy", "pmem", "cpu-config", "memory-hotplug", NULL,
+        "balloon", "mmds-config", "entropy", "pmem", "cpu-config", "memory-hotplug", NULL,
 };
 
 /* Parses and applies one section object through the controller. */

@@ -262,9 +262,6 @@ static int snapshot_load(struct api_ctl *c, const struct api_snap_load *r, char 
         return errf(err, errlen, -EINVAL,
                     "Loading a microVM snapshot not allowed after configuring boot-specific "
                     "resources.");
-    if (r->has_vsock_override)
-        return errf(err, errlen, -EINVAL,
-                    "vsock_override: this build of ember has no vsock device.");
     if (r->clock_realtime)
         return errf(err, errlen, -EINVAL,
                     "clock_realtime is not supported by this build of ember yet.");
@@ -278,6 +275,25 @@ static int snapshot_load(struct api_ctl *c, const struct api_snap_load *r, char 
     c->state = r->resume_vm ? API_VM_RUNNING : API_VM_PAUSED;
     c->boot_set = c->boot_path = true;
     return 0;
+}
+
+static int set_vsock(struct api_ctl *c, const struct api_vsock *in, char *err, size_t errlen)
+{
+    struct vm_vsock vs = {.enabled = true, .guest_cid = in->guest_cid};
+    if (strlen(in->uds_path) > VM_UDS_MAX)
+        return errf(err, errlen, -EINVAL,
+                    "Invalid uds_path: at most %d bytes (a Unix socket path).", VM_UDS_MAX);
+    snprintf(vs.uds_path, sizeof(vs.uds_path), "%s", in->uds_path);
+    /* The configuration's checks first (a copy: nothing changes), then the bind itself. */
+    struct vm_config *probe = malloc(sizeof(*probe));
+    if (!probe)
+        return errf(err, errlen, -ENOMEM, "out of memory");
+    memcpy(probe, &c->cfg, sizeof(*probe));
+    int ret = cfg_put_vsock(probe, &vs, err, errlen);
+    free(probe); /* a shallow copy: its strings are c->cfg's */
+    if (!ret && c->ops->check_vsock)
+        ret = c->ops->check_vsock(c->opaque, &vs, err, errlen);
+    return ret ? ret : cfg_put_vsock(&c->cfg, &vs, err, errlen);
 }
 
 static int machine_json(const struct vm_config *cfg, struct api_response *resp)
@@ -388,6 +404,9 @@ static int dispatch(struct api_ctl *c, const struct api_request *r, struct api_r
         break;
     case API_REQ_PATCH_NET:
         ret = pre ? errf(err, errlen, -EINVAL, NOT_BEFORE) : patch_net(c, &r->u.net, err, errlen);
+        break;
+    case API_REQ_PUT_VSOCK:
+        ret = pre ? set_vsock(c, &r->u.vsock, err, errlen) : errf(err, errlen, -EINVAL, NOT_AFTER);
         break;
     case API_REQ_ACTION:
         ret = action(c, r->u.action, err, errlen);

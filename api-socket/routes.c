@@ -49,6 +49,7 @@ static const struct route routes[] = {
         {"/drives/", API_PATCH, API_REQ_PATCH_DRIVE},
         {"/network-interfaces/", API_PUT, API_REQ_PUT_NET},
         {"/network-interfaces/", API_PATCH, API_REQ_PATCH_NET},
+        {"/vsock", API_PUT, API_REQ_PUT_VSOCK},
         {"/actions", API_PUT, API_REQ_ACTION},
         {"/vm", API_PATCH, API_REQ_PATCH_VM},
         {"/logger", API_PUT, API_REQ_LOGGER},
@@ -60,7 +61,7 @@ static const struct route routes[] = {
 
 /* Firecracker endpoints whose device or feature this build does not have yet. */
 static const char *const unsupported[] = {
-        "/vsock", "/mmds", "/balloon", "/entropy", "/pmem", "/cpu-config", "/hotplug", NULL,
+        "/mmds", "/balloon", "/entropy", "/pmem", "/cpu-config", "/hotplug", NULL,
 };
 
 static bool path_under(const char *path, const char *base)
@@ -99,6 +100,8 @@ int api_parse_body(enum api_kind kind, const void *obj, struct api_request *req,
     case API_REQ_PUT_NET:
     case API_REQ_PATCH_NET:
         return body_net(obj, kind == API_REQ_PATCH_NET, &req->u.net, err, errlen);
+    case API_REQ_PUT_VSOCK:
+        return body_vsock(obj, &req->u.vsock, err, errlen);
     case API_REQ_ACTION:
         return body_action(obj, &req->u.action, err, errlen);
     case API_REQ_PATCH_VM:

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "../virtio/virtio.h"
 #include "../vmm/app.h"
@@ -86,6 +87,12 @@ static int op_check_net(void *opaque, const struct vm_net *net, char *err, size_
     return virtio_net_check(net, err, errlen);
 }
 
+static int op_check_vsock(void *opaque, const struct vm_vsock *vs, char *err, size_t errlen)
+{
+    (void)opaque;
+    return virtio_vsock_check(vs, err, errlen);
+}
+
 static int op_update_net(void *opaque, const struct vm_net *net, const struct vm_bucket *rx_bw,
                          const struct vm_bucket *rx_ops, const struct vm_bucket *tx_bw,
                          const struct vm_bucket *tx_ops, char *err, size_t errlen)
@@ -120,6 +127,24 @@ static int net_overrides(struct vm_config *cfg, const struct api_snap_load *l, c
     return 0;
 }
 
+/* vsock_override: the snapshot's vsock device listens on a new uds_path (Firecracker 1.13+),
+ * checked as a PUT /vsock would check it; bound when the device is built. */
+static int vsock_override(struct vm_config *cfg, const struct api_snap_load *l, char *err,
+                          size_t errlen)
+{
+    if (!l->has_vsock_override)
+        return 0;
+    if (!cfg->vsock.enabled)
+        return errf(err, errlen, -EINVAL, "vsock_override: the snapshot has no vsock device.");
+    struct vm_vsock vs = cfg->vsock;
+    if (strlen(l->vsock_uds_path) > VM_UDS_MAX)
+        return errf(err, errlen, -EINVAL,
+                    "vsock_override: Invalid uds_path: at most %d bytes (a Unix socket path).",
+                    VM_UDS_MAX);
+    snprintf(vs.uds_path, sizeof(vs.uds_path), "%s", l->vsock_uds_path);
+    return cfg_put_vsock(cfg, &vs, err, errlen);
+}
+
 static int op_snapshot_load(void *opaque, struct vm_config *cfg, const struct api_snap_load *l,
                             char *err, size_t errlen)
 {
@@ -128,6 +153,8 @@ static int op_snapshot_load(void *opaque, struct vm_config *cfg, const struct ap
         return -EINVAL;
     cfg->track_dirty_pages = l->track_dirty_pages;
     int ret = net_overrides(cfg, l, err, errlen);
+    if (!ret)
+        ret = vsock_override(cfg, l, err, errlen);
     if (!ret) {
         const char *layers[API_LAYERS_MAX];
         for (unsigned i = 0; i < l->nlayers; i++)
@@ -155,6 +182,7 @@ const struct api_vmm_ops api_app_ops = {
         .metrics = op_metrics,
         .update_drive = op_update_drive,
         .check_net = op_check_net,
+        .check_vsock = op_check_vsock,
         .update_net = op_update_net,
         .snapshot_create = op_snapshot_create,
         .snapshot_load = op_snapshot_load,

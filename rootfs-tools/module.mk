@@ -16,3 +16,14 @@ FUZZ_DEPS_fuzz_init_cmdline := rootfs-tools/init/cmdline.c
 BENCH_GUEST := $(BUILD)/guest/bench/initramfs.cpio.gz
 $(BENCH_GUEST): $(GUEST_INIT) rootfs-tools/build-rootfs /usr/bin/iperf3
 	ROOTFS_EXTRA=/usr/bin/iperf3 rootfs-tools/build-rootfs $(GUEST_INIT) $(@D)
+
+# The guest agent (static, /sbin/ember-agent in the rootfs) and its protocol, which `ember exec`
+# links too (vmm/module.mk).
+GUEST_AGENT := $(BUILD)/guest-agent/ember-agent
+TEST_PROGRAMS += $(GUEST_AGENT)
+$(GUEST_AGENT): rootfs-tools/agent/agent.c rootfs-tools/agent/proto.c rootfs-tools/agent/proto.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Os $(CFLAGS_WARN) -static -o $@ rootfs-tools/agent/agent.c rootfs-tools/agent/proto.c
+
+UNIT_DEPS_test_agent_proto := rootfs-tools/agent/proto.c
+FUZZ_DEPS_fuzz_agent_proto := rootfs-tools/agent/proto.c

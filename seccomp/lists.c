@@ -98,10 +98,11 @@ static const struct sc_rule accept_[] = {
 /* The VMM thread once the VM runs: the event loop (epoll, eventfds, signalfd, timerfds), the
  * block devices (Sync: preadv/pwritev/fdatasync; Async: io_uring; PATCH /drives swaps the file
  * the opener opened), the network devices (TAP read/writev, TUNSETOFFLOAD at the first wake-up
- * after the driver set DRIVER_OK), the API mailbox, metrics and log lines, pausing and kicking
- * vCPUs, the console (stdin, guest output to a non-blocking fd and a last bounded wait for it
- * with poll, the terminal mode and stdout's flags restored at the end) and the clean end
- * (joining threads, freeing the VM, re-raising SIGTERM/SIGINT to die by it as Firecracker). */
+ * after the driver set DRIVER_OK), the vsock device (its Unix sockets), the API mailbox, metrics
+ * and log lines, pausing and kicking vCPUs, the console (stdin, guest output to a non-blocking fd
+ * and a last bounded wait for it with poll, the terminal mode and stdout's flags restored at the
+ * end) and the clean end (joining threads, freeing the VM, re-raising SIGTERM/SIGINT to die by it
+ * as Firecracker). */
 static const struct sc_rule vmm[] = {
         COMMON,
         GET_NAME,
@@ -114,6 +115,19 @@ static const struct sc_rule vmm[] = {
         ANY("fdatasync"),
         ANY("writev"),
         EQ("ioctl", 1, TUNSETOFFLOAD, "TUNSETOFFLOAD"),
+        /* virtio-vsock: host clients from its listener, the guest's connections to
+         * <uds_path>_<port> (Unix stream sockets only), their data both ways */
+        {.syscall = "socket",
+         .ncmp = 2,
+         .cmp = {{0, SC_EQ, 0, AF_UNIX, "AF_UNIX"},
+                 {1, SC_EQ, 0, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  "SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC"}}},
+        ANY("connect"),
+        EQ("accept4", 3, SOCK_CLOEXEC | SOCK_NONBLOCK, "SOCK_CLOEXEC|SOCK_NONBLOCK"),
+        ANY("readv"),
+        ANY("sendmsg"),
+        ANY("poll"), /* at a host socket's EOF: closed (HUP) or half-closed */
+        EQ("shutdown", 1, SHUT_WR, "SHUT_WR"),
         EQ("fcntl", 1, F_GETFL, "F_GETFL"),
         EQ("fcntl", 1, F_SETFL, "F_SETFL"),
         EQ("newfstatat", 3, AT_EMPTY, "AT_EMPTY_PATH"),

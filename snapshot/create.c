@@ -82,6 +82,11 @@ static void put_config(struct snap_writer *w, const struct vm_config *cfg)
         put_bucket(w, SF_NET_TX_BW, &n->tx_bw);
         put_bucket(w, SF_NET_TX_OPS, &n->tx_ops);
     }
+    if (cfg->vsock.enabled) {
+        snapw_section(w, SNAP_SEC_VSOCK, SNAP_REQUIRED);
+        snapw_u64(w, SF_VSK_CID, cfg->vsock.guest_cid);
+        snapw_str(w, SF_VSK_UDS, cfg->vsock.uds_path);
+    }
 }
 
 static int put_devices(struct snap_writer *w, struct vm *vm, char *err, size_t errlen)

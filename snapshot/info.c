@@ -24,7 +24,7 @@ static const char *section_name(uint32_t type)
             [SNAP_SEC_MACHINE] = "machine", [SNAP_SEC_DRIVE] = "drive",
             [SNAP_SEC_NET] = "net",         [SNAP_SEC_VIRTIO] = "virtio device",
             [SNAP_SEC_LEGACY] = "legacy",   [SNAP_SEC_KVM_VM] = "kvm vm",
-            [SNAP_SEC_VCPU] = "vcpu",
+            [SNAP_SEC_VCPU] = "vcpu",       [SNAP_SEC_VSOCK] = "vsock",
     };
     return type < sizeof(names) / sizeof(names[0]) && names[type] ? names[type] : "unknown";
 }
@@ -78,12 +78,17 @@ static json_t *info_json(const struct vm_snapshot *s, const struct vm_config *cf
                                               (json_int_t)sec->len, "fields", (int)sec->nfields,
                                               "required", (sec->flags & SNAP_REQUIRED) != 0));
     }
-    return json_pack("{s:i,s:s,s:s,s:s,s:I,s:i,s:I,s:b,s:s,s:o,s:o,s:o,s:o}", "format_version",
-                     (int)s->f.version, "architecture", "x86_64", "writer", writer, "snapshot_type",
-                     type, "created", (json_int_t)created, "vcpu_count", (int)cfg->vcpus,
-                     "mem_size_mib", (json_int_t)cfg->mem_mib, "smt", cfg->smt, "mem_file_path",
-                     mem, "drives", drives, "network_interfaces", nets, "sections", secs,
-                     "memory_chain", chain);
+    json_t *j = json_pack("{s:i,s:s,s:s,s:s,s:I,s:i,s:I,s:b,s:s,s:o,s:o,s:o,s:o}", "format_version",
+                          (int)s->f.version, "architecture", "x86_64", "writer", writer,
+                          "snapshot_type", type, "created", (json_int_t)created, "vcpu_count",
+                          (int)cfg->vcpus, "mem_size_mib", (json_int_t)cfg->mem_mib, "smt",
+                          cfg->smt, "mem_file_path", mem, "drives", drives, "network_interfaces",
+                          nets, "sections", secs, "memory_chain", chain);
+    if (cfg->vsock.enabled)
+        json_object_set_new(j, "vsock",
+                            json_pack("{s:I,s:s}", "guest_cid", (json_int_t)cfg->vsock.guest_cid,
+                                      "uds_path", cfg->vsock.uds_path));
+    return j;
 }
 
 static void print_text(json_t *j)
@@ -125,6 +130,10 @@ static void print_text(json_t *j)
                json_string_value(json_object_get(v, "host_dev_name")), mac ? ", MAC " : "",
                mac ? json_string_value(mac) : "");
     }
+    if ((v = json_object_get(j, "vsock")))
+        printf("vsock:    CID %lld on %s (load may override the path)\n",
+               (long long)json_integer_value(json_object_get(v, "guest_cid")),
+               json_string_value(json_object_get(v, "uds_path")));
     printf("sections:\n");
     arr = json_object_get(j, "sections");
     for (i = 0; i < json_array_size(arr) && (v = json_array_get(arr, i)); i++)

@@ -43,6 +43,12 @@
 #define SF_NET_TX_BW  6
 #define SF_NET_TX_OPS 7
 
+/* The vsock device's configuration, when there is one (required: an ember without vsock
+ * refuses the file rather than restore the device's state into nothing). */
+#define SNAP_SEC_VSOCK 8
+#define SF_VSK_CID     1 /* u64: guest_cid */
+#define SF_VSK_UDS     2 /* string: uds_path (vsock_override on load replaces it) */
+
 /* One per virtio-mmio device, in slot order (the registry's attach order). */
 #define SNAP_SEC_VIRTIO 4
 #define SF_VIO_TYPE     1 /* u64: virtio device id */

@@ -1,7 +1,8 @@
 /* Reading a snapshot's state file: held whole in memory and checked (it is hostile: size cap
  * and CRC before anything is parsed, every section, field and count bounded), and the
  * configuration it describes rebuilt through the same setters every other configuration goes
- * through (cfg_put_drive, cfg_put_net, cfg_check_machine), so its limits are the same. */
+ * through (cfg_put_drive, cfg_put_net, cfg_put_vsock, cfg_check_machine), so its limits are
+ * the same. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@
 
 static const uint32_t known_sections[] = {SNAP_SEC_MACHINE, SNAP_SEC_DRIVE,  SNAP_SEC_NET,
                                           SNAP_SEC_VIRTIO,  SNAP_SEC_LEGACY, SNAP_SEC_KVM_VM,
-                                          SNAP_SEC_VCPU};
+                                          SNAP_SEC_VCPU,    SNAP_SEC_VSOCK};
 
 static int read_file(const char *path, uint8_t **buf, size_t *len, char *err, size_t errlen)
 {
@@ -56,6 +57,7 @@ static const uint32_t net_tags[] = {SF_NET_ID,     SF_NET_TAP,   SF_NET_MAC,   S
 static const uint32_t virtio_tags[] = {SF_VIO_TYPE,   SF_VIO_ID,         SF_VIO_MMIO,
                                        SF_VIO_QUEUE0, SF_VIO_QUEUE0 + 1, SF_VIO_QUEUE0 + 2,
                                        SF_VIO_DEVICE};
+static const uint32_t vsock_tags[] = {SF_VSK_CID, SF_VSK_UDS};
 static const uint32_t legacy_tags[] = {SF_LEG_SERIAL, SF_LEG_I8042, SF_LEG_BOOT_TIMER};
 static const uint32_t vm_tags[] = {SF_VM_PIT2, SF_VM_CLOCK, SF_VM_PIC0, SF_VM_PIC1, SF_VM_IOAPIC};
 static const uint32_t vcpu_tags[] = {SF_CPU_INDEX, SF_CPU_CPUID, SF_CPU_MSRS,   SF_CPU_REGS,
@@ -71,7 +73,7 @@ static const struct {
         {SNAP_SEC_MACHINE, TAGS(machine_tags)}, {SNAP_SEC_DRIVE, TAGS(drive_tags)},
         {SNAP_SEC_NET, TAGS(net_tags)},         {SNAP_SEC_VIRTIO, TAGS(virtio_tags)},
         {SNAP_SEC_LEGACY, TAGS(legacy_tags)},   {SNAP_SEC_KVM_VM, TAGS(vm_tags)},
-        {SNAP_SEC_VCPU, TAGS(vcpu_tags)},
+        {SNAP_SEC_VCPU, TAGS(vcpu_tags)},       {SNAP_SEC_VSOCK, TAGS(vsock_tags)},
 };
 
 /* Returns the tag of the first required field this ember does not know, or 0. */
@@ -149,6 +151,22 @@ static int load_net(const struct snap_file *f, const struct snap_section *s, str
         memcpy(n.mac, mac->data, 6);
     }
     return cfg_put_net(cfg, &n, err, errlen);
+}
+
+/* The vsock device, if the file has one (at most one). */
+static int load_vsock(const struct snap_file *f, struct vm_config *cfg, char *err, size_t errlen)
+{
+    const struct snap_section *s = snap_find(f, SNAP_SEC_VSOCK, 0);
+    struct vm_vsock vs = {.enabled = true};
+    uint64_t cid;
+
+    if (!s)
+        return 0;
+    if (snap_count(f, SNAP_SEC_VSOCK) > 1 || snap_get_u64(f, s, SF_VSK_CID, &cid) ||
+        cid > UINT32_MAX || snap_get_str(f, s, SF_VSK_UDS, vs.uds_path, sizeof(vs.uds_path)))
+        return errf(err, errlen, -EINVAL, "the vsock section is malformed");
+    vs.guest_cid = (uint32_t)cid;
+    return cfg_put_vsock(cfg, &vs, err, errlen);
 }
 
 /* The machine section against what this ember builds for that much RAM. */
@@ -243,9 +261,12 @@ struct vm_snapshot *vm_snapshot_parse(uint8_t *buf, size_t len, const char *snap
         ret = load_drive(&s->f, snap_find(&s->f, SNAP_SEC_DRIVE, i), cfg, why, sizeof(why));
     for (unsigned i = 0; !ret && i < snap_count(&s->f, SNAP_SEC_NET); i++)
         ret = load_net(&s->f, snap_find(&s->f, SNAP_SEC_NET, i), cfg, why, sizeof(why));
-    if (!ret && snap_count(&s->f, SNAP_SEC_VIRTIO) != cfg->ndrives + cfg->nnets)
+    if (!ret)
+        ret = load_vsock(&s->f, cfg, why, sizeof(why));
+    unsigned ndevs = cfg->ndrives + cfg->nnets + (cfg->vsock.enabled ? 1u : 0u);
+    if (!ret && snap_count(&s->f, SNAP_SEC_VIRTIO) != ndevs)
         ret = errf(why, sizeof(why), -EINVAL, "%u device states for %u devices",
-                   snap_count(&s->f, SNAP_SEC_VIRTIO), cfg->ndrives + cfg->nnets);
+                   snap_count(&s->f, SNAP_SEC_VIRTIO), ndevs);
     if (!ret && (!snap_find(&s->f, SNAP_SEC_LEGACY, 0) || !snap_find(&s->f, SNAP_SEC_KVM_VM, 0)))
         ret = errf(why, sizeof(why), -EINVAL, "no legacy-device or VM state");
     if (ret && !err[0])

@@ -7,7 +7,7 @@ FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c 
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_mmio  := -lpthread
-UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
+UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/vsock.c virtio/vsock_rx.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
 	vmm/loop.c
 UNIT_LIBS_test_virtio_blk   := -luring -lpthread
@@ -31,10 +31,7 @@ $(BLKBENCH): tests/guest/blkbench.c virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
 UNIT_DEPS_test_virtio_state := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
-FUZZ_DEPS_fuzz_state_restore := virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/blk.c \
-	virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c \
-	vmm/serial.c vmm/i8042.c
-FUZZ_LIBS_fuzz_state_restore := -luring -lpthread
+
 
 # virtio-net: the device against the transport with a socketpair for its TAP, and its headers.
 UNIT_DEPS_test_virtio_net := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
@@ -49,5 +46,31 @@ FUZZ_LIBS_fuzz_virtio_net := -lpthread
 NET_HOSTILE := $(BUILD)/tests/guest/net_hostile
 TEST_PROGRAMS += $(NET_HOSTILE)
 $(NET_HOSTILE): tests/guest/net_hostile.c tests/guest/mmio_probe.h virtio/module.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
+
+# virtio-vsock: the device against the transport with real Unix sockets, and its packets.
+VSOCK_SRCS := virtio/vsock.c virtio/vsock_rx.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/net_frame.c virtio/blk_req.c \
+	virtio/tbucket.c virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+UNIT_DEPS_test_virtio_vsock := $(VSOCK_SRCS)
+UNIT_LIBS_test_virtio_vsock := -lpthread
+UNIT_DEPS_test_virtio_vsock_pkt := virtio/vsock_pkt.c
+FUZZ_DEPS_fuzz_virtio_vsock := $(VSOCK_SRCS)
+FUZZ_LIBS_fuzz_virtio_vsock := -lpthread
+# The restore fuzz target: the transport with virtio-blk and virtio-vsock, the UART, the i8042.
+FUZZ_DEPS_fuzz_state_restore := $(sort virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/blk.c \
+	virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c \
+	vmm/serial.c vmm/i8042.c $(VSOCK_SRCS))
+FUZZ_LIBS_fuzz_state_restore := -luring -lpthread
+
+# vsock_peer: a static guest-side vsock peer for the integration tests (on a tools drive).
+VSOCK_PEER := $(BUILD)/tests/guest/vsock_peer
+TEST_PROGRAMS += $(VSOCK_PEER)
+$(VSOCK_PEER): tests/guest/vsock_peer.c virtio/module.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
+VSOCK_HOSTILE := $(BUILD)/tests/guest/vsock_hostile
+TEST_PROGRAMS += $(VSOCK_HOSTILE)
+$(VSOCK_HOSTILE): tests/guest/vsock_hostile.c virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<

@@ -1,6 +1,6 @@
 /* The registry: the closed set of devices ember offers and how a configuration becomes them.
  * virtio-blk (one device per drive, the root drive first so that it is /dev/vda), then
- * virtio-net (one device per network interface, as configured); virtio-vsock joins here. No other
+ * virtio-net (one device per network interface, as configured), then virtio-vsock. No other
  * device type and no PCI, on purpose: the guest-facing surface stays this small. */
 #include <errno.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include "blk.h"
 #include "net.h"
 #include "virtio.h"
+#include "vsock.h"
 
 static int add_drive(struct virtio_devs *v, const struct vm_drive *d, struct vm_stats *stats,
                      char *err, size_t errlen)
@@ -42,6 +43,10 @@ struct virtio_devs *virtio_open(const struct vm_config *cfg, const struct guest_
                 ret = add_drive(v, &cfg->drives[i], stats, err, errlen);
     for (unsigned i = 0; i < cfg->nnets && !ret; i++)
         ret = add_net(v, &cfg->nets[i], stats, err, errlen);
+    if (cfg->vsock.enabled && !ret) {
+        struct vsock *vs = vsock_create(&cfg->vsock, stats, err, errlen);
+        ret = vs ? virtio_add(v, &vsock_ops, vs, "vsock", err, errlen) : -EINVAL;
+    }
     if (ret) {
         virtio_destroy(v);
         return NULL;
@@ -105,4 +110,14 @@ int virtio_net_update(struct virtio_devs *v, const struct vm_net *net,
     if (ret == -ENOENT)
         return errf(err, errlen, ret, "no network interface with id %s", net->id);
     return ret;
+}
+
+int virtio_vsock_check(const struct vm_vsock *vs, char *err, size_t errlen)
+{
+    int fd = vsock_listen(vs->uds_path, err, errlen);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    unlink(vs->uds_path); /* bound again when the VM is built */
+    return 0;
 }

@@ -43,8 +43,8 @@ void virtio_destroy(struct virtio_devs *v);
 
 /* ---- the registry (registry.c): the configuration's devices ------------------------------ */
 /* virtio_open(cfg, mem, stats, err, errlen): every device cfg asks for, in attach order (the
- * root drive first: /dev/vda; the network interfaces after the drives), counting into stats (may be
- * NULL). Returns the set, or NULL with a reason in err. */
+ * root drive first: /dev/vda; the network interfaces after the drives, the vsock last), counting
+ * into stats (may be NULL). Returns the set, or NULL with a reason in err. */
 struct virtio_devs *virtio_open(const struct vm_config *cfg, const struct guest_mem *mem,
                                 struct vm_stats *stats, char *err, size_t errlen);
 /* virtio_boot_args(cfg, cmdline, len): appends what the devices tell the kernel besides their
@@ -70,6 +70,11 @@ int virtio_net_update(struct virtio_devs *v, const struct vm_net *net,
                       const struct vm_bucket *rx_bw, const struct vm_bucket *rx_ops,
                       const struct vm_bucket *tx_bw, const struct vm_bucket *tx_ops, char *err,
                       size_t errlen);
+
+/* virtio_vsock_check(vs, err, errlen): binds the vsock's Unix socket as the device will, then
+ * closes and removes it (PUT /vsock: a path that cannot be bound is refused there).
+ * Returns 0, or -errno with a reason in err. */
+int virtio_vsock_check(const struct vm_vsock *vs, char *err, size_t errlen);
 
 /* ---- drive options (drive.c) ------------------------------------------------------------- */
 /* drive_parse(d, spec, root, err, errlen): fills d from a --drive spec, or from a --rootfs path

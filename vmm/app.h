@@ -73,5 +73,8 @@ int app_update_net(struct app *a, const struct vm_net *net, const struct vm_buck
 int app_update_drive(struct app *a, const struct vm_drive *drive, const char *path,
                      const struct vm_bucket *bw, const struct vm_bucket *ops, char *err,
                      size_t errlen);
+/* cmd_exec(argc, argv): `ember exec` (exec.c): a command in the guest through its agent.
+ * Returns the command's exit code, 124 (timeout) or 125 (ember exec failed). */
+int cmd_exec(int argc, char **argv);
 
 #endif

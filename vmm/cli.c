@@ -30,6 +30,9 @@ void cli_usage(void *out)
             "                    [,iops=N][,id=ID]\n"
             "  --net SPEC        a network interface on an existing host TAP device\n"
             "                    (repeatable): tap=NAME[,mac=xx:xx:xx:xx:xx:xx][,id=ID]\n"
+            "  --vsock SPEC      a vsock device on a host Unix socket: cid=N,uds=PATH (N >= 3;\n"
+            "                    host clients connect to PATH and send CONNECT <port>; the\n"
+            "                    guest's connections to port P reach PATH_P)\n"
             "  --console FILE    write the guest console to FILE instead of stdout\n"
             "  --restore SNAP --mem-file MEM\n"
             "                    resume the VM a snapshot holds (PUT /snapshot/create wrote\n"
@@ -128,6 +131,42 @@ static int add_net(struct vm_config *cfg, const char *spec, char *err, size_t er
     return cfg_put_net(cfg, &n, err, errlen);
 }
 
+/* A --vsock cid=N,uds=PATH: set as the API sets it (same checks; bound when the VM is built). */
+static int set_vsock(struct vm_config *cfg, const char *spec, char *err, size_t errlen)
+{
+    struct vm_vsock vs = {.enabled = true};
+    bool has_cid = false;
+    char buf[256];
+    if (strlen(spec) >= sizeof(buf))
+        return errf(err, errlen, -EINVAL, "--vsock '%.32s...' is too long", spec);
+    snprintf(buf, sizeof(buf), "%s", spec);
+    char *save = NULL;
+    for (char *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *val = strchr(kv, '='), *end;
+        if (!val)
+            return errf(err, errlen, -EINVAL, "--vsock: '%.32s' is not KEY=VALUE", kv);
+        *val++ = '\0';
+        if (!strcmp(kv, "cid")) {
+            errno = 0;
+            unsigned long long n = strtoull(val, &end, 10);
+            if (!val[0] || *end || errno || n > UINT32_MAX || val[0] == '-')
+                return errf(err, errlen, -EINVAL, "--vsock: cid '%.32s' is not a number", val);
+            vs.guest_cid = (uint32_t)n;
+            has_cid = true;
+        } else if (!strcmp(kv, "uds")) {
+            if (strlen(val) > VM_UDS_MAX)
+                return errf(err, errlen, -EINVAL, "--vsock: uds path longer than %d bytes",
+                            VM_UDS_MAX);
+            snprintf(vs.uds_path, sizeof(vs.uds_path), "%s", val);
+        } else {
+            return errf(err, errlen, -EINVAL, "--vsock: unknown option '%.32s' (cid, uds)", kv);
+        }
+    }
+    if (!has_cid || !vs.uds_path[0])
+        return errf(err, errlen, -EINVAL, "--vsock needs cid=N and uds=PATH");
+    return cfg_put_vsock(cfg, &vs, err, errlen);
+}
+
 int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     enum {
@@ -143,7 +182,8 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
         O_DRIVE,
         O_NET,
         O_RESTORE,
-        O_MEM_FILE
+        O_MEM_FILE,
+        O_VSOCK
     };
     static const struct option opts[] = {
             {"kernel", required_argument, NULL, O_KERNEL},
@@ -160,6 +200,7 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
             {"net", required_argument, NULL, O_NET},
             {"restore", required_argument, NULL, O_RESTORE},
             {"mem-file", required_argument, NULL, O_MEM_FILE},
+            {"vsock", required_argument, NULL, O_VSOCK},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
     };
@@ -196,6 +237,9 @@ int cli_parse(struct vm_config *cfg, int argc, char **argv, char *err, size_t er
             break;
         case O_NET:
             ret = add_net(cfg, optarg, err, errlen);
+            break;
+        case O_VSOCK:
+            ret = set_vsock(cfg, optarg, err, errlen);
             break;
         case O_CMDLINE:
             if (!optarg[0] || strlen(optarg) >= CMDLINE_MAX)

@@ -66,6 +66,12 @@ static int cmdline_fits(size_t len, unsigned ndevices, bool root, char *err, siz
     return 0;
 }
 
+/* The virtio-mmio devices cfg asks for: drives, network interfaces, the vsock device. */
+static unsigned cfg_ndevs(const struct vm_config *cfg)
+{
+    return cfg->ndrives + cfg->nnets + (cfg->vsock.enabled ? 1u : 0u);
+}
+
 static bool has_root(const struct vm_config *cfg)
 {
     for (unsigned i = 0; i < cfg->ndrives; i++)
@@ -80,7 +86,7 @@ int cfg_set_cmdline(struct vm_config *cfg, const char *cmdline, char *err, size_
     if (len >= CMDLINE_MAX)
         return errf(err, errlen, -EINVAL, "The kernel command line is longer than %d bytes.",
                     CMDLINE_MAX - 1);
-    int ret = cmdline_fits(len, cfg->ndrives + cfg->nnets, has_root(cfg), err, errlen);
+    int ret = cmdline_fits(len, cfg_ndevs(cfg), has_root(cfg), err, errlen);
     if (ret)
         return ret;
     memcpy(cfg->cmdline, cmdline, len + 1);
@@ -153,12 +159,12 @@ int cfg_put_drive(struct vm_config *cfg, struct vm_drive *d, char *err, size_t e
     for (unsigned j = 0; d->root && j < cfg->ndrives; j++)
         if (&cfg->drives[j] != slot && cfg->drives[j].root)
             return errf(err, errlen, -EINVAL, "A root block device already exists!");
-    if (!slot && cfg->ndrives + cfg->nnets >= VM_DEVS_MAX)
+    if (!slot && cfg_ndevs(cfg) >= VM_DEVS_MAX)
         return errf(err, errlen, -ENOSPC,
                     "Too many drives: at most %d drives (one virtio-mmio device per free "
                     "interrupt line, GSI 5 to 23).",
                     VM_DRIVES_MAX);
-    int ret = cmdline_fits(strlen(cfg->cmdline), cfg->ndrives + cfg->nnets + (slot ? 0 : 1),
+    int ret = cmdline_fits(strlen(cfg->cmdline), cfg_ndevs(cfg) + (slot ? 0 : 1),
                            d->root || has_root(cfg), err, errlen);
     if (ret)
         return ret;
@@ -252,19 +258,47 @@ int cfg_put_net(struct vm_config *cfg, const struct vm_net *n, char *err, size_t
                         "The host device name is already in use: %s (network interface %s).",
                         n->host_dev_name, o->id);
     }
-    if (!slot && cfg->ndrives + cfg->nnets >= VM_DEVS_MAX)
+    if (!slot && cfg_ndevs(cfg) >= VM_DEVS_MAX)
         return errf(err, errlen, -ENOSPC,
                     "Too many network interfaces: at most %d devices in all, drives and "
                     "network interfaces (one virtio-mmio device per free interrupt line, GSI 5 "
                     "to 23).",
                     VM_DEVS_MAX);
-    int ret = cmdline_fits(strlen(cfg->cmdline), cfg->ndrives + cfg->nnets + (slot ? 0 : 1),
-                           has_root(cfg), err, errlen);
+    int ret = cmdline_fits(strlen(cfg->cmdline), cfg_ndevs(cfg) + (slot ? 0 : 1), has_root(cfg),
+                           err, errlen);
     if (ret)
         return ret;
     if (!slot)
         slot = &cfg->nets[cfg->nnets++];
     *slot = *n;
+    return 0;
+}
+
+int cfg_put_vsock(struct vm_config *cfg, const struct vm_vsock *vs, char *err, size_t errlen)
+{
+    /* Firecracker: guest_cid is a u32 of at least 3 (0 hypervisor, 1 local, 2 host). */
+    if (vs->guest_cid < 3 || vs->guest_cid == UINT32_MAX)
+        return errf(err, errlen, -EINVAL,
+                    "Invalid guest CID %u: it must be at least 3 and below 4294967295 (0, 1 and 2 "
+                    "are reserved: hypervisor, local, host).",
+                    vs->guest_cid);
+    size_t n = strnlen(vs->uds_path, sizeof(vs->uds_path));
+    if (n == 0 || n > VM_UDS_MAX)
+        return errf(err, errlen, -EINVAL, "Invalid uds_path: 1 to %d bytes (a Unix socket path).",
+                    VM_UDS_MAX);
+    if (!cfg->vsock.enabled) {
+        if (cfg_ndevs(cfg) >= VM_DEVS_MAX)
+            return errf(err, errlen, -ENOSPC,
+                        "No room for the vsock device: at most %d devices in all (one "
+                        "virtio-mmio device per free interrupt line, GSI 5 to 23).",
+                        VM_DEVS_MAX);
+        int ret =
+                cmdline_fits(strlen(cfg->cmdline), cfg_ndevs(cfg) + 1, has_root(cfg), err, errlen);
+        if (ret)
+            return ret;
+    }
+    cfg->vsock = *vs;
+    cfg->vsock.enabled = true;
     return 0;
 }
 
@@ -280,8 +314,8 @@ int cfg_validate(const struct vm_config *cfg, char *err, size_t errlen)
                     CMDLINE_MAX - 1);
     if (cfg->ndrives > VM_DRIVES_MAX)
         return errf(err, errlen, -EINVAL, "at most %d drives", VM_DRIVES_MAX);
-    if (cfg->ndrives + cfg->nnets > VM_DEVS_MAX)
-        return errf(err, errlen, -EINVAL, "at most %d devices (drives and network interfaces)",
+    if (cfg_ndevs(cfg) > VM_DEVS_MAX)
+        return errf(err, errlen, -EINVAL, "at most %d devices (drives, network interfaces, vsock)",
                     VM_DEVS_MAX);
     return 0;
 }

@@ -28,7 +28,8 @@
 #define VM_DEVS_MAX   (IOAPIC_PINS - MMIO_GSI_BASE) /* 19 */
 #define VM_DRIVES_MAX VM_DEVS_MAX
 #define VM_NETS_MAX   VM_DEVS_MAX
-#define VM_IFNAME_MAX 15 /* characters of a host interface name (IFNAMSIZ - 1) */
+#define VM_IFNAME_MAX 15  /* characters of a host interface name (IFNAMSIZ - 1) */
+#define VM_UDS_MAX    107 /* bytes of a Unix socket path (sun_path without its NUL) */
 
 enum boot_pref { BOOT_PREF_AUTO, BOOT_PREF_LINUX, BOOT_PREF_PVH };
 enum vm_huge_pages { VM_HUGE_NONE, VM_HUGE_2M, VM_HUGE_TRANSPARENT };
@@ -60,6 +61,13 @@ struct vm_net {
     struct vm_bucket rx_bw, rx_ops, tx_bw, tx_ops;
 };
 
+/* The vsock device (virtio/vsock.c): Firecracker's hybrid vsock on a host Unix socket. */
+struct vm_vsock {
+    bool enabled;
+    uint32_t guest_cid;            /* 3 .. 2^32 - 2 (0-2 are reserved, -1 is VMADDR_CID_ANY) */
+    char uds_path[VM_UDS_MAX + 1]; /* host-initiated connections; guest ones: <uds_path>_<port> */
+};
+
 struct vm_config {
     char *kernel_path;
     char *initrd_path;            /* NULL: none */
@@ -80,6 +88,7 @@ struct vm_config {
     /* `ember run --restore`: the VM comes from this snapshot and memory file instead (NULL:
      * a boot) */
     char *restore_path, *restore_mem;
+    struct vm_vsock vsock; /* attached last (one device counted against VM_DEVS_MAX) */
 };
 
 /* cfg_defaults(cfg): an empty configuration with the defaults (1 vCPU, 128 MiB, the default
@@ -109,6 +118,10 @@ struct vm_net *cfg_net(struct vm_config *cfg, const char *id);
  * VM_DEVS_MAX devices, room on the kernel command line. Returns 0, or -EINVAL / -ENOSPC with
  * a reason (Firecracker's messages) in err. */
 int cfg_put_net(struct vm_config *cfg, const struct vm_net *n, char *err, size_t errlen);
+/* cfg_put_vsock(cfg, vs, err, errlen): sets the vsock device: a guest_cid of at least 3 (below
+ * VMADDR_CID_ANY), a non-empty uds_path short enough for a Unix socket, room among the devices.
+ * Returns 0, or -EINVAL / -ENOSPC with a reason (Firecracker's messages) in err. */
+int cfg_put_vsock(struct vm_config *cfg, const struct vm_vsock *vs, char *err, size_t errlen);
 /* cfg_mac_parse(s, mac): "xx:xx:xx:xx:xx:xx" (hex digits, either case) into mac.
  * Returns 0 or -EINVAL. */
 int cfg_mac_parse(const char *s, uint8_t mac[6]);

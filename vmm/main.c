@@ -3,6 +3,7 @@
  *   ember [--api-sock PATH] [...]  Firecracker's command line and HTTP API (no arguments:
  *                                  the API on /run/firecracker.socket, as firecracker)
  *   ember run --kernel PATH [...]  a VM on this terminal, configured from options
+ *   ember exec --vsock UDS -- CMD  a command in a running VM through its agent (exec.c)
  * Order (the privilege checkpoint of DESIGN.md): parse the configuration → open every host
  * resource and build the machine → run the event loop until the guest stops. */
 #define _GNU_SOURCE /* pthread_setname_np */
@@ -266,7 +267,8 @@ int main(int argc, char **argv)
     }
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         cli_usage(stdout);
-        printf("\n");
+        printf("\nusage: ember exec --vsock UDS [--port N] [--timeout S] -- CMD [ARGS...]\n"
+               "  runs CMD in the guest through its agent (ember exec --help)\n\n");
         args_usage(stdout);
         return EXIT_OK;
     }
@@ -274,6 +276,8 @@ int main(int argc, char **argv)
         return cmd_run(argc - 1, argv + 1, &t0);
     if (argc >= 2 && strcmp(argv[1], "snapshot") == 0)
         return snapshot_tool(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "exec") == 0)
+        return cmd_exec(argc - 1, argv + 1);
     /* Firecracker's flags; with none at all, Firecracker serves /run/firecracker.socket */
     if (argc < 2 || strncmp(argv[1], "--", 2) == 0)
         return fc_main(argc, argv, &t0);

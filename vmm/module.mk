@@ -1,6 +1,7 @@
 # vmm/: the ember binary.
 EMBER_SRCS := $(wildcard vmm/*.c) $(wildcard virtio/*.c) $(wildcard snapshot/*.c)
 EMBER_SRCS += $(wildcard api-socket/*.c)
+EMBER_SRCS += rootfs-tools/agent/proto.c # `ember exec` speaks the guest agent's protocol
 EMBER_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(EMBER_SRCS))
 # ember is one static PIE: ember-jailer runs it in an empty chroot (no loader, no libraries
 # to bind-mount), and a process start skips the dynamic loader (~0.5 ms of CPU). libmicrohttpd's

@@ -26,9 +26,9 @@
 
 #include "config.h"
 
-/* Counters with Firecracker's metric names (docs/metrics.md: vcpu, block, net, uart, i8042), bumped
- * from any thread with relaxed atomics. The VMM never reads them; the API layer copies them into
- * its metrics at each flush, so the VMM and devices need not know about metrics files. */
+/* Counters with Firecracker's metric names (docs/metrics.md: vcpu, block, net, vsock, uart, i8042),
+ * bumped from any thread with relaxed atomics. The VMM never reads them; the API layer copies them
+ * into its metrics at each flush, so the VMM and devices need not know about metrics files. */
 struct vm_stats {
     /* Each group on its own cache line: the vCPUs' exit counters and the event loop's block
      * counters must not bounce one line between CPUs on every exit and request. */
@@ -43,6 +43,10 @@ struct vm_stats {
     _Alignas(64) _Atomic uint64_t net_tx_bytes;
     _Atomic uint64_t net_tx_packets, net_tx_malformed_frames, net_tx_fails,
             net_tx_rate_limiter_throttled;
+    _Alignas(64) _Atomic uint64_t vsock_rx_bytes;
+    _Atomic uint64_t vsock_tx_bytes, vsock_conns_added, vsock_conns_killed, vsock_conns_removed,
+            vsock_conns_refused, vsock_tx_write_fails, vsock_rx_read_fails,
+            vsock_tx_malformed_packets;
     _Alignas(64) _Atomic uint64_t uart_read;
     _Atomic uint64_t uart_write, uart_errors;
     _Atomic uint64_t uart_missed_write, uart_rate_dropped; /* bytes dropped: stalled or by limit */

@@ -4,7 +4,9 @@
  * 1. mounts /proc, /sys, /dev (+ /dev/pts), /tmp and /run;
  * 2. writes the boot-timer byte (123 at MMIO 0xC000_0000, through /dev/mem) so the VMM
  *    can log Guest-boot-time;
- * 3. if the kernel command line has ember.cmd="...", runs it with /bin/sh -c (stdin from
+ * 3. with ember.agent=PORT on the kernel command line, starts /sbin/ember-agent PORT (the
+ *    host's `ember exec` over vsock; rootfs-tools/agent/);
+ * 4. if the kernel command line has ember.cmd="...", runs it with /bin/sh -c (stdin from
  *    /dev/null, output on the console), prints "ember.exit=N" and reboots: with reboot=k
  *    the i8042 reset stops the VMM. Otherwise starts a shell on the console and reboots
  *    when it exits.
@@ -145,6 +147,21 @@ static int run_command(const char *cmd)
     return 128 + WTERMSIG(status);
 }
 
+/* The guest agent in the background (it serves until the VM stops; init reaps it). */
+static void start_agent(const char *port)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        default_stop_signals();
+        redirect_stdin_null();
+        execl("/sbin/ember-agent", "ember-agent", port, (char *)NULL);
+        fprintf(stderr, "init: exec /sbin/ember-agent: %s\n", strerror(errno));
+        _exit(127);
+    }
+    if (pid < 0)
+        fprintf(stderr, "init: fork: %s\n", strerror(errno));
+}
+
 static void run_shell(void)
 {
     fflush(NULL);
@@ -195,6 +212,9 @@ int main(void)
         close(fd);
     cmdline[n > 0 ? n : 0] = '\0';
 
+    char port[16];
+    if (cmdline_get(cmdline, "ember.agent", port, sizeof(port)) > 0)
+        start_agent(port);
     int r = cmdline_get(cmdline, "ember.cmd", cmd, sizeof(cmd));
     if (r >= 0) {
         int code = run_command(cmd);

@@ -1,6 +1,7 @@
 /* Fuzz target: the restore paths of a snapshot's device state, as a hostile snapshot file
- * feeds them: the virtio-mmio transport with its queues and a virtio-blk device behind it
- * (virtio/mmio_state.c, vq_restore in virtio/queue.c, the blk restore op), the UART
+ * feeds them: the virtio-mmio transport with its queues and a virtio-blk or virtio-vsock device
+ * behind it (virtio/mmio_state.c, vq_restore in virtio/queue.c, the devices' restore ops), the
+ * UART
  * (vmm/serial.c) and the i8042 (vmm/i8042.c). Each run patches a valid saved state (taken in
  * LLVMFuzzerInitialize from a real driver session) at the offsets the input names, so both
  * near-valid and arbitrary states are reached, then restores it onto a fresh device. Besides
@@ -9,19 +10,22 @@
  * RAM pokes); and that whatever state the device reaches after that is accepted by a restore
  * again (restore never refuses what the device itself can produce).
  *
- * Input: the target byte (0 transport + blk, 1 UART, 2 i8042), a patch count n, n patches of
+ * Input: the target byte (0 transport + blk, 1 UART, 2 i8042, 3 transport + vsock), a patch
+ * count n, n patches of
  * (offset u16 into the state, byte), then operations until the input ends. */
 #define _GNU_SOURCE /* memfd_create */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "../../virtio/blk.h"
 #include "../../virtio/mmio.h"
+#include "../../virtio/vsock.h"
 #include "fuzz_input.h"
 #include "guest_ram.h"
 
@@ -31,22 +35,38 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* A virtio device's whole saved state, as one byte string. */
+/* A virtio device's whole saved state, as one byte string (its first vstate_len bytes). */
 struct vstate {
     struct vmmio_state t;
     struct vq_state q[VIRTIO_MAX_QUEUES];
-    struct vblk_state blk;
+    union {
+        struct vblk_state blk;
+        struct vsock_state vsock;
+    } dev;
+};
+
+/* A virtio device under test, and the valid state its driver session left. */
+struct fdev {
+    const struct virtio_dev_ops *ops;
+    void *dev;
+    unsigned nfds;
+    struct vstate base;
+    uint8_t ram[RAM_SIZE]; /* guest RAM as the session left it */
 };
 
 static struct guest_mem mem;
 static uint8_t *ram;
-static struct vblk *blk;
+static struct fdev devs[2]; /* blk, vsock */
 static struct vmmio_dev t;
 static int efd; /* every interrupt and kick of the devices: drained, never looked at */
-static struct vstate base_v;
 static struct serial_state base_s;
 static struct i8042_state base_k;
-static uint8_t base_ram[RAM_SIZE]; /* guest RAM as the session left it */
+static char vsock_dir[64], vsock_uds[96];
+
+static size_t vstate_len(const struct fdev *d)
+{
+    return offsetof(struct vstate, dev) + d->ops->state_size;
+}
 
 static void wr32(uint64_t off, uint32_t v)
 {
@@ -61,38 +81,84 @@ static void drain(void)
     }
 }
 
-/* A driver's session up to a request answered (the valid state runs start from). */
-static void base_session(void)
+/* A driver's features and nq queues of 8 (queue q's rings at 0x1000 + 0x1000 * q), then
+ * DRIVER_OK. */
+static void driver_init(unsigned nq)
 {
     static const uint32_t seq[][2] = {
-            {0x70, 1}, {0x70, 3},      {0x24, 0},      {0x20, 1U << VIRTIO_F_RING_EVENT_IDX},
-            {0x24, 1}, {0x20, 1},      {0x70, 0xb},    {0x30, 0},
-            {0x38, 8}, {0x80, 0x1000}, {0x90, 0x2000}, {0xa0, 0x3000},
-            {0x44, 1}, {0x70, 0xf},
+            {0x70, 1}, {0x70, 3}, {0x24, 0},   {0x20, 1U << VIRTIO_F_RING_EVENT_IDX},
+            {0x24, 1}, {0x20, 1}, {0x70, 0xb},
     };
     for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++)
         wr32(seq[i][0], seq[i][1]);
+    for (unsigned q = 0; q < nq; q++) {
+        wr32(0x30, q);
+        wr32(0x38, 8);
+        wr32(0x80, 0x1000 + 0x1000 * q);
+        wr32(0x90, 0x1400 + 0x1000 * q);
+        wr32(0xa0, 0x1800 + 0x1000 * q);
+        wr32(0x44, 1);
+    }
+    wr32(0x70, 0xf);
+}
+
+/* blk: a driver's session up to a request answered (the valid state runs start from). */
+static void blk_session(void)
+{
+    struct fdev *d = &devs[0];
+    driver_init(1);
     /* One GET_ID request: header at 0x4000, 20 bytes at 0x5000, status at 0x6000. */
     static const struct {
         uint64_t addr;
         uint32_t len;
         uint16_t flags, next;
-    } d[3] = {{0x4000, 16, 1, 1}, {0x5000, 20, 3, 2}, {0x6000, 1, 2, 0}};
+    } desc[3] = {{0x4000, 16, 1, 1}, {0x5000, 20, 3, 2}, {0x6000, 1, 2, 0}};
     uint32_t type = VIRTIO_BLK_T_GET_ID;
     uint16_t head = 0, idx = 1;
-    memcpy(ram + 0x1000, d, sizeof(d));
+    memcpy(ram + 0x1000, desc, sizeof(desc));
     memcpy(ram + 0x4000, &type, 4);
-    memcpy(ram + 0x2004, &head, 2);
-    memcpy(ram + 0x2002, &idx, 2);
+    memcpy(ram + 0x1404, &head, 2);
+    memcpy(ram + 0x1402, &idx, 2);
     vmmio_notify(&t, 0);
-    if (vmmio_quiesce(&t) || vmmio_save(&t, &base_v.t, base_v.q, &base_v.blk))
+    if (vmmio_quiesce(&t) || vmmio_save(&t, &d->base.t, d->base.q, &d->base.dev))
         abort();
-    memcpy(base_ram, ram, RAM_SIZE);
+    memcpy(d->ram, ram, RAM_SIZE);
+}
+
+/* vsock: a driver that posted two rx buffers and one event buffer. */
+static void vsock_session(void)
+{
+    struct fdev *d = &devs[1];
+    static const struct {
+        uint64_t addr;
+        uint32_t len;
+        uint16_t flags, next;
+    } rx[2] = {{0x6000, 0x800, 2, 0}, {0x6800, 0x800, 2, 0}}, ev = {0x7000, 8, 2, 0};
+    uint16_t ring[2] = {0, 1}, idx = 2, one = 1;
+    driver_init(3);
+    memcpy(ram + 0x1000, rx, sizeof(rx));
+    memcpy(ram + 0x1404, ring, sizeof(ring));
+    memcpy(ram + 0x1402, &idx, 2);
+    memcpy(ram + 0x3000, &ev, sizeof(ev));
+    memcpy(ram + 0x3404, &ring[0], 2);
+    memcpy(ram + 0x3402, &one, 2);
+    vmmio_notify(&t, VSOCK_QUEUE_RX);
+    vmmio_notify(&t, VSOCK_QUEUE_EV);
+    if (vmmio_quiesce(&t) || vmmio_save(&t, &d->base.t, d->base.q, &d->base.dev))
+        abort();
+    memcpy(d->ram, ram, RAM_SIZE);
+}
+
+static void vsock_cleanup(void)
+{
+    unlink(vsock_uds);
+    rmdir(vsock_dir);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     static struct vm_drive cfg = {.id = "f", .writeback = true};
+    struct vm_vsock vcfg = {.enabled = true, .guest_cid = 3};
     char err[256];
     (void)argc, (void)argv;
     log_level = LOG_ERROR;
@@ -104,13 +170,26 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     static char path[64];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     cfg.path = path;
-    blk = vblk_create(&cfg, NULL, err, sizeof(err));
-    if (!blk || vmmio_init(&t, &vblk_ops, blk, &mem, 0)) {
-        fprintf(stderr, "fuzz_state_restore: %s\n", err);
+    snprintf(vsock_dir, sizeof(vsock_dir), "/tmp/fuzz-restore-XXXXXX");
+    if (!mkdtemp(vsock_dir))
         abort();
+    snprintf(vsock_uds, sizeof(vsock_uds), "%s/v", vsock_dir);
+    snprintf(vcfg.uds_path, sizeof(vcfg.uds_path), "%s", vsock_uds);
+    atexit(vsock_cleanup);
+    devs[0] = (struct fdev){
+            .ops = &vblk_ops, .dev = vblk_create(&cfg, NULL, err, sizeof(err)), .nfds = VBLK_NFDS};
+    devs[1] = (struct fdev){.ops = &vsock_ops,
+                            .dev = vsock_create(&vcfg, NULL, err, sizeof(err)),
+                            .nfds = VSOCK_NFDS};
+    for (unsigned i = 0; i < 2; i++) {
+        if (!devs[i].dev || vmmio_init(&t, devs[i].ops, devs[i].dev, &mem, 0)) {
+            fprintf(stderr, "fuzz_state_restore: %s\n", err);
+            abort();
+        }
+        memset(ram, 0, RAM_SIZE);
+        i ? vsock_session() : blk_session();
+        vmmio_destroy(&t);
     }
-    base_session();
-    vmmio_destroy(&t);
 
     struct serial s;
     struct i8042 k;
@@ -137,33 +216,35 @@ static void patch(struct input *in, void *state, size_t len)
 }
 
 /* What the device reached is a state restore accepts, onto a fresh transport. */
-static void resave_virtio(void)
+static void resave_virtio(const struct fdev *d)
 {
     struct vstate v;
     char err[256];
-    if (vmmio_quiesce(&t) || vmmio_save(&t, &v.t, v.q, &v.blk))
+    memset(&v, 0, sizeof(v));
+    if (vmmio_quiesce(&t) || vmmio_save(&t, &v.t, v.q, &v.dev))
         abort();
     vmmio_destroy(&t);
-    if (vmmio_init(&t, &vblk_ops, blk, &mem, 0))
+    if (vmmio_init(&t, d->ops, d->dev, &mem, 0))
         abort();
-    if (vmmio_restore(&t, &v.t, v.q, &v.blk, err, sizeof(err))) {
+    if (vmmio_restore(&t, &v.t, v.q, &v.dev, err, sizeof(err))) {
         fprintf(stderr, "fuzz_state_restore: a saved state refused: %s\n", err);
         abort();
     }
 }
 
-static void run_virtio(struct input *in)
+static void run_virtio(struct input *in, const struct fdev *d)
 {
-    struct vstate v = base_v, back;
+    struct vstate v = d->base, back;
     char err[256];
 
-    memcpy(ram, base_ram, RAM_SIZE);
-    patch(in, &v, sizeof(v));
-    if (vmmio_init(&t, &vblk_ops, blk, &mem, 0))
+    memcpy(ram, d->ram, RAM_SIZE);
+    patch(in, &v, vstate_len(d));
+    if (vmmio_init(&t, d->ops, d->dev, &mem, 0))
         abort();
-    vblk_ops.reset(blk, &t);
-    if (vmmio_restore(&t, &v.t, v.q, &v.blk, err, sizeof(err)) == 0) {
-        if (vmmio_save(&t, &back.t, back.q, &back.blk) || memcmp(&back, &v, sizeof(v)))
+    d->ops->reset(d->dev, &t);
+    if (vmmio_restore(&t, &v.t, v.q, &v.dev, err, sizeof(err)) == 0) {
+        memset(&back, 0, sizeof(back));
+        if (vmmio_save(&t, &back.t, back.q, &back.dev) || memcmp(&back, &v, vstate_len(d)))
             abort(); /* restored, but not what was given */
         for (unsigned i = 0; i < MAX_OPS && in->left; i++) {
             uint8_t op = in8(in);
@@ -185,11 +266,11 @@ static void run_virtio(struct input *in)
                 ram[x % RAM_SIZE] = (uint8_t)v32;
                 break;
             default:
-                vmmio_event(&t, x % VBLK_NFDS);
+                vmmio_event(&t, x % d->nfds);
                 break;
             }
         }
-        resave_virtio();
+        resave_virtio(d);
     }
     wr32(0x70, 0);
     if (vmmio_quiesce(&t))
@@ -244,15 +325,18 @@ static void run_legacy(struct input *in, bool uart)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct input in = {data, size};
-    switch (in8(&in) % 3) {
+    switch (in8(&in) % 4) {
     case 0:
-        run_virtio(&in);
+        run_virtio(&in, &devs[0]);
         break;
     case 1:
         run_legacy(&in, true);
         break;
-    default:
+    case 2:
         run_legacy(&in, false);
+        break;
+    default:
+        run_virtio(&in, &devs[1]);
         break;
     }
     return 0;

@@ -163,8 +163,7 @@ def test_logger_metrics_serial(vm, tmp_path, swagger):
     assert vm.put("/serial", serial).status_code == 204
 
 
-@pytest.mark.parametrize("path", ["/vsock",
-                                  "/mmds", "/balloon", "/entropy"])
+@pytest.mark.parametrize("path", ["/mmds", "/balloon", "/entropy"])
 def test_not_yet_supported_endpoints(vm, path):
     assert "not supported by this build" in fault(vm.put(path, {"x": 1}))
 

@@ -99,6 +99,18 @@ static int op_update_net(void *o, const struct vm_net *n, const struct vm_bucket
     return 0;
 }
 
+/* The bind check at PUT /vsock: a path with "bad" in it cannot be bound. */
+static int vsock_checks;
+static int op_check_vsock(void *o, const struct vm_vsock *vs, char *err, size_t errlen)
+{
+    (void)o;
+    vsock_checks++;
+    if (strstr(vs->uds_path, "bad"))
+        return errf(err, errlen, -EADDRINUSE, "Cannot bind the vsock's Unix socket %s: in use",
+                    vs->uds_path);
+    return 0;
+}
+
 static const struct api_vmm_ops ops = {
         .start = op_start,
         .pause = op_pause,
@@ -108,6 +120,7 @@ static const struct api_vmm_ops ops = {
         .metrics = op_metrics,
         .update_drive = op_update,
         .check_net = op_check_net,
+        .check_vsock = op_check_vsock,
         .update_net = op_update_net,
 };
 static struct api_request req;
@@ -120,7 +133,7 @@ static int setup(void **state)
     ctl_init(&ctl, "vm0", "1.2.3", &ops, NULL);
     starts = pauses = cads = flushes = loggers = metrics_calls = start_ret = 0;
     updates = update_ret = 0;
-    net_checks = net_updates = 0;
+    net_checks = net_updates = vsock_checks = 0;
     memset(&net_rx_bw, 0, sizeof(net_rx_bw));
     snprintf(file, sizeof(file), "/tmp/ember-test-api-ctl-%d", (int)getpid());
     FILE *f = fopen(file, "w");
@@ -379,6 +392,41 @@ static void patch_drive_after_boot(void **state)
     assert_int_equal(atomic_load(&counters.v[M_PATCH_DRIVE]), 7);
 }
 
+/* PUT /vsock: CIDs 0-2 refused before the bind check, the bind check's reason, a second PUT
+ * replaces, the device counted against the 19 lines; GET /vm/config; refused after boot. */
+static void vsock_device(void **state)
+{
+    char body[256];
+    (void)state;
+    for (int cid = 0; cid < 3; cid++) {
+        snprintf(body, sizeof(body), "{\"guest_cid\":%d,\"uds_path\":\"/v\"}", cid);
+        assert_int_equal(call("PUT", "/vsock", body), 400);
+        body_has("Invalid guest CID");
+    }
+    assert_int_equal(vsock_checks, 0);
+    assert_int_equal(call("PUT", "/vsock", "{\"guest_cid\":3,\"uds_path\":\"/bad\"}"), 400);
+    body_has("Cannot bind the vsock's Unix socket /bad");
+    assert_false(ctl.cfg.vsock.enabled);
+    assert_int_equal(
+            call("PUT", "/vsock", "{\"vsock_id\":\"v\",\"guest_cid\":3,\"uds_path\":\"/v\"}"), 204);
+    assert_int_equal(call("PUT", "/vsock", "{\"guest_cid\":9,\"uds_path\":\"/w\"}"), 204);
+    assert_int_equal(vsock_checks, 3);
+    assert_int_equal(ctl.cfg.vsock.guest_cid, 9);
+    assert_string_equal(ctl.cfg.vsock.uds_path, "/w");
+    assert_int_equal(call("GET", "/vm/config", NULL), 200);
+    body_has("\"vsock\":{\"guest_cid\":9,\"uds_path\":\"/w\"}");
+    /* it takes one of the 19 interrupt lines */
+    for (int i = 1; i < API_DRIVES_MAX; i++)
+        assert_int_equal(put_plain_drive(i, true), 204);
+    assert_int_equal(put_plain_drive(98, true), 400);
+    body_has("Too many drives");
+    snprintf(body, sizeof(body), "{\"kernel_image_path\":\"%s\"}", file);
+    assert_int_equal(call("PUT", "/boot-source", body), 204);
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"InstanceStart\"}"), 204);
+    assert_int_equal(call("PUT", "/vsock", "{\"guest_cid\":3,\"uds_path\":\"/v\"}"), 400);
+    body_has("not supported after starting");
+}
+
 static int put_net(const char *id, const char *tap, const char *mac)
 {
     char path[96], body[256];
@@ -485,7 +533,8 @@ static void config_file(void **state)
             {"{\"boot_source\":{}}", "unknown configuration section 'boot_source'"},
             {"{\"machine-config\":{\"vcpu_count\":2}}", "machine-config: "},
             {"{\"drives\":{}}", "must be an array"},
-            {"{\"vsock\":{\"guest_cid\":3,\"uds_path\":\"/v\"}}", "not supported"},
+            {"{\"vsock\":{\"guest_cid\":2,\"uds_path\":\"/v\"}}", "vsock: Invalid guest CID 2"},
+            {"{\"balloon\":{}}", "not supported"},
             {"[]", "must be a JSON object"},
             {"{", "invalid JSON"},
             {"{}", "'boot-source' is required"},
@@ -510,6 +559,7 @@ int main(void)
             cmocka_unit_test_setup_teardown(patch_drive_after_boot, setup, teardown),
             cmocka_unit_test_setup_teardown(config_file, setup, teardown),
             cmocka_unit_test_setup_teardown(network_interfaces, setup, teardown),
+            cmocka_unit_test_setup_teardown(vsock_device, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,7 +65,13 @@ static void unknown_paths(void **state)
     fails_with("PUT", "/network-interfaces/eth0",
                "{\"iface_id\":\"eth0\",\"host_dev_name\":\"t\",\"mtu\":1500}",
                "unknown field `mtu`");
-    fails_with("PUT", "/vsock", "{}", "not supported by this build");
+    fails_with("PUT", "/vsock", "{}", "missing field `guest_cid`");
+    fails_with("PUT", "/vsock", "{\"guest_cid\":3}", "missing field `uds_path`");
+    fails_with("PUT", "/vsock", "{\"guest_cid\":3,\"uds_path\":\"/v\",\"x\":1}",
+               "unknown field `x`");
+    fails_with("PUT", "/vsock", "{\"guest_cid\":4294967296,\"uds_path\":\"/v\"}", "out of range");
+    fails_with("PUT", "/vsock", "{\"guest_cid\":-1,\"uds_path\":\"/v\"}", "non-negative");
+    fails_with("GET", "/vsock", NULL, "Invalid request method and/or path");
     /* the snapshot bodies: Firecracker's fields, exactly one memory backend */
     fails_with("PUT", "/snapshot/create", "{}", "missing field `snapshot_path`");
     fails_with("PUT", "/snapshot/create", "{\"snapshot_path\":\"s\"}",

@@ -21,6 +21,9 @@ struct shape {
     unsigned vcpus, vcpu_sections, drives, virtio_sections;
     uint64_t mem_mib, region0_size;
     bool two_roots, no_legacy, bad_index, required_field;
+    unsigned vsocks;       /* vsock sections */
+    uint64_t vsock_cid;    /* their guest_cid */
+    const char *vsock_uds; /* their uds_path (NULL: the field left out) */
     uint32_t arch, extra_required;
 };
 
@@ -53,6 +56,12 @@ static uint8_t *build(const struct shape *sh, size_t *len)
         snapw_str(&w, SF_DRV_ID, id);
         snapw_str(&w, SF_DRV_PATH, "/tmp/disk.img");
         snapw_u64(&w, SF_DRV_FLAGS, (i == 0 || sh->two_roots) ? SNAP_DRV_ROOT : 0);
+    }
+    for (unsigned i = 0; i < sh->vsocks; i++) {
+        snapw_section(&w, SNAP_SEC_VSOCK, SNAP_REQUIRED);
+        snapw_u64(&w, SF_VSK_CID, sh->vsock_cid);
+        if (sh->vsock_uds)
+            snapw_str(&w, SF_VSK_UDS, sh->vsock_uds);
     }
     for (unsigned i = 0; i < sh->vcpu_sections; i++) {
         snapw_section(&w, SNAP_SEC_VCPU, SNAP_REQUIRED);
@@ -109,7 +118,42 @@ static void consistent_file(void **state)
     assert_int_equal(cfg.ndrives, 1);
     assert_string_equal(cfg.drives[0].path, "/tmp/disk.img");
     assert_true(cfg.drives[0].root);
+    assert_false(cfg.vsock.enabled);
     cfg_free(&cfg);
+}
+
+/* A vsock device: its section gives the configuration (the device's own state follows in its
+ * virtio section); a hostile one is refused. */
+static void vsock_device(void **state)
+{
+    struct vm_config cfg;
+    struct shape s = good;
+    char err[512], longpath[200];
+    (void)state;
+
+    s.vsocks = 1, s.vsock_cid = 3, s.vsock_uds = "/tmp/v.sock", s.virtio_sections = 2;
+    assert_int_equal(parse(&s, &cfg, err, sizeof(err)), 0);
+    assert_true(cfg.vsock.enabled);
+    assert_int_equal(cfg.vsock.guest_cid, 3);
+    assert_string_equal(cfg.vsock.uds_path, "/tmp/v.sock");
+    cfg_free(&cfg);
+    struct shape b = s;
+    b.virtio_sections = 1; /* the device's state missing */
+    refused(&b, "1 device states for 2 devices");
+    b = s, b.vsock_cid = 2;
+    refused(&b, "Invalid guest CID 2");
+    b = s, b.vsock_cid = 1ULL << 32;
+    refused(&b, "the vsock section is malformed");
+    b = s, b.vsock_uds = NULL;
+    refused(&b, "the vsock section is malformed");
+    b = s, b.vsock_uds = "";
+    refused(&b, "Invalid uds_path");
+    memset(longpath, 'a', sizeof(longpath) - 1);
+    longpath[sizeof(longpath) - 1] = '\0';
+    b = s, b.vsock_uds = longpath;
+    refused(&b, "the vsock section is malformed");
+    b = s, b.vsocks = 2, b.virtio_sections = 3;
+    refused(&b, "the vsock section is malformed");
 }
 
 static void disagreeing_files(void **state)
@@ -146,6 +190,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
             cmocka_unit_test(consistent_file),
             cmocka_unit_test(disagreeing_files),
+            cmocka_unit_test(vsock_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -221,6 +221,35 @@ static void bucket_bounds(void **state)
     cfg_free(&cfg);
 }
 
+/* `ember run --vsock cid=N,uds=PATH`: the configuration's rules (CID 3 and up, a socket
+ * path), the device counted among the 19. */
+static void run_vsock(void **state)
+{
+    (void)state;
+    const char *argv[] = {"run", "--kernel", "k", "--vsock", "cid=3,uds=/run/v.sock"};
+    assert_int_equal(parse(5, argv), 0);
+    assert_true(cfg.vsock.enabled);
+    assert_int_equal(cfg.vsock.guest_cid, 3);
+    assert_string_equal(cfg.vsock.uds_path, "/run/v.sock");
+    const char *bad[][2] = {
+            {"cid=2,uds=/v", "Invalid guest CID 2"},
+            {"cid=4294967295,uds=/v", "Invalid guest CID"},
+            {"cid=4294967296,uds=/v", "is not a number"},
+            {"cid=-3,uds=/v", "is not a number"},
+            {"cid=,uds=/v", "is not a number"},
+            {"uds=/v", "needs cid=N and uds=PATH"},
+            {"cid=3", "needs cid=N and uds=PATH"},
+            {"cid=3,uds=/v,x=1", "unknown option 'x'"},
+            {"cid", "not KEY=VALUE"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *one[] = {"run", "--kernel", "k", "--vsock", bad[i][0]};
+        assert_int_equal(parse(5, one), -EINVAL);
+        if (!strstr(err, bad[i][1]))
+            fail_msg("%s: \"%s\" lacks \"%s\"", bad[i][0], err, bad[i][1]);
+    }
+}
+
 /* `ember run --net tap=NAME[,mac=MAC][,id=ID]`: net0, net1 ... unless named; MACs parsed;
  * the configuration's rules (unique MAC and TAP, devices shared with drives, the command-line
  * room) as for the API. */
@@ -297,6 +326,7 @@ int main(void)
             cmocka_unit_test(validation),    cmocka_unit_test(drive_rules),
             cmocka_unit_test(run_drives),    cmocka_unit_test(cmdline_room_for_devices),
             cmocka_unit_test(bucket_bounds), cmocka_unit_test(run_nets),
+            cmocka_unit_test(run_vsock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,8 +13,8 @@ corpus/vmm_loader/ (tests/fuzz/fuzz_vmm_loader.c): minimal kernel images the loa
 libFuzzer's default input size, and load into the target's guest RAM (1.5 MiB from 0, 64 KiB
 at 4 GiB). The last byte of an image that loads picks the PVH entry (odd) and the vCPU count.
 
-corpus/state_restore/ (tests/fuzz/fuzz_state_restore.c): the target byte (0 virtio, 1 UART,
-2 i8042), patches to the saved state (offsets as the structs' static-asserted layouts), then
+corpus/state_restore/ (tests/fuzz/fuzz_state_restore.c): the target byte (0 virtio-blk, 1 UART,
+2 i8042, 3 virtio-vsock), patches to the saved state (offsets as the structs' static-asserted layouts), then
 operations."""
 import pathlib
 import struct
@@ -175,6 +175,7 @@ LOADER_SEEDS = {
 V_STATUS, V_ACTIVATED, Q0 = 8, 32, 40  # struct vmmio_state, then vq_state[0] at 40
 Q_USED, Q_SIZE, Q_LAST_AVAIL = Q0 + 16, Q0 + 24, Q0 + 26
 UART_RX_COUNT = 12  # struct serial_state
+VSOCK_CID, VSOCK_PORT, VSOCK_PAD = 160, 168, 172  # struct vsock_state after three vq_states
 
 
 def patches(*pairs):
@@ -197,6 +198,13 @@ RESTORE_SEEDS = {
     "uart_as_saved": bytes([1]) + patches() + bytes([0, 0, 5, 0, 0x80, 0x41]),
     "uart_count": bytes([1]) + patches((UART_RX_COUNT, 0x41)),
     "i8042_as_saved": bytes([2]) + patches() + bytes([0, 0, 4, 0, 0x84, 0xaa, 0, 0]),
+    "vsock_as_saved": bytes([3]) + patches() + vop(V_EVENT, 1) + vop(V_NOTIFY, 2)
+    + vop(V_NOTIFY, 1) + vop(V_EVENT, 0),
+    "vsock_cid_2": bytes([3]) + patches((VSOCK_CID, 2)),
+    "vsock_cid_other": bytes([3]) + patches((VSOCK_CID, 4)) + vop(V_EVENT, 1),
+    "vsock_port_low": bytes([3]) + patches((VSOCK_PORT + 3, 0)),
+    "vsock_pad": bytes([3]) + patches((VSOCK_PAD, 1)),
+    "vsock_ev_queue": bytes([3]) + patches((Q0 + 2 * 40 + 24, 3)) + vop(V_EVENT, 1),
 }
 
 
