@@ -1,13 +1,16 @@
 # virtio/: the virtqueue, the virtio-mmio transport and the devices (linked into build/ember
 # through vmm/module.mk). Unit tests and fuzz targets of this directory:
+# virtio-blk's files, the device and its engines.
+VBLK_SRCS := virtio/blk.c virtio/blk_io.c virtio/blk_hold.c virtio/blk_update.c virtio/blk_req.c \
+	virtio/blk_uring.c virtio/blk_sync.c
 UNIT_DEPS_test_virtio_queue := virtio/queue.c vmm/memory.c vmm/log.c
 FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk_req.c vmm/memory.c vmm/log.c
-FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/blk.c virtio/blk_req.c \
-	virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c
+FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c $(VBLK_SRCS) \
+	virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_mmio  := -lpthread
-UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
+UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_io.c virtio/net_frame.c $(VBLK_SRCS) virtio/tbucket.c virtio/irqmod.c \
 	virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
 	vmm/loop.c
 UNIT_LIBS_test_virtio_blk   := -luring -lpthread
@@ -31,8 +34,8 @@ $(BLKBENCH): tests/guest/blkbench.c virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
 UNIT_DEPS_test_virtio_state := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
-FUZZ_DEPS_fuzz_state_restore := virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/blk.c \
-	virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c \
+FUZZ_DEPS_fuzz_state_restore := virtio/mmio.c virtio/mmio_state.c virtio/queue.c $(VBLK_SRCS) \
+	virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c \
 	vmm/serial.c vmm/i8042.c
 FUZZ_LIBS_fuzz_state_restore := -luring -lpthread
 
