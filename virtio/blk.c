@@ -64,6 +64,7 @@ static void reset(void *dev, struct vmmio_dev *t)
     vblk_unthrottle(b);
     vblk_hold_cancel(b);
     b->has_pending = false;
+    b->flush_failed = false; /* the driver starts again: its FLUSHes are tried afresh */
 }
 
 static int event(void *dev, struct vmmio_dev *t, unsigned which)

@@ -104,6 +104,8 @@ struct sync_req {
 };
 struct sync_batch {
     unsigned n, niov;
+    bool flush_failed; /* in: the drive's latch; out: set if a FLUSH failed (every later one
+                        * in the batch then fails without syncing) */
     struct sync_req r[VQ_MAX_SIZE];
     struct iovec iov[VQ_MAX_SIZE];
 };
@@ -111,7 +113,8 @@ struct sync_batch {
  * Returns 1, or 0 when the batch has no room for it (run the batch first). */
 int sync_add(struct sync_batch *bt, const struct vblk_req *r, uint16_t head);
 /* sync_run(bt, fd): runs the batch's I/O on fd in order (preadv, pwritev, fdatasync), each
- * request's answer into its s. Touches nothing but bt, fd and guest buffers. */
+ * request's answer into its s; a FLUSH fails once bt->flush_failed is set. Touches nothing but
+ * bt, fd and guest buffers. */
 void sync_run(struct sync_batch *bt, int fd);
 
 /* The device (blk.c). */

@@ -18,6 +18,11 @@ struct vblk {
     struct tbucket bw, ops;
     int timer_fd; /* the rate limiter's wake-up */
     bool throttled, has_pending;
+    /* A FLUSH failed: every later FLUSH fails too, until a reset or a new file (F13). Linux
+     * reports a writeback error to one fsync and then forgets it, so a retried FLUSH would
+     * succeed although the dirty pages it should have written may be gone (QEMU latches it the
+     * same way). */
+    bool flush_failed;
     int hold_fd; /* the end of an interrupt-moderation round */
     struct irqmod mod;
     unsigned round_found;  /* requests popped during this round */
@@ -39,6 +44,9 @@ struct vblk_done {
 void vblk_async_done(void *ctx, const struct uring_op *op, bool ok);
 /* vblk_arm(b, fd, ns): arms the one-shot timerfd fd ns from now (0 disarms it). */
 void vblk_arm(const struct vblk *b, int fd, uint64_t ns);
+/* vblk_flush_failed(b): a FLUSH (or the sync before a file swap) failed: latches it and logs
+ * it once. */
+void vblk_flush_failed(struct vblk *b);
 /* vblk_unthrottle(b): the rate limiter's wait is over (timer disarmed). */
 void vblk_unthrottle(struct vblk *b);
 /* vblk_drain returns this when the driver reset the device while the I/O ran: the caller

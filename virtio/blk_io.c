@@ -42,14 +42,28 @@ static void complete(struct vmmio_dev *t, uint16_t head, uint8_t *status, uint8_
     vq_push(vmmio_queue(t, 0), head, used);
 }
 
+void vblk_flush_failed(struct vblk *b)
+{
+    if (!b->flush_failed)
+        log_warn("drive %s: a FLUSH failed: every later FLUSH fails until the device is reset "
+                 "or its file replaced (PATCH /drives)",
+                 b->cfg.id);
+    b->flush_failed = true;
+}
+
 /* An io_uring completion (uring_done_fn). One queued before the last reset belongs to rings
- * the driver has taken back: it is dropped. */
+ * the driver has taken back: it is dropped. FSYNCs run unordered, so the latch is checked when
+ * one completes, not only when it is queued. */
 void vblk_async_done(void *ctx, const struct uring_op *op, bool ok)
 {
     struct vblk_done *d = ctx;
-    uint8_t s = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
     if (op->tag != d->b->gen)
         return;
+    if (op->type == VIRTIO_BLK_T_FLUSH && !ok)
+        vblk_flush_failed(d->b);
+    if (op->type == VIRTIO_BLK_T_FLUSH && d->b->flush_failed)
+        ok = false;
+    uint8_t s = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
     account(d->b, op->type, op->len, s);
     complete(d->t, op->head, op->status, s,
              ok && op->type == VIRTIO_BLK_T_IN ? (uint32_t)op->len : 0);
@@ -111,6 +125,10 @@ static int handle(struct vblk *b, struct vmmio_dev *t)
         complete(t, b->chain.head, r->status, s, 0);
         return H_DONE;
     }
+    if (r->type == VIRTIO_BLK_T_FLUSH && b->cfg.writeback && b->flush_failed) {
+        complete(t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0); /* latched: no sync */
+        return H_DONE;
+    }
     uint64_t wait = charge(b, r);
     if (wait) {
         throttle(b, wait);
@@ -149,6 +167,8 @@ static void run_io(void *ctx)
 static unsigned answer_batch(struct vblk *b, struct vmmio_dev *t)
 {
     unsigned n = b->batch.n;
+    if (b->batch.flush_failed)
+        vblk_flush_failed(b);
     for (unsigned i = 0; i < n; i++) {
         const struct sync_req *s = &b->batch.r[i];
         account(b, s->type, s->len, s->s);
@@ -158,10 +178,6 @@ static unsigned answer_batch(struct vblk *b, struct vmmio_dev *t)
     b->batch.n = b->batch.niov = 0;
     return n;
 }
-
-/* vblk_drain() returns this when the driver reset the device while the I/O ran: the caller stops,
- * the answers were dropped (the chains belong to rings the driver has taken back). */
-#define VBLK_DRAIN_RESET 1
 
 /* Runs the queue until it is empty, throttled or out of async slots, adding the requests it
  * popped to *popped and those it answered to *answered; the I/O runs in batches without the
@@ -198,6 +214,7 @@ int vblk_drain(struct vblk *b, struct vmmio_dev *t, unsigned *answered, unsigned
         }
         /* One submit for what this pass queued, and the Sync I/O, unlocked. */
         b->queued = 0;
+        b->batch.flush_failed = b->flush_failed; /* read under the lock: reset clears it */
         if (vmmio_unlocked(t, run_io, b)) {
             b->batch.n = b->batch.niov = 0;
             return VBLK_DRAIN_RESET;

@@ -37,22 +37,45 @@ int vblk_open_backing(const struct vm_drive *cfg, const char *path, struct vblk_
     return 0;
 }
 
-static void wait_io(void *ctx)
+/* What the old file needs before the swap, done without the transport's lock. */
+struct old_file {
+    struct vblk *b;
+    bool sync;
+    int err; /* fdatasync's errno, or 0 */
+};
+
+static void finish_old_file(void *ctx)
 {
-    uring_wait(&((struct vblk *)ctx)->eng);
+    struct old_file *o = ctx;
+    if (o->b->eng.on)
+        uring_wait(&o->b->eng);
+    if (o->sync && fdatasync(o->b->fd) < 0)
+        o->err = errno;
 }
 
-/* Swaps the backing file (the update op). Returns 0 or -errno (the old file kept). */
+/* Swaps the backing file (the update op). With writeback caching the old file is synced
+ * first: writes the guest saw complete would otherwise be covered by no FLUSH, since its next
+ * one syncs the new file (F14). Returns 0 or -errno (the old file kept). */
 static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *bk, const char *path,
                      char *err, size_t errlen)
 {
     struct vblk_done d = {b, t};
+    struct old_file o = {b, b->cfg.writeback && !b->cfg.read_only, 0};
+
+    /* Requests already submitted finish on the old file (waited for without the lock) and are
+     * answered first. */
+    vmmio_unlocked(t, finish_old_file, &o);
+    if (b->eng.on && uring_drain(&b->eng, vmmio_running(t) ? vblk_async_done : NULL, &d) &&
+        vmmio_running(t))
+        vmmio_used(t, 0);
+    if (o.err) {
+        vblk_flush_failed(b); /* the error is reported once: the guest's next FLUSH learns it */
+        return errf(err, errlen, -EIO,
+                    "drive %s: syncing the current file before the swap failed (%s): it stays "
+                    "in use",
+                    b->cfg.id, strerror(o.err));
+    }
     if (b->eng.on) {
-        /* Requests already submitted finish on the old file (waited for without the lock) and
-         * are answered first. */
-        vmmio_unlocked(t, wait_io, b);
-        if (uring_drain(&b->eng, vmmio_running(t) ? vblk_async_done : NULL, &d) && vmmio_running(t))
-            vmmio_used(t, 0);
         int ret = uring_set_file(&b->eng, bk->fd, err, errlen);
         if (ret < 0)
             return ret;
@@ -62,6 +85,7 @@ static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *b
     bk->fd = -1;
     b->st.capacity = bk->sectors;
     memcpy(b->id, bk->id, sizeof(b->id));
+    b->flush_failed = false; /* a new file: its FLUSHes are tried afresh */
     log_debug("drive %s: now on %s", b->cfg.id, path);
     vmmio_config_changed(t); /* spec 4.2.2: generation bumped, config-change interrupt */
     return 0;

@@ -10,10 +10,17 @@ FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c 
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_mmio  := -lpthread
-UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_io.c virtio/net_frame.c $(VBLK_SRCS) virtio/tbucket.c virtio/irqmod.c \
-	virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
-	vmm/loop.c
-UNIT_LIBS_test_virtio_blk   := -luring -lpthread
+# The device against the transport (tests/unit/blk_harness.c: fake RAM, a driver, temp files);
+# _update also through the registry.
+BLK_TEST_DEPS := tests/unit/blk_harness.c $(VBLK_SRCS) virtio/tbucket.c virtio/irqmod.c \
+	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+UNIT_DEPS_test_virtio_blk := $(BLK_TEST_DEPS)
+UNIT_LIBS_test_virtio_blk := -luring -lpthread
+UNIT_DEPS_test_virtio_blk_state := $(BLK_TEST_DEPS)
+UNIT_LIBS_test_virtio_blk_state := -luring -lpthread
+UNIT_DEPS_test_virtio_blk_update := $(BLK_TEST_DEPS) virtio/net.c virtio/net_io.c virtio/net_frame.c \
+	virtio/virtio.c virtio/registry.c vmm/bus.c vmm/loop.c
+UNIT_LIBS_test_virtio_blk_update := -luring -lpthread
 
 # A guest-side probe (static) that hands a virtio-blk device hostile queues through /dev/mem;
 # the integration tests copy it onto a drive image.
