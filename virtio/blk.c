@@ -64,7 +64,7 @@ static void reset(void *dev, struct vmmio_dev *t)
     vblk_unthrottle(b);
     vblk_hold_cancel(b);
     b->has_pending = false;
-    b->flush_failed = false; /* the driver starts again: its FLUSHes are tried afresh */
+    b->st.flush_failed = false; /* the driver starts again: its FLUSHes are tried afresh */
 }
 
 static int event(void *dev, struct vmmio_dev *t, unsigned which)
@@ -146,7 +146,11 @@ static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err,
                     (unsigned long long)st.capacity, (unsigned long long)b->st.capacity);
     if (q->active && q->last_avail != q->next_used)
         return errf(err, errlen, -EINVAL, "drive %s: requests in flight in a snapshot", b->cfg.id);
+    static const uint8_t zero[sizeof(st.pad)];
+    if (st.flush_failed > 1 || memcmp(st.pad, zero, sizeof(zero)))
+        return errf(err, errlen, -EINVAL, "drive %s: a malformed device state", b->cfg.id);
     reset(b, t);
+    b->st.flush_failed = st.flush_failed; /* the kernel will not report that error again */
     return 0;
 }
 

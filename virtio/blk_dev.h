@@ -18,11 +18,10 @@ struct vblk {
     struct tbucket bw, ops;
     int timer_fd; /* the rate limiter's wake-up */
     bool throttled, has_pending;
-    /* A FLUSH failed: every later FLUSH fails too, until a reset or a new file (F13). Linux
-     * reports a writeback error to one fsync and then forgets it, so a retried FLUSH would
-     * succeed although the dirty pages it should have written may be gone (QEMU latches it the
-     * same way). */
-    bool flush_failed;
+    /* st.flush_failed: a FLUSH failed, every later FLUSH fails too, until a reset or a new file
+     * (F13). Linux reports a writeback error to one fsync and then forgets it, so a retried
+     * FLUSH would succeed although the dirty pages it should have written may be gone (QEMU
+     * latches it the same way). */
     int hold_fd; /* the end of an interrupt-moderation round */
     struct irqmod mod;
     unsigned round_found;  /* requests popped during this round */

@@ -44,11 +44,11 @@ static void complete(struct vmmio_dev *t, uint16_t head, uint8_t *status, uint8_
 
 void vblk_flush_failed(struct vblk *b)
 {
-    if (!b->flush_failed)
+    if (!b->st.flush_failed)
         log_warn("drive %s: a FLUSH failed: every later FLUSH fails until the device is reset "
                  "or its file replaced (PATCH /drives)",
                  b->cfg.id);
-    b->flush_failed = true;
+    b->st.flush_failed = true;
 }
 
 /* An io_uring completion (uring_done_fn). One queued before the last reset belongs to rings
@@ -61,7 +61,7 @@ void vblk_async_done(void *ctx, const struct uring_op *op, bool ok)
         return;
     if (op->type == VIRTIO_BLK_T_FLUSH && !ok)
         vblk_flush_failed(d->b);
-    if (op->type == VIRTIO_BLK_T_FLUSH && d->b->flush_failed)
+    if (op->type == VIRTIO_BLK_T_FLUSH && d->b->st.flush_failed)
         ok = false;
     uint8_t s = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
     account(d->b, op->type, op->len, s);
@@ -125,7 +125,7 @@ static int handle(struct vblk *b, struct vmmio_dev *t)
         complete(t, b->chain.head, r->status, s, 0);
         return H_DONE;
     }
-    if (r->type == VIRTIO_BLK_T_FLUSH && b->cfg.writeback && b->flush_failed) {
+    if (r->type == VIRTIO_BLK_T_FLUSH && b->cfg.writeback && b->st.flush_failed) {
         complete(t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0); /* latched: no sync */
         return H_DONE;
     }
@@ -214,7 +214,7 @@ int vblk_drain(struct vblk *b, struct vmmio_dev *t, unsigned *answered, unsigned
         }
         /* One submit for what this pass queued, and the Sync I/O, unlocked. */
         b->queued = 0;
-        b->batch.flush_failed = b->flush_failed; /* read under the lock: reset clears it */
+        b->batch.flush_failed = b->st.flush_failed; /* read under the lock: reset clears it */
         if (vmmio_unlocked(t, run_io, b)) {
             b->batch.n = b->batch.niov = 0;
             return VBLK_DRAIN_RESET;

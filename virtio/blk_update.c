@@ -85,7 +85,7 @@ static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *b
     bk->fd = -1;
     b->st.capacity = bk->sectors;
     memcpy(b->id, bk->id, sizeof(b->id));
-    b->flush_failed = false; /* a new file: its FLUSHes are tried afresh */
+    b->st.flush_failed = false; /* a new file: its FLUSHes are tried afresh */
     log_debug("drive %s: now on %s", b->cfg.id, path);
     vmmio_config_changed(t); /* spec 4.2.2: generation bumped, config-change interrupt */
     return 0;

@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
+#include "../../virtio/blk_dev.h"
 #include "blk_harness.h"
 
 /* virtio_drive_update finds drives by id; an unknown id is -ENOENT. */
@@ -86,6 +87,59 @@ static void save_restore(void **state)
     kick(2);
     assert_int_equal(status(1), VIRTIO_BLK_S_OK);
     assert_int_equal(ram[DATA + 512], 5);
+}
+
+/* The FLUSH latch is part of the saved state: a drive whose FLUSH failed (the fd swapped for a
+ * pipe, as in test_virtio_blk.c) is saved latched, and the restored device on a good file
+ * still fails its FLUSH (the kernel reported the error once, to the process that saved) until
+ * the driver resets it. A latch that is not 0 or 1, or a non-zero pad, is refused. */
+static void save_restore_latched(void **state)
+{
+    bool async = *(bool *)*state;
+    struct vm_drive d = {.id = "sl", .async = async, .writeback = true};
+    struct vmmio_state s;
+    struct vq_state q[VIRTIO_MAX_QUEUES];
+    struct vblk_state bs, bad;
+    char err[256];
+    int p[2];
+    start(&d);
+    int good = dup(blk->fd);
+    assert_true(good >= 0);
+    assert_int_equal(pipe(p), 0);
+    if (async)
+        assert_int_equal(uring_set_file(&blk->eng, p[0], err, sizeof(err)), 0);
+    else
+        assert_true(dup2(p[0], blk->fd) == blk->fd);
+    uint16_t f = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    kick(1);
+    assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(vmmio_quiesce(&t), 0);
+    assert_int_equal(vmmio_save(&t, &s, q, &bs), 0);
+    assert_int_equal(bs.flush_failed, 1);
+    vmmio_destroy(&t);
+    vblk_ops.destroy(blk);
+    close(good);
+    close(p[0]);
+    close(p[1]);
+    blk = vblk_create(&d, &stats, err, sizeof(err)); /* the same file, opened afresh */
+    assert_non_null(blk);
+    assert_int_equal(vmmio_init(&t, &vblk_ops, blk, &mem, 0), 0);
+    bad = bs;
+    bad.flush_failed = 2;
+    assert_int_equal(vmmio_restore(&t, &s, q, &bad, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "malformed"));
+    bad = bs;
+    bad.pad[6] = 1;
+    assert_int_equal(vmmio_restore(&t, &s, q, &bad, err, sizeof(err)), -EINVAL);
+    assert_int_equal(vmmio_restore(&t, &s, q, &bs, err, sizeof(err)), 0);
+    f = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    kick(2);
+    assert_int_equal(status(f), VIRTIO_BLK_S_IOERR); /* still latched, on a good file */
+    wr(0x70, 0);
+    driver_init();
+    f = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    kick(1);
+    assert_int_equal(status(f), VIRTIO_BLK_S_OK);
 }
 
 static void *notify_thread(void *arg)
@@ -236,6 +290,8 @@ int main(void)
             {"slow_sync_read_reset", slow_sync_read, NULL, stop, &with_reset},
             {"save_restore_sync", save_restore, NULL, stop, &sync_engine},
             {"save_restore_async", save_restore, NULL, stop, &async_engine},
+            {"save_restore_latched_sync", save_restore_latched, NULL, stop, &sync_engine},
+            {"save_restore_latched_async", save_restore_latched, NULL, stop, &async_engine},
             cmocka_unit_test_teardown(interrupt_moderation, stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
