@@ -64,6 +64,7 @@ static void reset(void *dev, struct vmmio_dev *t)
     vblk_unthrottle(b);
     vblk_hold_cancel(b);
     b->has_pending = false;
+    b->unsignalled = 0;
     b->st.flush_failed = false; /* the driver starts again: its FLUSHes are tried afresh */
 }
 
@@ -82,6 +83,8 @@ static int event(void *dev, struct vmmio_dev *t, unsigned which)
             vblk_hold_cancel(b);
             return 0;
         }
+        if (b->awaiting)
+            return vblk_await_end(b, t);
         return b->mod.holding ? vblk_hold_round(b, t) : 0;
     }
     /* The ring is watched level-triggered: its completions are always taken off, answered only
@@ -111,7 +114,7 @@ static int quiesce(void *dev, struct vmmio_dev *t)
         b->has_pending = false;
     }
     vblk_unthrottle(b);
-    bool held = b->mod.holding;
+    bool held = b->mod.holding || b->awaiting;
     vblk_hold_cancel(b);
     if (run && held)
         vq_set_quiet(vmmio_queue(t, 0), false);
@@ -125,7 +128,7 @@ static int save(const void *dev, struct vmmio_dev *t, void *state)
 {
     const struct vblk *b = dev;
     (void)t;
-    if (b->has_pending || b->eng.inflight || b->mod.holding || b->throttled)
+    if (b->has_pending || b->eng.inflight || b->mod.holding || b->awaiting || b->throttled)
         return -EBUSY;
     memcpy(state, &b->st, sizeof(b->st));
     return 0;

@@ -22,8 +22,15 @@ struct vblk {
      * (F13). Linux reports a writeback error to one fsync and then forgets it, so a retried
      * FLUSH would succeed although the dirty pages it should have written may be gone (QEMU
      * latches it the same way). */
-    int hold_fd; /* the end of an interrupt-moderation round */
+    int hold_fd; /* the end of an interrupt-moderation round or of an await */
     struct irqmod mod;
+    unsigned unsignalled; /* answers pushed since the last interrupt */
+    /* Async: answers wait for the requests still in flight (one interrupt for the batch), at
+     * most one await round; after an await the timer ended with requests still out (a slow
+     * disk), the next await_skip answers are signalled at once (backoff 1, 2, 4, ...). */
+    bool awaiting;
+    unsigned await_base; /* unsignalled when the await started */
+    unsigned await_backoff, await_skip;
     unsigned round_found;  /* requests popped during this round */
     struct vq_chain chain; /* the chain being handled (kept while it waits) */
     struct vblk_req req;
@@ -65,7 +72,9 @@ int vblk_run_queue(struct vblk *b, struct vmmio_dev *t, unsigned done);
 /* vblk_hold_round(b, t): a moderation round ended: polls the ring, holds on or raises the
  * interrupt. Returns 0 or -EINVAL. */
 int vblk_hold_round(struct vblk *b, struct vmmio_dev *t);
-/* vblk_hold_cancel(b): ends a hold without an interrupt (reset, failure). */
+/* vblk_await_end(b, t): an await's timer fired: raises the interrupt. Returns 0. */
+int vblk_await_end(struct vblk *b, struct vmmio_dev *t);
+/* vblk_hold_cancel(b): ends a hold or an await without an interrupt (reset, failure). */
 void vblk_hold_cancel(struct vblk *b);
 
 /* PATCH /drives (blk_update.c): the update op (arg a struct vblk_update). Returns 0 or -errno

@@ -33,8 +33,10 @@ static void account(struct vblk *b, uint32_t type, uint64_t len, uint8_t s)
     }
 }
 
-static void complete(struct vmmio_dev *t, uint16_t head, uint8_t *status, uint8_t s, uint32_t used)
+static void complete(struct vblk *b, struct vmmio_dev *t, uint16_t head, uint8_t *status, uint8_t s,
+                     uint32_t used)
 {
+    b->unsignalled++;
     if (status) {
         *status = s;
         used++;
@@ -65,7 +67,7 @@ void vblk_async_done(void *ctx, const struct uring_op *op, bool ok)
         ok = false;
     uint8_t s = ok ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
     account(d->b, op->type, op->len, s);
-    complete(d->t, op->head, op->status, s,
+    complete(d->b, d->t, op->head, op->status, s,
              ok && op->type == VIRTIO_BLK_T_IN ? (uint32_t)op->len : 0);
 }
 
@@ -116,17 +118,17 @@ static int handle(struct vblk *b, struct vmmio_dev *t)
 
     if (vblk_parse(&b->chain, r) < 0) {
         STAT_ADD(b->stats, block_invalid_reqs, 1);
-        complete(t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0);
+        complete(b, t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0);
         return H_DONE;
     }
     uint8_t s = vblk_check(r, b->st.capacity, b->cfg.read_only);
     if (s != VIRTIO_BLK_S_OK) {
         STAT_ADD(b->stats, block_invalid_reqs, 1);
-        complete(t, b->chain.head, r->status, s, 0);
+        complete(b, t, b->chain.head, r->status, s, 0);
         return H_DONE;
     }
     if (r->type == VIRTIO_BLK_T_FLUSH && b->cfg.writeback && b->st.flush_failed) {
-        complete(t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0); /* latched: no sync */
+        complete(b, t, b->chain.head, r->status, VIRTIO_BLK_S_IOERR, 0); /* latched: no sync */
         return H_DONE;
     }
     uint64_t wait = charge(b, r);
@@ -150,7 +152,7 @@ static int handle(struct vblk *b, struct vmmio_dev *t)
     if (r->type == VIRTIO_BLK_T_GET_ID)
         used = (uint32_t)vblk_iov_fill(r->iov, r->niov, b->id, sizeof(b->id));
     account(b, r->type, r->len, VIRTIO_BLK_S_OK);
-    complete(t, b->chain.head, r->status, VIRTIO_BLK_S_OK, used);
+    complete(b, t, b->chain.head, r->status, VIRTIO_BLK_S_OK, used);
     return H_DONE;
 }
 
@@ -172,7 +174,7 @@ static unsigned answer_batch(struct vblk *b, struct vmmio_dev *t)
     for (unsigned i = 0; i < n; i++) {
         const struct sync_req *s = &b->batch.r[i];
         account(b, s->type, s->len, s->s);
-        complete(t, s->head, s->status, s->s,
+        complete(b, t, s->head, s->status, s->s,
                  s->type == VIRTIO_BLK_T_IN && s->s == VIRTIO_BLK_S_OK ? (uint32_t)s->len : 0);
     }
     b->batch.n = b->batch.niov = 0;

@@ -67,7 +67,7 @@ static int swap_file(struct vblk *b, struct vmmio_dev *t, struct vblk_backing *b
     vmmio_unlocked(t, finish_old_file, &o);
     if (b->eng.on && uring_drain(&b->eng, vmmio_running(t) ? vblk_async_done : NULL, &d) &&
         vmmio_running(t))
-        vmmio_used(t, 0);
+        vblk_signal_used(b, t, clock_ns()); /* an await for them ends in vblk_run_queue */
     if (o.err) {
         vblk_flush_failed(b); /* the error is reported once: the guest's next FLUSH learns it */
         return errf(err, errlen, -EIO,
