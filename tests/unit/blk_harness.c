@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "../../virtio/blk_dev.h"
 #include "blk_harness.h"
 
 uint8_t ram[RAM] __attribute__((aligned(4096)));
@@ -193,4 +194,22 @@ uint64_t capacity(void)
     uint64_t c;
     vmmio_read(&t, 0x100, (uint8_t *)&c, 8);
     return c;
+}
+
+int backing_to_pipe(bool async, int p[2])
+{
+    int good = dup(blk->fd);
+    assert_true(good >= 0);
+    assert_int_equal(pipe(p), 0);
+    backing_set(async, p[0]);
+    return good;
+}
+
+void backing_set(bool async, int fd)
+{
+    char err[256];
+    if (async)
+        assert_int_equal(uring_set_file(&blk->eng, fd, err, sizeof(err)), 0);
+    else
+        assert_true(dup2(fd, blk->fd) == blk->fd);
 }

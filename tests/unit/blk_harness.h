@@ -66,6 +66,12 @@ void file_bytes(uint64_t off, uint8_t *buf, size_t len);
 /* expect_disk_id(file): GET_ID's answer at DATA is Firecracker's for file: decimal st_dev,
  * st_rdev, st_ino run together, the first 20 bytes, zero-padded. */
 void expect_disk_id(const char *file);
+/* backing_to_pipe(async, p): the file the engine uses (the Sync fd, or the ring's registered
+ * file) becomes the read end of a new pipe p (syncs on it fail with EINVAL, reads wait for
+ * bytes written to p[1]). Returns a dup of the old fd (the caller closes it and p). */
+int backing_to_pipe(bool async, int p[2]);
+/* backing_set(async, fd): the file the engine uses becomes fd. */
+void backing_set(bool async, int fd);
 /* capacity(): Returns the config space's capacity (sectors). */
 uint64_t capacity(void);
 

@@ -241,29 +241,19 @@ static void flush_failure_latched(void **state)
 {
     bool async = *(bool *)*state;
     struct vm_drive d = {.id = "fl", .async = async, .writeback = true};
-    char err[256];
     int p[2];
     start(&d);
     uint16_t f = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
     kick(1);
     assert_int_equal(status(f), VIRTIO_BLK_S_OK);
-    int good = dup(blk->fd);
-    assert_true(good >= 0);
-    assert_int_equal(pipe(p), 0);
-    if (async)
-        assert_int_equal(uring_set_file(&blk->eng, p[0], err, sizeof(err)), 0);
-    else
-        assert_true(dup2(p[0], blk->fd) == blk->fd);
+    int good = backing_to_pipe(async, p);
     f = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
     uint16_t f2 = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
     kick(3);
     assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
     assert_int_equal(status(f2), VIRTIO_BLK_S_IOERR);
     /* The file works again: FLUSH still fails (latched); reads and writes go on. */
-    if (async)
-        assert_int_equal(uring_set_file(&blk->eng, good, err, sizeof(err)), 0);
-    else
-        assert_true(dup2(good, blk->fd) == blk->fd);
+    backing_set(async, good);
     memset(ram + DATA, 0x77, 512);
     uint16_t w = request(VIRTIO_BLK_T_OUT, 9, DATA, 512, true);
     f = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);

@@ -104,13 +104,7 @@ static void save_restore_latched(void **state)
     char err[256];
     int p[2];
     start(&d);
-    int good = dup(blk->fd);
-    assert_true(good >= 0);
-    assert_int_equal(pipe(p), 0);
-    if (async)
-        assert_int_equal(uring_set_file(&blk->eng, p[0], err, sizeof(err)), 0);
-    else
-        assert_true(dup2(p[0], blk->fd) == blk->fd);
+    int good = backing_to_pipe(async, p);
     uint16_t f = request(VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
     kick(1);
     assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
@@ -281,75 +275,62 @@ static void interrupt_moderation(void **state)
     t.irq_fd = -1;
 }
 
-/* Waits (bounded) for an io_uring completion and hands the ring's event to the device. */
-static void completion(void)
+/* One read on the pipe completes (512 bytes of 0x5a written to fd): waits (bounded) for its
+ * completion and hands the ring's event to the device, which then has answered `used` in all
+ * and raised `irqs` interrupts since the last look. */
+static void read_done(int fd, uint16_t used, uint64_t irqs)
 {
+    uint8_t buf[512];
+    memset(buf, 0x5a, sizeof(buf));
+    assert_int_equal(write(fd, buf, sizeof(buf)), sizeof(buf));
     struct pollfd p = {.fd = dev_fd(VBLK_FD_RING), .events = POLLIN};
     assert_int_equal(poll(&p, 1, 5000), 1); /* a bound: the data is in the pipe already */
     vmmio_event(&t, VBLK_FD_RING);
+    assert_int_equal(used_idx(), used);
+    assert_int_equal(interrupts(), irqs);
+}
+
+/* Two reads of sectors n and n + 1, kicked more than 2 ms after the last interrupt, so irqmod
+ * measures no turnaround and holds nothing. */
+static void two_reads(uint64_t n)
+{
+    request(VIRTIO_BLK_T_IN, n, DATA, 512, false);
+    request(VIRTIO_BLK_T_IN, n + 1, DATA + 512, 512, false);
+    usleep(3000);
+    vmmio_notify(&t, 0);
+    assert_int_equal(blk->eng.inflight, 2);
 }
 
 /* Async: an answer waits for the requests still in flight, and one interrupt covers them all
- * (the ring's file is a pipe, so the test decides when each read completes: 512 bytes written,
- * one read done). An await whose timer ends before any other completion joined raises the
- * interrupt then, and the next answer with requests in flight goes out at once (backoff). */
+ * (the ring's file is a pipe, so the test decides when each read completes). An await whose
+ * timer ends before any other completion joined raises the interrupt then, and the next
+ * answer with requests in flight goes out at once (backoff). */
 static void await_in_flight(void **state)
 {
     (void)state;
     struct vm_drive d = {.id = "aw", .async = true};
-    char err[256], buf[512];
     int p[2];
     start(&d);
     t.irq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     assert_true(t.irq_fd >= 0);
-    assert_int_equal(pipe(p), 0);
-    assert_int_equal(uring_set_file(&blk->eng, p[0], err, sizeof(err)), 0);
-    memset(buf, 0x5a, sizeof(buf));
-    uint16_t a = request(VIRTIO_BLK_T_IN, 0, DATA, 512, false);
-    uint16_t b2 = request(VIRTIO_BLK_T_IN, 1, DATA + 512, 512, false);
-    vmmio_notify(&t, 0);
-    assert_int_equal(blk->eng.inflight, 2);
-    assert_int_equal(write(p[1], buf, 512), 512);
-    completion();
-    assert_int_equal(used_idx(), 1); /* answered at once, its interrupt awaits the other */
-    assert_int_equal(interrupts(), 0);
-    assert_int_equal(write(p[1], buf, 512), 512);
-    completion();
-    assert_int_equal(used_idx(), 2);
-    assert_int_equal(interrupts(), 1); /* one for both */
-    assert_int_equal(status(a), VIRTIO_BLK_S_OK);
-    assert_int_equal(status(b2), VIRTIO_BLK_S_OK);
+    close(backing_to_pipe(true, p));
+    two_reads(0);
+    read_done(p[1], 1, 0); /* answered at once, its interrupt awaits the other */
+    read_done(p[1], 2, 1); /* one for both */
+    assert_int_equal(status(0), VIRTIO_BLK_S_OK);
+    assert_int_equal(status(1), VIRTIO_BLK_S_OK);
     assert_int_equal(ram[DATA + 511], 0x5a);
     assert_int_equal(ram[DATA + 1023], 0x5a);
-    /* The other read stays out: the await's timer raises the interrupt. (Each kick comes over
-     * 2 ms after the last interrupt, so irqmod measures no turnaround and holds nothing.) */
-    request(VIRTIO_BLK_T_IN, 2, DATA, 512, false);
-    request(VIRTIO_BLK_T_IN, 3, DATA + 512, 512, false);
-    usleep(3000);
-    vmmio_notify(&t, 0);
-    assert_int_equal(write(p[1], buf, 512), 512);
-    completion();
-    assert_int_equal(interrupts(), 0);
+    /* The other read stays out: the await's timer raises the interrupt. */
+    two_reads(2);
+    read_done(p[1], 3, 0);
     assert_true(end_of_round(1000));
     assert_int_equal(interrupts(), 1);
-    assert_int_equal(used_idx(), 3);
-    assert_int_equal(write(p[1], buf, 512), 512);
-    completion();
-    assert_int_equal(used_idx(), 4);
-    assert_int_equal(interrupts(), 1); /* nothing in flight: at once */
+    read_done(p[1], 4, 1); /* nothing in flight: at once */
     /* That await was for nothing: the next answer with a request in flight goes out at once. */
-    request(VIRTIO_BLK_T_IN, 4, DATA, 512, false);
-    request(VIRTIO_BLK_T_IN, 5, DATA + 512, 512, false);
-    usleep(3000);
-    vmmio_notify(&t, 0);
-    assert_int_equal(write(p[1], buf, 512), 512);
-    completion();
-    assert_int_equal(used_idx(), 5);
-    assert_int_equal(interrupts(), 1);
-    assert_int_equal(write(p[1], buf, 512), 512);
-    completion();
-    assert_int_equal(used_idx(), 6);
-    assert_int_equal(interrupts(), 1);
+    two_reads(4);
+    read_done(p[1], 5, 1);
+    read_done(p[1], 6, 1);
     close(t.irq_fd);
     t.irq_fd = -1;
     close(p[0]);
