@@ -104,6 +104,8 @@ struct sync_req {
 };
 struct sync_batch {
     unsigned n, niov;
+    bool flush_failed; /* in: the drive's latch; out: set if a FLUSH failed (every later one
+                        * in the batch then fails without syncing) */
     struct sync_req r[VQ_MAX_SIZE];
     struct iovec iov[VQ_MAX_SIZE];
 };
@@ -111,20 +113,25 @@ struct sync_batch {
  * Returns 1, or 0 when the batch has no room for it (run the batch first). */
 int sync_add(struct sync_batch *bt, const struct vblk_req *r, uint16_t head);
 /* sync_run(bt, fd): runs the batch's I/O on fd in order (preadv, pwritev, fdatasync), each
- * request's answer into its s. Touches nothing but bt, fd and guest buffers. */
+ * request's answer into its s; a FLUSH fails once bt->flush_failed is set. Touches nothing but
+ * bt, fd and guest buffers. */
 void sync_run(struct sync_batch *bt, int fd);
 
 /* The device (blk.c). */
 struct vblk;
-/* What a snapshot carries of a quiesced virtio-blk (plain data, fixed layout: 8 bytes). The
+/* What a snapshot carries of a quiesced virtio-blk (plain data, fixed layout: 16 bytes). The
  * features are the transport's; the reset generation, the rate limiter's budget (its clock is
  * the host's), the interrupt moderation's measurements and GET_ID (from the file) are runtime
  * and start afresh. The capacity is read from the backing file again: a restore checks it did
- * not change under the guest. */
+ * not change under the guest. The FLUSH latch travels: the kernel reported the error to the
+ * saving process once and will not again, so a restored guest's FLUSH must still fail. A
+ * format-1 snapshot has only the capacity (the record's tail reads as zero: not latched). */
 struct vblk_state {
-    uint64_t capacity; /* sectors */
+    uint64_t capacity;    /* sectors */
+    uint8_t flush_failed; /* 1: a FLUSH failed, every later one fails until a reset or swap */
+    uint8_t pad[7];       /* zero */
 };
-_Static_assert(sizeof(struct vblk_state) == 8, "vblk_state layout");
+_Static_assert(sizeof(struct vblk_state) == 16, "vblk_state layout");
 extern const struct virtio_dev_ops vblk_ops;
 
 /* A backing file opened for a drive: the fd, its size in sectors and its GET_ID. */

@@ -49,9 +49,12 @@ void sync_run(struct sync_batch *bt, int fd)
 {
     for (unsigned i = 0; i < bt->n; i++) {
         struct sync_req *s = &bt->r[i];
-        if (s->type == VIRTIO_BLK_T_FLUSH)
-            s->s = fdatasync(fd) < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
-        else
+        if (s->type == VIRTIO_BLK_T_FLUSH) {
+            if (!bt->flush_failed && fdatasync(fd) < 0)
+                bt->flush_failed = true;
+            s->s = bt->flush_failed ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+        } else {
             s->s = rw(fd, s, bt->iov + s->iov0); /* advances the batch's copy of the iovecs */
+        }
     }
 }

@@ -1,16 +1,27 @@
 # virtio/: the virtqueue, the virtio-mmio transport and the devices (linked into build/ember
 # through vmm/module.mk). Unit tests and fuzz targets of this directory:
+# virtio-blk's files, the device and its engines.
+VBLK_SRCS := virtio/blk.c virtio/blk_io.c virtio/blk_hold.c virtio/blk_update.c virtio/blk_req.c \
+	virtio/blk_uring.c virtio/blk_sync.c
 UNIT_DEPS_test_virtio_queue := virtio/queue.c vmm/memory.c vmm/log.c
 FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk_req.c vmm/memory.c vmm/log.c
-FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/blk.c virtio/blk_req.c \
-	virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c
+FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c $(VBLK_SRCS) \
+	virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
 UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_mmio  := -lpthread
-UNIT_DEPS_test_virtio_blk   := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/vsock.c virtio/vsock_rx.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/blk.c virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c \
-	virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/virtio.c virtio/registry.c vmm/memory.c vmm/log.c vmm/bus.c \
-	vmm/loop.c
-UNIT_LIBS_test_virtio_blk   := -luring -lpthread
+# The device against the transport (tests/unit/blk_harness.c: fake RAM, a driver, temp files);
+# _update also through the registry.
+BLK_TEST_DEPS := tests/unit/blk_harness.c $(VBLK_SRCS) virtio/tbucket.c virtio/irqmod.c \
+	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+UNIT_DEPS_test_virtio_blk := $(BLK_TEST_DEPS)
+UNIT_LIBS_test_virtio_blk := -luring -lpthread
+UNIT_DEPS_test_virtio_blk_state := $(BLK_TEST_DEPS)
+UNIT_LIBS_test_virtio_blk_state := -luring -lpthread
+UNIT_DEPS_test_virtio_blk_update := $(BLK_TEST_DEPS) virtio/net.c virtio/net_io.c virtio/net_frame.c \
+	virtio/vsock.c virtio/vsock_rx.c virtio/vsock_conn.c virtio/vsock_pkt.c \
+	virtio/virtio.c virtio/registry.c vmm/bus.c vmm/loop.c
+UNIT_LIBS_test_virtio_blk_update := -luring -lpthread
 
 # A guest-side probe (static) that hands a virtio-blk device hostile queues through /dev/mem;
 # the integration tests copy it onto a drive image.
@@ -58,9 +69,9 @@ UNIT_DEPS_test_virtio_vsock_pkt := virtio/vsock_pkt.c
 FUZZ_DEPS_fuzz_virtio_vsock := $(VSOCK_SRCS)
 FUZZ_LIBS_fuzz_virtio_vsock := -lpthread
 # The restore fuzz target: the transport with virtio-blk and virtio-vsock, the UART, the i8042.
-FUZZ_DEPS_fuzz_state_restore := $(sort virtio/mmio.c virtio/mmio_state.c virtio/queue.c virtio/blk.c \
-	virtio/blk_req.c virtio/blk_uring.c virtio/blk_sync.c virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c \
-	vmm/serial.c vmm/i8042.c $(VSOCK_SRCS))
+FUZZ_DEPS_fuzz_state_restore := $(sort virtio/mmio.c virtio/mmio_state.c virtio/queue.c $(VBLK_SRCS) \
+	virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c vmm/serial.c vmm/i8042.c \
+	$(VSOCK_SRCS))
 FUZZ_LIBS_fuzz_state_restore := -luring -lpthread
 
 # vsock_peer: a static guest-side vsock peer for the integration tests (on a tools drive).

@@ -1,11 +1,14 @@
 /* Guest-side block benchmark (static, no libc beyond glibc-static): O_DIRECT I/O on a block
  * device for a fixed time per case, printed as one line per case.
  *
- *   blkbench DEVICE SECONDS JOBS
+ *   blkbench DEVICE SECONDS JOBS [CASE,CASE...]
  *
  * Cases: sequential 1 MiB read and write (one stream), random 4 KiB read and write (JOBS
- * processes, each with one request in flight, so the device sees a queue depth of JOBS).
- * Output: "blkbench: <case> <value> <unit>" with MB/s (10^6 bytes) or IOPS. */
+ * processes, each with one request in flight, so the device sees a queue depth of JOBS), and
+ * random 4 KiB reads at queue depth 1 timed one by one (latency percentiles).
+ * Output: "blkbench: begin <case>" when a case starts (a host-side profiler attaches then),
+ * then "blkbench: <case> <value> <unit> <n> reqs" with MB/s (10^6 bytes) or IOPS; the latency
+ * case prints its p50 and, as case "<case>-p99", its p99 in microseconds. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +38,13 @@ static uint64_t rng(uint64_t *s)
     return *s;
 }
 
-/* One worker: I/O of bs bytes for secs seconds. Returns the number of requests done. */
+/* Latencies of the QD1 case, in microseconds (a sample of the first LAT_MAX requests). */
+#define LAT_MAX (1 << 20)
+static float *lat;
+static long nlat;
+
+/* One worker: I/O of bs bytes for secs seconds (each request timed into lat if set).
+ * Returns the number of requests done. */
 static long worker(const char *dev, uint64_t size, size_t bs, int write, int random, double secs,
                    unsigned seed)
 {
@@ -49,14 +58,44 @@ static long worker(const char *dev, uint64_t size, size_t bs, int write, int ran
     double end = now() + secs;
     while (now() < end) {
         uint64_t b = random ? rng(&s) % blocks : next++ % blocks;
+        double t0 = lat ? now() : 0;
         ssize_t got =
                 write ? pwrite(fd, buf, bs, (off_t)(b * bs)) : pread(fd, buf, bs, (off_t)(b * bs));
         if (got != (ssize_t)bs)
             return -1;
+        if (lat && nlat < LAT_MAX)
+            lat[nlat++] = (float)((now() - t0) * 1e6);
         n++;
     }
     close(fd);
     return n;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* The latency case: one request at a time in this process, each timed. */
+static int run_latency(const char *name, const char *dev, uint64_t size, double secs)
+{
+    printf("blkbench: begin %s\n", name);
+    fflush(stdout);
+    lat = malloc(LAT_MAX * sizeof(*lat));
+    nlat = 0;
+    long n = lat ? worker(dev, size, 4096, 0, 1, secs, 7) : -1;
+    if (n <= 0 || !nlat) {
+        printf("blkbench: %s failed\n", name);
+        return -1;
+    }
+    qsort(lat, (size_t)nlat, sizeof(*lat), cmp_float);
+    printf("blkbench: %s %.1f us-p50 %ld reqs\n", name, lat[nlat / 2], n);
+    printf("blkbench: %s-p99 %.1f us %ld reqs\n", name, lat[nlat * 99 / 100], n);
+    fflush(stdout);
+    free(lat);
+    lat = NULL;
+    return 0;
 }
 
 static int run_case(const char *name, const char *dev, uint64_t size, size_t bs, int write,
@@ -65,6 +104,8 @@ static int run_case(const char *name, const char *dev, uint64_t size, size_t bs,
     int pipes[2];
     if (pipe(pipes) < 0)
         return -1;
+    printf("blkbench: begin %s\n", name);
+    fflush(stdout);
     double t0 = now();
     for (int j = 0; j < jobs; j++) {
         if (fork() == 0) {
@@ -92,19 +133,21 @@ static int run_case(const char *name, const char *dev, uint64_t size, size_t bs,
         return -1;
     }
     if (bs >= (1 << 20))
-        printf("blkbench: %s %.1f MB/s\n", name, (double)total * (double)bs / dt / 1e6);
+        printf("blkbench: %s %.1f MB/s %ld reqs\n", name, (double)total * (double)bs / dt / 1e6,
+               total);
     else
-        printf("blkbench: %s %.0f IOPS\n", name, (double)total / dt);
+        printf("blkbench: %s %.0f IOPS %ld reqs\n", name, (double)total / dt, total);
     fflush(stdout);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: blkbench DEVICE SECONDS JOBS\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: blkbench DEVICE SECONDS JOBS [CASE,CASE...]\n");
         return 2;
     }
+    const char *only = argc == 5 ? argv[4] : NULL;
     const char *dev = argv[1];
     double secs = atof(argv[2]);
     int jobs = atoi(argv[3]);
@@ -115,10 +158,26 @@ int main(int argc, char **argv)
         return 1;
     }
     close(fd);
+    static const struct {
+        const char *name;
+        size_t bs;
+        int write, random, qd1;
+    } cases[] = {
+            {"seq-read-1M", 1 << 20, 0, 0, 0},   {"seq-write-1M", 1 << 20, 1, 0, 0},
+            {"rand-read-4K", 4096, 0, 1, 0},     {"rand-write-4K", 4096, 1, 1, 0},
+            {"rand-read-4K-qd1", 4096, 0, 1, 1},
+    };
     int bad = 0;
-    bad |= run_case("seq-read-1M", dev, size, 1 << 20, 0, 0, secs, 1);
-    bad |= run_case("seq-write-1M", dev, size, 1 << 20, 1, 0, secs, 1);
-    bad |= run_case("rand-read-4K", dev, size, 4096, 0, 1, secs, jobs);
-    bad |= run_case("rand-write-4K", dev, size, 4096, 1, 1, secs, jobs);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = strlen(cases[i].name);
+        const char *p = only ? strstr(only, cases[i].name) : NULL;
+        if (only && !(p && (p == only || p[-1] == ',') && (p[n] == ',' || !p[n])))
+            continue;
+        if (cases[i].qd1)
+            bad |= run_latency(cases[i].name, dev, size, secs);
+        else
+            bad |= run_case(cases[i].name, dev, size, cases[i].bs, cases[i].write, cases[i].random,
+                            secs, cases[i].bs >= (1 << 20) ? 1 : jobs);
+    }
     return bad ? 1 : 0;
 }

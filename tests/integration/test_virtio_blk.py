@@ -228,7 +228,8 @@ def test_patch_drive_after_boot(ember_bin, scratch, guest_assets, tmp_path, engi
     """PATCH /drives/{id} on a running VM (booted through the API, as a Firecracker user would):
     a new path_on_host of another size reaches the guest as a capacity change (config-change
     interrupt), reads come from the new file, and a path that cannot be opened leaves the old
-    one in place."""
+    one in place. The drive caches Writeback, so the swap fdatasyncs the old file first (on
+    the filtered VMM thread)."""
     old_content, new_content = pattern(1 * MiB, "old"), pattern(3 * MiB, "new")
     old = make_file(tmp_path / "old.img", old_content)
     new = make_file(tmp_path / "new.img", new_content)
@@ -247,7 +248,7 @@ def test_patch_drive_after_boot(ember_bin, scratch, guest_assets, tmp_path, engi
     try:
         boot_for_patch(vm, guest_assets, cmd, rootfs, {
             "drive_id": "data", "path_on_host": str(old), "is_root_device": False,
-            "is_read_only": False, "io_engine": engine})
+            "is_read_only": False, "io_engine": engine, "cache_type": "Writeback"})
         r = vm.patch("/drives/data", {"drive_id": "data", "path_on_host": "/no/such/file"})
         assert r.status_code == 400, r.text
         r = vm.patch("/drives/data", {"drive_id": "data", "path_on_host": str(new)})
