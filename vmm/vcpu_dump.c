@@ -114,7 +114,9 @@ void vcpu_dump_all(struct vm *vm)
     for (unsigned i = 0; i < n; i++)
         dump_one(&vm->vcpus[i]);
     dump_irqchip(vm);
-    for (unsigned i = 0; i < n; i++)
+    /* A vCPU that stopped the VM meanwhile parked itself (the stop is set before it parks):
+     * nothing runs again then. */
+    for (unsigned i = 0; i < n && !vm_stopped(vm); i++)
         if (was_running[i])
             vcpu_request(&vm->vcpus[i], VCPU_CMD_RUN);
 }
