@@ -294,7 +294,9 @@ def test_rx_rate_limit_and_hostile_guest(netns, vm_in_ns, guest_assets, tmp_path
            f"ip addr add {GUEST_IP}/24 dev eth0; timeout {t} nc {HOST_IP} 5006 </dev/null "
            f">/mnt/rx; echo rx-done=$? rx-len=$(wc -c </mnt/rx); rm /mnt/rx; "
            f"timeout {t} nc {HOST_IP} 5007 </dev/null; mkdir -p /mnt/t && mount -o ro /dev/vdb /mnt/t && "
-           "/mnt/t/net_hostile 0xc0004000; echo probe=$?")
+           # the guest stays up after its probe until the test has used the API (it used to
+           # reboot at once, and a FlushMetrics could meet an ember already exiting)
+           f"/mnt/t/net_hostile 0xc0004000; echo probe=$?; sleep {t}")
     peer = Peer(netns, size, None, t, mode=("rx-limit",))
     try:
         assert vm.put("/boot-source", {"kernel_image_path": str(guest_assets["vmlinux"]),
@@ -324,6 +326,7 @@ def test_rx_rate_limit_and_hostile_guest(netns, vm_in_ns, guest_assets, tmp_path
         assert wait_for(vm.log_path, "probe=", vm.proc, t), vm.output()[-4000:]
         assert vm.get("/").json()["state"] == "Running"  # the API answers after the storm
         assert vm.put("/actions", {"action_type": "FlushMetrics"}).status_code == 204
+        assert vm.put("/actions", {"action_type": "SendCtrlAltDel"}).status_code == 204
         assert vm.wait(t) == 0, vm.output()[-4000:]
         text = vm.output()
         assert f"rx-done=0 rx-len={size}" in text, text[-4000:]
