@@ -33,22 +33,24 @@ static void raise_irq(struct serial *s)
     }
 }
 
-/* One byte of guest output, lock held: rate-limited, queued or dropped. Returns true when the
- * event loop must be woken (the ring was empty of news for it). */
-static bool push_tx(struct serial *s, uint8_t b)
+/* One byte of guest output, lock held: rate-limited, queued or dropped. Returns OUT_NONE when
+ * nothing was queued, OUT_QUEUED when the event loop knows of output already, OUT_WAKE when it
+ * must be woken for what remains (the ring was empty of news for it). */
+enum { OUT_NONE, OUT_QUEUED, OUT_WAKE };
+static int push_tx(struct serial *s, uint8_t b)
 {
     if (s->rate && tb_consume(s->rate, 1)) {
         STAT_ADD(s->stats, uart_rate_dropped, 1);
-        return false;
+        return OUT_NONE;
     }
     if (outbuf_put(&s->out, &b, 1) == 0) {
         STAT_ADD(s->stats, uart_missed_write, 1);
-        return false;
+        return OUT_NONE;
     }
     if (s->out_kicked)
-        return false;
+        return OUT_QUEUED;
     s->out_kicked = true;
-    return true;
+    return OUT_WAKE;
 }
 
 /* Called with the lock held. Returns true when an interrupt should be raised. */
@@ -109,8 +111,8 @@ static uint8_t read_reg(struct serial *s, uint64_t off, bool *wake_input)
     }
 }
 
-/* Returns true when an interrupt should be raised; *kick when output waits for the loop. */
-static bool write_reg(struct serial *s, uint64_t off, uint8_t v, bool *kick)
+/* Returns true when an interrupt should be raised; *out says what became of output (push_tx). */
+static bool write_reg(struct serial *s, uint64_t off, uint8_t v, int *out)
 {
     bool dlab = s->st.lcr & LCR_DLAB;
 
@@ -123,7 +125,7 @@ static bool write_reg(struct serial *s, uint64_t off, uint8_t v, bool *kick)
         if (s->st.mcr & MCR_LOOP)
             push_rx(s, v);
         else if (s->out_fd >= 0)
-            *kick = push_tx(s, v);
+            *out = push_tx(s, v);
         s->st.iir_thri = 1;
         return (s->st.ier & (IER_THRI | IER_RDI)) != 0;
     case 1:
@@ -172,20 +174,40 @@ static void serial_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
     }
 }
 
-static void serial_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
+static int flush(struct serial *s, size_t budget);
+
+/* The vCPU that queued output writes it out itself when no one else is writing (the console fd
+ * does not block: what a stalled reader does not take stays in the ring), and wakes the event
+ * loop only for what is left. Waking the loop for each byte cost an eventfd write and a thread
+ * hand-off per byte; in the nested test host that hand-off, byte after byte, made the emulated
+ * SVM mix up guest and host state (tests/host/README.md). */
+static void write_out(struct serial *s, int out)
 {
-    struct serial *s = opaque;
-    bool kick = false;
-    (void)len;
-    pthread_mutex_lock(&s->lock);
-    bool irq = write_reg(s, off, data[0], &kick);
-    pthread_mutex_unlock(&s->lock);
-    if (kick) {
+    int left = 1;
+    if (pthread_mutex_trylock(&s->flush_lock) == 0) {
+        left = flush(s, OUTBUF_SIZE);
+        pthread_mutex_unlock(&s->flush_lock);
+    }
+    /* left: flush saw the ring empty and cleared out_kicked, or another writer is at it and
+     * will see this byte, or the loop was told already (OUT_QUEUED) */
+    if (left != 0 && out == OUT_WAKE) {
         uint64_t one = 1;
         if (write(s->out_kick_fd, &one, sizeof(one)) < 0) {
             /* cannot fail for an eventfd well below its limit */
         }
     }
+}
+
+static void serial_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
+{
+    struct serial *s = opaque;
+    int out = OUT_NONE;
+    (void)len;
+    pthread_mutex_lock(&s->lock);
+    bool irq = write_reg(s, off, data[0], &out);
+    pthread_mutex_unlock(&s->lock);
+    if (out != OUT_NONE)
+        write_out(s, out);
     if (irq)
         raise_irq(s);
 }
@@ -237,8 +259,6 @@ int serial_set_rate(struct serial *s, const struct vm_bucket *b)
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
-
-static int flush(struct serial *s, size_t budget);
 
 int serial_flush(struct serial *s, size_t budget)
 {
