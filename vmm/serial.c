@@ -1,6 +1,7 @@
 /* COM1: a 16550A-style UART at 0x3F8 (IRQ 4) — enough of it for Linux's 8250 driver and
- * console. Output goes into a bounded ring that the event loop drains (so a stalled reader
- * can never stop a vCPU); input arrives from the event loop. */
+ * console. Output goes into a bounded ring that the writing vCPU empties itself with
+ * non-blocking writes, and the event loop when the reader was full (so a stalled reader can
+ * never stop a vCPU); input arrives from the event loop. */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
