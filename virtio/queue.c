@@ -231,6 +231,11 @@ bool vq_kick_on_more(struct vq *q)
     return load16(q->avail + AVAIL_IDX) != idx;
 }
 
+uint16_t vq_avail_idx(const struct vq *q)
+{
+    return q->st.active ? load16(q->avail + AVAIL_IDX) : 0;
+}
+
 void vq_set_quiet(struct vq *q, bool quiet)
 {
     q->st.quiet = quiet;

@@ -68,6 +68,8 @@ void vq_unpop(struct vq *q);
  * (for a device that gave chains back with vq_unpop because they were not enough).
  * Returns true if the driver added some meanwhile (the caller tries again). */
 bool vq_kick_on_more(struct vq *q);
+/* vq_avail_idx(q): Returns the driver's avail index as it is now (0 for an inactive queue). */
+uint16_t vq_avail_idx(const struct vq *q);
 /* vq_set_quiet(q, quiet): while quiet, the driver is asked not to kick (avail_event is left
  * behind, or VRING_USED_F_NO_NOTIFY without EVENT_IDX) and the device polls the ring instead;
  * the first vq_pop that finds the ring empty after quiet ends re-arms the kicks. */

@@ -67,7 +67,7 @@ static void schedule(struct vsock *v)
         arm_timer(v, 1);
         return;
     }
-    uint64_t now = clock_ns(), next = 0;
+    uint64_t now = clock_ns(), next = v->reset_unacked ? v->gate_until : 0;
     for (unsigned i = 0; i < VSOCK_CONNS_MAX && v->ndeadlines; i++)
         if (v->conns[i].state != VC_FREE && v->conns[i].deadline &&
             (!next || v->conns[i].deadline < next))
@@ -224,8 +224,32 @@ static int ev_run(struct vsock *v, struct vmmio_dev *t)
                       sizeof(id));
     vq_push(q, v->chain.head, sizeof(id));
     v->event_pending = false;
+    /* The driver re-posts the buffer once it has handled the event: that kick opens the gate. */
+    v->reset_avail = vq_avail_idx(q);
+    vq_kick_on_more(q);
     vmmio_used(t, VSOCK_QUEUE_EV);
     return 0;
+}
+
+/* Opens the gate a restore closed once the driver re-posted the event buffer or the time is
+ * up: the waiting host clients' lines are read from now, each with its 2 s. */
+static void gate_check(struct vsock *v, struct vmmio_dev *t)
+{
+    if (!v->reset_unacked)
+        return;
+    uint64_t now = clock_ns();
+    bool acked =
+            !v->event_pending && vq_avail_idx(vmmio_queue(t, VSOCK_QUEUE_EV)) != v->reset_avail;
+    if (!acked && now < v->gate_until)
+        return;
+    v->reset_unacked = false;
+    for (unsigned i = 0; i < VSOCK_CONNS_MAX; i++) {
+        struct vconn *c = &v->conns[i];
+        if (c->state != VC_LINE)
+            continue;
+        vc_set_deadline(v, c, now + VSOCK_TIMEOUT_NS);
+        vc_rearm(v, c);
+    }
 }
 
 /* ---- ops -------------------------------------------------------------------------------- */
@@ -270,6 +294,7 @@ static int process_queue(void *dev, struct vmmio_dev *t, unsigned qi)
     } else {
         ret = ev_run(v, t);
     }
+    gate_check(v, t);
     schedule(v);
     return ret;
 }
@@ -280,7 +305,7 @@ static void reset(void *dev, struct vmmio_dev *t)
     struct vsock *v = dev;
     (void)t;
     v->reset_pending = true;
-    v->event_pending = v->kick_pending = v->more = false;
+    v->event_pending = v->kick_pending = v->more = v->reset_unacked = false;
     arm_timer(v, 1);
 }
 
@@ -322,6 +347,7 @@ static int event(void *dev, struct vmmio_dev *t, unsigned which)
         if (running)
             ret = vs_rx_run(v, t);
     }
+    gate_check(v, t);
     schedule(v);
     return ret;
 }
@@ -344,7 +370,9 @@ static int save(const void *dev, struct vmmio_dev *t, void *state)
 /* The transport and queues are restored already. Connections do not survive a snapshot: the
  * guest is told with TRANSPORT_RESET (it drops its connections, keeps its listeners and
  * re-reads its CID), and every queue is run once at the first wake-up, so that what the guest
- * queued before the snapshot is answered (Firecracker #4736, #5969). */
+ * queued before the snapshot is answered (Firecracker #4736, #5969). Host clients that come
+ * before the driver handled the reset wait for it (gate_check): their connections would be
+ * reset with the old ones. */
 static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err, size_t errlen)
 {
     struct vsock *v = dev;
@@ -361,7 +389,8 @@ static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err,
     vc_kill_all(v);
     v->st = st;
     v->reset_pending = v->more = false;
-    v->event_pending = v->kick_pending = vmmio_running(t);
+    v->event_pending = v->kick_pending = v->reset_unacked = vmmio_running(t);
+    v->gate_until = clock_ns() + VSOCK_RESET_GATE_NS;
     arm_timer(v, 1);
     return 0;
 }

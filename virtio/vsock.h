@@ -37,6 +37,10 @@ enum {
 #define VSOCK_HOST_PORT_FIRST (1u << 30)    /* host-initiated connections' local ports: */
 #define VSOCK_HOST_PORT_END   (1u << 31)    /* [2^30, 2^31), round robin, as Firecracker */
 #define VSOCK_TIMEOUT_NS      2000000000ULL /* CONNECT line, guest's answer, shutdown's end */
+/* After a restore, host clients wait (accepted, their CONNECT line unread) until the driver has
+ * handled TRANSPORT_RESET, at most this long: a REQUEST sent before would be reset with the
+ * connections the snapshot held. */
+#define VSOCK_RESET_GATE_NS 3000000000ULL
 
 /* struct virtio_vsock_hdr (spec 5.10.6), little-endian on the wire, 44 bytes. */
 struct vsock_hdr {

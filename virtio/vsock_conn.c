@@ -226,7 +226,7 @@ void vc_ready(struct vsock *v, struct vconn *c)
 void vc_rearm(struct vsock *v, struct vconn *c)
 {
     uint32_t want = 0;
-    if (c->state == VC_LINE)
+    if (c->state == VC_LINE && !v->reset_unacked) /* its line is read once the gate opens */
         want = EPOLLIN;
     if (c->state == VC_OPEN) {
         uint32_t credit = vsock_peer_free(c->peer_buf_alloc, c->peer_fwd_cnt, c->rx_cnt);
@@ -428,7 +428,12 @@ void vc_host_event(struct vsock *v, struct vconn *c, uint32_t events)
 {
     c->armed = 0; /* one-shot: it fired */
     if (c->state == VC_LINE) {
-        read_line(v, c);
+        if (!v->reset_unacked)
+            read_line(v, c);
+        else if (events & (EPOLLHUP | EPOLLERR)) /* gone before the gate opened */
+            vc_kill(v, c, false);
+        else
+            vc_rearm(v, c);
         return;
     }
     if (c->state != VC_OPEN) {
@@ -473,8 +478,9 @@ void vc_accept(struct vsock *v, bool running)
             continue;
         }
         struct vconn *c = vc_new(v, fd, VC_LINE, vc_host_port(v), 0);
-        if (c) {
-            vc_set_deadline(v, c, clock_ns() + VSOCK_TIMEOUT_NS);
+        if (c) { /* while gated, its 2 s for the line start when the gate opens */
+            if (!v->reset_unacked)
+                vc_set_deadline(v, c, clock_ns() + VSOCK_TIMEOUT_NS);
             vc_rearm(v, c);
         }
     }

@@ -65,6 +65,12 @@ struct vsock {
     bool event_pending; /* TRANSPORT_RESET owed on the event queue */
     bool kick_pending;  /* run every queue once at the next wake-up (after a restore) */
     bool more;          /* the rx budget ran out with packets left */
+    /* Restored, and the driver has not yet shown it handled TRANSPORT_RESET (it re-posts the
+     * event buffer: the event queue's avail index moves past reset_avail): host clients' lines
+     * are left unread until then, or until gate_until (monotonic ns). */
+    bool reset_unacked;
+    uint16_t reset_avail;
+    uint64_t gate_until;
     uint64_t timer_due;
     unsigned ndeadlines; /* connections with a deadline */
     unsigned nconns;
