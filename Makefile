@@ -43,7 +43,7 @@ include $(sort $(wildcard */module.mk tests/*/module.mk))
 
 .DEFAULT_GOAL := all
 .PHONY: all deps guest testhost test unit integration lint run smoke clean format install \
-	fuzz fuzz-short bench bench-boot bench-blk bench-restore bench-net
+	fuzz fuzz-short bench bench-boot bench-blk bench-restore bench-net bench-vsock
 
 all: $(BINARIES)
 
@@ -156,7 +156,7 @@ test: deps
 # ember beside QEMU microvm on the same kernel and rootfs, in the same run, where Linux can
 # boot under KVM (the test host on our PVM machines): compare the ratios, not the times.
 # Each writes build/bench/NAME.{txt,json} and PNG plots (tests/bench/report.py, gnuplot).
-bench: bench-boot bench-blk bench-restore bench-net
+bench: bench-boot bench-blk bench-restore bench-net bench-vsock
 
 bench-boot: all $(TEST_PROGRAMS) guest testhost
 	tests/host/run --auto --timeout 3000 -- tests/guest/measure-boot --runs 5
@@ -183,6 +183,13 @@ bench-net: all guest testhost $(BENCH_GUEST)
 	@tests/host/run --auto --timeout 5400 -- tests/bench/net-vs-qemu $(BENCH_NET_ARGS); rc=$$?; \
 	[ $$rc = 125 ] || exit $$rc; echo "== the test host died (125): once more"; \
 	tests/host/run --auto --timeout 5400 -- tests/bench/net-vs-qemu $(BENCH_NET_ARGS)
+
+# virtio-vsock beside QEMU's vhost-vsock-device, then snapshot load → the guest agent's answer.
+# BENCH_VSOCK_ARGS: e.g. "--repeat 5 --loads 5 --seconds 5" (tests/bench/vsock-vs-qemu).
+bench-vsock: all $(TEST_PROGRAMS) guest testhost
+	@tests/host/run --auto --timeout 5400 -- tests/bench/vsock-vs-qemu $(BENCH_VSOCK_ARGS); rc=$$?; \
+	[ $$rc = 125 ] || exit $$rc; echo "== the test host died (125): once more"; \
+	tests/host/run --auto --timeout 5400 -- tests/bench/vsock-vs-qemu $(BENCH_VSOCK_ARGS)
 
 # ---- Running a VM -----------------------------------------------------------
 run: deps

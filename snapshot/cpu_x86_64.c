@@ -303,8 +303,58 @@ static int restore_tsc_khz(struct vm *vm, struct vcpu *vcpu, const struct snap_f
     return 0;
 }
 
-static int restore_xsave(struct vm *vm, struct vcpu *vcpu, const struct snap_field *fd, char *err,
+#define XSAVE_HDR_BV 512  /* XSTATE_BV: the components the area holds state for (SDM 13.4.2) */
+#define XCR0_DEFAULT 3ULL /* x87 | SSE: XCR0 of a snapshot without XCRs */
+
+/* The XSAVE components this host's KVM can restore (CPUID 0xD.0 EDX:EAX). */
+static uint64_t host_xfeatures(const struct vm *vm)
+{
+    for (uint32_t i = 0; vm->cpuid && i < vm->cpuid->nent; i++)
+        if (vm->cpuid->entries[i].function == 0xd && vm->cpuid->entries[i].index == 0)
+            return vm->cpuid->entries[i].eax | (uint64_t)vm->cpuid->entries[i].edx << 32;
+    return XCR0_DEFAULT;
+}
+
+/* The guest's XCR0 as saved (x87 | SSE without XCRs). */
+static uint64_t saved_xcr0(const struct snap_field *xcrs)
+{
+    if (!xcrs)
+        return XCR0_DEFAULT;
+    struct kvm_xcrs x;
+    memcpy(&x, xcrs->data, sizeof(x)); /* the caller checked its size */
+    for (uint32_t i = 0; i < x.nr_xcrs && i < KVM_MAX_XCRS; i++)
+        if (x.xcrs[i].xcr == 0)
+            return x.xcrs[i].value;
+    return XCR0_DEFAULT;
+}
+
+/* A component in the saved XSAVE that this host lacks: refused if the guest enabled it in
+ * XCR0; dropped otherwise, since a guest can reach a component's state only through XCR0 and
+ * this host's CPUID (cut to it already) lets it enable none it lacks. KVM saves PKRU whatever
+ * the guest's XCR0, so a snapshot from a host with PKU moves to one without only this way. */
+static int xsave_movable(struct vm *vm, struct vcpu *vcpu, uint8_t *x, uint64_t xcr0, char *err,
                          size_t errlen)
+{
+    uint64_t bv;
+    memcpy(&bv, x + XSAVE_HDR_BV, sizeof(bv));
+    uint64_t lacking = bv & ~host_xfeatures(vm);
+    if (lacking & xcr0)
+        return errf(err, errlen, -EINVAL,
+                    "vCPU %u: the guest enabled XSAVE components 0x%llx (XCR0 0x%llx) that this "
+                    "host lacks",
+                    vcpu->index, (unsigned long long)(lacking & xcr0), (unsigned long long)xcr0);
+    if (lacking) {
+        log_info("vCPU %u: XSAVE state of components 0x%llx, which the guest never enabled and "
+                 "this host lacks, dropped",
+                 vcpu->index, (unsigned long long)lacking);
+        bv &= ~lacking;
+        memcpy(x + XSAVE_HDR_BV, &bv, sizeof(bv));
+    }
+    return 0;
+}
+
+static int restore_xsave(struct vm *vm, struct vcpu *vcpu, const struct snap_field *fd,
+                         uint64_t xcr0, char *err, size_t errlen)
 {
     int size2 = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
     size_t host = size2 > (int)sizeof(struct kvm_xsave) ? (size_t)size2 : sizeof(struct kvm_xsave);
@@ -316,8 +366,8 @@ static int restore_xsave(struct vm *vm, struct vcpu *vcpu, const struct snap_fie
     if (!x)
         return errf(err, errlen, -ENOMEM, "out of memory");
     memcpy(x, fd->data, fd->len);
-    int ret = 0;
-    if (ioctl(vcpu->fd, KVM_SET_XSAVE, x) < 0) {
+    int ret = xsave_movable(vm, vcpu, x, xcr0, err, errlen);
+    if (!ret && ioctl(vcpu->fd, KVM_SET_XSAVE, x) < 0) {
         int e = errno;
         ret = errf(err, errlen, -EINVAL, "vCPU %u: this host's KVM refused the saved XSAVE: %s",
                    vcpu->index, strerror(e));
@@ -418,7 +468,7 @@ int cpu_state_restore(struct vm *vm, struct vcpu *vcpu, const struct snap_file *
     if (!ret)
         ret = set_blob(vcpu, sregs, KVM_SET_SREGS, "SREGS", err, errlen);
     if (!ret)
-        ret = restore_xsave(vm, vcpu, xsave, err, errlen);
+        ret = restore_xsave(vm, vcpu, xsave, saved_xcr0(xcrs), err, errlen);
     if (!ret && xcrs)
         ret = set_blob(vcpu, xcrs, KVM_SET_XCRS, "XCRS", err, errlen);
     if (!ret)

@@ -85,3 +85,9 @@ TEST_PROGRAMS += $(VSOCK_HOSTILE)
 $(VSOCK_HOSTILE): tests/guest/vsock_hostile.c virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
+# vsockbench: a static guest-side vsock benchmark server (tests/bench/vsock-vs-qemu, `make bench-vsock`).
+VSOCKBENCH := $(BUILD)/tests/guest/vsockbench
+TEST_PROGRAMS += $(VSOCKBENCH)
+$(VSOCKBENCH): tests/guest/vsockbench.c virtio/module.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<

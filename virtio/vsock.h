@@ -36,7 +36,11 @@ enum {
 #define VSOCK_LINE_MAX        32            /* "CONNECT <port>\n", its newline included */
 #define VSOCK_HOST_PORT_FIRST (1u << 30)    /* host-initiated connections' local ports: */
 #define VSOCK_HOST_PORT_END   (1u << 31)    /* [2^30, 2^31), round robin, as Firecracker */
-#define VSOCK_TIMEOUT_NS      2000000000ULL /* CONNECT line, guest's answer, shutdown's end */
+#define VSOCK_TIMEOUT_NS      2000000000ULL /* CONNECT line, shutdown's end */
+/* The guest's answer to a host client's REQUEST (Firecracker: 2 s). A guest with no listener
+ * answers RST at once; one that is busy (a restored guest faulting its memory in, a loaded
+ * host) may need longer, and a client closed meanwhile would only have to retry. */
+#define VSOCK_ANSWER_TIMEOUT_NS 10000000000ULL
 /* After a restore, host clients wait (accepted, their CONNECT line unread) until the driver has
  * handled TRANSPORT_RESET, at most this long: a REQUEST sent before would be reset with the
  * connections the snapshot held. */

@@ -417,7 +417,7 @@ static void read_line(struct vsock *v, struct vconn *c)
         hash_insert(v, c); /* its host port is unique: no clash */
         c->state = VC_CONNECTING;
         c->pending |= VP_REQUEST;
-        vc_set_deadline(v, c, clock_ns() + VSOCK_TIMEOUT_NS);
+        vc_set_deadline(v, c, clock_ns() + VSOCK_ANSWER_TIMEOUT_NS);
         vc_ready(v, c);
         break;
     }
@@ -494,6 +494,11 @@ uint64_t vc_deadlines(struct vsock *v, uint64_t now)
         if (c->state == VC_FREE || !c->deadline)
             continue;
         if (c->deadline <= now) {
+            uint64_t dropped;
+            if (c->state == VC_CONNECTING && ratelog_allow(&v->log, now, LOG_NS, &dropped))
+                log_warn("vsock %s: guest port %u did not answer a host client within 10 s: "
+                         "closed (%llu more not logged)",
+                         v->cfg.uds_path, c->peer_port, (unsigned long long)dropped);
             vc_kill(v, c, true);
             continue;
         }

@@ -362,6 +362,27 @@ def movable_here(b):
     TSC scaling, the same TSC rate, and the loader refuses it otherwise; the fixture must load
     on every machine of its CPU vendor that CI runs on, not only the one that wrote it."""
     host = host_cpuid()
+
+    def cut_cpuid(b, at, n):  # struct kvm_cpuid_entry2[]
+        for e in range(at, at + n, 40):
+            fn, idx = struct.unpack_from("<II", b, e)
+            for word in FEATURE_WORDS:
+                if (fn, idx) != word[:2]:
+                    continue
+                reg = word[2]
+                have = host.get((fn, idx), host.get((fn, 0), [0] * 4))[reg]
+                have &= ~NORMALIZED_AWAY.get(word, 0)
+                v = struct.unpack_from("<I", b, e + 12 + 4 * reg)[0]
+                struct.pack_into("<I", b, e + 12 + 4 * reg, v & have)
+
+    def unknown_tag(b, at, n):  # SF_CPU_TSC_KHZ becomes an unknown optional tag
+        struct.pack_into("<I", b, at - 8, 0x7FFF)
+
+    return vcpu_fields(vcpu_fields(b, 2, cut_cpuid), 12, unknown_tag)
+
+
+def vcpu_fields(b, tag, fn):
+    """Calls fn(b, offset of the data, length) for each vCPU's field tag; Returns b resealed."""
     b = bytearray(b)
     off = 32
     while off < len(b) - 8:
@@ -369,22 +390,19 @@ def movable_here(b):
         p, end = off + 16, off + 16 + slen
         while stype == 7 and p < end:  # SNAP_SEC_VCPU
             ftag, flen = struct.unpack_from("<II", b, p)
-            if ftag & 0x7FFFFFFF == 2:  # SF_CPU_CPUID: struct kvm_cpuid_entry2[]
-                for e in range(p + 8, p + 8 + flen, 40):
-                    fn, idx = struct.unpack_from("<II", b, e)
-                    for word in FEATURE_WORDS:
-                        if (fn, idx) != word[:2]:
-                            continue
-                        reg = word[2]
-                        have = host.get((fn, idx), host.get((fn, 0), [0] * 4))[reg]
-                        have &= ~NORMALIZED_AWAY.get(word, 0)
-                        v = struct.unpack_from("<I", b, e + 12 + 4 * reg)[0]
-                        struct.pack_into("<I", b, e + 12 + 4 * reg, v & have)
-            elif ftag & 0x7FFFFFFF == 12:  # SF_CPU_TSC_KHZ: an unknown optional tag now
-                struct.pack_into("<I", b, p, 0x7FFF)
+            if ftag & 0x7FFFFFFF == tag:
+                fn(b, p + 8, flen)
             p += 8 + ((flen + 7) & ~7)
         off = end + (-slen % 8)
     return resealed(bytes(b))
+
+
+def heartbeat_now(b):
+    """The probe's heartbeat waits in r13 for an absolute TSC value, the next tick's. A host that
+    cannot give the guest the saved TSC (on PVM the guest reads the host's own) would wait until
+    its TSC got there, hours for a fixture written on a host up longer: the wait starts afresh
+    (r13 = 0), so the first tick after the load shows that the restored vCPU and memory run."""
+    return vcpu_fields(b, 4, lambda b, at, n: struct.pack_into("<Q", b, at + 13 * 8, 0))
 
 
 def cpu_vendor():
@@ -413,9 +431,48 @@ def test_fixture_from_format_1_loads(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert "1 vCPUs, 8 MiB" in text.stdout and "vcpu" in text.stdout
     snap = tmp_path / "probe.snap"
-    snap.write_bytes(movable_here(src.read_bytes()))
+    snap.write_bytes(heartbeat_now(movable_here(src.read_bytes())))
     e = start(tmp_path)
     try:
+        r = e.put("/snapshot/load", json=load_body(snap, mem))
+        assert r.status_code == 204, r.text
+        assert wait_tick(e, 0) == 14
+    finally:
+        e.close()
+
+
+def test_fixture_xsave_component_the_guest_enabled_is_refused(tmp_path):
+    """XSAVE state of a component this host lacks is dropped when the guest never enabled it
+    (the fixture's PKRU, which KVM saves whatever XCR0 says, loads on a host without PKU), but
+    refused when the guest's XCR0 has it: a 400 that names it, and the process loads again."""
+    vendor = cpu_vendor()
+    host = host_cpuid().get((0xD, 0), [3, 0, 0, 0])
+    have = host[0] | host[3] << 32
+    lacking = [bit for bit in (9, 17, 18) if not have >> bit & 1]
+    assert lacking, f"this host has every candidate XSAVE component (0x{have:x})"
+    bit = 1 << lacking[0]
+    src = FIXTURE / f"probe-{vendor}.snap"
+    mem = tmp_path / "probe.mem"
+    with gzip.open(FIXTURE / f"probe-{vendor}.mem.gz", "rb") as f, open(mem, "wb") as dst:
+        shutil.copyfileobj(f, dst)
+
+    def enable(b, at, n):  # XSTATE_BV of the area (after the 512-byte legacy region)
+        struct.pack_into("<Q", b, at + 512, struct.unpack_from("<Q", b, at + 512)[0] | bit)
+
+    def xcr0(b, at, n):  # struct kvm_xcrs: nr_xcrs, flags, then {xcr, reserved, value}
+        for i in range(struct.unpack_from("<I", b, at)[0]):
+            if struct.unpack_from("<I", b, at + 8 + 16 * i)[0] == 0:
+                v = struct.unpack_from("<Q", b, at + 16 + 16 * i)[0]
+                struct.pack_into("<Q", b, at + 16 + 16 * i, v | bit)
+
+    moved = heartbeat_now(movable_here(src.read_bytes()))
+    snap = tmp_path / "probe.snap"
+    snap.write_bytes(vcpu_fields(vcpu_fields(moved, 6, enable), 7, xcr0))
+    e = start(tmp_path)
+    try:
+        msg = fault(e.put("/snapshot/load", json=load_body(snap, mem)))
+        assert "XSAVE components" in msg and f"0x{bit:x}" in msg, msg
+        snap.write_bytes(vcpu_fields(moved, 6, enable))  # not in XCR0: dropped, loads
         r = e.put("/snapshot/load", json=load_body(snap, mem))
         assert r.status_code == 204, r.text
         assert wait_tick(e, 0) == 14

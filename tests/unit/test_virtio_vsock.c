@@ -322,6 +322,27 @@ static void host_initiated(void **state)
     expect_rx(VSOCK_OP_RST, hp, 52, NULL);
 }
 
+/* A guest slow to answer a REQUEST is given more than the CONNECT line's 2 s. */
+static void slow_answer(void **state)
+{
+    (void)state;
+    struct vsock_hdr h;
+    char ok[32];
+    start();
+    fill_rx();
+    int fd = client();
+    assert_int_equal(write(fd, "CONNECT 52\n", 11), 11);
+    expect_rx(VSOCK_OP_REQUEST, ANY_PORT, 52, &h);
+    struct timespec ts = {.tv_sec = 2, .tv_nsec = 500000000};
+    nanosleep(&ts, NULL);
+    vmmio_event(&t, VSOCK_FD_TIMER);
+    assert_int_equal(vsock_nconns(dev), 1);
+    send_op(VSOCK_OP_RESPONSE, 52, h.src_port);
+    assert_int_equal(recv_some(fd, ok, sizeof(ok)), 14);
+    assert_memory_equal(ok, "OK 1073741824\n", 14);
+    close(fd);
+}
+
 static void host_refused(void **state)
 {
     (void)state;
@@ -785,6 +806,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
             cmocka_unit_test_teardown(config_space, stop),
             cmocka_unit_test_teardown(host_initiated, stop),
+            cmocka_unit_test_teardown(slow_answer, stop),
             cmocka_unit_test_teardown(host_refused, stop),
             cmocka_unit_test_teardown(guest_initiated, stop),
             cmocka_unit_test_teardown(hostile_packets, stop),
