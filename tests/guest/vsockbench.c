@@ -157,9 +157,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: vsockbench PORT\n");
         return 2;
     }
-    struct sockaddr_vm sa = {.svm_family = AF_VSOCK,
-                             .svm_port = (unsigned)atoi(argv[1]),
-                             .svm_cid = VMADDR_CID_ANY};
+    struct sockaddr_vm sa = {
+            .svm_family = AF_VSOCK, .svm_port = (unsigned)atoi(argv[1]), .svm_cid = VMADDR_CID_ANY};
     int l = socket(AF_VSOCK, SOCK_STREAM, 0);
     if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(l, 64) < 0)
         die("listen");
