@@ -337,12 +337,12 @@ static int xsave_movable(struct vm *vm, struct vcpu *vcpu, uint8_t *x, uint64_t 
 {
     uint64_t bv;
     memcpy(&bv, x + XSAVE_HDR_BV, sizeof(bv));
-    uint64_t lacking = bv & ~host_xfeatures(vm);
-    if (lacking & xcr0)
+    uint64_t host = host_xfeatures(vm), lacking = bv & ~host;
+    if (xcr0 & ~host)
         return errf(err, errlen, -EINVAL,
                     "vCPU %u: the guest enabled XSAVE components 0x%llx (XCR0 0x%llx) that this "
                     "host lacks",
-                    vcpu->index, (unsigned long long)(lacking & xcr0), (unsigned long long)xcr0);
+                    vcpu->index, (unsigned long long)(xcr0 & ~host), (unsigned long long)xcr0);
     if (lacking) {
         log_info("vCPU %u: XSAVE state of components 0x%llx, which the guest never enabled and "
                  "this host lacks, dropped",

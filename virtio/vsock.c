@@ -222,10 +222,11 @@ static int ev_run(struct vsock *v, struct vmmio_dev *t)
         return -EINVAL;
     vnet_iov_copy_out(v->chain.iov + v->chain.nout, v->chain.niov - v->chain.nout, 0, id,
                       sizeof(id));
+    /* The driver re-posts the buffer once it has handled the event: that kick opens the gate.
+     * The index is read before the push, so that no re-post can be taken for the baseline. */
+    v->reset_avail = vq_avail_idx(q);
     vq_push(q, v->chain.head, sizeof(id));
     v->event_pending = false;
-    /* The driver re-posts the buffer once it has handled the event: that kick opens the gate. */
-    v->reset_avail = vq_avail_idx(q);
     vq_kick_on_more(q);
     vmmio_used(t, VSOCK_QUEUE_EV);
     return 0;
