@@ -106,7 +106,7 @@ def test_linux_guest_restored_four_times(guest_assets, scratch, tmp_path):
             (scratch / f"c{i}").mkdir()
             clones.append((d, Ember.start(EMBER, scratch / f"c{i}", cwd=d)))
         # Long enough after the pause that a guest clock following the host's would show it
-        time.sleep(max(0.0, paused_at + turn + 10 - time.monotonic()))
+        time.sleep(max(0.0, paused_at + turn + 20 - time.monotonic()))
         for _, c in clones:  # all four loaded before any is checked: they run together
             r = c.put("/snapshot/load", json={
                 "snapshot_path": str(snap_dir / "vm.snap"),
@@ -119,9 +119,12 @@ def test_linux_guest_restored_four_times(guest_assets, scratch, tmp_path):
             # the count goes on from the snapshot: no reboot, no beat lost or repeated
             assert [n for n, _ in after[:3]] == [last + 1, last + 2, last + 3], after
             assert b"ember.exit" not in out and b"Linux version" not in out
-            # the guest clock resumed where it stopped (not by the 10+ s of wall time since
-            # the pause) and a `sleep 1` is still at least a second of guest time
-            assert 0 < after[0][1] - last_up <= turn + 2, (last_up, turn, after)
+            # the guest clock resumed where it stopped (not by the 20+ s of wall time since
+            # the pause) and a `sleep 1` is still at least a second of guest time. The first
+            # turn after a load also pays for faulting the mapped memory in while the guest's
+            # clock runs (four clones at once in the nested test host: 4 s of guest time seen),
+            # hence the room; a clock that followed the host's would be 20 s or more ahead.
+            assert 0 < after[0][1] - last_up <= turn + 8, (last_up, turn, after)
             gaps = [b[1] - a[1] for a, b in zip(after, after[1:])]
             assert all(0.9 < g <= 2 * turn + 2 for g in gaps), (gaps, turn)
             for bad in (b"soft lockup", b"rcu_sched self-detected", b"BUG:", b"Oops"):
