@@ -63,8 +63,10 @@ $(NET_HOSTILE): tests/guest/net_hostile.c tests/guest/mmio_probe.h virtio/module
 # virtio-vsock: the device against the transport with real Unix sockets, and its packets.
 VSOCK_SRCS := virtio/vsock.c virtio/vsock_rx.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/net_frame.c virtio/blk_req.c \
 	virtio/tbucket.c virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
-UNIT_DEPS_test_virtio_vsock := $(VSOCK_SRCS)
+UNIT_DEPS_test_virtio_vsock := $(VSOCK_SRCS) tests/unit/vsock_harness.c
 UNIT_LIBS_test_virtio_vsock := -lpthread
+UNIT_DEPS_test_virtio_vsock_restore := $(UNIT_DEPS_test_virtio_vsock)
+UNIT_LIBS_test_virtio_vsock_restore := -lpthread
 UNIT_DEPS_test_virtio_vsock_pkt := virtio/vsock_pkt.c
 FUZZ_DEPS_fuzz_virtio_vsock := $(VSOCK_SRCS)
 FUZZ_LIBS_fuzz_virtio_vsock := -lpthread
