@@ -72,6 +72,8 @@ struct virtio_dev_ops {
     /* quiesce(dev, t): the VM is paused for a snapshot (event loop): afterwards nothing is in
      * flight, no chain is held popped, no interrupt is held back. Returns 0 or -errno. */
     int (*quiesce)(void *dev, struct vmmio_dev *t);
+    /* resumed(dev, t): the vCPUs run again after a pause or a load (optional). */
+    void (*resumed)(void *dev, struct vmmio_dev *t);
     /* The device's own part of a snapshot: state_size bytes of plain data (0: none). */
     uint32_t state_size;
     /* save(dev, t, state): fills state (state_size bytes) once quiesce ran (VM paused).

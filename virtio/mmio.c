@@ -461,6 +461,15 @@ int vmmio_quiesce(struct vmmio_dev *t)
     return ret;
 }
 
+void vmmio_resumed(struct vmmio_dev *t)
+{
+    if (!t->ops->resumed)
+        return;
+    pthread_mutex_lock(&t->lock);
+    t->ops->resumed(t->dev, t);
+    pthread_mutex_unlock(&t->lock);
+}
+
 int vmmio_update(struct vmmio_dev *t, const void *upd, char *err, size_t errlen)
 {
     if (!t->ops->update)

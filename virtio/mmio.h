@@ -64,6 +64,8 @@ void vmmio_notify(struct vmmio_dev *t, unsigned qi);
 void vmmio_event(struct vmmio_dev *t, unsigned which);
 /* vmmio_quiesce(t): the device's quiesce op under the lock (VM paused). Returns its result. */
 int vmmio_quiesce(struct vmmio_dev *t);
+/* vmmio_resumed(t): the device's resumed op, if it has one, under the lock. */
+void vmmio_resumed(struct vmmio_dev *t);
 /* vmmio_update(t, upd, err, errlen): the device's update op under the lock. Returns its
  * result, or -ENOTSUP for a device without one. */
 int vmmio_update(struct vmmio_dev *t, const void *upd, char *err, size_t errlen);

@@ -181,6 +181,12 @@ struct vmmio_dev *virtio_transport(struct virtio_devs *v, unsigned i, const char
     return &v->d[i].t;
 }
 
+void virtio_resumed(struct virtio_devs *v)
+{
+    for (unsigned i = 0; v && i < v->n; i++)
+        vmmio_resumed(&v->d[i].t);
+}
+
 void virtio_destroy(struct virtio_devs *v)
 {
     if (!v)

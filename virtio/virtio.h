@@ -38,6 +38,8 @@ unsigned virtio_count(const struct virtio_devs *v);
 /* virtio_transport(v, i, id): Returns device i's transport (mmio.h: for snapshots), with *id
  * (may be NULL) its configured id, or NULL past the end. */
 struct vmmio_dev *virtio_transport(struct virtio_devs *v, unsigned i, const char **id);
+/* virtio_resumed(v): tells every device that the vCPUs run again (safe on NULL). */
+void virtio_resumed(struct virtio_devs *v);
 /* virtio_destroy(v): takes the fds off the event loop and closes everything (safe on NULL). */
 void virtio_destroy(struct virtio_devs *v);
 

@@ -353,6 +353,17 @@ static int event(void *dev, struct vmmio_dev *t, unsigned which)
     return ret;
 }
 
+/* The gate's time counts from the resume: a VM loaded paused has not run meanwhile. */
+static void resumed(void *dev, struct vmmio_dev *t)
+{
+    struct vsock *v = dev;
+    (void)t;
+    if (!v->reset_unacked)
+        return;
+    v->gate_until = clock_ns() + VSOCK_RESET_GATE_NS;
+    schedule(v);
+}
+
 /* Nothing is held popped or in flight between ops: a snapshot can be taken at any time. */
 static int quiesce(void *dev, struct vmmio_dev *t)
 {
@@ -501,6 +512,7 @@ const struct virtio_dev_ops vsock_ops = {
         .fds = fds,
         .event = event,
         .quiesce = quiesce,
+        .resumed = resumed,
         .state_size = sizeof(struct vsock_state),
         .save = save,
         .restore = restore,

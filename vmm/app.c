@@ -205,6 +205,7 @@ int app_pause(struct app *a, bool pause)
     if (!pause) {
         vm_kvmclock_ctrl(&a->vm); /* the guest's watchdogs must not count the pause */
         snap_ws_resumed(&a->vm);
+        virtio_resumed(a->vm.virtio);
     }
     for (unsigned i = 0; i < a->vm.nvcpus; i++)
         vcpu_request(&a->vm.vcpus[i], pause ? VCPU_CMD_PAUSE : VCPU_CMD_RUN);

@@ -125,14 +125,11 @@ static void save_restore(void **state)
     assert_int_equal(vmmio_quiesce(&t), 0);
 }
 
-/* A driver that never re-posts its event buffer holds host clients VSOCK_RESET_GATE_NS at
- * most; one that leaves meanwhile is closed at once. */
-static void reset_gate_bounded(void **state)
+/* A device saved and restored with the driver's event buffer posted: TRANSPORT_RESET taken. */
+static void restored_with_event(void)
 {
-    (void)state;
-    char err[256], buf[8];
+    char err[256];
     struct vsock_state st;
-    struct vsock_hdr h;
     start();
     fill_rx();
     assert_int_equal(vsock_ops.save(dev, &t, &st), 0);
@@ -140,6 +137,16 @@ static void reset_gate_bounded(void **state)
     assert_int_equal(vsock_ops.restore(dev, &t, &st, err, sizeof(err)), 0);
     vmmio_event(&t, VSOCK_FD_TIMER);
     assert_int_equal(used_idx(2), 1);
+}
+
+/* A driver that never re-posts its event buffer holds host clients VSOCK_RESET_GATE_NS at
+ * most; one that leaves meanwhile is closed at once. */
+static void reset_gate_bounded(void **state)
+{
+    (void)state;
+    char buf[8];
+    struct vsock_hdr h;
+    restored_with_event();
     int fd = client(), gone = client();
     assert_int_equal(write(fd, "CONNECT 52\n", 11), 11);
     pump();
@@ -158,12 +165,35 @@ static void reset_gate_bounded(void **state)
     assert_int_equal(vsock_nconns(dev), 0);
 }
 
+/* A VM loaded paused: the gate's time counts from the resume, not from the load. */
+static void gate_counts_from_resume(void **state)
+{
+    (void)state;
+    struct vsock_hdr h;
+    restored_with_event();
+    struct timespec ts = {.tv_sec = 2};
+    nanosleep(&ts, NULL);
+    vmmio_resumed(&t); /* 2 s after the load */
+    int fd = client();
+    assert_int_equal(write(fd, "CONNECT 52\n", 11), 11);
+    ts = (struct timespec){.tv_sec = 1, .tv_nsec = 500000000};
+    nanosleep(&ts, NULL);
+    vmmio_event(&t, VSOCK_FD_TIMER); /* 3.5 s after the load, 1.5 s after the resume */
+    pump();
+    assert_false(next_rx(&h, NULL));
+    publish(2, desc(2, 0x3F0000, 8, VRING_DESC_F_WRITE)); /* the driver handled the reset */
+    vmmio_notify(&t, VSOCK_QUEUE_EV);
+    expect_rx(VSOCK_OP_REQUEST, VSOCK_HOST_PORT_FIRST, 52, NULL);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
             cmocka_unit_test_teardown(reset_closes, stop),
             cmocka_unit_test_teardown(save_restore, stop),
             cmocka_unit_test_teardown(reset_gate_bounded, stop),
+            cmocka_unit_test_teardown(gate_counts_from_resume, stop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
