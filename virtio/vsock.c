@@ -67,7 +67,8 @@ static void schedule(struct vsock *v)
         arm_timer(v, 1);
         return;
     }
-    uint64_t now = clock_ns(), next = v->reset_unacked ? v->gate_until : 0;
+    uint64_t now = clock_ns();
+    uint64_t next = v->reset_unacked && v->gate_until != UINT64_MAX ? v->gate_until : 0;
     for (unsigned i = 0; i < VSOCK_CONNS_MAX && v->ndeadlines; i++)
         if (v->conns[i].state != VC_FREE && v->conns[i].deadline &&
             (!next || v->conns[i].deadline < next))
@@ -353,7 +354,7 @@ static int event(void *dev, struct vmmio_dev *t, unsigned which)
     return ret;
 }
 
-/* The gate's time counts from the resume: a VM loaded paused has not run meanwhile. */
+/* The gate's time counts from the resume (a VM loaded paused has not run meanwhile). */
 static void resumed(void *dev, struct vmmio_dev *t)
 {
     struct vsock *v = dev;
@@ -402,7 +403,7 @@ static int restore(void *dev, struct vmmio_dev *t, const void *state, char *err,
     v->st = st;
     v->reset_pending = v->more = false;
     v->event_pending = v->kick_pending = v->reset_unacked = vmmio_running(t);
-    v->gate_until = clock_ns() + VSOCK_RESET_GATE_NS;
+    v->gate_until = UINT64_MAX; /* the vCPUs are paused: its time starts when they run */
     arm_timer(v, 1);
     return 0;
 }
