@@ -27,10 +27,6 @@
 #define LOG_NS     (10 * 1000000000ULL)
 #define ACCEPT_MAX 64 /* host clients taken per wake-up */
 
-/* In vconn.armed: armed with no events, so that epoll reports only a hang-up or an error (for a
- * connection that waits: a hang-up of an open one would be reported on every wake-up). */
-#define ARMED_HUP (1u << 31)
-
 static uint32_t hash_of(uint32_t local, uint32_t peer)
 {
     return (local * 2654435761u ^ peer * 40503u) % VSOCK_HASH;
@@ -119,7 +115,6 @@ struct vconn *vc_new(struct vsock *v, int fd, enum vconn_state state, uint32_t l
         STAT_ADD(v->stats, vsock_conns_refused, 1);
         return NULL;
     }
-    c->armed = ARMED_HUP;
     if (state != VC_LINE)
         hash_insert(v, c);
     v->nconns++;
@@ -233,8 +228,6 @@ void vc_rearm(struct vsock *v, struct vconn *c)
     uint32_t want = 0;
     if (c->state == VC_LINE && !v->reset_unacked) /* its line is read once the gate opens */
         want = EPOLLIN;
-    else if (c->state == VC_LINE || c->state == VC_CONNECTING)
-        want = ARMED_HUP; /* waiting: a client that leaves is closed at once */
     if (c->state == VC_OPEN) {
         uint32_t credit = vsock_peer_free(c->peer_buf_alloc, c->peer_fwd_cnt, c->rx_cnt);
         if (!c->readable && !c->host_eof && !(c->peer_shut & VSOCK_SHUTDOWN_RCV) && credit)
@@ -244,8 +237,7 @@ void vc_rearm(struct vsock *v, struct vconn *c)
     }
     if (want == c->armed)
         return;
-    struct epoll_event ev = {.events = (want & ~ARMED_HUP) | EPOLLONESHOT,
-                             .data.u64 = (uint64_t)idx(v, c) + 1};
+    struct epoll_event ev = {.events = want | EPOLLONESHOT, .data.u64 = (uint64_t)idx(v, c) + 1};
     if (epoll_ctl(v->ep_fd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
         warn(v, "epoll_ctl", errno);
     c->armed = want;
@@ -444,11 +436,8 @@ void vc_host_event(struct vsock *v, struct vconn *c, uint32_t events)
             vc_rearm(v, c);
         return;
     }
-    if (c->state != VC_OPEN) { /* VC_CONNECTING: a client that left holds no slot */
-        if (events & (EPOLLHUP | EPOLLERR))
-            vc_kill(v, c, true);
-        else
-            vc_rearm(v, c);
+    if (c->state != VC_OPEN) {
+        vc_rearm(v, c);
         return;
     }
     if (events & EPOLLERR) {

@@ -32,7 +32,7 @@ struct vconn {
     uint32_t local_port, peer_port; /* host side, guest side */
     int32_t hnext;                  /* next in its hash bucket, -1: none */
     uint32_t pending;               /* VP_* */
-    uint32_t armed;                 /* one-shot arming (0 once fired; ARMED_HUP) */
+    uint32_t armed;                 /* what the epoll set is armed for (one-shot: 0 once fired) */
     bool in_table;                  /* in the hash (its peer port is known) */
     bool in_ready;                  /* in the ready ring */
     bool readable;                  /* the host socket has data (or EOF) not yet read */

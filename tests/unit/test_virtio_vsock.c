@@ -90,8 +90,7 @@ static void host_initiated(void **state)
     expect_rx(VSOCK_OP_RST, hp, 52, NULL);
 }
 
-/* A guest slow to answer a REQUEST is given more than the CONNECT line's 2 s; a client that
- * leaves meanwhile is closed at once. */
+/* A guest slow to answer a REQUEST is given more than the CONNECT line's 2 s. */
 static void slow_answer(void **state)
 {
     (void)state;
@@ -112,14 +111,6 @@ static void slow_answer(void **state)
     close(fd);
     expect_rx(VSOCK_OP_SHUTDOWN, h.src_port, 52, NULL);
     send_op(VSOCK_OP_RST, 52, h.src_port);
-    assert_int_equal(vsock_nconns(dev), 0);
-    /* a client that leaves before the guest answered frees its slot at once: RST to the guest */
-    fd = client();
-    assert_int_equal(write(fd, "CONNECT 52\n", 11), 11);
-    expect_rx(VSOCK_OP_REQUEST, ANY_PORT, 52, &h);
-    assert_int_equal(vsock_nconns(dev), 1);
-    close(fd);
-    expect_rx(VSOCK_OP_RST, h.src_port, 52, NULL);
     assert_int_equal(vsock_nconns(dev), 0);
 }
 
