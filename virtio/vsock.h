@@ -42,8 +42,8 @@ enum {
  * host) may need longer, and a client closed meanwhile would only have to retry. */
 #define VSOCK_ANSWER_TIMEOUT_NS 10000000000ULL
 /* After a restore, host clients wait (accepted, their CONNECT line unread) until the driver has
- * handled TRANSPORT_RESET, at most this long: a REQUEST sent before would be reset with the
- * connections the snapshot held. */
+ * handled TRANSPORT_RESET, at most this long after the vCPUs resume: a REQUEST sent before
+ * would be reset with the connections the snapshot held. */
 #define VSOCK_RESET_GATE_NS 3000000000ULL
 
 /* struct virtio_vsock_hdr (spec 5.10.6), little-endian on the wire, 44 bytes. */

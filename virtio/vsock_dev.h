@@ -67,7 +67,8 @@ struct vsock {
     bool more;          /* the rx budget ran out with packets left */
     /* Restored, and the driver has not yet shown it handled TRANSPORT_RESET (it re-posts the
      * event buffer: the event queue's avail index moves past reset_avail): host clients' lines
-     * are left unread until then, or until gate_until (monotonic ns). */
+     * are left unread until then, or until gate_until (monotonic ns; UINT64_MAX until the
+     * vCPUs resume). */
     bool reset_unacked;
     uint16_t reset_avail;
     uint64_t gate_until;
