@@ -310,8 +310,11 @@ int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_pat
         ret = write_mem(vm, mfd, diff, &chain[keep], err, errlen);
     if (!ret)
         snap_tag_memory(mfd, chain[keep].id);
-    if (!ret && !diff && vm->mem.dirty)
-        ret = snap_dirty_reset(vm, err, errlen); /* the next Diff stands on this Full image */
+    /* The next Diff stands on this image, Full or Diff: the devices' marks are cleared as KVM's
+     * log was when read (a Diff that kept them held every page a device ever wrote since the
+     * last Full, and a booted VM's every Diff held all of RAM) */
+    if (!ret && vm->mem.dirty)
+        ret = snap_dirty_reset(vm, err, errlen);
     if (!ret)
         ret = build_state(&w, vm, mem_path, diff, chain, keep + 1, err, errlen);
     size_t len = 0;

@@ -89,6 +89,24 @@ def test_diffs_are_small(chain):
         assert st.st_blocks < full.st_blocks / 4, (d, st.st_blocks, full.st_blocks)
 
 
+def test_a_booted_vms_second_diff_holds_only_what_changed(tmp_path):
+    """A booted VM's first Diff holds every page (nothing stands under it); the next one only
+    the pages written since the first (the devices' marks were once kept until a Full)."""
+    (tmp_path / "src").mkdir()
+    e = boot(tmp_path / "src")
+    try:
+        wait_tick(e, 2)
+        assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
+        _, first = snap(e, tmp_path, "first", "Diff")
+        step(e)
+        _, second = snap(e, tmp_path, "second", "Diff")
+    finally:
+        e.close()
+    a, b = os.stat(first), os.stat(second)
+    assert a.st_blocks * 512 >= 64 << 20, a.st_blocks  # every page of the 64 MiB
+    assert b.st_blocks < a.st_blocks / 4, (b.st_blocks, a.st_blocks)
+
+
 def test_layers_load_without_a_merge(tmp_path, chain):
     d2_snap = chain["d2"][0]
     e, r = load(tmp_path / "layered", {
