@@ -585,6 +585,10 @@ int body_snap_load(const void *o, struct api_snap_load *l, char *err, size_t err
     l->uffd = backend == 1;
     if (l->uffd && l->nlayers)
         return fault(err, errlen, "`mem_backend.layers` go with the File backend only.");
+    /* refused here, before a page-fault handler is ever handed the memory */
+    if (l->uffd && (l->ws_path[0] || rec))
+        return fault(err, errlen, "`mem_backend.%s` goes with the File backend only.",
+                     l->ws_path[0] ? "working_set" : "record_working_set");
     l->track_dirty_pages = dirty || diff;
     if (pages >= 2)
         return fault(err, errlen, "`huge_pages` `%s` is not supported by this build of ember.",

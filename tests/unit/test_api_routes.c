@@ -89,6 +89,15 @@ static void unknown_paths(void **state)
                "{\"snapshot_path\":\"s\",\"mem_backend\":{\"backend_type\":\"Disk\","
                "\"backend_path\":\"m\"}}",
                "unknown variant `Disk`");
+    /* a working set is the File backend's: refused before a handler gets the memory */
+    fails_with("PUT", "/snapshot/load",
+               "{\"snapshot_path\":\"s\",\"mem_backend\":{\"backend_type\":\"Uffd\","
+               "\"backend_path\":\"h\",\"working_set\":\"w\"}}",
+               "`mem_backend.working_set` goes with the File backend only");
+    fails_with("PUT", "/snapshot/load",
+               "{\"snapshot_path\":\"s\",\"mem_backend\":{\"backend_type\":\"Uffd\","
+               "\"backend_path\":\"h\",\"record_working_set\":{\"path\":\"w\"}}}",
+               "`mem_backend.record_working_set` goes with the File backend only");
     fails_with("PUT", "/snapshot/load",
                "{\"snapshot_path\":\"s\",\"mem_file_path\":\"m\",\"network_overrides\":[{"
                "\"iface_id\":\"eth0\"}]}",
