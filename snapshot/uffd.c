@@ -154,11 +154,17 @@ static void on_handler_exit(void *opaque, uint32_t events)
  * or a kernel without pidfd_open is not watched, as with Firecracker). */
 static void watch_handler(struct vm *vm)
 {
-    struct ucred cred;
+    struct ucred cred = {0};
     socklen_t len = sizeof(cred);
 
-    if (getsockopt(vm->uffd_sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid <= 0)
+    int got = getsockopt(vm->uffd_sock, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+    if (got < 0 || cred.pid <= 0) {
+        /* pid 0: the handler lives in a pid namespace ember cannot see (a jail's --new-pid-ns) */
+        log_warn("the page-fault handler's process cannot be watched (%s): if it exits, the "
+                 "guest waits for its memory",
+                 got < 0 ? strerror(errno) : "it is in another pid namespace");
         return;
+    }
     vm->uffd_pid = cred.pid;
     vm->uffd_pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
     if (vm->uffd_pidfd < 0) {
