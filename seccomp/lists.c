@@ -7,6 +7,7 @@
 #include <linux/if_tun.h>
 #include <linux/io_uring.h>
 #include <linux/kvm.h>
+#include <linux/userfaultfd.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -98,7 +99,8 @@ static const struct sc_rule accept_[] = {
 /* The VMM thread once the VM runs: the event loop (epoll, eventfds, signalfd, timerfds), the
  * block devices (Sync: preadv/pwritev/fdatasync; Async: io_uring; PATCH /drives swaps the file
  * the opener opened), the network devices (TAP read/writev, TUNSETOFFLOAD at the first wake-up
- * after the driver set DRIVER_OK), the vsock device (its Unix sockets), the API mailbox, metrics
+ * after the driver set DRIVER_OK), the vsock device (its Unix sockets), the Uffd backend (letting
+ * the faults of a hung or dead page-fault handler go), the API mailbox, metrics
  * and log lines, pausing and kicking vCPUs, the console (stdin, guest output to a non-blocking fd
  * and a last bounded wait for it with poll, the terminal mode and stdout's flags restored at the
  * end) and the clean end (joining threads, freeing the VM, re-raising SIGTERM/SIGINT to die by it
@@ -115,6 +117,8 @@ static const struct sc_rule vmm[] = {
         ANY("fdatasync"),
         ANY("writev"),
         EQ("ioctl", 1, TUNSETOFFLOAD, "TUNSETOFFLOAD"),
+        /* the Uffd backend: a hung or dead page-fault handler's waiting faults let go */
+        EQ("ioctl", 1, UFFDIO_UNREGISTER, "UFFDIO_UNREGISTER"),
         /* virtio-vsock: host clients from its listener, the guest's connections to
          * <uds_path>_<port> (Unix stream sockets only), their data both ways */
         {.syscall = "socket",

@@ -247,8 +247,10 @@ struct vm {
     bool config_error;  /* vm_create failed on the configuration, not on KVM */
     unsigned snap_caps; /* SNAP_CAP_* (snapshot.h) of this host's KVM */
     /* the Uffd memory backend (snapshot/uffd.c): the userfaultfd, the handler's socket (open
-     * for the VM's life) and a pidfd of its process, watched on the loop; -1: none */
-    int uffd, uffd_sock, uffd_pidfd, uffd_pid;
+     * for the VM's life) and a pidfd of its process, watched on the loop, the once-a-second
+     * timer that looks for a fault left unread, and for how many seconds in a row; -1: none */
+    int uffd, uffd_sock, uffd_pidfd, uffd_pid, uffd_stall_fd;
+    unsigned uffd_unread_s;
     bool uffd_watched;
     /* the chain of memory images the VM's RAM stands on (snapshot/diff.c): empty after a boot,
      * the loaded snapshot's after a load, extended by each snapshot created */

@@ -15,6 +15,7 @@ from test_snapshot_probe import start, snapshot, ticks, wait_tick  # noqa: F401 
 pytestmark = pytest.mark.usefixtures("dev_kvm")
 
 HANDLER = REPO / "tests" / "integration" / "uffd_handler.py"
+UFFD_FEATURE_EVENT_REMOVE = 1 << 3
 
 
 def handler(sock, mem, mode):
@@ -47,6 +48,8 @@ def test_a_firecracker_style_handler_serves_the_guest(tmp_path, snapshot):
         out = h.communicate(timeout=30)[1]
     served = [int(l.split()[1]) for l in out.splitlines() if l.startswith("served")]
     assert served and served[-1] > 0, out  # the pages came through the handler
+    features = [int(l.split()[1], 16) for l in out.splitlines() if l.startswith("features")]
+    assert features and features[0] & UFFD_FEATURE_EVENT_REMOVE, out  # as Firecracker asks
 
 
 def test_an_absent_handler_is_a_400(tmp_path, snapshot):
@@ -96,3 +99,27 @@ def test_a_handler_killed_later_ends_the_vm(tmp_path, snapshot):
         assert "page-fault handler (pid" in e.output()
     finally:
         e.close()
+
+
+@pytest.mark.parametrize("mode", ["silent", "drop"])
+def test_a_handler_that_never_serves_ends_the_vm_with_a_reason(tmp_path, snapshot, mode):
+    """A handler that takes the handshake, then lives on without reading a fault (silent), or
+    closes the uffd and the connection but not its process (drop): the guest's first fault is
+    never read; after 10 s of that the VM ends with an error, and the process does not hang."""
+    snap, mem, _ = snapshot
+    sock = tmp_path / "uffd.sock"
+    h = handler(sock, mem, mode)
+    e = start(tmp_path)
+    try:
+        r = e.put("/snapshot/load", json=uffd_body(snap, sock), timeout=30)
+        assert r.status_code == 204, r.text
+        t0 = time.monotonic()
+        assert e.wait(40) == 1, e.output()[-2000:]
+        assert time.monotonic() - t0 >= 8, e.output()[-2000:]  # not before it was 10 s unread
+        assert "has left a page fault unread for 10 s" in e.output(), e.output()[-2000:]
+        assert f"process: pid {h.pid}" in e.output(), e.output()[-2000:]
+        assert h.poll() is None  # the handler itself was left alone
+    finally:
+        e.close()
+        h.kill()
+        h.wait(timeout=30)

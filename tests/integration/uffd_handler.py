@@ -9,6 +9,10 @@ size), then by MODE:
   close   closes the connection without reading the handshake, and exits (a peer that goes away)
   exit    reads the handshake, waits a second, then exits without serving (a handler that dies
           once the VM runs)
+  silent  reads the handshake, then lives on (120 s at most) without reading a fault (a hung
+          handler)
+  drop    reads the handshake, closes the uffd and the connection, and lives on as silent
+In serve mode it first prints "features 0x..." (the uffd's features, from its fdinfo).
 """
 import ctypes
 import fcntl
@@ -52,7 +56,16 @@ def main():
     if mode == "exit":  # after ember answered the load: the guest then waits for a page
         time.sleep(1)
         return
+    if mode in ("silent", "drop"):
+        if mode == "drop":
+            os.close(fds[0])
+            conn.close()
+        time.sleep(120)
+        return
     uffd = fds[0]
+    with open(f"/proc/self/fdinfo/{uffd}") as f:  # "API:\t<features>:<api>:<ioctls>"
+        api = next(l for l in f if l.startswith("API:")).split()[1]
+    print(f"features 0x{api.split(':')[0]}", file=sys.stderr, flush=True)
     fd = os.open(memfile, os.O_RDONLY)
     mem = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     base = ctypes.addressof(ctypes.c_char.from_buffer(mem))
