@@ -50,7 +50,12 @@ enum api_kind {
 enum api_huge_pages { API_HUGE_NONE, API_HUGE_2M, API_HUGE_TRANSPARENT };
 enum api_cache_type { API_CACHE_UNSAFE, API_CACHE_WRITEBACK };
 enum api_io_engine { API_IO_SYNC, API_IO_ASYNC };
-enum api_action { API_ACTION_INSTANCE_START, API_ACTION_CTRL_ALT_DEL, API_ACTION_FLUSH_METRICS };
+enum api_action {
+    API_ACTION_INSTANCE_START,
+    API_ACTION_CTRL_ALT_DEL,
+    API_ACTION_FLUSH_METRICS,
+    API_ACTION_WRITE_WORKING_SET, /* ember's own: the working set's marker (snapshot/ws.c) */
+};
 enum api_log_level {
     API_LOG_OFF,
     API_LOG_ERROR,
@@ -223,6 +228,9 @@ struct api_vmm_ops {
     int (*pause)(void *opaque, bool pause, char *err, size_t errlen);
     int (*ctrl_alt_del)(void *opaque, char *err, size_t errlen);
     int (*flush_metrics)(void *opaque, char *err, size_t errlen);
+    /* write_working_set (may be NULL: not supported): ends the recording of a working set
+     * now and writes its file */
+    int (*write_working_set)(void *opaque, char *err, size_t errlen);
     int (*logger)(void *opaque, const struct api_logger *l, char *err, size_t errlen);
     int (*metrics)(void *opaque, const struct api_metrics *m, char *err, size_t errlen);
     /* PATCH /drives/{id} on the running VM, for the configured drive: path (NULL: unchanged),

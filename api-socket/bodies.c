@@ -344,12 +344,13 @@ int body_vsock(const void *o, struct api_vsock *v, char *err, size_t errlen)
 int body_action(const void *o, enum api_action *a, char *err, size_t errlen)
 {
     static const char *const keys[] = {"action_type", NULL};
-    static const char *const names[] = {"InstanceStart", "SendCtrlAltDel", "FlushMetrics"};
+    static const char *const names[] = {"InstanceStart", "SendCtrlAltDel", "FlushMetrics",
+                                        "WriteWorkingSet"};
     unsigned e = 0;
     int ret;
 
     if ((ret = check_keys(o, keys, err, errlen)) ||
-        (ret = get_enum(o, "action_type", true, names, 3, &e, NULL, err, errlen)))
+        (ret = get_enum(o, "action_type", true, names, 4, &e, NULL, err, errlen)))
         return ret;
     *a = e;
     return 0;

@@ -327,6 +327,12 @@ static int action(struct api_ctl *c, enum api_action a, char *err, size_t errlen
         if (c->state == API_VM_NOT_STARTED)
             return errf(err, errlen, -EINVAL, NOT_BEFORE);
         return c->ops->flush_metrics(c->opaque, err, errlen);
+    case API_ACTION_WRITE_WORKING_SET:
+        if (c->state == API_VM_NOT_STARTED)
+            return errf(err, errlen, -EINVAL, NOT_BEFORE);
+        if (!c->ops->write_working_set)
+            return errf(err, errlen, -EINVAL, "No working set is being recorded.");
+        return c->ops->write_working_set(c->opaque, err, errlen);
     }
     return errf(err, errlen, -EINVAL, "Unknown action.");
 }

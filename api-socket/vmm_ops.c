@@ -57,6 +57,11 @@ static int op_flush(void *opaque, char *err, size_t errlen)
     return app_flush_metrics(opaque, err, errlen);
 }
 
+static int op_write_working_set(void *opaque, char *err, size_t errlen)
+{
+    return app_write_working_set(opaque, err, errlen);
+}
+
 static int op_logger(void *opaque, const struct api_logger *l, char *err, size_t errlen)
 {
     struct app *a = opaque;
@@ -178,6 +183,7 @@ const struct api_vmm_ops api_app_ops = {
         .pause = op_pause,
         .ctrl_alt_del = op_ctrl_alt_del,
         .flush_metrics = op_flush,
+        .write_working_set = op_write_working_set,
         .logger = op_logger,
         .metrics = op_metrics,
         .update_drive = op_update_drive,

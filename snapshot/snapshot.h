@@ -105,6 +105,9 @@ int snap_ws_record(struct vm *vm, const char *path, int mem_fd, uint64_t after_m
                    size_t errlen);
 /* snap_ws_resumed(vm): the VM runs: the recording's marker timer starts (once). */
 void snap_ws_resumed(struct vm *vm);
+/* snap_ws_write_now(vm, err, errlen): the marker by API call: a recording in progress ends
+ * now and its file is written. Returns 0, or -errno with a reason in err (-EINVAL: none). */
+int snap_ws_write_now(struct vm *vm, char *err, size_t errlen);
 /* snap_ws_close(vm): stops a recording (idempotent). */
 void snap_ws_close(struct vm *vm);
 /* snap_ws_map(vm, path, err, errlen): reads a working-set file (hostile: header, index and

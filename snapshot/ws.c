@@ -117,6 +117,16 @@ static int write_ws(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
+/* The marker: the recording ends, the file is written, fault-around is back. */
+static int end_recording(struct vm *vm, char *err, size_t errlen)
+{
+    loop_remove(vm->loop, vm->ws_timer_fd);
+    int ret = write_ws(vm, err, errlen);
+    madvise(vm->mem.base, vm->mem.total, MADV_NORMAL);
+    snap_ws_close(vm);
+    return ret;
+}
+
 static void on_ws_timer(void *opaque, uint32_t events)
 {
     struct vm *vm = opaque;
@@ -126,11 +136,18 @@ static void on_ws_timer(void *opaque, uint32_t events)
 
     if (read(vm->ws_timer_fd, &ticks, sizeof(ticks)) < 0)
         return;
-    loop_remove(vm->loop, vm->ws_timer_fd);
-    if (write_ws(vm, err, sizeof(err)))
+    if (end_recording(vm, err, sizeof(err)))
         log_err("%s", err);
-    madvise(vm->mem.base, vm->mem.total, MADV_NORMAL);
-    snap_ws_close(vm);
+}
+
+int snap_ws_write_now(struct vm *vm, char *err, size_t errlen)
+{
+    if (vm->ws_timer_fd < 0)
+        return errf(err, errlen, -EINVAL,
+                    "No working set is being recorded (a load with "
+                    "mem_backend.record_working_set starts one; it ends at its after_ms or at "
+                    "the first WriteWorkingSet).");
+    return end_recording(vm, err, errlen);
 }
 
 int snap_ws_record(struct vm *vm, const char *path, int mem_fd, uint64_t after_ms, char *err,

@@ -270,6 +270,11 @@ int app_ctrl_alt_del(struct app *a, char *err, size_t errlen)
                : 0;
 }
 
+int app_write_working_set(struct app *a, char *err, size_t errlen)
+{
+    return snap_ws_write_now(&a->vm, err, errlen);
+}
+
 int app_flush_metrics(struct app *a, char *err, size_t errlen)
 {
     if (a->metrics_fd < 0)

@@ -56,6 +56,9 @@ int app_snapshot_load(struct app *a, const struct vm_config *cfg, const struct v
                       const struct snap_mem_backend *mem, bool resume, char *err, size_t errlen);
 /* app_ctrl_alt_del(a, err, errlen): the guest's keyboard gets Ctrl-Alt-Del. */
 int app_ctrl_alt_del(struct app *a, char *err, size_t errlen);
+/* app_write_working_set(a, err, errlen): PUT /actions WriteWorkingSet: the recording
+ * started by the load's record_working_set ends now and its file is written. */
+int app_write_working_set(struct app *a, char *err, size_t errlen);
 /* app_flush_metrics(a, err, errlen): writes one metrics line now. */
 int app_flush_metrics(struct app *a, char *err, size_t errlen);
 /* app_set_metrics(a, path, emit_id, props, err, errlen): the metrics sink (once). */

@@ -93,3 +93,39 @@ def test_bad_working_sets_are_400(tmp_path, snapshot):
     finally:
         e.close()
     os.unlink(ws)
+
+
+def test_the_marker_by_api_call(tmp_path, snapshot):
+    """PUT /actions WriteWorkingSet ends the recording when the client says (its after_ms is an
+    hour here), and the file it writes prefetches as the timer's does; there is then nothing to
+    end, and a VM that records nothing, or has not started, says so."""
+    snap, mem, last = snapshot
+    ws = tmp_path / "vm.ws"
+    e = start(tmp_path)
+    try:
+        assert "not supported before starting the microVM" in fault(
+            e.put("/actions", json={"action_type": "WriteWorkingSet"}))
+        r = e.put("/snapshot/load", json=body(snap, mem, record_working_set={
+            "path": str(ws), "after_ms": 3600 * 1000}))
+        assert r.status_code == 204, r.text
+        wait_tick(e, last + 2)
+        assert not ws.exists()  # the hour has not passed
+        r = e.put("/actions", json={"action_type": "WriteWorkingSet"})
+        assert r.status_code == 204, r.text
+        assert "Recorded a working set" in e.output()
+        assert ws.read_bytes()[:8] == b"EMBERWS1"
+        assert "No working set is being recorded" in fault(
+            e.put("/actions", json={"action_type": "WriteWorkingSet"}))
+        wait_tick(e, last + 3)  # the guest ran on through it
+    finally:
+        e.close()
+    d = tmp_path / "pre"
+    d.mkdir()
+    e = start(d)
+    try:
+        r = e.put("/snapshot/load", json=body(snap, mem, working_set=str(ws)))
+        assert r.status_code == 204, r.text
+        assert "Prefetched a working set of" in e.output()
+        assert wait_tick(e, 0) == last + 1
+    finally:
+        e.close()

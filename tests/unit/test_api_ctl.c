@@ -299,6 +299,8 @@ static void phases(void **state)
     body_has("not supported before starting");
     assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"FlushMetrics\"}"), 400);
     assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"SendCtrlAltDel\"}"), 400);
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"WriteWorkingSet\"}"), 400);
+    body_has("not supported before starting");
     assert_int_equal(call("PATCH", "/drives/r", "{\"drive_id\":\"r\"}"), 400);
     body_has("before starting");
     assert_int_equal(call("PUT", "/logger", "{\"level\":\"Info\"}"), 204);
@@ -331,6 +333,9 @@ static void phases(void **state)
     assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"FlushMetrics\"}"), 204);
     assert_int_equal(cads, 1);
     assert_int_equal(flushes, 1);
+    /* this controller's VMM records no working set (the op is NULL) */
+    assert_int_equal(call("PUT", "/actions", "{\"action_type\":\"WriteWorkingSet\"}"), 400);
+    body_has("No working set is being recorded");
 }
 
 static void patch_drive_after_boot(void **state)

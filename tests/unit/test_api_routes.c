@@ -231,6 +231,8 @@ static void actions_vm_logger_metrics_serial(void **state)
     assert_int_equal(req.u.action, API_ACTION_CTRL_ALT_DEL);
     assert_int_equal(route("PUT", "/actions", "{\"action_type\":\"FlushMetrics\"}"), 0);
     assert_int_equal(req.u.action, API_ACTION_FLUSH_METRICS);
+    assert_int_equal(route("PUT", "/actions", "{\"action_type\":\"WriteWorkingSet\"}"), 0);
+    assert_int_equal(req.u.action, API_ACTION_WRITE_WORKING_SET);
     fails_with("PUT", "/actions", "{\"action_type\":\"Reboot\"}", "unknown variant `Reboot`");
     fails_with("PUT", "/actions", "{}", "missing field `action_type`");
     assert_int_equal(route("PATCH", "/vm", "{\"state\":\"Paused\"}"), 0);
