@@ -195,21 +195,17 @@ static int map_run(void *ctx, uint64_t first, uint64_t count)
     return p == MAP_FAILED ? -errno : 0;
 }
 
-int snap_map_layer(struct guest_mem *mem, const char *path, const struct snap_layer *want,
-                   unsigned index, char *err, size_t errlen)
+int snap_check_layer(int fd, uint64_t size, const struct snap_layer *want, unsigned index,
+                     const char *path, char *err, size_t errlen)
 {
     struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0)
-        return errf(err, errlen, -errno, "Cannot open the memory layer %.256s: %s", path,
-                    strerror(errno));
     int ret = 0;
     uint64_t crc = 0, tag;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != mem->total)
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size)
         ret = errf(err, errlen, -EINVAL,
                    "The memory layer %.256s is not a %llu-byte memory file of this snapshot", path,
-                   (unsigned long long)mem->total);
-    else if ((ret = each_run(fd, mem->total, add_digest, &crc)))
+                   (unsigned long long)size);
+    else if ((ret = each_run(fd, size, add_digest, &crc)))
         errf(err, errlen, ret, "The memory layer %.256s cannot be read as a Diff layer: %s", path,
              strerror(-ret));
     else if (snap_memory_tag(fd, &tag) == 0 && tag != want->id)
@@ -222,6 +218,17 @@ int snap_map_layer(struct guest_mem *mem, const char *path, const struct snap_la
                    "The memory layer %.256s is not layer %u of this snapshot's memory (its pages "
                    "are not the ones that Diff snapshot wrote)",
                    path, index);
+    return ret;
+}
+
+int snap_map_layer(struct guest_mem *mem, const char *path, const struct snap_layer *want,
+                   unsigned index, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return errf(err, errlen, -errno, "Cannot open the memory layer %.256s: %s", path,
+                    strerror(errno));
+    int ret = snap_check_layer(fd, mem->total, want, index, path, err, errlen);
     if (!ret) {
         struct map_ctx m = {.base = mem->base, .fd = fd};
         ret = each_run(fd, mem->total, map_run, &m);

@@ -145,47 +145,10 @@ static void print_text(json_t *j)
                json_is_true(json_object_get(v, "required")) ? "" : "  (optional)");
 }
 
-/* `ember snapshot merge BASE DIFF...`: Firecracker's `snapshot-editor edit-memory rebase`, for
- * several layers in order: each Diff memory file's pages are written into BASE. */
-static int merge(int argc, char **argv)
-{
-    int base = open(argv[0], O_RDWR | O_CLOEXEC | O_NOCTTY);
-    struct stat st, ls;
-
-    if (base < 0 || fstat(base, &st) || !S_ISREG(st.st_mode)) {
-        log_err("the base memory file %s: %s", argv[0],
-                base < 0 ? strerror(errno) : "not a regular file");
-        return EXIT_GENERIC;
-    }
-    int code = EXIT_OK;
-    for (int i = 1; i < argc && code == EXIT_OK; i++) {
-        int fd = open(argv[i], O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        uint64_t pages = 0;
-        if (fd < 0 || fstat(fd, &ls) || !S_ISREG(ls.st_mode) || ls.st_size != st.st_size) {
-            log_err("the Diff memory file %s: %s", argv[i],
-                    fd < 0 ? strerror(errno) : "not a memory file of the base's size");
-            code = EXIT_GENERIC;
-        } else if ((errno = -snap_merge_layer(base, fd, (uint64_t)st.st_size, &pages))) {
-            log_err("merging %s into %s: %s", argv[i], argv[0], strerror(errno));
-            code = EXIT_GENERIC;
-        } else {
-            printf("%s: %llu pages merged into %s\n", argv[i], (unsigned long long)pages, argv[0]);
-        }
-        if (fd >= 0)
-            close(fd);
-    }
-    if (code == EXIT_OK && fsync(base)) {
-        log_err("%s: %s", argv[0], strerror(errno));
-        code = EXIT_GENERIC;
-    }
-    close(base);
-    return code;
-}
-
 static int usage(FILE *out, int code)
 {
     fprintf(out, "usage: ember snapshot info SNAPSHOT [--json]\n"
-                 "       ember snapshot merge BASE_MEM DIFF_MEM...\n"
+                 "       ember snapshot merge [--snapshot SNAPSHOT] BASE_MEM DIFF_MEM...\n"
                  "\n"
                  "Prints what a snapshot file (PUT /snapshot/create's snapshot_path) holds: its\n"
                  "format, the machine, the drives and interfaces it refers to, its sections. The\n"
@@ -195,9 +158,115 @@ static int usage(FILE *out, int code)
                  "merge writes the pages of each Diff snapshot's memory file, in the order\n"
                  "given (oldest first), into the base memory file (Firecracker's snapshot-editor\n"
                  "edit-memory rebase); the newest Diff's snapshot file then loads with the base\n"
-                 "alone. PUT /snapshot/load can instead map the layers over the base without a\n"
+                 "alone. BASE_MEM is changed in place. With --snapshot (the newest Diff's\n"
+                 "snapshot file), nothing is written unless the files are the chain of images\n"
+                 "that snapshot stands on, in order: the number of layers, the base's and each\n"
+                 "layer's id tag, the pages each layer holds (the checks a load makes).\n"
+                 "Without it only the sizes are checked, as Firecracker's rebase does.\n"
+                 "PUT /snapshot/load can instead map the layers over the base without a\n"
                  "merge: \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": BASE,\n"
                  "\"layers\": [DIFF...]}.\n");
+    return code;
+}
+
+/* The chain of memory images SNAP stands on, checked against the merge's files before any
+ * page is written: as many Diff layers as it has, the base's tag (where the file system keeps
+ * it), each layer's tag and the digest of its runs of pages, as a load checks them. */
+static int check_chain(const char *snap, int base, uint64_t size, int ndiffs, char **paths,
+                       const int *fds)
+{
+    struct vm_config cfg;
+    char err[512] = "";
+    uint64_t tag;
+    int ret = -EINVAL;
+
+    cfg_defaults(&cfg);
+    struct vm_snapshot *s = vm_snapshot_open(snap, &cfg, err, sizeof(err));
+    const struct snap_field *fc =
+            s ? snap_get(&s->f, snap_find(&s->f, SNAP_SEC_MACHINE, 0), SF_MEM_CHAIN) : NULL;
+    size_t n = fc ? fc->len / sizeof(struct snap_layer) : 0;
+    struct snap_layer chain[SNAP_CHAIN_MAX];
+
+    if (!s)
+        log_err("%s", err);
+    else if (!fc || fc->len % sizeof(struct snap_layer) || n == 0 || n > SNAP_CHAIN_MAX)
+        log_err("%s records no chain of memory images (a Full snapshot, or one written before "
+                "Diff snapshots): nothing to check the layers against",
+                snap);
+    else if (n - 1 != (size_t)ndiffs)
+        log_err("%s stands on a base and %zu Diff layer%s; %d were given", snap, n - 1,
+                n == 2 ? "" : "s", ndiffs);
+    else if (memcpy(chain, fc->data, fc->len) && snap_memory_tag(base, &tag) == 0 &&
+             tag != chain[0].id)
+        log_err("the base memory file %s is not the base of %s (it was written for another "
+                "snapshot)",
+                paths[0], snap);
+    else
+        ret = 0;
+    for (int i = 0; !ret && i < ndiffs; i++)
+        if ((ret = snap_check_layer(fds[i], size, &chain[i + 1], (unsigned)i + 1, paths[i + 1], err,
+                                    sizeof(err))))
+            log_err("%s", err);
+    vm_snapshot_close(s);
+    cfg_free(&cfg);
+    return ret;
+}
+
+/* `ember snapshot merge [--snapshot SNAP] BASE DIFF...`: Firecracker's `snapshot-editor
+ * edit-memory rebase`, for several layers in order: each Diff memory file's pages are written
+ * into BASE; with SNAP, only once every file is checked to be the chain SNAP stands on. */
+static int merge(int argc, char **argv)
+{
+    const char *snap = NULL;
+    if (argc >= 2 && !strcmp(argv[0], "--snapshot"))
+        snap = argv[1], argc -= 2, argv += 2;
+    if (argc < 2)
+        return usage(stderr, EXIT_BAD_ARGS);
+    int base = open(argv[0], O_RDWR | O_CLOEXEC | O_NOCTTY), ndiffs = argc - 1;
+    int *fds = calloc((size_t)ndiffs, sizeof(int));
+    struct stat st, ls;
+
+    if (!fds || base < 0 || fstat(base, &st) || !S_ISREG(st.st_mode)) {
+        log_err("the base memory file %s: %s", argv[0],
+                !fds       ? strerror(ENOMEM)
+                : base < 0 ? strerror(errno)
+                           : "not a regular file");
+        free(fds);
+        if (base >= 0)
+            close(base);
+        return EXIT_GENERIC;
+    }
+    int code = EXIT_OK, opened = 0;
+    for (; opened < ndiffs && code == EXIT_OK; opened++) {
+        const char *path = argv[opened + 1];
+        int fd = fds[opened] = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0 || fstat(fd, &ls) || !S_ISREG(ls.st_mode) || ls.st_size != st.st_size) {
+            log_err("the Diff memory file %s: %s", path,
+                    fd < 0 ? strerror(errno) : "not a memory file of the base's size");
+            code = EXIT_GENERIC;
+        }
+    }
+    if (code == EXIT_OK && snap && check_chain(snap, base, (uint64_t)st.st_size, ndiffs, argv, fds))
+        code = EXIT_GENERIC;
+    for (int i = 0; i < ndiffs && code == EXIT_OK; i++) {
+        uint64_t pages = 0;
+        if ((errno = -snap_merge_layer(base, fds[i], (uint64_t)st.st_size, &pages))) {
+            log_err("merging %s into %s: %s", argv[i + 1], argv[0], strerror(errno));
+            code = EXIT_GENERIC;
+        } else {
+            printf("%s: %llu pages merged into %s\n", argv[i + 1], (unsigned long long)pages,
+                   argv[0]);
+        }
+    }
+    if (code == EXIT_OK && fsync(base)) {
+        log_err("%s: %s", argv[0], strerror(errno));
+        code = EXIT_GENERIC;
+    }
+    for (int i = 0; i < opened; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(fds);
+    close(base);
     return code;
 }
 
@@ -210,7 +279,7 @@ int snapshot_tool(int argc, char **argv)
 
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
         return usage(stdout, EXIT_OK);
-    if (argc >= 4 && !strcmp(argv[1], "merge"))
+    if (argc >= 2 && !strcmp(argv[1], "merge"))
         return merge(argc - 2, argv + 2);
     if (argc < 3 || strcmp(argv[1], "info"))
         return usage(stderr, EXIT_BAD_ARGS);

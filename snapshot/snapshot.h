@@ -89,6 +89,10 @@ int snap_write_diff(struct vm *vm, int fd, const uint64_t *bits, struct snap_lay
  * (MAP_PRIVATE, no copy). Returns 0 or -errno with a reason. */
 int snap_map_layer(struct guest_mem *mem, const char *path, const struct snap_layer *want,
                    unsigned index, char *err, size_t errlen);
+/* snap_check_layer(fd, size, want, index, path, err, errlen): the checks of snap_map_layer
+ * alone, on an open file of size bytes (path and index for the message). */
+int snap_check_layer(int fd, uint64_t size, const struct snap_layer *want, unsigned index,
+                     const char *path, char *err, size_t errlen);
 /* snap_merge_layer(base, layer, size, pages): copies a Diff layer's pages into the base file
  * at their offsets (ember snapshot merge), with *pages the count. Returns 0 or -errno. */
 int snap_merge_layer(int base, int layer, uint64_t size, uint64_t *pages);

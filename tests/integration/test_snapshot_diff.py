@@ -121,11 +121,15 @@ def test_layers_load_without_a_merge(tmp_path, chain):
         e.close()
 
 
+def merge(*args):
+    return subprocess.run([str(EMBER), "snapshot", "merge", *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
 def test_a_merged_base_loads_the_same(tmp_path, chain):
     merged = tmp_path / "merged.mem"
     shutil.copyfile(chain["base"][1], merged)
-    r = subprocess.run([str(EMBER), "snapshot", "merge", str(merged), str(chain["d1"][1]),
-                        str(chain["d2"][1])], capture_output=True, text=True, timeout=60)
+    r = merge("--snapshot", chain["d2"][0], merged, chain["d1"][1], chain["d2"][1])
     assert r.returncode == 0, r.stderr
     assert "pages merged" in r.stdout
     e, r = load(tmp_path / "merged", {"snapshot_path": str(chain["d2"][0]), "resume_vm": False,
@@ -165,6 +169,19 @@ def test_wrong_layers_are_refused(tmp_path, chain):
                                                       "mem_backend": backend(base, layers)}))
             assert want in msg, (layers, msg)
             assert e.get("/").json()["state"] == "Not started"
+        # ember snapshot merge --snapshot makes the same checks, and writes nothing if one fails
+        obase = tmp_path / "obase.mem"
+        for b, layers, want in [(base, [d2m, d1m], "is not layer 1"),
+                                (base, [other_d1, d2m], "is not layer 1"),
+                                (base, [d1m], "a base and 2 Diff layers; 1 were given"),
+                                (base, [d1m, chain["ref"][1]], "is not layer 2"),
+                                (obase, [d1m, d2m], "is not the base of")]:
+            target = tmp / "merge-target.mem"
+            shutil.copy2(b, target)  # with its id tag (a user xattr)
+            r = merge("--snapshot", d2, target, *layers)
+            assert r.returncode == 1 and want in r.stderr, (layers, r.stderr)
+            assert filecmp.cmp(target, b, shallow=False), layers  # untouched
+        assert merge("--snapshot", tmp_path / "none.snap", base, d1m, d2m).returncode == 1
         assert "File backend only" in fault(e.put("/snapshot/load", json={
             "snapshot_path": d2, "mem_backend": {"backend_type": "Uffd", "backend_path": "x",
                                                  "layers": [str(d1m)]}}))
