@@ -182,22 +182,15 @@ static int check_chain(const char *snap, int base, uint64_t size, int ndiffs, ch
 
     cfg_defaults(&cfg);
     struct vm_snapshot *s = vm_snapshot_open(snap, &cfg, err, sizeof(err));
-    const struct snap_field *fc =
-            s ? snap_get(&s->f, snap_find(&s->f, SNAP_SEC_MACHINE, 0), SF_MEM_CHAIN) : NULL;
-    size_t n = fc ? fc->len / sizeof(struct snap_layer) : 0;
     struct snap_layer chain[SNAP_CHAIN_MAX];
+    size_t n = 0;
 
-    if (!s)
+    if (!s || snap_chain_read(&s->f, size / 4096, chain, &n, err, sizeof(err)))
         log_err("%s", err);
-    else if (!fc || fc->len % sizeof(struct snap_layer) || n == 0 || n > SNAP_CHAIN_MAX)
-        log_err("%s records no chain of memory images (a Full snapshot, or one written before "
-                "Diff snapshots): nothing to check the layers against",
-                snap);
     else if (n - 1 != (size_t)ndiffs)
         log_err("%s stands on a base and %zu Diff layer%s; %d were given", snap, n - 1,
                 n == 2 ? "" : "s", ndiffs);
-    else if (memcpy(chain, fc->data, fc->len) && snap_memory_tag(base, &tag) == 0 &&
-             tag != chain[0].id)
+    else if (snap_memory_tag(base, &tag) == 0 && tag != chain[0].id)
         log_err("the base memory file %s is not the base of %s (it was written for another "
                 "snapshot)",
                 paths[0], snap);

@@ -54,22 +54,17 @@ static int map_memory(struct vm *vm, const struct snap_mem_backend *mb, char *er
 static int restore_chain(struct vm *vm, const struct snap_file *f,
                          const struct snap_mem_backend *mem, char *err, size_t errlen)
 {
-    const struct snap_field *fc = snap_get(f, snap_find(f, SNAP_SEC_MACHINE, 0), SF_MEM_CHAIN);
-    size_t n = fc ? fc->len / sizeof(struct snap_layer) : 1;
+    struct snap_layer read[SNAP_CHAIN_MAX];
+    size_t n = 0;
+    int ret = snap_chain_read(f, vm->mem.total / 4096, read, &n, err, errlen);
 
-    if (fc && (fc->len % sizeof(struct snap_layer) || n == 0 || n > SNAP_CHAIN_MAX))
-        return errf(err, errlen, -EINVAL, "the memory chain is malformed");
+    if (ret)
+        return ret;
     vm->chain = calloc(n, sizeof(*vm->chain));
     if (!vm->chain)
         return errf(err, errlen, -ENOMEM, "out of memory");
     vm->nchain = (unsigned)n;
-    if (fc)
-        memcpy(vm->chain, fc->data, fc->len);
-    else
-        vm->chain[0] = (struct snap_layer){.id = 1, .pages = vm->mem.total / 4096};
-    for (size_t i = 0; i < n; i++)
-        if (!vm->chain[i].id || vm->chain[i].pages > vm->mem.total / 4096)
-            return errf(err, errlen, -EINVAL, "the memory chain is malformed");
+    memcpy(vm->chain, read, n * sizeof(*read));
     if (!mem->nlayers) /* Firecracker's way: the memory file is whole (a Full, or merged) */
         return 0;
     if (vm->mem_tag_valid && vm->mem_tag != vm->chain[0].id)
@@ -82,7 +77,7 @@ static int restore_chain(struct vm *vm, const struct snap_file *f,
                     "This snapshot's memory is a base and %zu Diff layer%s; %u were given", n - 1,
                     n == 2 ? "" : "s", mem->nlayers);
     for (unsigned i = 0; i < mem->nlayers; i++) {
-        int ret = snap_map_layer(&vm->mem, mem->layers[i], &vm->chain[i + 1], i + 1, err, errlen);
+        ret = snap_map_layer(&vm->mem, mem->layers[i], &vm->chain[i + 1], i + 1, err, errlen);
         if (ret)
             return ret;
     }

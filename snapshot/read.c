@@ -286,3 +286,21 @@ void vm_snapshot_close(struct vm_snapshot *s)
     free(s->buf);
     free(s);
 }
+
+int snap_chain_read(const struct snap_file *f, uint64_t total_pages, struct snap_layer *chain,
+                    size_t *n, char *err, size_t errlen)
+{
+    const struct snap_field *fc = snap_get(f, snap_find(f, SNAP_SEC_MACHINE, 0), SF_MEM_CHAIN);
+
+    *n = fc ? fc->len / sizeof(struct snap_layer) : 1;
+    if (fc && (fc->len % sizeof(struct snap_layer) || *n == 0 || *n > SNAP_CHAIN_MAX))
+        return errf(err, errlen, -EINVAL, "the memory chain is malformed");
+    if (fc)
+        memcpy(chain, fc->data, fc->len);
+    else /* a format-1 file, written before chains: one image */
+        chain[0] = (struct snap_layer){.id = 1, .pages = total_pages};
+    for (size_t i = 0; i < *n; i++)
+        if (!chain[i].id || chain[i].pages > total_pages)
+            return errf(err, errlen, -EINVAL, "the memory chain is malformed");
+    return 0;
+}

@@ -89,6 +89,12 @@ int snap_write_diff(struct vm *vm, int fd, const uint64_t *bits, struct snap_lay
  * (MAP_PRIVATE, no copy). Returns 0 or -errno with a reason. */
 int snap_map_layer(struct guest_mem *mem, const char *path, const struct snap_layer *want,
                    unsigned index, char *err, size_t errlen);
+/* snap_chain_read(f, total_pages, chain, n, err, errlen): the chain of memory images a state
+ * file stands on (hostile: its length and each image checked against a RAM of total_pages)
+ * into chain[SNAP_CHAIN_MAX], with *n their count (a file without one: one image). Returns 0,
+ * or -EINVAL with a reason. */
+int snap_chain_read(const struct snap_file *f, uint64_t total_pages, struct snap_layer *chain,
+                    size_t *n, char *err, size_t errlen);
 /* snap_check_layer(fd, size, want, index, path, err, errlen): the checks of snap_map_layer
  * alone, on an open file of size bytes (path and index for the message). */
 int snap_check_layer(int fd, uint64_t size, const struct snap_layer *want, unsigned index,

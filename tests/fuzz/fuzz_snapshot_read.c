@@ -1,6 +1,7 @@
 /* Fuzz target: a snapshot's state file as ember reads it before building anything from it
  * (snapshot/format.c: cap, CRC, sections and fields; vmm/snapshot_read.c: the machine and
- * device configuration rebuilt through the config setters). The CRC check would stop almost
+ * device configuration rebuilt through the config setters; the chain of memory images, as a
+ * load and `ember snapshot merge --snapshot` read it). The CRC check would stop almost
  * every mutation at the door, so the input's last 8 bytes are replaced by the right CRC first:
  * the parser behind it gets the hostile bytes. The seed is a real snapshot
  * (tests/fixtures/snapshot-v1). */
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "../../snapshot/format.h"
+#include "../../snapshot/layout.h"
 #include "../../snapshot/snapshot.h"
 #include "../../snapshot/snapshot_file.h"
 #include "../../vmm/vmm.h"
@@ -39,6 +41,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (f->data < s->buf || f->data + f->len > s->buf + size)
                 abort();
         }
+        struct snap_layer chain[SNAP_CHAIN_MAX];
+        size_t n = 0;
+        if (!snap_chain_read(&s->f, cfg.mem_mib << 8, chain, &n, err, sizeof(err)) &&
+            (n == 0 || n > SNAP_CHAIN_MAX))
+            abort();
         vm_snapshot_close(s);
     }
     cfg_free(&cfg);
