@@ -239,8 +239,9 @@ def test_linux_guest_diff_layers_uffd_and_working_set(guest_assets, scratch, tmp
         c.close()
     merged = d / "merged.mem"
     shutil.copyfile(base[1], merged)
-    subprocess.run([str(EMBER), "snapshot", "merge", str(merged), str(d / "d1.mem"),
-                    str(d / "d2.mem")], check=True, capture_output=True, timeout=600)
+    subprocess.run([str(EMBER), "snapshot", "merge", "--snapshot", str(d2[0]), str(merged),
+                    str(d / "d1.mem"), str(d / "d2.mem")], check=True, capture_output=True,
+                   timeout=600)
     c = load("merged", {"backend_type": "File", "backend_path": str(merged)})
     try:
         resumed_ok(c, last, want)
