@@ -141,6 +141,39 @@ def test_a_merged_base_loads_the_same(tmp_path, chain):
         e.close()
 
 
+def test_a_diff_of_a_loaded_vm_extends_its_chain(tmp_path, chain):
+    """A VM loaded from base + layers with track_dirty_pages runs on, and its Diff is the next
+    layer: base + d1 + d2 + d3 loads to the memory of a Full taken at d3's moment, and d3
+    holds only what changed since the load (not all of RAM)."""
+    e, r = load(tmp_path / "loaded", {
+        "snapshot_path": str(chain["d2"][0]), "resume_vm": False, "track_dirty_pages": True,
+        "mem_backend": backend(chain["base"][1], [chain["d1"][1], chain["d2"][1]])})
+    try:
+        assert r.status_code == 204, r.text
+        step(e)
+        d3 = snap(e, tmp_path, "d3", "Diff")
+        ref = snap(e, tmp_path, "ref3", "Full")
+    finally:
+        e.close()
+    assert os.stat(d3[1]).st_blocks < os.stat(ref[1]).st_blocks / 4
+    layers = [chain["d1"][1], chain["d2"][1], d3[1]]
+    e, r = load(tmp_path / "chain3", {"snapshot_path": str(d3[0]), "resume_vm": False,
+                                      "mem_backend": backend(chain["base"][1], layers)})
+    try:
+        assert r.status_code == 204, r.text
+        same_memory_as_ref(e, tmp_path / "chain3", ref[1])
+        assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
+        assert wait_tick(e, 0) > 6
+    finally:
+        e.close()
+    e, r = load(tmp_path / "short", {"snapshot_path": str(d3[0]),
+                                     "mem_backend": backend(chain["base"][1], layers[:2])})
+    try:
+        assert "a base and 3 Diff layers; 2 were given" in fault(r)
+    finally:
+        e.close()
+
+
 def test_wrong_layers_are_refused(tmp_path, chain):
     # another VM's Diff: its pages are not the ones this chain recorded
     (tmp_path / "other").mkdir()
