@@ -45,6 +45,8 @@ static int open_uffd(void)
     fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
     int e = errno;
     close(dev);
+    if (fd >= 0)
+        log_info("userfaultfd(2) was refused: using /dev/userfaultfd");
     errno = e;
     return fd;
 }
