@@ -28,12 +28,13 @@
 #include "snapshot.h"
 #include "../vmm/vmm.h"
 
-#define PAGE        4096u
-#define WS_MAGIC    "EMBERWS1"
-#define WS_HEADER   64u
-#define WS_MAPS_MAX 16384
-#define PM_PRESENT  (1ULL << 63)
-#define PM_SWAPPED  (1ULL << 62)
+#define PAGE          4096u
+#define WS_MAGIC      "EMBERWS1"
+#define WS_HEADER     64u
+#define WS_MAPS_MAX   16384
+#define WS_COPY_PAGES 256 /* recording: pages copied per read/write (1 MiB) */
+#define PM_PRESENT    (1ULL << 63)
+#define PM_SWAPPED    (1ULL << 62)
 
 struct ws_header {
     char magic[8];
@@ -96,16 +97,18 @@ static int write_ws(struct vm *vm, char *err, size_t errlen)
         free(pages);
         return ret;
     }
-    static uint8_t page[PAGE];
+    static uint8_t buf[WS_COPY_PAGES * PAGE];
     ret = snap_pwrite_all(fd, &h, sizeof(h), 0);
     if (!ret)
         ret = snap_pwrite_all(fd, pages, n * 8, WS_HEADER);
     /* the snapshot's content of each page (the memory file's, not what the guest has written
-     * since the restore) */
-    for (uint64_t i = 0; !ret && i < n; i++) {
-        ret = snap_pread_all(vm->ws_mem_fd, page, PAGE, (off_t)(pages[i] * PAGE));
+     * since the restore), a run of consecutive pages at a time (this runs on the event loop) */
+    for (uint64_t i = 0, j; !ret && i < n; i = j) {
+        for (j = i + 1; j < n && j - i < WS_COPY_PAGES && pages[j] == pages[j - 1] + 1; j++)
+            ;
+        ret = snap_pread_all(vm->ws_mem_fd, buf, (j - i) * PAGE, (off_t)(pages[i] * PAGE));
         if (!ret)
-            ret = snap_pwrite_all(fd, page, PAGE, (off_t)(h.data_off + i * PAGE));
+            ret = snap_pwrite_all(fd, buf, (j - i) * PAGE, (off_t)(h.data_off + i * PAGE));
     }
     close(fd);
     free(pages);
