@@ -181,8 +181,10 @@ static const struct sc_rule vmm[] = {
         ANY("pread64"),
         EQ("madvise", 2, MADV_RANDOM, "MADV_RANDOM"),
         EQ("madvise", 2, MADV_NORMAL, "MADV_NORMAL"),
-        /* PUT /snapshot/load with a working set: its mappings' page tables filled at once */
+        /* PUT /snapshot/load with a working set: a cached run's page tables filled at once,
+         * an uncached run's read started */
         EQ("madvise", 2, MADV_POPULATE_READ, "MADV_POPULATE_READ"),
+        EQ("madvise", 2, MADV_WILLNEED, "MADV_WILLNEED"),
 };
 
 /* A vCPU: KVM_RUN (KVM_GET_REGS only for the RIP of a diagnostic), the register files' side

@@ -1,11 +1,14 @@
 /* A recorded working set (REAP's idea, inside the VMM): a first restore records which guest
  * pages the VM touched until a marker (N ms after it resumed), and writes them beside the
- * snapshot as one contiguous file; later loads read that file in one sequential read and map
- * its pages over guest RAM before the vCPUs run, everything else still lazy from the memory
- * file. No thread: the record is the page table itself (which pages of the guest mapping are
- * present, from /proc/self/pagemap, with fault-around off so neighbours of a touched page are
- * not counted), and the prefetch is a mapping of the working-set file (its page cache is
- * filled by the one read, and is shared by every clone).
+ * snapshot as one contiguous file; later loads map its pages over guest RAM before the vCPUs
+ * run, everything else still lazy from the memory file, and start the file's one sequential
+ * read (readahead) without waiting for it: the disk and the guest's start overlap, and a first
+ * touch of a page still in flight waits for that page alone (FaaSnap's concurrent paging). A
+ * file already cached has its page tables filled at once instead. No thread: the record is
+ * the page table itself (which pages of the guest mapping are present, from
+ * /proc/self/pagemap, with fault-around off so neighbours of a touched page are not counted),
+ * and the prefetch is a mapping of the working-set file (its page cache, shared by every
+ * clone) plus the kernel's readahead.
  *
  * The file: a 64-byte header (magic "EMBERWS1", version, page size, page count, the id of the
  * memory image it was recorded on, the data offset, a CRC-64 of the index), the index (page
@@ -28,13 +31,14 @@
 #include "snapshot.h"
 #include "../vmm/vmm.h"
 
-#define PAGE          4096u
-#define WS_MAGIC      "EMBERWS1"
-#define WS_HEADER     64u
-#define WS_MAPS_MAX   16384
-#define WS_COPY_PAGES 256 /* recording: pages copied per read/write (1 MiB) */
-#define PM_PRESENT    (1ULL << 63)
-#define PM_SWAPPED    (1ULL << 62)
+#define PAGE              4096u
+#define WS_MAGIC          "EMBERWS1"
+#define WS_HEADER         64u
+#define WS_MAPS_MAX       16384
+#define WS_COPY_PAGES     256  /* recording: pages copied per read/write (1 MiB) */
+#define WS_RESIDENT_PAGES 4096 /* prefetch: pages whose residency one mincore() asks */
+#define PM_PRESENT        (1ULL << 63)
+#define PM_SWAPPED        (1ULL << 62)
 
 struct ws_header {
     char magic[8];
@@ -235,6 +239,27 @@ int snap_ws_read_index(int fd, uint64_t total_pages, uint64_t want_id, uint64_t 
     return 0;
 }
 
+/* A cached run's page tables filled now, read-only (the pages stay the shared page cache; a
+ * guest write still copies one): the guest's first touch is then KVM's fault alone, without
+ * a host page fault. A run not (all) cached: its read started (readahead, not waited for).
+ * Best effort: without MADV_POPULATE_READ (before 5.14) the pages fault in as touched. */
+static void prefetch_run(void *p, uint64_t len)
+{
+    static unsigned char resident[WS_RESIDENT_PAGES];
+    bool cached = true;
+
+    for (uint64_t off = 0; cached && off < len; off += sizeof(resident) * PAGE) {
+        uint64_t n = (len - off) / PAGE < sizeof(resident) ? (len - off) / PAGE : sizeof(resident);
+        cached = mincore((uint8_t *)p + off, n * PAGE, resident) == 0;
+        for (uint64_t k = 0; cached && k < n; k++)
+            cached = resident[k] & 1; /* bit 0: the page is in memory */
+    }
+    int advice = cached ? MADV_POPULATE_READ : MADV_WILLNEED;
+    if (madvise(p, len, advice) && errno != EINVAL)
+        log_debug("working set: madvise(%s): %s", cached ? "POPULATE_READ" : "WILLNEED",
+                  strerror(errno));
+}
+
 int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
 {
     uint64_t total = vm->mem.total / PAGE, *idx = NULL, npages = 0, data_off = 0;
@@ -256,14 +281,10 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
     if (ret)
         ret = -EINVAL;
     struct ws_header h = {.npages = npages, .data_off = data_off};
-    /* One sequential read fills the page cache (then the guest's first touches are minor
-     * faults on shared pages), then each run of pages is mapped over guest RAM. */
-    static uint8_t chunk[1 << 20];
-    for (uint64_t off = 0; !ret && off < h.npages * PAGE; off += sizeof(chunk)) {
-        uint64_t n = h.npages * PAGE - off < sizeof(chunk) ? h.npages * PAGE - off : sizeof(chunk);
-        if ((ret = snap_pread_all(fd, chunk, n, (off_t)(h.data_off + off))))
-            errf(err, errlen, ret, "Cannot read the working set %.256s: %s", path, strerror(-ret));
-    }
+    /* Each run of pages is mapped over guest RAM. Where the page cache holds a run already
+     * (a warm file, shared by every clone), its page tables are filled now; otherwise the
+     * disk's read of it is started and the vCPUs run meanwhile (a first touch of a page still
+     * in flight waits for it): the read and the guest's start overlap. */
     unsigned maps = 0;
     for (uint64_t i = 0; !ret && i < h.npages;) {
         uint64_t j = i + 1;
@@ -278,12 +299,8 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
             ret = errf(err, errlen, maps > WS_MAPS_MAX ? -E2BIG : -errno,
                        "Cannot map the working set %.256s: %s", path,
                        maps > WS_MAPS_MAX ? "too many runs of pages" : strerror(errno));
-        /* Fill the page tables now, read-only (the pages stay the shared page cache; a guest
-         * write still copies one): the guest's first touch of a working-set page is then
-         * KVM's fault alone, without a host page fault. Best effort: a kernel before 5.14
-         * has no MADV_POPULATE_READ, and the pages then fault in as they are touched. */
-        else if (madvise(p, (j - i) * PAGE, MADV_POPULATE_READ) && errno != EINVAL)
-            log_debug("working set: MADV_POPULATE_READ: %s", strerror(errno));
+        else
+            prefetch_run(p, (j - i) * PAGE);
         i = j;
     }
     if (!ret)
