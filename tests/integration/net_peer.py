@@ -13,9 +13,11 @@ order, each accept and each transfer bounded by TIMEOUT seconds:
 
 One JSON object per line on stdout.
 
-`net_peer.py rx-limit ADDR SIZE TIMEOUT` (the rx rate-limit test): on :5006 sends SIZE bytes
-to the guest and closes, then waits for the guest's connection to :5007 (it has received
-everything): prints {"rx_secs": ..., "sent": SIZE}, from the first accept to the second."""
+`net_peer.py rx-limit ADDR SIZE SIZE2 TIMEOUT` (the rx rate-limit test): on :5006 sends SIZE
+bytes to the guest and closes, then waits for the guest's connection to :5007 (it has received
+everything): prints {"rx_secs": ..., "sent": SIZE}, from the first accept to the second. Then
+waits for a line on stdin (the test PATCHes the limiter meanwhile) and does the same with SIZE2
+bytes on :5008 and :5009: {"rx2_secs": ..., "sent": SIZE2}."""
 import hashlib
 import json
 import os
@@ -57,20 +59,24 @@ def receive(c, size, deadline):
     return got, md5.hexdigest()
 
 
-def rx_limit(addr, size, timeout):
-    data, done = listen(addr, 5006), listen(addr, 5007)
-    with accept(data, timeout) as c:
-        t0 = time.monotonic()
-        c.sendall(os.urandom(size))
-    # The guest's nc ends once it has read everything up to the close; then it connects here
-    # (its own close of :5006 says nothing: nc half-closes at once, its stdin is empty).
-    with accept(done, timeout):
-        out(rx_secs=time.monotonic() - t0, sent=size)
+def rx_limit(addr, size, size2, timeout):
+    ports = {p: listen(addr, p) for p in (5006, 5007, 5008, 5009)}
+    for data, done, n, key in ((5006, 5007, size, "rx_secs"), (5008, 5009, size2, "rx2_secs")):
+        if data == 5008:
+            sys.stdin.readline()
+        with accept(ports[data], timeout) as c:
+            t0 = time.monotonic()
+            c.sendall(os.urandom(n))
+        # The guest's nc ends once it has read everything up to the close; then it connects
+        # here (its own close of the data port says nothing: nc half-closes at once, its
+        # stdin is empty).
+        with accept(ports[done], timeout):
+            out(**{key: time.monotonic() - t0, "sent": n})
 
 
 def main():
     if sys.argv[1] == "rx-limit":
-        rx_limit(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        rx_limit(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         return
     addr, size, slow, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     ports = {p: listen(addr, p) for p in (5001, 5002, 5003, 5004, 5005)}

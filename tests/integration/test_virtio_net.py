@@ -270,12 +270,14 @@ def net_metrics(path):
 
 @pytest.mark.kvm
 def test_rx_rate_limit_and_hostile_guest(netns, vm_in_ns, guest_assets, tmp_path):
-    """One boot for two checks (each boot costs minutes in the test host): eth0 receives
-    through an rx rate limiter, then net_hostile drives eth1's device (kept down in the guest)
+    """One boot for three checks (each boot costs minutes in the test host): eth0 receives
+    through an rx rate limiter, then through the one a PATCH put in its place, then net_hostile
+    drives eth1's device (kept down in the guest)
     through /dev/mem. Drives: rootfs (0xc0001000), tools (0xc0002000); nets: eth0
     (0xc0003000), eth1 (0xc0004000)."""
     vm = vm_in_ns
     limit, size = 256 * 1024, 1 * MiB
+    limit2, size2 = 64 * 1024, 512 * 1024  # after the PATCH: the old limit would take ~2 s
     netns.tap("tap0", f"{HOST_IP}/24")
     netns.tap("tap1")
     rootfs = tmp_path / "rootfs.ext4"
@@ -293,11 +295,13 @@ def test_rx_rate_limit_and_hostile_guest(netns, vm_in_ns, guest_assets, tmp_path
     cmd = ("mount -t tmpfs tmpfs /mnt; ip link set eth0 up; "
            f"ip addr add {GUEST_IP}/24 dev eth0; timeout {t} nc {HOST_IP} 5006 </dev/null "
            f">/mnt/rx; echo rx-done=$? rx-len=$(wc -c </mnt/rx); rm /mnt/rx; "
-           f"timeout {t} nc {HOST_IP} 5007 </dev/null; mkdir -p /mnt/t && mount -o ro /dev/vdb /mnt/t && "
+           f"timeout {t} nc {HOST_IP} 5007 </dev/null; timeout {t} nc {HOST_IP} 5008 </dev/null "
+           f">/mnt/rx; echo rx2-done=$? rx2-len=$(wc -c </mnt/rx); rm /mnt/rx; "
+           f"timeout {t} nc {HOST_IP} 5009 </dev/null; mkdir -p /mnt/t && mount -o ro /dev/vdb /mnt/t && "
            # the guest stays up after its probe until the test has used the API (it used to
            # reboot at once, and a FlushMetrics could meet an ember already exiting)
            f"/mnt/t/net_hostile 0xc0004000; echo probe=$?; sleep {t}")
-    peer = Peer(netns, size, None, t, mode=("rx-limit",))
+    peer = Peer(netns, size, size2, t, mode=("rx-limit",))
     try:
         assert vm.put("/boot-source", {"kernel_image_path": str(guest_assets["vmlinux"]),
                                        "boot_args": f'{CMDLINE} ember.cmd="{cmd}"'}
@@ -323,6 +327,21 @@ def test_rx_rate_limit_and_hostile_guest(netns, vm_in_ns, guest_assets, tmp_path
         print(f"virtio-net: {size // 1024} KiB through an rx limit of {limit // 1024} KiB/s in "
               f"{got['rx_secs']:.2f} s (at least {floor:.2f} s)")
         assert got["rx_secs"] >= floor, got
+        # and an upper bound, wide for a loaded emulated host: a limiter that held frames back
+        # far past its rate (3 s here) would show
+        assert got["rx_secs"] <= 4 * floor / 0.8 + 20, got
+        r = vm.patch("/network-interfaces/eth0", {
+            "iface_id": "eth0",
+            "rx_rate_limiter": {"bandwidth": {"size": limit2, "refill_time": 1000}}})
+        assert r.status_code == 204, r.text
+        peer.proc.stdin.write("go\n")
+        peer.proc.stdin.flush()
+        got2 = peer.next(t, vm)
+        floor2 = (size2 - limit2) / limit2 * 0.8  # 5.6 s; under the old limit it takes ~2 s
+        print(f"virtio-net: after the PATCH, {size2 // 1024} KiB through {limit2 // 1024} KiB/s "
+              f"in {got2['rx2_secs']:.2f} s (at least {floor2:.2f} s)")
+        assert got2["rx2_secs"] >= floor2, got2
+        assert got2["rx2_secs"] <= 4 * floor2 / 0.8 + 20, got2
         assert wait_for(vm.log_path, "probe=", vm.proc, t), vm.output()[-4000:]
         assert vm.get("/").json()["state"] == "Running"  # the API answers after the storm
         assert vm.put("/actions", {"action_type": "FlushMetrics"}).status_code == 204
@@ -330,6 +349,7 @@ def test_rx_rate_limit_and_hostile_guest(netns, vm_in_ns, guest_assets, tmp_path
         assert vm.wait(t) == 0, vm.output()[-4000:]
         text = vm.output()
         assert f"rx-done=0 rx-len={size}" in text, text[-4000:]
+        assert f"rx2-done=0 rx2-len={size2}" in text, text[-4000:]
         for case in ("csum-past-end", "gso-not-negotiated", "shorter-than-header",
                      "over-the-limit", "storm-then-good", "good-after-reset"):
             assert re.search(rf"net_hostile: {case} used=\d+ status=0xf\b", text), text[-4000:]
