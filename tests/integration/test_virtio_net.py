@@ -25,7 +25,7 @@ import time
 import pytest
 
 from api_client import Ember, fault
-from ember_vm import BOOT_TIMEOUT, SLOW, wait_for
+from ember_vm import BOOT_TIMEOUT, PROBE, SLOW, run, wait_for
 
 HERE = pathlib.Path(__file__).resolve().parent
 NET_HOSTILE = HERE.parents[1] / "build" / "tests" / "guest" / "net_hostile"
@@ -91,6 +91,40 @@ def iface(id_, tap, mac=None, **kw):
     if mac:
         body["guest_mac"] = mac
     return body
+
+
+@pytest.mark.parametrize("spec, message, code", [
+    ("tap=nosuchtap0", "no network interface named nosuchtap0 on the host", 152),
+    ("mac=06:00:00:00:00:01", "--net needs tap=NAME (see ember run --help)", 153),
+    ("tap=x,mac=zz", "--net: mac 'zz' is not xx:xx:xx:xx:xx:xx", 153),
+])
+def test_ember_run_net_errors(ember_bin, tmp_path, spec, message, code):
+    """ember run --net with a bad spec or a missing TAP: one line that says why, no VM."""
+    r = subprocess.run([str(ember_bin), "run", "--kernel", str(PROBE), "--net", spec],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == code and message in r.stderr, r
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.kvm
+def test_ember_run_net(netns, ember_bin, guest_assets, tmp_path):
+    """`ember run --net tap=NAME,mac=MAC` as a person at a shell uses it: the guest sees the MAC
+    and reaches the host through the TAP; a second --net without a MAC gets one of its own."""
+    netns.tap("tap0", f"{HOST_IP}/24")
+    netns.tap("tap1")
+    rootfs = tmp_path / "rootfs.ext4"
+    shutil.copy(guest_assets["rootfs"], rootfs)
+    cmd = (f"ip link set eth0 up; ip addr add {GUEST_IP}/24 dev eth0; "
+           "echo mac=$(cat /sys/class/net/eth0/address) eth1=$(cat /sys/class/net/eth1/address); "
+           f"ping -c 3 -W 10 {HOST_IP} >/dev/null && echo ping=ok")
+    r = run(["ip", "netns", "exec", netns.name, str(ember_bin), "run", "--kernel",
+             str(guest_assets["vmlinux"]), "--rootfs", str(rootfs), "--mem", "256",
+             "--cmdline", f'{CMDLINE} ember.cmd="{cmd}"', "--net", f"tap=tap0,mac={MAC}",
+             "--net", "tap=tap1"], tmp_path)
+    assert r.code == 0 and not r.timed_out, r
+    assert f"mac={MAC}" in r.console and "ping=ok" in r.console, r
+    eth1 = r.console.split("eth1=", 1)[1].split()[0]
+    assert len(eth1) == 17 and eth1 != MAC, r
 
 
 def test_put_validation(netns, vm_in_ns, tmp_path):
