@@ -127,6 +127,66 @@ def test_ember_run_net(netns, ember_bin, guest_assets, tmp_path):
     assert len(eth1) == 17 and eth1 != MAC, r
 
 
+@pytest.mark.kvm
+def test_network_overrides_carry_traffic_after_a_load(netns, ember_bin, guest_assets, scratch,
+                                                      tmp_path):
+    """A guest pinging the host through tap0 is snapshotted; tap0 is then deleted and the load
+    moves eth0 onto tap1 (network_overrides, as a clone gets its own TAP): the guest's pings
+    go on through tap1. tap1 takes tap0's MAC, as the guest's ARP entry names it."""
+    netns.tap("tap0", f"{HOST_IP}/24")
+    netns.tap("tap1")
+    rootfs = tmp_path / "rootfs.ext4"
+    shutil.copy(guest_assets["rootfs"], rootfs)
+    cmd = (f"ip link set eth0 up; ip addr add {GUEST_IP}/24 dev eth0; i=0; "
+           f"while [ $i -lt 900 ]; do ping -c 1 -W 1 {HOST_IP} >/dev/null && echo pong $i; "
+           "i=$((i+1)); sleep 0.2; done")
+    pongs = re.compile(rb"pong (\d+)")
+    snap_dir = scratch / "snap"  # local tmpfs in the test host: the memory file is mapped
+    snap_dir.mkdir()
+    (scratch / "a").mkdir()
+    e = Ember.start(netns.wrapper(tmp_path, ember_bin), scratch / "a")
+    try:
+        assert e.put("/boot-source", {"kernel_image_path": str(guest_assets["vmlinux"]),
+                                      "boot_args": f'{CMDLINE} ember.cmd="{cmd}"'}
+                     ).status_code == 204
+        assert e.put("/drives/rootfs", {"drive_id": "rootfs", "path_on_host": str(rootfs),
+                                        "is_root_device": True,
+                                        "is_read_only": False}).status_code == 204
+        assert e.put("/network-interfaces/eth0", iface("eth0", "tap0", MAC)).status_code == 204
+        assert e.put("/machine-config", {"vcpu_count": 1, "mem_size_mib": 128}).status_code == 204
+        assert e.put("/actions", {"action_type": "InstanceStart"}).status_code == 204
+        assert wait_for(e.log_path, "pong 3", e.proc, BOOT_TIMEOUT), e.output()[-3000:]
+        assert e.patch("/vm", {"state": "Paused"}).status_code == 204
+        last = max(int(n) for n in pongs.findall(open(e.log_path, "rb").read()))
+        r = e.put("/snapshot/create", {"snapshot_path": str(snap_dir / "vm.snap"),
+                                       "mem_file_path": str(snap_dir / "vm.mem")})
+        assert r.status_code == 204, r.text
+    finally:
+        e.close()
+    mac0 = json.loads(sh("ip", "-n", netns.name, "-j", "link", "show", "tap0").stdout)[0]["address"]
+    sh("ip", "-n", netns.name, "link", "del", "tap0")
+    netns.taps.remove("tap0")
+    sh("ip", "-n", netns.name, "link", "set", "tap1", "down")
+    sh("ip", "-n", netns.name, "link", "set", "tap1", "address", mac0)
+    sh("ip", "-n", netns.name, "addr", "add", f"{HOST_IP}/24", "dev", "tap1")
+    sh("ip", "-n", netns.name, "link", "set", "tap1", "up")
+    (scratch / "b").mkdir()
+    e = Ember.start(netns.wrapper(tmp_path, ember_bin), scratch / "b")
+    try:
+        r = e.put("/snapshot/load", {
+            "snapshot_path": str(snap_dir / "vm.snap"), "resume_vm": True,
+            "mem_backend": {"backend_type": "File", "backend_path": str(snap_dir / "vm.mem")},
+            "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap1"}]})
+        assert r.status_code == 204, r.text
+        assert e.get("/vm/config").json()["network-interfaces"][0]["host_dev_name"] == "tap1"
+        deadline = time.monotonic() + (600 if SLOW else 120)
+        while not [n for n in pongs.findall(open(e.log_path, "rb").read()) if int(n) > last + 2]:
+            assert time.monotonic() < deadline and e.proc.poll() is None, e.output()[-3000:]
+            time.sleep(0.2)
+    finally:
+        e.close()
+
+
 def test_put_validation(netns, vm_in_ns, tmp_path):
     vm = vm_in_ns
     netns.tap("tap0")
