@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <poll.h>
 #include <sys/syscall.h>
@@ -181,8 +182,30 @@ static void on_handler_exit(void *opaque, uint32_t events)
     vm->uffd = -1;
 }
 
-/* Once a second: is a fault waiting that the handler has not read? UFFD_STALL_S checks in a
- * row that say so, and the handler is taken for hung. */
+/* The guest pages present in memory: what the handler has served so far (UFFDIO_COPY and
+ * ZEROPAGE make pages present). */
+static uint64_t present_pages(const struct vm *vm)
+{
+    static unsigned char vec[4096];
+    uint64_t n = 0;
+
+    for (unsigned r = 0; r < vm->mem.nregions; r++)
+        for (uint64_t off = 0; off < vm->mem.regions[r].size; off += sizeof(vec) * PAGE_SIZE) {
+            uint64_t len = vm->mem.regions[r].size - off < sizeof(vec) * PAGE_SIZE
+                                   ? vm->mem.regions[r].size - off
+                                   : sizeof(vec) * PAGE_SIZE;
+            if (mincore((uint8_t *)vm->mem.regions[r].host + off, len, vec) < 0)
+                return UINT64_MAX;
+            for (uint64_t i = 0; i < len / PAGE_SIZE; i++)
+                n += vec[i] & 1;
+        }
+    return n;
+}
+
+/* Once a second: is a fault waiting that the handler has not read, and has the handler served
+ * nothing since the last look? UFFD_STALL_S checks in a row that say so, and the handler is
+ * taken for hung. (A handler that keeps up but always has a queue, with many vCPUs faulting,
+ * makes progress: the present pages are counted only while faults wait unread.) */
 static void on_stall_tick(void *opaque, uint32_t events)
 {
     struct vm *vm = opaque;
@@ -196,10 +219,16 @@ static void on_stall_tick(void *opaque, uint32_t events)
         vm->uffd_unread_s = 0;
         return;
     }
-    if (++vm->uffd_unread_s < UFFD_STALL_S)
+    uint64_t present = present_pages(vm);
+    if (!vm->uffd_unread_s || present != vm->uffd_present) {
+        vm->uffd_present = present; /* the first look, or progress: the count starts again */
+        vm->uffd_unread_s = 1;
         return;
-    log_err("the page-fault handler%s has left a page fault unread for %d s: the guest cannot "
-            "get its memory; stopping the VM",
+    }
+    if (++vm->uffd_unread_s <= UFFD_STALL_S)
+        return;
+    log_err("the page-fault handler%s has left a page fault unread and served none for %d s: the "
+            "guest cannot get its memory; stopping the VM",
             vm->uffd_pid > 0 ? "" : " (its process not watched)", UFFD_STALL_S);
     if (vm->uffd_pid > 0)
         log_err("the page-fault handler's process: pid %d", vm->uffd_pid);

@@ -251,6 +251,7 @@ struct vm {
      * timer that looks for a fault left unread, and for how many seconds in a row; -1: none */
     int uffd, uffd_sock, uffd_pidfd, uffd_pid, uffd_stall_fd;
     unsigned uffd_unread_s;
+    uint64_t uffd_present; /* guest pages present at the last look (snapshot/uffd.c) */
     bool uffd_watched;
     /* the chain of memory images the VM's RAM stands on (snapshot/diff.c): empty after a boot,
      * the loaded snapshot's after a load, extended by each snapshot created */

@@ -12,6 +12,8 @@ size), then by MODE:
   silent  reads the handshake, then lives on (120 s at most) without reading a fault (a hung
           handler)
   drop    reads the handshake, closes the uffd and the connection, and lives on as silent
+  lag     serves as serve does, but waits 3 s before it reads each fault (a slow handler
+          whose queue is never empty at a look, yet makes progress)
 In serve mode it first prints "features 0x..." (the uffd's features, from its fdinfo).
 """
 import ctypes
@@ -79,8 +81,10 @@ def main():
     pending = []
     while True:
         select.select([uffd], [], [], 0.05 if pending else None)
+        if mode == "lag":
+            time.sleep(3)
         try:
-            data = os.read(uffd, MSG_SIZE * 16)
+            data = os.read(uffd, MSG_SIZE * (1 if mode == "lag" else 16))
         except BlockingIOError:
             data = b""
         for off in range(0, len(data) - MSG_SIZE + 1, MSG_SIZE):
