@@ -290,17 +290,40 @@ int vcpu_start(struct vcpu *vcpu)
     return 0;
 }
 
+/* Kicks the vCPU out of KVM_RUN to look at its mailbox (a command posted before). */
+static void kick(struct vcpu *vcpu)
+{
+    if (vcpu->thread_started) {
+        /* immediate_exit catches the window between the mailbox check and KVM_RUN */
+        __atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+        pthread_kill(vcpu->thread, VCPU_KICK_SIGNAL);
+    }
+}
+
 void vcpu_request(struct vcpu *vcpu, enum vcpu_cmd cmd)
 {
     pthread_mutex_lock(&vcpu->lock);
     vcpu->cmd = cmd;
     pthread_cond_broadcast(&vcpu->cond);
     pthread_mutex_unlock(&vcpu->lock);
-    if (vcpu->thread_started) {
-        /* immediate_exit catches the window between the mailbox check and KVM_RUN */
-        __atomic_store_n(&vcpu->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-        pthread_kill(vcpu->thread, VCPU_KICK_SIGNAL);
+    kick(vcpu);
+}
+
+bool vcpu_pause_if_running(struct vcpu *vcpu)
+{
+    pthread_mutex_lock(&vcpu->lock);
+    /* The state the vCPU is headed for: a run command not taken yet (just after vm_start, or
+     * a resume) counts as running, as the thread enters KVM_RUN as soon as it takes it. */
+    bool running = vcpu->cmd == VCPU_CMD_RUN ||
+                   (vcpu->state == VCPU_RUNNING && vcpu->cmd == VCPU_CMD_NONE);
+    if (running) {
+        vcpu->cmd = VCPU_CMD_PAUSE;
+        pthread_cond_broadcast(&vcpu->cond);
     }
+    pthread_mutex_unlock(&vcpu->lock);
+    if (running)
+        kick(vcpu);
+    return running;
 }
 
 void vcpu_wait_state(struct vcpu *vcpu, enum vcpu_state state)

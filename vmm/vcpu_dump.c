@@ -100,14 +100,11 @@ void vcpu_dump_all(struct vm *vm)
     bool was_running[VCPUS_MAX];
     unsigned n = vm->nvcpus < VCPUS_MAX ? vm->nvcpus : VCPUS_MAX;
 
-    for (unsigned i = 0; i < n; i++) {
-        struct vcpu *v = &vm->vcpus[i];
-        pthread_mutex_lock(&v->lock);
-        was_running[i] = v->state == VCPU_RUNNING; /* paused by the API or stopping: left so */
-        pthread_mutex_unlock(&v->lock);
-        if (was_running[i])
-            vcpu_request(v, VCPU_CMD_PAUSE);
-    }
+    /* Paused by the API or stopping: left so. A vCPU whose thread has not taken its run
+     * command yet is running: left alone, it would enter KVM_RUN meanwhile and dump_one's
+     * KVM_GET_REGS would wait on it for ever (an AP in wait-for-SIPI never exits). */
+    for (unsigned i = 0; i < n; i++)
+        was_running[i] = vcpu_pause_if_running(&vm->vcpus[i]);
     for (unsigned i = 0; i < n; i++)
         if (was_running[i])
             vcpu_wait_state(&vm->vcpus[i], VCPU_PAUSED);

@@ -316,6 +316,9 @@ int vcpu_init(struct vm *vm, struct vcpu *vcpu, unsigned index);
 int vcpu_start(struct vcpu *vcpu);
 /* vcpu_request(vcpu, cmd): posts a command and kicks the vCPU out of KVM_RUN. */
 void vcpu_request(struct vcpu *vcpu, enum vcpu_cmd cmd);
+/* vcpu_pause_if_running(vcpu): posts a pause if the vCPU runs or is about to (a run command
+ * not taken yet), deciding and posting under one lock. Returns whether it did. */
+bool vcpu_pause_if_running(struct vcpu *vcpu);
 /* vcpu_wait_state(vcpu, state): waits until the vCPU acknowledged the state. */
 void vcpu_wait_state(struct vcpu *vcpu, enum vcpu_state state);
 /* vcpu_join(vcpu): asks the vCPU to exit and joins its thread. */

@@ -65,3 +65,21 @@ def test_sigusr2_dumps_every_vcpu_and_the_vm_runs_on(tmp_path):
         wait_tick(e, paused_at + 1)
     finally:
         e.close()
+
+
+@pytest.mark.parametrize("delay", [0, 0.001, 0.005])
+def test_sigusr2_right_after_start_dumps_every_vcpu(tmp_path, delay):
+    """A dump asked while a vCPU thread has not taken its first run command yet (the command
+    posted, the state still paused): it pauses that vCPU too, else the vCPU enters KVM_RUN
+    meanwhile and reading its registers waits for ever (an AP in wait-for-SIPI never exits)."""
+    e = boot_heartbeat(tmp_path, vcpus=2)
+    try:
+        time.sleep(delay)
+        e.proc.send_signal(signal.SIGUSR2)
+        lines = dump_lines(e, 0)
+        assert sorted(int(i) for i, _ in lines[:2]) == [0, 1], lines
+        wait_tick(e, 0)
+        t = max(ticks(e))
+        wait_tick(e, t)  # the VM runs on after the dump
+    finally:
+        e.close()
