@@ -181,8 +181,9 @@ static const struct sc_rule vmm[] = {
         ANY("pread64"),
         EQ("madvise", 2, MADV_RANDOM, "MADV_RANDOM"),
         EQ("madvise", 2, MADV_NORMAL, "MADV_NORMAL"),
-        /* PUT /snapshot/load with a working set: a cached run's page tables filled at once,
-         * an uncached run's read started */
+        /* PUT /snapshot/load with a working set: how much of it is cached (cachestat), a
+         * cached run's page tables filled at once, an uncached run's read started */
+        ANY("cachestat"),
         EQ("madvise", 2, MADV_POPULATE_READ, "MADV_POPULATE_READ"),
         EQ("madvise", 2, MADV_WILLNEED, "MADV_WILLNEED"),
 };

@@ -1,8 +1,8 @@
 /* A recorded working set (REAP's idea, inside the VMM): a first restore records which guest
  * pages the VM touched until a marker (N ms after it resumed), and writes them beside the
  * snapshot as one contiguous file; later loads map its pages over guest RAM before the vCPUs
- * run, everything else still lazy from the memory file, and start the file's one sequential
- * read (readahead) without waiting for it: the disk and the guest's start overlap, and a first
+ * run, everything else still lazy from the memory file, and start the read of all of the file
+ * (readahead) without waiting for it: the disk and the guest's start overlap, and a first
  * touch of a page still in flight waits for that page alone (FaaSnap's concurrent paging). A
  * file already cached has its page tables filled at once instead. No thread: the record is
  * the page table itself (which pages of the guest mapping are present, from
@@ -35,8 +35,9 @@
 #define WS_MAGIC          "EMBERWS1"
 #define WS_HEADER         64u
 #define WS_MAPS_MAX       16384
-#define WS_COPY_PAGES     256  /* recording: pages copied per read/write (1 MiB) */
-#define WS_RESIDENT_PAGES 4096 /* prefetch: pages whose residency one mincore() asks */
+#define WS_COPY_PAGES     256          /* recording: pages copied per read/write (1 MiB) */
+#define WS_RESIDENT_PAGES 4096         /* prefetch: pages whose residency one mincore() asks */
+#define WS_WILLNEED_BYTES (128u << 10) /* prefetch: a cold read asked for in steps of this */
 #define PM_PRESENT        (1ULL << 63)
 #define PM_SWAPPED        (1ULL << 62)
 
@@ -239,25 +240,65 @@ int snap_ws_read_index(int fd, uint64_t total_pages, uint64_t want_id, uint64_t 
     return 0;
 }
 
-/* A cached run's page tables filled now, read-only (the pages stay the shared page cache; a
- * guest write still copies one): the guest's first touch is then KVM's fault alone, without
- * a host page fault. A run not (all) cached: its read started (readahead, not waited for).
- * Best effort: without MADV_POPULATE_READ (before 5.14) the pages fault in as touched. */
-static void prefetch_run(void *p, uint64_t len)
+/* cachestat(2) (Linux 6.5): how much of a file range the page cache holds, in one call. */
+struct ws_cachestat_range {
+    uint64_t off, len;
+};
+struct ws_cachestat {
+    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+#define WS_NR_CACHESTAT 451
+
+/* Does the page cache hold all of the file's [off, off + len), which p maps? Asked of
+ * cachestat; before 6.5, of mincore, but only for a file this process owns: for another's
+ * file that it cannot write (a jail's shared working set), mincore answers "resident" for
+ * every page (a side channel closed in 5.0), which would send a cold file down the blocking
+ * path. Unknown counts as not cached: the read is then started and not waited for. */
+static bool run_cached(const void *p, int fd, bool owner, uint64_t off, uint64_t len)
 {
     static unsigned char resident[WS_RESIDENT_PAGES];
-    bool cached = true;
+    struct ws_cachestat_range range = {.off = off, .len = len};
+    struct ws_cachestat cs;
 
-    for (uint64_t off = 0; cached && off < len; off += sizeof(resident) * PAGE) {
-        uint64_t n = (len - off) / PAGE < sizeof(resident) ? (len - off) / PAGE : sizeof(resident);
-        cached = mincore((uint8_t *)p + off, n * PAGE, resident) == 0;
-        for (uint64_t k = 0; cached && k < n; k++)
-            cached = resident[k] & 1; /* bit 0: the page is in memory */
+    if (syscall(WS_NR_CACHESTAT, fd, &range, &cs, 0) == 0)
+        return cs.nr_cache >= len / PAGE;
+    if (errno != ENOSYS || !owner)
+        return false;
+    for (uint64_t at = 0; at < len; at += sizeof(resident) * PAGE) {
+        uint64_t n = (len - at) / PAGE < sizeof(resident) ? (len - at) / PAGE : sizeof(resident);
+        if (mincore((uint8_t *)p + at, n * PAGE, resident))
+            return false;
+        for (uint64_t k = 0; k < n; k++)
+            if (!(resident[k] & 1)) /* bit 0: the page is in memory */
+                return false;
     }
-    int advice = cached ? MADV_POPULATE_READ : MADV_WILLNEED;
-    if (madvise(p, len, advice) && errno != EINVAL)
-        log_debug("working set: madvise(%s): %s", cached ? "POPULATE_READ" : "WILLNEED",
-                  strerror(errno));
+    return true;
+}
+
+/* A cached run's page tables filled now, read-only (the pages stay the shared page cache; a
+ * guest write still copies one): the guest's first touch is then KVM's fault alone, without
+ * a host page fault. A run not (all) cached: its read started and not waited for. One
+ * MADV_WILLNEED reads at most the device's readahead window (max of read_ahead_kb and the
+ * largest request: 128 KiB by default, 8 MiB on some virtual disks), so it is asked for each
+ * WS_WILLNEED_BYTES; each call only queues the reads. Best effort: without
+ * MADV_POPULATE_READ (before 5.14) the pages fault in as touched. Returns whether the run
+ * was cached. */
+static bool prefetch_run(void *p, int fd, bool owner, uint64_t off, uint64_t len)
+{
+    bool cached = run_cached(p, fd, owner, off, len);
+
+    if (cached) {
+        if (madvise(p, len, MADV_POPULATE_READ) && errno != EINVAL)
+            log_debug("working set: madvise(POPULATE_READ): %s", strerror(errno));
+        return true;
+    }
+    for (uint64_t at = 0; at < len; at += WS_WILLNEED_BYTES)
+        if (madvise((uint8_t *)p + at, len - at < WS_WILLNEED_BYTES ? len - at : WS_WILLNEED_BYTES,
+                    MADV_WILLNEED)) {
+            log_debug("working set: madvise(WILLNEED): %s", strerror(errno));
+            break;
+        }
+    return false;
 }
 
 int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
@@ -285,6 +326,9 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
      * (a warm file, shared by every clone), its page tables are filled now; otherwise the
      * disk's read of it is started and the vCPUs run meanwhile (a first touch of a page still
      * in flight waits for it): the read and the guest's start overlap. */
+    struct stat st;
+    bool owner = !fstat(fd, &st) && (st.st_uid == geteuid() || geteuid() == 0);
+    uint64_t cached = 0;
     unsigned maps = 0;
     for (uint64_t i = 0; !ret && i < h.npages;) {
         uint64_t j = i + 1;
@@ -299,13 +343,15 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
             ret = errf(err, errlen, maps > WS_MAPS_MAX ? -E2BIG : -errno,
                        "Cannot map the working set %.256s: %s", path,
                        maps > WS_MAPS_MAX ? "too many runs of pages" : strerror(errno));
-        else
-            prefetch_run(p, (j - i) * PAGE);
+        else if (prefetch_run(p, fd, owner, h.data_off + i * PAGE, (j - i) * PAGE))
+            cached += j - i;
         i = j;
     }
     if (!ret)
-        log_info("Prefetched a working set of %llu pages (%llu KiB) from %s.",
-                 (unsigned long long)h.npages, (unsigned long long)h.npages * 4, path);
+        log_info("Prefetched a working set of %llu pages (%llu KiB) from %s: %llu KiB cached "
+                 "(page tables filled), %llu KiB being read.",
+                 (unsigned long long)h.npages, (unsigned long long)h.npages * 4, path,
+                 (unsigned long long)cached * 4, (unsigned long long)(h.npages - cached) * 4);
     free(idx);
     close(fd);
     return ret;

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from test_snapshot_probe import start, snapshot  # noqa: F401 (a fixture)
-from test_snapshot_ws import body, record
+from test_snapshot_probe import snapshot  # noqa: F401 (a fixture)
+from test_snapshot_ws import paused_load, record
 
 pytestmark = pytest.mark.usefixtures("dev_kvm")
 
@@ -33,12 +33,8 @@ def test_prefetch_maps_every_page_before_the_guest_runs(tmp_path, snapshot):
     ws = record(tmp_path, snap, mem)
     npages = struct.unpack_from("<Q", ws.read_bytes()[:64], 16)[0]
     assert npages > 0
-    d = tmp_path / "pre"
-    d.mkdir()
-    e = start(d)
+    e, _ = paused_load(tmp_path, snap, mem, ws)
     try:
-        r = e.put("/snapshot/load", json=body(snap, mem, resume=False, working_set=str(ws)))
-        assert r.status_code == 204, r.text
         rss, anon = ws_mappings(e.proc.pid, ws.resolve())
         assert rss == npages * 4, (rss, npages)  # every page, though the guest never ran
         assert anon == 0  # mapped from the page cache, not copied
