@@ -35,6 +35,12 @@ void snap_tag_memory(int fd, uint64_t id)
         log_debug("memory file tag: %s", strerror(errno));
 }
 
+void snap_untag_memory(int fd)
+{
+    if (fremovexattr(fd, ID_XATTR) < 0 && errno != ENODATA && errno != ENOTSUP)
+        log_debug("memory file tag: %s", strerror(errno));
+}
+
 int snap_memory_tag(int fd, uint64_t *id)
 {
     ssize_t n = fgetxattr(fd, ID_XATTR, id, sizeof(*id));

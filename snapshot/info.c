@@ -163,6 +163,9 @@ static int usage(FILE *out, int code)
                  "that snapshot stands on, in order: the number of layers, the base's and each\n"
                  "layer's id tag, the pages each layer holds (the checks a load makes).\n"
                  "Without it only the sizes are checked, as Firecracker's rebase does.\n"
+                 "The base's id tag (the user xattr user.ember.mem_id, where the file system\n"
+                 "keeps user xattrs) then names the newest layer's image with --snapshot, and\n"
+                 "is removed without it.\n"
                  "PUT /snapshot/load can instead map the layers over the base without a\n"
                  "merge: \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": BASE,\n"
                  "\"layers\": [DIFF...]}.\n");
@@ -171,9 +174,10 @@ static int usage(FILE *out, int code)
 
 /* The chain of memory images SNAP stands on, checked against the merge's files before any
  * page is written: as many Diff layers as it has, the base's tag (where the file system keeps
- * it), each layer's tag and the digest of its runs of pages, as a load checks them. */
+ * it), each layer's tag and the digest of its runs of pages, as a load checks them. *newest:
+ * the id of the image the merged base will hold (the newest layer's). */
 static int check_chain(const char *snap, int base, uint64_t size, int ndiffs, char **paths,
-                       const int *fds)
+                       const int *fds, uint64_t *newest)
 {
     struct vm_config cfg;
     char err[512] = "";
@@ -196,6 +200,8 @@ static int check_chain(const char *snap, int base, uint64_t size, int ndiffs, ch
                 paths[0], snap);
     else
         ret = 0;
+    if (!ret)
+        *newest = chain[n - 1].id;
     for (int i = 0; !ret && i < ndiffs; i++)
         if ((ret = snap_check_layer(fds[i], size, &chain[i + 1], (unsigned)i + 1, paths[i + 1], err,
                                     sizeof(err))))
@@ -216,13 +222,15 @@ static int merge(int argc, char **argv)
     if (argc < 2)
         return usage(stderr, EXIT_BAD_ARGS);
     int base = open(argv[0], O_RDWR | O_CLOEXEC | O_NOCTTY), ndiffs = argc - 1;
+    int open_errno = errno; /* before calloc may change it */
     int *fds = calloc((size_t)ndiffs, sizeof(int));
     struct stat st, ls;
+    uint64_t newest = 0;
 
     if (!fds || base < 0 || fstat(base, &st) || !S_ISREG(st.st_mode)) {
         log_err("the base memory file %s: %s", argv[0],
                 !fds       ? strerror(ENOMEM)
-                : base < 0 ? strerror(errno)
+                : base < 0 ? strerror(open_errno)
                            : "not a regular file");
         free(fds);
         if (base >= 0)
@@ -239,7 +247,8 @@ static int merge(int argc, char **argv)
             code = EXIT_GENERIC;
         }
     }
-    if (code == EXIT_OK && snap && check_chain(snap, base, (uint64_t)st.st_size, ndiffs, argv, fds))
+    if (code == EXIT_OK && snap &&
+        check_chain(snap, base, (uint64_t)st.st_size, ndiffs, argv, fds, &newest))
         code = EXIT_GENERIC;
     for (int i = 0; i < ndiffs && code == EXIT_OK; i++) {
         uint64_t pages = 0;
@@ -250,6 +259,15 @@ static int merge(int argc, char **argv)
             printf("%s: %llu pages merged into %s\n", argv[i + 1], (unsigned long long)pages,
                    argv[0]);
         }
+    }
+    /* The base now holds the newest layer's image: its tag says so when SNAP named the chain,
+     * and is dropped otherwise (it would still name the old base's image, and a load of the
+     * layers over this file would pass the base check). */
+    if (code == EXIT_OK) {
+        if (snap)
+            snap_tag_memory(base, newest);
+        else
+            snap_untag_memory(base);
     }
     if (code == EXIT_OK && fsync(base)) {
         log_err("%s: %s", argv[0], strerror(errno));

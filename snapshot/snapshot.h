@@ -103,8 +103,10 @@ int snap_check_layer(int fd, uint64_t size, const struct snap_layer *want, unsig
  * at their offsets (ember snapshot merge), with *pages the count. Returns 0 or -errno. */
 int snap_merge_layer(int base, int layer, uint64_t size, uint64_t *pages);
 /* snap_tag_memory(fd, id): marks a memory file written for chain image id (a user xattr, where
- * the file system has them); snap_memory_tag(fd, id): reads it. Returns 0, or -1 if none. */
+ * the file system has them); snap_untag_memory(fd): removes the mark (a file whose image is
+ * no longer known); snap_memory_tag(fd, id): reads it. Returns 0, or -1 if none. */
 void snap_tag_memory(int fd, uint64_t id);
+void snap_untag_memory(int fd);
 int snap_memory_tag(int fd, uint64_t *id);
 
 /* ---- working sets (ws.c) -------------------------------------------------------- */

@@ -155,6 +155,10 @@ int snap_ws_write_now(struct vm *vm, char *err, size_t errlen)
                     "No working set is being recorded (a load with "
                     "mem_backend.record_working_set starts one; it ends at its after_ms or at "
                     "the first WriteWorkingSet).");
+    if (!vm->ws_armed) /* loaded paused, never resumed: nothing touched yet */
+        return errf(err, errlen, -EINVAL,
+                    "The working set's recording starts when the microVM first resumes: it has "
+                    "not run yet, so it has touched nothing to record.");
     return end_recording(vm, err, errlen);
 }
 

@@ -126,12 +126,20 @@ def merge(*args):
                           capture_output=True, text=True, timeout=60)
 
 
+TAG = "user.ember.mem_id"
+
+
 def test_a_merged_base_loads_the_same(tmp_path, chain):
+    """A merge checked against the snapshot retags the base with the newest layer's image (it
+    holds that image now): the layers can no longer be stacked on it by mistake. A merge
+    without --snapshot cannot know the image: the old tag is dropped."""
     merged = tmp_path / "merged.mem"
-    shutil.copyfile(chain["base"][1], merged)
+    shutil.copy2(chain["base"][1], merged)  # with its tag
+    assert os.getxattr(merged, TAG) != os.getxattr(chain["d2"][1], TAG)
     r = merge("--snapshot", chain["d2"][0], merged, chain["d1"][1], chain["d2"][1])
     assert r.returncode == 0, r.stderr
     assert "pages merged" in r.stdout
+    assert os.getxattr(merged, TAG) == os.getxattr(chain["d2"][1], TAG)
     e, r = load(tmp_path / "merged", {"snapshot_path": str(chain["d2"][0]), "resume_vm": False,
                                       "mem_backend": backend(merged)})
     try:
@@ -139,6 +147,18 @@ def test_a_merged_base_loads_the_same(tmp_path, chain):
         same_memory_as_ref(e, tmp_path / "merged", chain["ref"][1])
     finally:
         e.close()
+    e, r = load(tmp_path / "stacked", {
+        "snapshot_path": str(chain["d2"][0]), "resume_vm": False,
+        "mem_backend": backend(merged, [chain["d1"][1], chain["d2"][1]])})
+    try:
+        assert "is not the base of this snapshot's memory" in fault(r)
+    finally:
+        e.close()
+    unchecked = tmp_path / "unchecked.mem"
+    shutil.copy2(chain["base"][1], unchecked)
+    assert merge(unchecked, chain["d1"][1], chain["d2"][1]).returncode == 0
+    assert TAG not in os.listxattr(unchecked)
+    assert filecmp.cmp(unchecked, merged, shallow=False)
 
 
 def test_a_diff_of_a_loaded_vm_extends_its_chain(tmp_path, chain):
@@ -214,7 +234,12 @@ def test_wrong_layers_are_refused(tmp_path, chain):
             r = merge("--snapshot", d2, target, *layers)
             assert r.returncode == 1 and want in r.stderr, (layers, r.stderr)
             assert filecmp.cmp(target, b, shallow=False), layers  # untouched
-        assert merge("--snapshot", tmp_path / "none.snap", base, d1m, d2m).returncode == 1
+        target = tmp / "merge-target.mem"
+        shutil.copy2(base, target)
+        assert merge("--snapshot", tmp_path / "none.snap", target, d1m, d2m).returncode == 1
+        assert filecmp.cmp(target, base, shallow=False)
+        assert merge(tmp / "none.mem", d1m).returncode == 1
+        assert "none.mem: No such file or directory" in merge(tmp / "none.mem", d1m).stderr
         assert "File backend only" in fault(e.put("/snapshot/load", json={
             "snapshot_path": d2, "mem_backend": {"backend_type": "Uffd", "backend_path": "x",
                                                  "layers": [str(d1m)]}}))

@@ -114,9 +114,13 @@ def test_the_marker_by_api_call(tmp_path, snapshot):
     try:
         assert "not supported before starting the microVM" in fault(
             e.put("/actions", json={"action_type": "WriteWorkingSet"}))
-        r = e.put("/snapshot/load", json=body(snap, mem, record_working_set={
+        r = e.put("/snapshot/load", json=body(snap, mem, resume=False, record_working_set={
             "path": str(ws), "after_ms": 3600 * 1000}))
         assert r.status_code == 204, r.text
+        assert "it has not run yet" in fault(
+            e.put("/actions", json={"action_type": "WriteWorkingSet"}))
+        assert not ws.exists()
+        assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
         wait_tick(e, last + 2)
         assert not ws.exists()  # the hour has not passed
         r = e.put("/actions", json={"action_type": "WriteWorkingSet"})
