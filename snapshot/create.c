@@ -308,6 +308,10 @@ int vm_snapshot_create(struct vm *vm, const char *snap_path, const char *mem_pat
         ret = mfd;
     if (!ret)
         ret = write_mem(vm, mfd, diff, &chain[keep], err, errlen);
+    if (!ret && atomic_load(&vm->uffd_failed)) /* pages read meanwhile came back empty */
+        ret = errf(err, errlen, -EIO,
+                   "The page-fault handler stopped serving the guest's memory: the snapshot "
+                   "would not hold it");
     if (!ret)
         snap_tag_memory(mfd, chain[keep].id);
     /* The next Diff stands on this image, Full or Diff: the devices' marks are cleared as KVM's

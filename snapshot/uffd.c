@@ -4,34 +4,28 @@
  * accesses to guest memory fault too) with UFFD_FEATURE_EVENT_REMOVE, every region registered
  * for missing pages, then one connect() to the handler's socket and one message: the JSON array
  * of regions with the uffd as SCM_RIGHTS. Nothing else is ever exchanged; the socket stays open
- * for the VM's life (a close must not overtake the message). Beyond Firecracker, the handler's
- * process is watched (SO_PEERCRED, a pidfd on the event loop): if it dies, the guest can no
- * longer get its memory, and the VM ends with an error instead of hanging silently. So does a
- * handler that lives on but leaves a fault unread for UFFD_STALL_S seconds (a once-a-second
- * timer looks at the uffd's readiness: a fault the handler has read is no longer "readable"). */
+ * for the VM's life (a close must not overtake the message). Beyond Firecracker, the handler is
+ * watched (its process by SO_PEERCRED and a pidfd, and its work: uffd_watch.c): if it dies or
+ * hangs, the VM ends with an error instead of hanging silently. */
 #define _GNU_SOURCE /* struct ucred */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <poll.h>
 #include <sys/syscall.h>
-#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "../vmm/loop.h"
 #include "snapshot.h"
+#include "uffd.h"
 #include "../vmm/vmm.h"
 
 #define HANDSHAKE_MAX 1024 /* Firecracker's example handler reads the message into 1 KiB */
 #define PAGE_SIZE     4096u
-#define UFFD_STALL_S  10 /* an unread fault this long: the handler is hung */
 
 static int open_uffd(void)
 {
@@ -142,122 +136,8 @@ static int send_handshake(struct vm *vm, const char *path, char *err, size_t err
     return 0;
 }
 
-/* Lets every fault waiting on the uffd go (they get empty pages, which no longer matters once
- * the VM stops): the vCPUs, and the VMM thread if a device touched unserved memory, can then
- * be stopped instead of waiting forever. Closing ember's uffd does it when the handler's copy
- * is gone; a handler that lives on holds its copy, and unregistering the regions wakes them. */
-static void release_faults(struct vm *vm)
-{
-    for (unsigned i = 0; vm->uffd >= 0 && i < vm->mem.nregions; i++) {
-        struct uffdio_range range = {.start = (uint64_t)(uintptr_t)vm->mem.regions[i].host,
-                                     .len = vm->mem.regions[i].size};
-        if (ioctl(vm->uffd, UFFDIO_UNREGISTER, &range) < 0)
-            log_warn("UFFDIO_UNREGISTER: %s", strerror(errno));
-    }
-}
-
-static void stop_watching(struct vm *vm)
-{
-    if (vm->uffd_watched)
-        loop_remove(vm->loop, vm->uffd_pidfd);
-    vm->uffd_watched = false;
-    if (vm->uffd_stall_fd >= 0) {
-        loop_remove(vm->loop, vm->uffd_stall_fd);
-        close(vm->uffd_stall_fd);
-    }
-    vm->uffd_stall_fd = -1;
-}
-
-static void on_handler_exit(void *opaque, uint32_t events)
-{
-    struct vm *vm = opaque;
-    (void)events;
-    log_err("the page-fault handler (pid %d) exited: the guest can no longer get its memory; "
-            "stopping the VM",
-            vm->uffd_pid);
-    stop_watching(vm);
-    vm_request_stop(vm, VM_STOP_ERROR);
-    release_faults(vm); /* a child of the handler may still hold the uffd */
-    close(vm->uffd);
-    vm->uffd = -1;
-}
-
-/* The guest pages present in memory: what the handler has served so far (UFFDIO_COPY and
- * ZEROPAGE make pages present). */
-static uint64_t present_pages(const struct vm *vm)
-{
-    static unsigned char vec[4096];
-    uint64_t n = 0;
-
-    for (unsigned r = 0; r < vm->mem.nregions; r++)
-        for (uint64_t off = 0; off < vm->mem.regions[r].size; off += sizeof(vec) * PAGE_SIZE) {
-            uint64_t len = vm->mem.regions[r].size - off < sizeof(vec) * PAGE_SIZE
-                                   ? vm->mem.regions[r].size - off
-                                   : sizeof(vec) * PAGE_SIZE;
-            if (mincore((uint8_t *)vm->mem.regions[r].host + off, len, vec) < 0)
-                return UINT64_MAX;
-            for (uint64_t i = 0; i < len / PAGE_SIZE; i++)
-                n += vec[i] & 1;
-        }
-    return n;
-}
-
-/* Once a second: is a fault waiting that the handler has not read, and has the handler served
- * nothing since the last look? UFFD_STALL_S checks in a row that say so, and the handler is
- * taken for hung. (A handler that keeps up but always has a queue, with many vCPUs faulting,
- * makes progress: the present pages are counted only while faults wait unread.) */
-static void on_stall_tick(void *opaque, uint32_t events)
-{
-    struct vm *vm = opaque;
-    uint64_t ticks;
-    struct pollfd p = {.fd = vm->uffd, .events = POLLIN};
-    (void)events;
-
-    if (read(vm->uffd_stall_fd, &ticks, sizeof(ticks)) < 0)
-        return;
-    if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) {
-        vm->uffd_unread_s = 0;
-        return;
-    }
-    uint64_t present = present_pages(vm);
-    if (!vm->uffd_unread_s || present != vm->uffd_present) {
-        vm->uffd_present = present; /* the first look, or progress: the count starts again */
-        vm->uffd_unread_s = 1;
-        return;
-    }
-    if (++vm->uffd_unread_s <= UFFD_STALL_S)
-        return;
-    log_err("the page-fault handler%s has left a page fault unread and served none for %d s: the "
-            "guest cannot get its memory; stopping the VM",
-            vm->uffd_pid > 0 ? "" : " (its process not watched)", UFFD_STALL_S);
-    if (vm->uffd_pid > 0)
-        log_err("the page-fault handler's process: pid %d", vm->uffd_pid);
-    stop_watching(vm);
-    vm_request_stop(vm, VM_STOP_ERROR);
-    release_faults(vm);
-}
-
-static int watch_stalls(struct vm *vm, char *err, size_t errlen)
-{
-    struct itimerspec every = {.it_interval = {.tv_sec = 1}, .it_value = {.tv_sec = 1}};
-
-    vm->uffd_unread_s = 0;
-    vm->uffd_stall_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (vm->uffd_stall_fd < 0)
-        return errf(err, errlen, -errno, "timerfd_create: %s", strerror(errno));
-    int ret = timerfd_settime(vm->uffd_stall_fd, 0, &every, NULL) < 0
-                      ? -errno
-                      : loop_add(vm->loop, vm->uffd_stall_fd, EPOLLIN, on_stall_tick, vm);
-    if (ret) {
-        close(vm->uffd_stall_fd);
-        vm->uffd_stall_fd = -1;
-        return errf(err, errlen, ret, "the page-fault handler's watch: %s", strerror(-ret));
-    }
-    return 0;
-}
-
-/* The handler's process, watched from now on (best effort: a handler in another pid namespace
- * or a kernel without pidfd_open is not watched, as with Firecracker). */
+/* The handler's process, for the watch (best effort: a handler in another pid namespace or a
+ * kernel without pidfd_open is not watched, as with Firecracker). */
 static void watch_handler(struct vm *vm)
 {
     struct ucred cred = {0};
@@ -273,13 +153,9 @@ static void watch_handler(struct vm *vm)
     }
     vm->uffd_pid = cred.pid;
     vm->uffd_pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
-    if (vm->uffd_pidfd < 0) {
+    if (vm->uffd_pidfd < 0)
         log_warn("the page-fault handler (pid %d) cannot be watched: %s", cred.pid,
                  strerror(errno));
-        return;
-    }
-    if (loop_add(vm->loop, vm->uffd_pidfd, EPOLLIN, on_handler_exit, vm) == 0)
-        vm->uffd_watched = true;
 }
 
 int snap_uffd_memory(struct vm *vm, const char *sock_path, char *err, size_t errlen)
@@ -293,12 +169,12 @@ int snap_uffd_memory(struct vm *vm, const char *sock_path, char *err, size_t err
         ret = send_handshake(vm, sock_path, err, errlen);
     if (!ret)
         watch_handler(vm);
-    return ret ? ret : watch_stalls(vm, err, errlen);
+    return ret ? ret : snap_uffd_watch_start(vm, err, errlen);
 }
 
 void snap_uffd_close(struct vm *vm)
 {
-    stop_watching(vm);
+    snap_uffd_watch_stop(vm);
     int *fds[] = {&vm->uffd_pidfd, &vm->uffd_sock, &vm->uffd};
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
         if (*fds[i] >= 0)

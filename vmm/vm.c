@@ -295,7 +295,7 @@ void vm_init(struct vm *vm, const struct vm_config *cfg, struct loop *loop)
     vm->kvm_fd = vm->vm_fd = vm->console_fd = -1;
     vm->irq_fds[0] = vm->irq_fds[1] = -1;
     vm->serial_rx_fd = vm->reset_fd = vm->stop_fd = -1;
-    vm->uffd = vm->uffd_sock = vm->uffd_pidfd = vm->uffd_stall_fd = -1;
+    vm->uffd = vm->uffd_sock = vm->uffd_pidfd = vm->uffd_watch_quit = -1;
     vm->ws_mem_fd = vm->ws_timer_fd = -1;
     if (getrandom(&vm->snap_seed, sizeof(vm->snap_seed), GRND_NONBLOCK) != sizeof(vm->snap_seed))
         vm->snap_seed = clock_ns() ^ ((uint64_t)getpid() << 32);

@@ -247,12 +247,12 @@ struct vm {
     bool config_error;  /* vm_create failed on the configuration, not on KVM */
     unsigned snap_caps; /* SNAP_CAP_* (snapshot.h) of this host's KVM */
     /* the Uffd memory backend (snapshot/uffd.c): the userfaultfd, the handler's socket (open
-     * for the VM's life) and a pidfd of its process, watched on the loop, the once-a-second
-     * timer that looks for a fault left unread, and for how many seconds in a row; -1: none */
-    int uffd, uffd_sock, uffd_pidfd, uffd_pid, uffd_stall_fd;
-    unsigned uffd_unread_s;
-    uint64_t uffd_present; /* guest pages present at the last look (snapshot/uffd.c) */
-    bool uffd_watched;
+     * for the VM's life), a pidfd of its process and its pid; -1: none. The thread that
+     * watches the handler (snapshot/uffd_watch.c), the eventfd that ends it (-1: none), and
+     * whether it gave the handler up (the guest's memory is no longer what it served). */
+    int uffd, uffd_sock, uffd_pidfd, uffd_pid, uffd_watch_quit;
+    pthread_t uffd_watcher;
+    atomic_bool uffd_failed;
     /* the chain of memory images the VM's RAM stands on (snapshot/diff.c): empty after a boot,
      * the loaded snapshot's after a load, extended by each snapshot created */
     struct snap_layer *chain;

@@ -10,6 +10,7 @@ import pytest
 
 from api_client import Ember, fault
 from ember_vm import EMBER, REPO
+from test_seccomp import by_name
 from test_snapshot_probe import start, snapshot, ticks, wait_tick  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("dev_kvm")
@@ -42,6 +43,8 @@ def test_a_firecracker_style_handler_serves_the_guest(tmp_path, snapshot):
         assert wait_tick(e, 0) == last + 1
         wait_tick(e, last + 3)
         assert "served by the handler at" in e.output()
+        # the handler's watch: a thread of its own, under the VMM thread's filter
+        assert by_name(e.proc.pid)["ember_uffd"] == by_name(e.proc.pid)["fc_vmm"] == (2, 1)
     finally:
         e.close()
         h.terminate()

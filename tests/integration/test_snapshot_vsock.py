@@ -16,12 +16,14 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
 from api_client import Ember, fault
 from ember_vm import BOOT_TIMEOUT, EMBER, PROBE
+from test_snapshot_uffd import HANDLER
 from test_virtio_vsock import AGENT_PORT, CMDLINE, exec_, hybrid_connect
 
 
@@ -153,6 +155,63 @@ def wait_agent(uds, e, timeout=BOOT_TIMEOUT):
 
 @pytest.mark.kvm
 def test_restored_agent_answers(guest_assets, scratch, tmp_path):
+    before = agent_snapshot(guest_assets, scratch, tmp_path)
+    (scratch / "dst").mkdir()
+    new = tmp_path / "new.sock"
+    c = Ember.start(EMBER, scratch / "dst")
+    try:
+        r = c.put("/snapshot/load",
+                  json=load_body(scratch, vsock_override={"uds_path": str(new)}))
+        assert r.status_code == 204, r.text
+        t0 = time.monotonic()
+        # The first connection must work: the device holds it until the guest has handled
+        # the load's TRANSPORT_RESET (virtio/README.md "reset, snapshots").
+        r = exec_(new, "uname", "-r", timeout=120)
+        answered = time.monotonic() - t0
+        assert r.returncode == 0 and r.stdout == before.stdout, (r, c.output()[-3000:])
+        assert exec_(new, "false", timeout=60).returncode == 1
+        r = exec_(new, "sh", "-c", "echo out; echo err >&2; exit 3", timeout=60)
+        assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n"), r
+        print(f"restore -> first agent answer: {answered * 1000:.0f} ms (test host, nested)")
+        assert c.get("/").json()["state"] == "Running"
+    finally:
+        c.close()
+
+
+@pytest.mark.kvm
+def test_a_hung_handler_cannot_hold_the_vmm_thread(guest_assets, scratch, tmp_path):
+    """Through the Uffd backend with a handler that takes the handshake and never serves: the
+    load's resume has the VMM thread itself write the TRANSPORT_RESET event into the guest's
+    event queue, a page nobody serves, so ember's own event loop is stuck in that fault. The
+    handler's watch is a thread of its own: after 10 s without a page it gives the handler up,
+    lets the faults go, the load is answered and the VM ends with the reason (exit 1)."""
+    agent_snapshot(guest_assets, scratch, tmp_path)
+    sock = scratch / "uffd.sock"
+    h = subprocess.Popen([sys.executable, str(HANDLER), str(sock), str(scratch / "vm.mem"),
+                          "silent"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (scratch / "dst").mkdir()
+    c = Ember.start(EMBER, scratch / "dst")
+    try:
+        assert h.stdout.readline().strip() == "listening"
+        body = load_body(scratch, vsock_override={"uds_path": str(tmp_path / "new.sock")})
+        body["mem_backend"] = {"backend_type": "Uffd", "backend_path": str(sock)}
+        t0 = time.monotonic()
+        r = c.put("/snapshot/load", json=body, timeout=120)
+        assert r.status_code in (204, 400), r.text  # answered: the thread is free again
+        assert c.wait(120) == 1, c.output()[-3000:]
+        took = time.monotonic() - t0
+        assert "has left a page fault unread and served none for 10 s" in c.output()
+        assert took >= 10, took
+    finally:
+        c.close()
+        h.kill()
+        h.wait(timeout=30)
+
+
+def agent_snapshot(guest_assets, scratch, tmp_path):
+    """Boots the Linux guest with the agent on vsock, holds a connection to it open, snapshots
+    it into scratch (vm.snap, vm.mem) and kills the process -9. Returns the agent's answer to
+    `uname -r` before."""
     src = tmp_path / "src"
     src.mkdir()
     (scratch / "src").mkdir()
@@ -182,24 +241,4 @@ def test_restored_agent_answers(guest_assets, scratch, tmp_path):
     held.settimeout(30)
     assert held.recv(1) == b""
     held.close()
-
-    (scratch / "dst").mkdir()
-    new = tmp_path / "new.sock"
-    c = Ember.start(EMBER, scratch / "dst")
-    try:
-        r = c.put("/snapshot/load",
-                  json=load_body(scratch, vsock_override={"uds_path": str(new)}))
-        assert r.status_code == 204, r.text
-        t0 = time.monotonic()
-        # The first connection must work: the device holds it until the guest has handled
-        # the load's TRANSPORT_RESET (virtio/README.md "reset, snapshots").
-        r = exec_(new, "uname", "-r", timeout=120)
-        answered = time.monotonic() - t0
-        assert r.returncode == 0 and r.stdout == before.stdout, (r, c.output()[-3000:])
-        assert exec_(new, "false", timeout=60).returncode == 1
-        r = exec_(new, "sh", "-c", "echo out; echo err >&2; exit 3", timeout=60)
-        assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n"), r
-        print(f"restore -> first agent answer: {answered * 1000:.0f} ms (test host, nested)")
-        assert c.get("/").json()["state"] == "Running"
-    finally:
-        c.close()
+    return before
