@@ -7,7 +7,6 @@
 #include <linux/if_tun.h>
 #include <linux/io_uring.h>
 #include <linux/kvm.h>
-#include <linux/userfaultfd.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -117,8 +116,6 @@ static const struct sc_rule vmm[] = {
         ANY("fdatasync"),
         ANY("writev"),
         EQ("ioctl", 1, TUNSETOFFLOAD, "TUNSETOFFLOAD"),
-        /* the Uffd backend: a hung or dead page-fault handler's waiting faults let go */
-        EQ("ioctl", 1, UFFDIO_UNREGISTER, "UFFDIO_UNREGISTER"),
         /* virtio-vsock: host clients from its listener, the guest's connections to
          * <uds_path>_<port> (Unix stream sockets only), their data both ways */
         {.syscall = "socket",

@@ -194,8 +194,9 @@ static int write_sparse(int fd, const uint8_t *p, size_t len, off_t off)
 }
 
 /* A never-touched anonymous page is not resident and reads as zero; with swap on, a resident
- * bit says nothing (a swapped-out page holds data), and in a file-backed mapping a page that is
- * not resident holds the file's data: then every page is read. */
+ * bit says nothing (a swapped-out page holds data), in a file-backed mapping a page that is
+ * not resident holds the file's data, and under a page-fault handler (Uffd) one it has not
+ * served yet: then every page is read (the handler serves each as for a guest's touch). */
 static int write_region(int fd, const struct gm_region *r, off_t off, bool trust_mincore)
 {
     static unsigned char vec[MEM_CHUNK / PAGE];
@@ -232,7 +233,7 @@ static int write_memory(struct vm *vm, int fd, char *err, size_t errlen)
 {
     struct sysinfo si;
     bool swap = sysinfo(&si) != 0 || si.totalswap > 0;
-    bool trust_mincore = !vm->mem.file_backed && !swap;
+    bool trust_mincore = !vm->mem.file_backed && !swap && vm->uffd < 0;
 
     if (ftruncate(fd, 0) || ftruncate(fd, (off_t)vm->mem.total))
         return errf(err, errlen, -errno, "Cannot size the memory file: %s", strerror(errno));

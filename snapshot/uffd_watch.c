@@ -2,22 +2,20 @@
  * handler freezes the guest silently): its process (a pidfd: if it exits, the guest can no
  * longer get its memory), and its work (a fault left unread while no page is served, for
  * UFFD_STALL_S seconds in a row: hung, or it closed the uffd). Either ends the VM with an error
- * and lets every waiting fault go.
+ * (give_up).
  *
  * On a thread of its own (ember_uffd), not on the event loop: the VMM thread itself faults on
  * guest memory when a device reads a page nobody has served yet (a drive's request, a ring
  * restored at load), and a handler that never serves it would leave the VMM thread, and with
  * it the loop's timers, stuck in that fault for good. The thread needs nothing the VMM
- * thread's seccomp list lacks (poll, mincore, the UFFDIO_UNREGISTER ioctl, the log's write),
- * so it runs under that list. */
+ * thread's seccomp list lacks (poll, mincore, the log's write, TCSETS for the terminal), so it
+ * runs under that list. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,31 +25,31 @@
 #include "uffd.h"
 #include "../vmm/vmm.h"
 
-#define PAGE_SIZE    4096u
-#define UFFD_STALL_S 10 /* an unread fault this long with nothing served: the handler is hung */
+#define PAGE_SIZE          4096u
+#define UFFD_STALL_S       10   /* a fault unread this long, nothing served: the handler is hung */
+#define UFFD_EXIT_GRACE_MS 3000 /* the time an in-order stop gets once the handler is given up */
 
-/* Lets every fault waiting on the uffd go (they get empty pages, which no longer matters once
- * the VM stops): the vCPUs, and the VMM thread if a device touched unserved memory, can then
- * be stopped instead of waiting forever. A live handler holds its own copy of the uffd (and a
- * dead one's child may), so closing ember's would not wake them; unregistering the regions
- * does. */
-static void release_faults(struct vm *vm)
-{
-    for (unsigned i = 0; i < vm->mem.nregions; i++) {
-        struct uffdio_range range = {.start = (uint64_t)(uintptr_t)vm->mem.regions[i].host,
-                                     .len = vm->mem.regions[i].size};
-        if (ioctl(vm->uffd, UFFDIO_UNREGISTER, &range) < 0)
-            log_warn("UFFDIO_UNREGISTER: %s", strerror(errno));
-    }
-}
-
-/* The VM ends (stop first, so that no snapshot taken from here on passes for whole), then the
- * faults are let go. */
+/* The VM ends with an error. As usual, if it can: the loop pauses and ends the vCPUs (the kick
+ * cuts a vCPU's wait for a page short) and the teardown stops this thread. If a thread of
+ * ember waits for a page the handler will never serve (the VMM thread inside a device's
+ * request, a vCPU whose wait no signal ends on an older kernel), the stop cannot complete, and
+ * the process ends here after UFFD_EXIT_GRACE_MS. Letting the faults go instead
+ * (UFFDIO_UNREGISTER) would hand them zero-filled pages: a device in the middle of a request
+ * would write those zeros to its disk or socket, a vCPU run on them. */
 static void give_up(struct vm *vm)
 {
+    struct pollfd quit = {.fd = vm->uffd_watch_quit, .events = POLLIN};
+
     atomic_store(&vm->uffd_failed, true);
     vm_request_stop(vm, VM_STOP_ERROR);
-    release_faults(vm);
+    while (poll(&quit, 1, UFFD_EXIT_GRACE_MS) < 0 && errno == EINTR) {
+    }
+    if (quit.revents)
+        return; /* the teardown reached snap_uffd_watch_stop */
+    log_err("the VM cannot be stopped in order: a thread of ember waits for a page the "
+            "handler will never serve; exiting");
+    console_restore_terminal(&vm->console);
+    _exit(EXIT_GENERIC);
 }
 
 /* The guest pages present in memory: what the handler has served so far (UFFDIO_COPY and
@@ -86,21 +84,28 @@ static uint64_t now_ms(void)
  * present are counted only while a fault waits unread, so a handler that keeps up but always
  * has a queue (many vCPUs faulting) shows progress and is never cut off. Returns whether the
  * handler is taken for hung. */
-static bool stalled(struct vm *vm, unsigned *unread_s, uint64_t *present)
+struct stall {
+    unsigned looks;    /* looks in a row with a fault unread and nothing served */
+    uint64_t since_ms; /* when the first of them was */
+    uint64_t present;  /* guest pages present at the last look */
+};
+
+static bool stalled(struct vm *vm, struct stall *st)
 {
     struct pollfd p = {.fd = vm->uffd, .events = POLLIN};
 
     if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN)) {
-        *unread_s = 0;
+        st->looks = 0;
         return false;
     }
     uint64_t now = present_pages(vm);
-    if (!*unread_s || now != *present) {
-        *present = now; /* the first look, or progress: the count starts again */
-        *unread_s = 1;
-        return false;
+    if (!st->looks || now != st->present) {
+        *st = (struct stall){.looks = 1, .since_ms = now_ms(), .present = now};
+        return false; /* the first look, or progress: the count starts again */
     }
-    return ++*unread_s > UFFD_STALL_S;
+    /* both: the looks, and the time (a process frozen for a while, then thawed, must not
+     * count as a hung handler in its first microseconds) */
+    return ++st->looks > UFFD_STALL_S && now_ms() - st->since_ms >= UFFD_STALL_S * 1000u;
 }
 
 static void *watch_thread(void *opaque)
@@ -108,8 +113,8 @@ static void *watch_thread(void *opaque)
     struct vm *vm = opaque;
     struct pollfd p[2] = {{.fd = vm->uffd_watch_quit, .events = POLLIN},
                           {.fd = vm->uffd_pidfd, .events = POLLIN}}; /* -1: not watched */
-    unsigned unread_s = 0;
-    uint64_t present = 0, next = now_ms() + 1000;
+    struct stall st = {0};
+    uint64_t next = now_ms() + 1000;
 
     pthread_setname_np(pthread_self(), "ember_uffd");
     sc_enter(SC_ROLE_VMM);
@@ -125,10 +130,11 @@ static void *watch_thread(void *opaque)
             give_up(vm);
             return NULL;
         }
-        if (now_ms() < next)
-            continue; /* EINTR */
-        next += 1000;
-        if (stalled(vm, &unread_s, &present)) {
+        t = now_ms();
+        if (t < next)
+            continue;                                    /* EINTR */
+        next = t > next + 1000 ? t + 1000 : next + 1000; /* late (frozen): from now on */
+        if (stalled(vm, &st)) {
             log_err("the page-fault handler%s has left a page fault unread and served none for "
                     "%d s: the guest cannot get its memory; stopping the VM",
                     vm->uffd_pid > 0 ? "" : " (its process not watched)", UFFD_STALL_S);

@@ -331,7 +331,7 @@ int snap_ws_map(struct vm *vm, const char *path, char *err, size_t errlen)
      * disk's read of it is started and the vCPUs run meanwhile (a first touch of a page still
      * in flight waits for it): the read and the guest's start overlap. */
     struct stat st;
-    bool owner = !fstat(fd, &st) && (st.st_uid == geteuid() || geteuid() == 0);
+    bool owner = !fstat(fd, &st) && st.st_uid == geteuid(); /* mincore tells it the truth */
     uint64_t cached = 0;
     unsigned maps = 0;
     for (uint64_t i = 0; !ret && i < h.npages;) {

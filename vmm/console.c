@@ -225,7 +225,12 @@ void console_stop(struct console *c)
     if (c->out_watched)
         loop_remove(c->loop, c->vm->serial.out_fd);
     c->watched = c->armed = c->rx_watched = c->kick_watched = c->out_watched = false;
+    console_restore_terminal(c);
+    c->term.raw = false;
+}
+
+void console_restore_terminal(const struct console *c)
+{
     if (c->term.raw)
         tcsetattr(STDIN_FILENO, TCSANOW, &c->term.saved);
-    c->term.raw = false;
 }

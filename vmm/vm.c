@@ -406,6 +406,7 @@ void vm_destroy(struct vm *vm)
     }
     virtio_destroy(vm->virtio); /* after the vCPUs: they reach the registers */
     vm->virtio = NULL;
+    snap_uffd_close(vm); /* its watch may stop the VM (stop_fd) until then */
     if (vm->watching) {
         loop_remove(vm->loop, vm->stop_fd);
         loop_remove(vm->loop, vm->reset_fd);
@@ -428,7 +429,6 @@ void vm_destroy(struct vm *vm)
     vm->snap_msrs = NULL;
     free(vm->chain);
     vm->chain = NULL;
-    snap_uffd_close(vm);
     snap_ws_close(vm);
     gm_destroy(&vm->mem);
 }

@@ -193,6 +193,9 @@ int console_start(struct console *c, struct vm *vm, struct loop *loop);
 /* console_stop(c): writes the output still queued (waiting for a stalled reader 100 ms at
  * most), stops watching and restores the terminal (safe if never started). */
 void console_stop(struct console *c);
+/* console_restore_terminal(c): the terminal's mode as it was before console_start (for a
+ * process that ends without the teardown). */
+void console_restore_terminal(const struct console *c);
 
 struct vcpu {
     struct vm *vm;

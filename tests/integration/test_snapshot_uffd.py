@@ -2,6 +2,7 @@
 /dev/kvm: these run directly). A handler written as Firecracker's example (uffd_handler.py)
 serves every page from the memory file and the guest counts on; a handler that is absent, goes
 away at the handshake, or dies later gives a clear error and nothing hangs."""
+import filecmp
 import subprocess
 import sys
 import time
@@ -53,6 +54,38 @@ def test_a_firecracker_style_handler_serves_the_guest(tmp_path, snapshot):
     assert served and served[-1] > 0, out  # the pages came through the handler
     features = [int(l.split()[1], 16) for l in out.splitlines() if l.startswith("features")]
     assert features and features[0] & UFFD_FEATURE_EVENT_REMOVE, out  # as Firecracker asks
+
+
+def test_a_full_snapshot_of_a_uffd_vm_holds_the_pages_not_served_yet(tmp_path, snapshot):
+    """A VM loaded through a handler and never run has almost no page present: a Full
+    snapshot of it must still hold all of its memory (the pages it reads come through the
+    handler), not holes where the handler has not served yet."""
+    snap, mem, last = snapshot
+    sock = tmp_path / "uffd.sock"
+    h = handler(sock, mem, "serve")
+    e = start(tmp_path)
+    try:
+        r = e.put("/snapshot/load", json=uffd_body(snap, sock, resume=False))
+        assert r.status_code == 204, r.text
+        r = e.put("/snapshot/create", json={"snapshot_path": str(tmp_path / "again.snap"),
+                                           "mem_file_path": str(tmp_path / "again.mem")})
+        assert r.status_code == 204, r.text
+        assert filecmp.cmp(tmp_path / "again.mem", mem, shallow=False)
+    finally:
+        e.close()
+        h.terminate()
+        h.wait(timeout=30)
+    (tmp_path / "again").mkdir()
+    e = start(tmp_path / "again")
+    try:
+        r = e.put("/snapshot/load", json={
+            "snapshot_path": str(tmp_path / "again.snap"), "resume_vm": True,
+            "mem_backend": {"backend_type": "File",
+                            "backend_path": str(tmp_path / "again.mem")}})
+        assert r.status_code == 204, r.text
+        assert wait_tick(e, 0) == last + 1
+    finally:
+        e.close()
 
 
 def test_an_absent_handler_is_a_400(tmp_path, snapshot):

@@ -20,6 +20,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 from api_client import Ember, fault
 from ember_vm import BOOT_TIMEOUT, EMBER, PROBE
@@ -184,7 +185,8 @@ def test_a_hung_handler_cannot_hold_the_vmm_thread(guest_assets, scratch, tmp_pa
     load's resume has the VMM thread itself write the TRANSPORT_RESET event into the guest's
     event queue, a page nobody serves, so ember's own event loop is stuck in that fault. The
     handler's watch is a thread of its own: after 10 s without a page it gives the handler up,
-    lets the faults go, the load is answered and the VM ends with the reason (exit 1)."""
+    and as the VM cannot be stopped in order (its faults are not let go: they would be filled
+    with zeros, which a device would write out), the process ends with the reason (exit 1)."""
     agent_snapshot(guest_assets, scratch, tmp_path)
     sock = scratch / "uffd.sock"
     h = subprocess.Popen([sys.executable, str(HANDLER), str(sock), str(scratch / "vm.mem"),
@@ -196,11 +198,15 @@ def test_a_hung_handler_cannot_hold_the_vmm_thread(guest_assets, scratch, tmp_pa
         body = load_body(scratch, vsock_override={"uds_path": str(tmp_path / "new.sock")})
         body["mem_backend"] = {"backend_type": "Uffd", "backend_path": str(sock)}
         t0 = time.monotonic()
-        r = c.put("/snapshot/load", json=body, timeout=120)
-        assert r.status_code in (204, 400), r.text  # answered: the thread is free again
+        try:
+            c.put("/snapshot/load", json=body, timeout=120)
+        except requests.ConnectionError:
+            pass  # the process ended during the load, as it should
         assert c.wait(120) == 1, c.output()[-3000:]
         took = time.monotonic() - t0
-        assert "has left a page fault unread and served none for 10 s" in c.output()
+        out = c.output()
+        assert "has left a page fault unread and served none for 10 s" in out, out[-3000:]
+        assert "cannot be stopped in order" in out, out[-3000:]
         assert took >= 10, took
     finally:
         c.close()
