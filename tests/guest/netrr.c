@@ -116,21 +116,13 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int client(bool tcp, const char *addr, int port, long count, long size)
+/* The round trips on the connected socket s; prints the line. Returns the exit code. */
+static int time_round_trips(int s, bool tcp, long count, long size, uint64_t *t)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     char buf[MAX_SIZE];
-    int one = 1, s = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
-    uint64_t *t = calloc((size_t)count, sizeof(*t)), sum = 0;
+    uint64_t sum = 0;
     long n = 0, lost = 0;
 
-    if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
-        fprintf(stderr, "netrr: %s is not an IPv4 address\n", addr);
-        return 1;
-    }
-    if (s < 0 || !t || connect(s, (struct sockaddr *)&a, sizeof(a)))
-        return die("connect");
-    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     memset(buf, 'r', sizeof(buf));
     for (long i = 0; i < count + WARMUP; i++) {
         uint64_t t0 = now_ns();
@@ -150,9 +142,31 @@ static int client(bool tcp, const char *addr, int port, long count, long size)
     printf("netrr %s n=%ld lost=%ld p50_us=%.1f p90_us=%.1f p99_us=%.1f mean_us=%.1f\n",
            tcp ? "tcp" : "udp", n, lost, t[n / 2] / 1e3, t[n * 9 / 10] / 1e3, t[n * 99 / 100] / 1e3,
            (double)sum / (double)n / 1e3);
+    return 0;
+}
+
+static int client(bool tcp, const char *addr, int port, long count, long size)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int one = 1;
+
+    if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
+        fprintf(stderr, "netrr: %s is not an IPv4 address\n", addr);
+        return 1;
+    }
+    int s = socket(AF_INET, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a))) {
+        int ret = die("connect");
+        if (s >= 0)
+            close(s);
+        return ret;
+    }
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uint64_t *t = calloc((size_t)count, sizeof(*t));
+    int ret = t ? time_round_trips(s, tcp, count, size, t) : die("calloc");
     free(t);
     close(s);
-    return 0;
+    return ret;
 }
 
 int main(int argc, char **argv)
