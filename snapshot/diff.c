@@ -28,17 +28,31 @@
 #define LAYER_MAPS_MAX 16384 /* mappings one layer may add (the kernel allows ~65530 in all) */
 #define ID_XATTR       "user.ember.mem_id"
 
-void snap_tag_memory(int fd, uint64_t id)
+int snap_tag_memory(int fd, uint64_t id)
 {
-    /* best effort: a file system without user xattrs leaves the layer digest as the check */
-    if (fsetxattr(fd, ID_XATTR, &id, sizeof(id), 0) < 0 && errno != ENOTSUP)
+    /* a file system without user xattrs leaves the layer digest as the check */
+    if (fsetxattr(fd, ID_XATTR, &id, sizeof(id), 0) < 0 && errno != ENOTSUP) {
         log_debug("memory file tag: %s", strerror(errno));
+        return -errno;
+    }
+    return 0;
 }
 
-void snap_untag_memory(int fd)
+int snap_untag_memory(int fd)
 {
     if (fremovexattr(fd, ID_XATTR) < 0 && errno != ENODATA && errno != ENOTSUP)
-        log_debug("memory file tag: %s", strerror(errno));
+        return -errno;
+    return 0;
+}
+
+int snap_base_image(const struct snap_layer *chain, size_t n, bool tag_valid, uint64_t tag)
+{
+    if (!tag_valid)
+        return 0; /* no tag (another tool, a file system without xattrs): taken for the base */
+    for (size_t k = 0; k < n; k++)
+        if (chain[k].id == tag)
+            return (int)k;
+    return -1;
 }
 
 int snap_memory_tag(int fd, uint64_t *id)

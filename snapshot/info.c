@@ -181,7 +181,7 @@ static int check_chain(const char *snap, int base, uint64_t size, int ndiffs, ch
 {
     struct vm_config cfg;
     char err[512] = "";
-    uint64_t tag;
+    uint64_t tag = 0;
     int ret = -EINVAL;
 
     cfg_defaults(&cfg);
@@ -189,23 +189,30 @@ static int check_chain(const char *snap, int base, uint64_t size, int ndiffs, ch
     struct snap_layer chain[SNAP_CHAIN_MAX];
     size_t n = 0;
 
+    int k = -1;
+    bool tagged = snap_memory_tag(base, &tag) == 0;
     if (!s || snap_chain_read(&s->f, size / 4096, chain, &n, err, sizeof(err)))
         log_err("%s", err);
-    else if (n - 1 != (size_t)ndiffs)
-        log_err("%s stands on a base and %zu Diff layer%s; %d were given", snap, n - 1,
-                n == 2 ? "" : "s", ndiffs);
-    else if (snap_memory_tag(base, &tag) == 0 && tag != chain[0].id)
+    else if ((k = snap_base_image(chain, n, tagged, tag)) < 0)
         log_err("the base memory file %s is not the base of %s (it was written for another "
                 "snapshot)",
                 paths[0], snap);
+    else if (n - 1 - (size_t)k != (size_t)ndiffs && k)
+        log_err("the base memory file %s holds %s's memory merged up to layer %d: it takes the "
+                "%zu layer%s after that; %d were given",
+                paths[0], snap, k, n - 1 - (size_t)k, n - 1 - (size_t)k == 1 ? "" : "s", ndiffs);
+    else if (n - 1 != (size_t)ndiffs && !k)
+        log_err("%s stands on a base and %zu Diff layer%s; %d were given", snap, n - 1,
+                n == 2 ? "" : "s", ndiffs);
     else
         ret = 0;
     if (!ret)
         *newest = chain[n - 1].id;
-    for (int i = 0; !ret && i < ndiffs; i++)
-        if ((ret = snap_check_layer(fds[i], size, &chain[i + 1], (unsigned)i + 1, paths[i + 1], err,
-                                    sizeof(err))))
+    for (int i = 0; !ret && i < ndiffs; i++) {
+        unsigned at = (unsigned)k + 1 + (unsigned)i;
+        if ((ret = snap_check_layer(fds[i], size, &chain[at], at, paths[i + 1], err, sizeof(err))))
             log_err("%s", err);
+    }
     vm_snapshot_close(s);
     cfg_free(&cfg);
     return ret;
@@ -250,6 +257,12 @@ static int merge(int argc, char **argv)
     if (code == EXIT_OK && snap &&
         check_chain(snap, base, (uint64_t)st.st_size, ndiffs, argv, fds, &newest))
         code = EXIT_GENERIC;
+    /* The old tag goes before the first page changes: a merge cut short must not leave a base
+     * that still claims to be the old image. */
+    if (code == EXIT_OK && (errno = -snap_untag_memory(base))) {
+        log_err("%s: its id tag cannot be removed: %s", argv[0], strerror(errno));
+        code = EXIT_GENERIC;
+    }
     for (int i = 0; i < ndiffs && code == EXIT_OK; i++) {
         uint64_t pages = 0;
         if ((errno = -snap_merge_layer(base, fds[i], (uint64_t)st.st_size, &pages))) {
@@ -260,14 +273,12 @@ static int merge(int argc, char **argv)
                    argv[0]);
         }
     }
-    /* The base now holds the newest layer's image: its tag says so when SNAP named the chain,
-     * and is dropped otherwise (it would still name the old base's image, and a load of the
-     * layers over this file would pass the base check). */
-    if (code == EXIT_OK) {
-        if (snap)
-            snap_tag_memory(base, newest);
-        else
-            snap_untag_memory(base);
+    /* The base now holds the newest layer's image: its tag says so when SNAP named the chain
+     * (a later Diff of a VM loaded from it then stacks on it alone), and stays removed
+     * otherwise (the image is not known). */
+    if (code == EXIT_OK && snap && (errno = -snap_tag_memory(base, newest))) {
+        log_err("%s: merged, but its id tag cannot be set: %s", argv[0], strerror(errno));
+        code = EXIT_GENERIC;
     }
     if (code == EXIT_OK && fsync(base)) {
         log_err("%s: %s", argv[0], strerror(errno));

@@ -67,17 +67,24 @@ static int restore_chain(struct vm *vm, const struct snap_file *f,
     memcpy(vm->chain, read, n * sizeof(*read));
     if (!mem->nlayers) /* Firecracker's way: the memory file is whole (a Full, or merged) */
         return 0;
-    if (vm->mem_tag_valid && vm->mem_tag != vm->chain[0].id)
+    int k = snap_base_image(vm->chain, n, vm->mem_tag_valid, vm->mem_tag);
+    if (k < 0)
         return errf(err, errlen, -EINVAL,
                     "The memory file %.256s is not the base of this snapshot's memory (it was "
                     "written for another snapshot)",
                     mem->path);
-    if (mem->uffd || mem->nlayers != n - 1)
-        return errf(err, errlen, -EINVAL,
-                    "This snapshot's memory is a base and %zu Diff layer%s; %u were given", n - 1,
-                    n == 2 ? "" : "s", mem->nlayers);
+    size_t want = n - 1 - (size_t)k; /* a base merged up to layer k takes the ones after it */
+    if (mem->uffd || mem->nlayers != want)
+        return k ? errf(err, errlen, -EINVAL,
+                        "The memory file %.256s holds this snapshot's memory merged up to layer "
+                        "%d: it takes the %zu layer%s after that; %u were given",
+                        mem->path, k, want, want == 1 ? "" : "s", mem->nlayers)
+                 : errf(err, errlen, -EINVAL,
+                        "This snapshot's memory is a base and %zu Diff layer%s; %u were given",
+                        want, want == 1 ? "" : "s", mem->nlayers);
     for (unsigned i = 0; i < mem->nlayers; i++) {
-        ret = snap_map_layer(&vm->mem, mem->layers[i], &vm->chain[i + 1], i + 1, err, errlen);
+        unsigned at = (unsigned)k + 1 + i;
+        ret = snap_map_layer(&vm->mem, mem->layers[i], &vm->chain[at], at, err, errlen);
         if (ret)
             return ret;
     }

@@ -104,9 +104,14 @@ int snap_check_layer(int fd, uint64_t size, const struct snap_layer *want, unsig
 int snap_merge_layer(int base, int layer, uint64_t size, uint64_t *pages);
 /* snap_tag_memory(fd, id): marks a memory file written for chain image id (a user xattr, where
  * the file system has them); snap_untag_memory(fd): removes the mark (a file whose image is
- * no longer known); snap_memory_tag(fd, id): reads it. Returns 0, or -1 if none. */
-void snap_tag_memory(int fd, uint64_t id);
-void snap_untag_memory(int fd);
+ * no longer known); both return 0 (also without xattrs) or -errno. snap_memory_tag(fd, id):
+ * reads it. Returns 0, or -1 if none. */
+int snap_tag_memory(int fd, uint64_t id);
+int snap_untag_memory(int fd);
+/* snap_base_image(chain, n, tag_valid, tag): which image of the chain a base memory file
+ * holds, by its tag: k for a base merged up to layer k (its layers k+1.. still to come), 0 for
+ * an untagged file. Returns k, or -1 if the tag names no image of this chain. */
+int snap_base_image(const struct snap_layer *chain, size_t n, bool tag_valid, uint64_t tag);
 int snap_memory_tag(int fd, uint64_t *id);
 
 /* ---- working sets (ws.c) -------------------------------------------------------- */

@@ -38,7 +38,8 @@ def snap(e, d, name, kind):
 def step(e):
     """Resumes the guest until it counted two more ticks, and pauses it again."""
     assert e.patch("/vm", json={"state": "Resumed"}).status_code == 204
-    wait_tick(e, ticks(e)[-1] + 1)
+    seen = ticks(e)  # none yet on a VM loaded paused: its first tick then
+    wait_tick(e, (seen[-1] if seen else wait_tick(e, 0)) + 1)
     assert e.patch("/vm", json={"state": "Paused"}).status_code == 204
 
 
@@ -131,8 +132,8 @@ TAG = "user.ember.mem_id"
 
 def test_a_merged_base_loads_the_same(tmp_path, chain):
     """A merge checked against the snapshot retags the base with the newest layer's image (it
-    holds that image now): the layers can no longer be stacked on it by mistake. A merge
-    without --snapshot cannot know the image: the old tag is dropped."""
+    holds that image now): the layers it holds are not asked for again. A merge without
+    --snapshot cannot know the image: the old tag is dropped."""
     merged = tmp_path / "merged.mem"
     shutil.copy2(chain["base"][1], merged)  # with its tag
     assert os.getxattr(merged, TAG) != os.getxattr(chain["d2"][1], TAG)
@@ -151,7 +152,7 @@ def test_a_merged_base_loads_the_same(tmp_path, chain):
         "snapshot_path": str(chain["d2"][0]), "resume_vm": False,
         "mem_backend": backend(merged, [chain["d1"][1], chain["d2"][1]])})
     try:
-        assert "is not the base of this snapshot's memory" in fault(r)
+        assert "merged up to layer 2: it takes the 0 layers after that; 2 were given" in fault(r)
     finally:
         e.close()
     unchecked = tmp_path / "unchecked.mem"
@@ -161,20 +162,25 @@ def test_a_merged_base_loads_the_same(tmp_path, chain):
     assert filecmp.cmp(unchecked, merged, shallow=False)
 
 
+def next_diff(tmp_path, snap_path, mem_backend):
+    """Loads snap_path (track_dirty_pages) over mem_backend, runs two ticks, and takes a Diff
+    d3 and a Full ref3 of that moment. Returns their (snapshot, memory) pairs."""
+    e, r = load(tmp_path / "loaded", {"snapshot_path": str(snap_path), "resume_vm": False,
+                                      "track_dirty_pages": True, "mem_backend": mem_backend})
+    try:
+        assert r.status_code == 204, r.text
+        step(e)
+        return snap(e, tmp_path, "d3", "Diff"), snap(e, tmp_path, "ref3", "Full")
+    finally:
+        e.close()
+
+
 def test_a_diff_of_a_loaded_vm_extends_its_chain(tmp_path, chain):
     """A VM loaded from base + layers with track_dirty_pages runs on, and its Diff is the next
     layer: base + d1 + d2 + d3 loads to the memory of a Full taken at d3's moment, and d3
     holds only what changed since the load (not all of RAM)."""
-    e, r = load(tmp_path / "loaded", {
-        "snapshot_path": str(chain["d2"][0]), "resume_vm": False, "track_dirty_pages": True,
-        "mem_backend": backend(chain["base"][1], [chain["d1"][1], chain["d2"][1]])})
-    try:
-        assert r.status_code == 204, r.text
-        step(e)
-        d3 = snap(e, tmp_path, "d3", "Diff")
-        ref = snap(e, tmp_path, "ref3", "Full")
-    finally:
-        e.close()
+    d3, ref = next_diff(tmp_path, chain["d2"][0],
+                        backend(chain["base"][1], [chain["d1"][1], chain["d2"][1]]))
     assert os.stat(d3[1]).st_blocks < os.stat(ref[1]).st_blocks / 4
     layers = [chain["d1"][1], chain["d2"][1], d3[1]]
     e, r = load(tmp_path / "chain3", {"snapshot_path": str(d3[0]), "resume_vm": False,
@@ -190,6 +196,42 @@ def test_a_diff_of_a_loaded_vm_extends_its_chain(tmp_path, chain):
                                      "mem_backend": backend(chain["base"][1], layers[:2])})
     try:
         assert "a base and 3 Diff layers; 2 were given" in fault(r)
+    finally:
+        e.close()
+
+
+def test_a_diff_of_a_vm_loaded_from_a_merged_base_stacks_on_it(tmp_path, chain):
+    """base + d1 + d2 merged in place (--snapshot): a VM loaded from it takes a Diff d3, whose
+    chain is base, d1, d2, d3. The merged file holds image 2 (its tag says so), so it loads
+    with d3 alone, and merges with d3 alone; the original base and d1, d2 are not needed."""
+    merged = tmp_path / "merged.mem"
+    shutil.copy2(chain["base"][1], merged)
+    assert merge("--snapshot", chain["d2"][0], merged, chain["d1"][1],
+                 chain["d2"][1]).returncode == 0
+    d3, ref = next_diff(tmp_path, chain["d2"][0], backend(merged))
+    e, r = load(tmp_path / "on-merged", {"snapshot_path": str(d3[0]), "resume_vm": False,
+                                         "mem_backend": backend(merged, [d3[1]])})
+    try:
+        assert r.status_code == 204, r.text
+        same_memory_as_ref(e, tmp_path / "on-merged", ref[1])
+    finally:
+        e.close()
+    e, r = load(tmp_path / "all-again", {"snapshot_path": str(d3[0]), "mem_backend": backend(
+        merged, [chain["d1"][1], chain["d2"][1], d3[1]])})
+    try:
+        assert "merged up to layer 2: it takes the 1 layer after that; 3 were given" in fault(r)
+    finally:
+        e.close()
+    r = merge("--snapshot", d3[0], merged, chain["d1"][1])  # d1 is not layer 3
+    assert r.returncode == 1 and "is not layer 3" in r.stderr, r.stderr
+    r = merge("--snapshot", d3[0], merged, d3[1])
+    assert r.returncode == 0, r.stderr
+    assert os.getxattr(merged, TAG) == os.getxattr(d3[1], TAG)
+    e, r = load(tmp_path / "merged3", {"snapshot_path": str(d3[0]), "resume_vm": False,
+                                       "mem_backend": backend(merged)})
+    try:
+        assert r.status_code == 204, r.text
+        same_memory_as_ref(e, tmp_path / "merged3", ref[1])
     finally:
         e.close()
 
