@@ -16,6 +16,8 @@ import urllib.parse
 import requests_unixsocket
 from requests_unixsocket.adapters import UnixAdapter
 
+from ember_vm import dump_vcpus, failing
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SLOW = os.environ.get("EMBER_IN_TESTHOST") == "1"
 START_TIMEOUT = 60 if SLOW else 10
@@ -132,6 +134,8 @@ class Ember:
     def close(self):
         self.session.close()
         if self.proc.poll() is None:
+            if failing():  # the test failed with the VM running: where are its vCPUs?
+                dump_vcpus(self.proc, [self.log_path])
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
 

@@ -9,7 +9,10 @@ import pathlib
 import re
 import signal
 import subprocess
+import sys
 import time
+
+import suite_progress
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EMBER = REPO / "build" / "ember"
@@ -18,6 +21,66 @@ PROBE = REPO / "build" / "tests" / "guest" / "probe"
 # Everything is ~100x slower inside the nested test host.
 SLOW = os.environ.get("EMBER_IN_TESTHOST") == "1"
 BOOT_TIMEOUT = 600 if SLOW else 120
+
+
+def log_files(pid):
+    """The regular files named *.log a process has open (a PUT /logger target)."""
+    found = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.endswith(".log") and os.path.isfile(target):
+                found.append(target)
+    except OSError:
+        pass
+    return found
+
+
+def dump_vcpus(proc, outputs=()):
+    """Where a VM that is still running while its test fails has its vCPUs: SIGUSR2 makes ember
+    log each vCPU's registers, run state and APIC vectors (vmm/vcpu_dump.c), and the new lines
+    of its output files and log files are printed, so pytest shows them with the failure. A
+    RIP outside the guest's kernel is the test host's own state in the guest
+    (tests/host/README.md); a guest RIP says where the guest itself stalled."""
+    if proc.poll() is not None:
+        return
+    files = [pathlib.Path(f) for f in [*outputs, *log_files(proc.pid)]]
+    sizes = {f: (f.stat().st_size if f.exists() else 0) for f in files}
+    proc.send_signal(signal.SIGUSR2)
+    time.sleep(2)
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                fh.seek(sizes[f])
+                new = fh.read(20000).decode(errors="replace")
+        except OSError:
+            continue
+        print(f"--- SIGUSR2 vCPU dump, from {f} (ember pid {proc.pid}) ---\n{new}")
+        evidence = test_host_state(new)
+        if evidence:
+            print(f"--- the emulated host corrupted this guest: {evidence}")
+            suite_progress.note_host_fault(evidence)
+
+
+# Where x86-64 Linux puts modules (MODULES_VADDR .. MODULES_END). The guest kernel is built
+# without modules (rootfs-tools/kernel.config), so a guest vCPU there at CPL 0 runs the test host's code: the
+# emulated SVM saved the test host's state as the guest's (tests/host/README.md, 2026-12-02).
+MODULE_AREA = (0xffffffffc0000000, 0xffffffffff000000)
+VCPU_LINE = re.compile(r"vCPU \d+: .*?rip=(0x[0-9a-f]+).*? cpl=(\d)")
+
+
+def test_host_state(dump):
+    """The dump line of a vCPU that holds the test host's state, or None."""
+    for line in dump.splitlines():
+        m = VCPU_LINE.search(line)
+        if m and m.group(2) == "0" and MODULE_AREA[0] <= int(m.group(1), 16) < MODULE_AREA[1]:
+            return line[line.index("vCPU"):][:240]
+    return None
+
+
+def failing():
+    """True inside a finally: block that an exception (a failed assertion) is passing through."""
+    return sys.exc_info()[0] is not None
 
 
 class Result:
@@ -62,8 +125,14 @@ def run(args, tmp_path, timeout=BOOT_TIMEOUT, stdin=subprocess.DEVNULL, after_st
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
+        proc.send_signal(signal.SIGUSR2)  # the vCPUs' state into its log (stderr), then kill
+        time.sleep(2)
         proc.kill()
         out, err = proc.communicate()
+        evidence = test_host_state(err)
+        if evidence:
+            print(f"--- the emulated host corrupted this guest: {evidence}")
+            suite_progress.note_host_fault(evidence)
     finally:
         if proc.poll() is None:  # after_start failed: never leave a VM behind
             proc.kill()

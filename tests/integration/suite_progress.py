@@ -8,6 +8,12 @@ the test host's kernel died, which test was running. A run started with the same
 out the tests that have an "end" line there: a test-host death costs the test it interrupted,
 not the suite. Without the variable nothing changes.
 
+A guest whose vCPU the emulated host corrupted (the SIGUSR2 dump of a failing test shows the
+test host's own state in it, tests/host/README.md) is no test's result either: the test's code
+calls note_host_fault() (ember_vm.dump_vcpus does), and its end line then says "host-fault"
+instead of "failed"; such a test runs once more in the next run with the same FILE, and a second
+host fault is a failure.
+
 A pytest plugin: `python3 -m pytest -p tests.integration.suite_progress ...` from the
 repository (tests/host/kvm-suite loads it so).
 """
@@ -36,8 +42,32 @@ def read(path):
 
 
 def finished(records):
-    """nodeid -> outcome of every test that has an end record."""
+    """nodeid -> outcome of every test that has an end record (its last one)."""
     return {r["nodeid"]: r.get("outcome", "?") for r in records if r.get("event") == "end"}
+
+
+def host_faults(records):
+    """nodeid -> how many of its runs ended as "host-fault"."""
+    n = {}
+    for r in records:
+        if r.get("event") == "end" and r.get("outcome") == "host-fault":
+            n[r["nodeid"]] = n.get(r["nodeid"], 0) + 1
+    return n
+
+
+def to_rerun(records):
+    """The tests whose one run so far ended in a host fault: they run once more."""
+    done = finished(records)
+    return {t for t, n in host_faults(records).items() if n == 1 and done.get(t) == "host-fault"}
+
+
+def note_host_fault(detail):
+    """Called by the running test: the emulated host corrupted its guest (detail: the evidence,
+    one line). Without the variable nothing is recorded and the test fails as it would."""
+    nodeid = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    if nodeid:
+        _append({"event": "host-fault", "nodeid": nodeid, "pid": os.getpid(),
+                 "detail": detail[:300]})
 
 
 def _append(rec):
@@ -60,7 +90,10 @@ def pytest_collection_modifyitems(config, items):
     path = os.environ.get(_ENV)
     if not path:
         return
-    done = finished(read(path))
+    records = read(path)
+    done = finished(records)
+    for nodeid in to_rerun(records):
+        done.pop(nodeid, None)
     if not done:
         return
     keep = [i for i in items if i.nodeid not in done]
@@ -90,5 +123,14 @@ class Recorder:
             self._outcome[nodeid] = "skipped"
         if report.when == "teardown":
             began = self._began.pop(nodeid, time.monotonic())
-            _append({"event": "end", "nodeid": nodeid, "outcome": self._outcome.pop(nodeid, "?"),
+            outcome = self._outcome.pop(nodeid, "?")
+            if outcome in ("failed", "error") and self._host_fault(nodeid):
+                outcome = "host-fault"
+            _append({"event": "end", "nodeid": nodeid, "outcome": outcome,
                      "duration": round(time.monotonic() - began, 1)})
+
+    @staticmethod
+    def _host_fault(nodeid):
+        """Whether this process noted a host fault for the test (note_host_fault)."""
+        return any(r.get("event") == "host-fault" and r["nodeid"] == nodeid and
+                   r.get("pid") == os.getpid() for r in read(os.environ[_ENV]))
