@@ -56,26 +56,32 @@ def dump_vcpus(proc, outputs=()):
         except OSError:
             continue
         print(f"--- SIGUSR2 vCPU dump, from {f} (ember pid {proc.pid}) ---\n{new}")
-        evidence = test_host_state(new)
-        if evidence:
-            print(f"--- the emulated host corrupted this guest: {evidence}")
-            suite_progress.note_host_fault(evidence)
+        report_host_state(new)
 
 
 # Where x86-64 Linux puts modules (MODULES_VADDR .. MODULES_END). The guest kernel is built
-# without modules (rootfs-tools/kernel.config), so a guest vCPU there at CPL 0 runs the test host's code: the
-# emulated SVM saved the test host's state as the guest's (tests/host/README.md, 2026-12-02).
+# without modules (rootfs-tools/kernel.config), so a guest vCPU there at CPL 0 runs the test
+# host's code: the emulated SVM saved the test host's state as the guest's
+# (tests/host/README.md, 2026-12-02).
 MODULE_AREA = (0xffffffffc0000000, 0xffffffffff000000)
 VCPU_LINE = re.compile(r"vCPU \d+: .*?rip=(0x[0-9a-f]+).*? cpl=(\d)")
 
 
-def test_host_state(dump):
+def holds_test_host_state(dump):
     """The dump line of a vCPU that holds the test host's state, or None."""
     for line in dump.splitlines():
         m = VCPU_LINE.search(line)
         if m and m.group(2) == "0" and MODULE_AREA[0] <= int(m.group(1), 16) < MODULE_AREA[1]:
             return line[line.index("vCPU"):][:240]
     return None
+
+
+def report_host_state(dump):
+    """Prints and notes (for tests/host/kvm-suite) a vCPU dump that shows a host fault."""
+    evidence = holds_test_host_state(dump)
+    if evidence:
+        print(f"--- the emulated host corrupted this guest: {evidence}")
+        suite_progress.note_host_fault(evidence)
 
 
 def failing():
@@ -129,10 +135,7 @@ def run(args, tmp_path, timeout=BOOT_TIMEOUT, stdin=subprocess.DEVNULL, after_st
         time.sleep(2)
         proc.kill()
         out, err = proc.communicate()
-        evidence = test_host_state(err)
-        if evidence:
-            print(f"--- the emulated host corrupted this guest: {evidence}")
-            suite_progress.note_host_fault(evidence)
+        report_host_state(err)
     finally:
         if proc.poll() is None:  # after_start failed: never leave a VM behind
             proc.kill()

@@ -147,15 +147,16 @@ def test_a_failure_without_the_evidence_is_not_rerun(tmp_path):
 
 def test_the_test_hosts_state_in_a_vcpu_is_recognised():
     sys.path.insert(0, str(REPO / "tests/integration"))
-    from ember_vm import test_host_state
+    from ember_vm import holds_test_host_state
     host = ("2026-12-03T22:30:01 [x:fc_vmm] vCPU 0: runnable rip=0xffffffffc050920c "
             "rsp=0xff74ccaf010e7c80 rflags=0x10246 (IF=1) cpl=0 cr0=0x80050033")
     guest = ("ember: warning: vCPU 1: runnable rip=0xffffffff81061e7c rsp=0xffff888000193dc0 "
              "rflags=0x2 (IF=0) cpl=0 cr0=0x80050033")
     user = "vCPU 0: runnable rip=0xffffffffc0001000 rsp=0x7ffc0000 rflags=0x2 (IF=1) cpl=3 cr0=0"
-    assert test_host_state(guest + "\n" + host).startswith("vCPU 0: runnable rip=0xffffffffc05")
-    assert test_host_state(guest) is None and test_host_state(user) is None
-    assert test_host_state("SIGUSR2: no VM to show yet") is None
+    found = holds_test_host_state(guest + "\n" + host)
+    assert found.startswith("vCPU 0: runnable rip=0xffffffffc05"), found
+    assert holds_test_host_state(guest) is None and holds_test_host_state(user) is None
+    assert holds_test_host_state("SIGUSR2: no VM to show yet") is None
 
 
 def test_bad_arguments_are_refused(tmp_path):
