@@ -195,7 +195,9 @@ def test_ctrl_a_x_leaves_with_exit_0(term, guest_assets, ember_bin, tmp_path):
     shutil.copyfile(guest_assets["rootfs"], rootfs)
     t = term(interactive(str(ember_bin), "run", "--kernel", str(guest_assets["vmlinux"]),
                          "--rootfs", str(rootfs), "--vcpus", "1", "--mem", "128", auto=True))
-    t.expect(PROMPT, timeout=600)
+    # Longer than the run's --timeout, so that a run cut short is seen with its own status
+    # (124 timed out, 125 a dead test host: once more) rather than as a missing prompt.
+    t.expect(PROMPT, timeout=660)
     t.type("\x01x")
     assert t.wait(timeout=120) == 0, t.out[-2000:].decode(errors="replace")
     assert_restored(t)
