@@ -4,6 +4,7 @@
  * requests are processed one at a time, in order. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,37 +336,78 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
-/* Creates the socket: fails if the path exists (as Firecracker), mode 0600. */
-static int listen_unix(const char *path, char *err, size_t errlen)
+/* Binds and listens on a socket at path, mode 0600. Returns the fd or -errno. */
+static int bind_listen(const char *path)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int fd;
-
-    if (strlen(path) >= sizeof(addr.sun_path))
-        return errf(err, errlen, -ENAMETOOLONG,
-                    "API socket path is too long (%zu bytes, at most %zu): %s", strlen(path),
-                    sizeof(addr.sun_path) - 1, path);
     memcpy(addr.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
-        return errf(err, errlen, -errno, "cannot create the API socket: %s", strerror(errno));
+        return -errno;
     mode_t old = umask(0177); /* the socket file is created 0600 */
     int r = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
     int e = errno;
     umask(old);
+    if (r == 0 && listen(fd, 64) < 0) {
+        e = errno;
+        unlink(path);
+        r = -1;
+    }
     if (r < 0) {
         close(fd);
-        snprintf(err, errlen, "Failed to open the API socket at %s: %s%s", path, strerror(e),
-                 e == EADDRINUSE ? " (remove the stale socket file first)" : "");
         return -e;
     }
-    if (listen(fd, 64) < 0) {
+    return fd;
+}
+
+/* Creates the socket: fails if the path exists (as Firecracker), mode 0600. The file appears
+ * only once the socket listens: it is bound and listening under a temporary name beside path
+ * first, then linked to path. A client that connects as soon as the file exists (as
+ * runtime-rs and many scripts do) is never refused; bound at path itself, the file would exist
+ * for a moment before listen(). A path too long for a temporary name beside it is bound
+ * directly. */
+static int listen_unix(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un addr;
+    char tmp[sizeof(addr.sun_path)];
+    size_t len = strlen(path);
+    int fd, e;
+
+    if (len >= sizeof(addr.sun_path))
+        return errf(err, errlen, -ENAMETOOLONG,
+                    "API socket path is too long (%zu bytes, at most %zu): %s", len,
+                    sizeof(addr.sun_path) - 1, path);
+    int n = snprintf(tmp, sizeof(tmp), "%s.%ld~", path, (long)getpid());
+    bool staged = n > 0 && (size_t)n < sizeof(tmp);
+    if (staged && access(path, F_OK) == 0) {
+        e = EADDRINUSE; /* what bind says of an existing path, as Firecracker reports it */
+        goto failed;
+    }
+    if (staged)
+        unlink(tmp); /* left by a process of this pid that died before it linked (a reused pid) */
+    fd = bind_listen(staged ? tmp : path);
+    if (fd < 0) {
+        e = -fd;
+        if (e == EADDRINUSE || !staged)
+            goto failed;
+        return errf(err, errlen, fd, "cannot create the API socket beside %s (%s): %s", path, tmp,
+                    strerror(e));
+    }
+    if (staged) {
+        int r = link(tmp, path);
         e = errno;
-        close(fd);
-        unlink(path);
-        return errf(err, errlen, -e, "cannot listen on the API socket: %s", strerror(e));
+        unlink(tmp);
+        if (r < 0) {
+            close(fd);
+            e = e == EEXIST ? EADDRINUSE : e;
+            goto failed;
+        }
     }
     return fd;
+failed:
+    snprintf(err, errlen, "Failed to open the API socket at %s: %s%s", path, strerror(e),
+             e == EADDRINUSE ? " (remove the stale socket file first)" : "");
+    return -e;
 }
 
 int api_server_start(struct api_server *s, const char *path, size_t max_payload, char *err,

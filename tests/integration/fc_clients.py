@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import api_client
+import ember_vm
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROBE = REPO / "build" / "tests" / "guest" / "probe"
@@ -142,6 +143,10 @@ class Vmm:
             return None
 
     def kill(self):
+        if ember_vm.failing():  # the why of a failed test: where the vCPUs are, what was said
+            ember_vm.dump_vcpus(self.proc, [self.out])
+            print(f"--- the VMM's output ({self.out}, exit status {self.proc.poll()}) ---\n"
+                  f"{self.output()[-6000:]}")
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)

@@ -463,6 +463,32 @@ def test_socket_path_exists(ember_bin, scratch):
     assert "Address already in use" in r.stdout + r.stderr, r
 
 
+def test_the_socket_file_appears_only_once_it_listens(ember_bin, scratch):
+    """A client that connects as soon as the socket file exists is not refused (runtime-rs and
+    many scripts wait for the file, then connect once). listen() is held back 2 s here (strace's
+    fault injection): a file bound at the path itself would be there, refusing, all that time."""
+    sock = scratch / "api.sock"
+    proc = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=listen",
+                             "-e", "inject=listen:delay_enter=2000000", str(ember_bin),
+                             "--api-sock", str(sock)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.001)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(str(sock))  # ECONNREFUSED if the file came before listen()
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200"), "no answer"
+        assert [p.name for p in scratch.iterdir()] == ["api.sock"]  # no temporary name left
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # ember and strace alike
+        proc.wait(timeout=30)
+
+
 def test_sigterm_before_boot(ember_bin, scratch):
     # Firecracker leaves SIGTERM at its default action: ember stops cleanly (the socket file
     # goes), then ends by the signal itself, so the parent sees the same wait status
