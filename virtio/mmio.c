@@ -185,11 +185,18 @@ void vmmio_watch(struct vmmio_dev *t, unsigned which, uint32_t events)
         t->watch(t->watch_opaque, which, events);
 }
 
+/* A change while the driver sets the device up (status neither 0 nor DRIVER_OK yet) gets its
+ * interrupt at DRIVER_OK: Linux reads the config (virtio-blk its capacity) before DRIVER_OK,
+ * and a change between that read and DRIVER_OK would otherwise never be seen (a Kata drive
+ * hot-swapped while the guest probed it stayed empty in the guest). Linux keeps a config
+ * interrupt that comes during its probe until the probe is done. */
 void vmmio_config_changed(struct vmmio_dev *t)
 {
     t->st.config_generation++;
     if (t->st.activated)
         vmmio_signal(t, VIRTIO_INT_CONFIG);
+    else if (t->st.status)
+        t->config_pending = true;
 }
 
 int vmmio_cmdline(const struct vmmio_dev *t, char *buf, size_t len)
@@ -221,6 +228,7 @@ static void reset(struct vmmio_dev *t)
     t->st.queue_sel = t->st.dev_features_sel = t->st.drv_features_sel = 0;
     t->st.drv_features = 0;
     t->st.activated = false;
+    t->config_pending = false;
     atomic_store(&t->st.interrupt_status, 0);
     t->resets++;
 }
@@ -240,6 +248,9 @@ static int activate(struct vmmio_dev *t)
     int ret = t->ops->activate ? t->ops->activate(t->dev, t) : 0;
     if (!ret)
         t->st.activated = true;
+    if (!ret && t->config_pending)
+        vmmio_signal(t, VIRTIO_INT_CONFIG);
+    t->config_pending = false;
     return ret;
 }
 

@@ -38,6 +38,7 @@ struct vmmio_dev {
     int irq_fd;                       /* eventfd bound to the GSI by irqfd, or -1 */
     int notify_fd[VIRTIO_MAX_QUEUES]; /* ioeventfds on QueueNotify, or -1 */
     uint64_t resets;                  /* device resets so far (vmmio_unlocked) */
+    bool config_pending;              /* config changed while the driver set the device up */
     uint64_t fail_count;              /* NEEDS_RESET transitions */
     struct ratelog fail_log;          /* their log line */
     struct vq queues[VIRTIO_MAX_QUEUES];

@@ -191,11 +191,50 @@ static void swap_sync_fails(void **state)
     close(p[0]);
     close(p[1]);
 }
+/* A drive swapped while the driver sets the device up (Linux has read the capacity, DRIVER_OK
+ * not yet written): no interrupt then, one at DRIVER_OK, so the driver reads the new capacity.
+ * A swap before the driver starts (status 0) needs none: the driver reads the config anyway. */
+static void swap_during_driver_setup(void **state)
+{
+    (void)state;
+    struct vm_drive d = {.id = "s"};
+    char err[256];
+    start(&d);
+    make_file(path2, 2 * DISK / 512, 0xc0);
+    wr(0x70, 0); /* the driver resets the device and starts over */
+    assert_int_equal(patch_drive(&d, path2, NULL, NULL, err, sizeof(err)), 0);
+    wr(0x70, 1);
+    wr(0x70, 3);
+    wr(0x24, 1);
+    wr(0x20, 1);
+    wr(0x70, 0xb);
+    assert_int_equal(patch_drive(&d, path, NULL, NULL, err, sizeof(err)), 0); /* mid-setup */
+    assert_int_equal(rd(0x60) & 2, 0); /* not before DRIVER_OK */
+    wr(0x30, 0);
+    wr(0x38, QSIZE);
+    wr(0x80, DESC);
+    wr(0x90, AVAIL);
+    wr(0xa0, USED);
+    wr(0x44, 1);
+    wr(0x70, 0xf);
+    assert_int_equal(rd(0x70), 0xf);
+    assert_int_equal(rd(0x60) & 2, 2); /* at DRIVER_OK */
+    wr(0x64, 2);
+    /* A reset forgets a change made during a set-up that never reached DRIVER_OK. */
+    wr(0x70, 0);
+    wr(0x70, 1);
+    assert_int_equal(patch_drive(&d, path2, NULL, NULL, err, sizeof(err)), 0);
+    wr(0x70, 0);
+    driver_init();
+    assert_int_equal(rd(0x60) & 2, 0);
+}
+
 int main(void)
 {
     static bool sync_engine = false, async_engine = true;
     const struct CMUnitTest tests[] = {
             {"swap_file_sync", swap_backing_file, NULL, stop, &sync_engine},
+            cmocka_unit_test_teardown(swap_during_driver_setup, stop),
             {"swap_file_async", swap_backing_file, NULL, stop, &async_engine},
             {"swap_sync_fails_sync", swap_sync_fails, NULL, stop, &sync_engine},
             {"swap_sync_fails_async", swap_sync_fails, NULL, stop, &async_engine},
