@@ -364,8 +364,8 @@ static int bind_listen(const char *path)
  * only once the socket listens: it is bound and listening under a temporary name beside path
  * first, then linked to path. A client that connects as soon as the file exists (as
  * runtime-rs and many scripts do) is never refused; bound at path itself, the file would exist
- * for a moment before listen(). A path too long for a temporary name beside it is bound
- * directly. */
+ * for a moment before listen(). A path too long for a temporary name beside it, or on a file
+ * system without hard links, is bound directly. */
 static int listen_unix(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un addr;
@@ -378,32 +378,33 @@ static int listen_unix(const char *path, char *err, size_t errlen)
                     "API socket path is too long (%zu bytes, at most %zu): %s", len,
                     sizeof(addr.sun_path) - 1, path);
     int n = snprintf(tmp, sizeof(tmp), "%s.%ld~", path, (long)getpid());
-    bool staged = n > 0 && (size_t)n < sizeof(tmp);
-    if (staged && access(path, F_OK) == 0) {
-        e = EADDRINUSE; /* what bind says of an existing path, as Firecracker reports it */
-        goto failed;
-    }
-    if (staged)
-        unlink(tmp); /* left by a process of this pid that died before it linked (a reused pid) */
-    fd = bind_listen(staged ? tmp : path);
-    if (fd < 0) {
-        e = -fd;
-        if (e == EADDRINUSE || !staged)
+    if (n > 0 && (size_t)n < sizeof(tmp)) {
+        if (access(path, F_OK) == 0) {
+            e = EADDRINUSE; /* what bind says of an existing path, as Firecracker reports it */
             goto failed;
-        return errf(err, errlen, fd, "cannot create the API socket beside %s (%s): %s", path, tmp,
-                    strerror(e));
-    }
-    if (staged) {
+        }
+        unlink(tmp); /* left by a process of this pid that died before it linked (a reused pid) */
+        fd = bind_listen(tmp);
+        if (fd < 0) {
+            e = -fd;
+            goto failed;
+        }
         int r = link(tmp, path);
         e = errno;
         unlink(tmp);
-        if (r < 0) {
-            close(fd);
-            e = e == EEXIST ? EADDRINUSE : e;
+        if (r == 0)
+            return fd;
+        close(fd);
+        if (e == EEXIST) {
+            e = EADDRINUSE;
             goto failed;
         }
+        /* no hard links here (EPERM, EOPNOTSUPP): bound at path itself, as Firecracker does */
     }
-    return fd;
+    fd = bind_listen(path);
+    if (fd >= 0)
+        return fd;
+    e = -fd;
 failed:
     snprintf(err, errlen, "Failed to open the API socket at %s: %s%s", path, strerror(e),
              e == EADDRINUSE ? " (remove the stale socket file first)" : "");

@@ -463,6 +463,42 @@ def test_socket_path_exists(ember_bin, scratch):
     assert "Address already in use" in r.stdout + r.stderr, r
 
 
+def test_socket_in_a_missing_directory(ember_bin, scratch):
+    sock = scratch / "nowhere" / "api.sock"
+    r = subprocess.run([str(ember_bin), "--api-sock", str(sock)], capture_output=True,
+                       text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1, r
+    assert f"Failed to open the API socket at {sock}: No such file or directory" in r.stdout, r
+    assert not (scratch / "nowhere").exists()
+
+
+def test_a_path_near_the_limit_is_bound_directly(ember_bin, scratch):
+    """107 bytes, the most a socket address holds: no room for the temporary name beside it."""
+    d = scratch / ("d" * (99 - len(str(scratch))))
+    d.mkdir()
+    sock = d / "s.sock"
+    assert len(str(sock)) == 107, len(str(sock))
+    proc = subprocess.Popen([str(ember_bin), "--api-sock", str(sock)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(30)
+                    s.connect(str(sock))
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    assert s.recv(65536).startswith(b"HTTP/1.1 200")
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        assert [p.name for p in d.iterdir()] == ["s.sock"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def test_the_socket_file_appears_only_once_it_listens(ember_bin, scratch):
     """A client that connects as soon as the socket file exists is not refused (runtime-rs and
     many scripts wait for the file, then connect once). listen() is held back 2 s here (strace's
