@@ -4,7 +4,6 @@
  * requests are processed one at a time, in order. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
-#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,7 +364,8 @@ static int bind_listen(const char *path)
  * first, then linked to path. A client that connects as soon as the file exists (as
  * runtime-rs and many scripts do) is never refused; bound at path itself, the file would exist
  * for a moment before listen(). A path too long for a temporary name beside it, or on a file
- * system without hard links, is bound directly. */
+ * system without hard links, is bound directly. (The temporary name has the pid: two embers of
+ * one pid, in two pid namespaces, would have to share path's directory to collide.) */
 static int listen_unix(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un addr;

@@ -236,6 +236,8 @@ static void reset(struct vmmio_dev *t)
 /* DRIVER_OK: map every queue the driver made ready, then start the device. */
 static int activate(struct vmmio_dev *t)
 {
+    bool config_pending = t->config_pending;
+    t->config_pending = false;
     bool event_idx = t->st.drv_features & (1ULL << VIRTIO_F_RING_EVENT_IDX);
     for (unsigned i = 0; i < t->ops->nqueues; i++) {
         struct vq *q = &t->queues[i];
@@ -248,9 +250,8 @@ static int activate(struct vmmio_dev *t)
     int ret = t->ops->activate ? t->ops->activate(t->dev, t) : 0;
     if (!ret)
         t->st.activated = true;
-    if (!ret && t->config_pending)
+    if (!ret && config_pending)
         vmmio_signal(t, VIRTIO_INT_CONFIG);
-    t->config_pending = false;
     return ret;
 }
 

@@ -143,10 +143,10 @@ class Vmm:
             return None
 
     def kill(self):
-        if ember_vm.failing():  # the why of a failed test: where the vCPUs are, what was said
-            ember_vm.dump_vcpus(self.proc, [self.out])
+        if ember_vm.failing():  # the why of a failed test: what was said, where the vCPUs are
             print(f"--- the VMM's output ({self.out}, exit status {self.proc.poll()}) ---\n"
                   f"{self.output()[-6000:]}")
+            ember_vm.dump_vcpus(self.proc, [self.out])  # prints what the dump adds
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)

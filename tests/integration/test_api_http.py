@@ -504,15 +504,17 @@ def test_the_socket_file_appears_only_once_it_listens(ember_bin, scratch):
     many scripts wait for the file, then connect once). listen() is held back 2 s here (strace's
     fault injection): a file bound at the path itself would be there, refusing, all that time."""
     sock = scratch / "api.sock"
-    proc = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=listen",
-                             "-e", "inject=listen:delay_enter=2000000", str(ember_bin),
-                             "--api-sock", str(sock)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    out = scratch.parent / f"{scratch.name}.out"  # not in scratch: its listing is checked
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=listen",
+                                 "-e", "inject=listen:delay_enter=2000000", str(ember_bin),
+                                 "--api-sock", str(sock)],
+                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while not sock.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
             time.sleep(0.001)
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(30)
@@ -523,6 +525,7 @@ def test_the_socket_file_appears_only_once_it_listens(ember_bin, scratch):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # ember and strace alike
         proc.wait(timeout=30)
+        out.unlink(missing_ok=True)
 
 
 def test_sigterm_before_boot(ember_bin, scratch):

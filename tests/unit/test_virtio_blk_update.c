@@ -191,6 +191,7 @@ static void swap_sync_fails(void **state)
     close(p[0]);
     close(p[1]);
 }
+
 /* A drive swapped while the driver sets the device up (Linux has read the capacity, DRIVER_OK
  * not yet written): no interrupt then, one at DRIVER_OK, so the driver reads the new capacity.
  * A swap before the driver starts (status 0) needs none: the driver reads the config anyway. */
@@ -234,8 +235,8 @@ int main(void)
     static bool sync_engine = false, async_engine = true;
     const struct CMUnitTest tests[] = {
             {"swap_file_sync", swap_backing_file, NULL, stop, &sync_engine},
-            cmocka_unit_test_teardown(swap_during_driver_setup, stop),
             {"swap_file_async", swap_backing_file, NULL, stop, &async_engine},
+            cmocka_unit_test_teardown(swap_during_driver_setup, stop),
             {"swap_sync_fails_sync", swap_sync_fails, NULL, stop, &sync_engine},
             {"swap_sync_fails_async", swap_sync_fails, NULL, stop, &async_engine},
             cmocka_unit_test_teardown(update_buckets, stop),
