@@ -46,7 +46,7 @@ void make_file(char *p, unsigned sectors, uint8_t xor)
     close(fd);
 }
 
-void driver_init(void)
+void driver_negotiate(void)
 {
     next_avail = next_desc = 0;
     memset(ram + AVAIL, 0, 0x3000);
@@ -55,6 +55,10 @@ void driver_init(void)
     wr(0x24, 1);
     wr(0x20, 1);
     wr(0x70, 0xb);
+}
+
+void driver_ready(void)
+{
     wr(0x30, 0);
     wr(0x38, QSIZE);
     wr(0x80, DESC);
@@ -63,6 +67,12 @@ void driver_init(void)
     wr(0x44, 1);
     wr(0x70, 0xf);
     assert_int_equal(rd(0x70), 0xf);
+}
+
+void driver_init(void)
+{
+    driver_negotiate();
+    driver_ready();
 }
 
 void start(struct vm_drive *d)

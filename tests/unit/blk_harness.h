@@ -36,7 +36,10 @@ uint32_t rd(uint64_t off);
 /* make_file(p, sectors, xor): a temporary file (its name into p, 64 bytes) of sectors
  * sectors, sector i filled with (i ^ xor) & 0xff. */
 void make_file(char *p, unsigned sectors, uint8_t xor);
-/* driver_init(): the driver's initialization (spec 3.1.1), queue 0 of QSIZE at DESC/AVAIL/USED. */
+/* driver_init(): the driver's initialization (spec 3.1.1), queue 0 of QSIZE at DESC/AVAIL/USED:
+ * driver_negotiate() (up to FEATURES_OK), then driver_ready() (the queue, DRIVER_OK). */
+void driver_negotiate(void);
+void driver_ready(void);
 void driver_init(void);
 /* start(d): RAM cleared, a fresh backing file of DISK bytes at path, a device for drive d
  * (its path set) behind t, initialized by the driver. */

@@ -204,21 +204,10 @@ static void swap_during_driver_setup(void **state)
     make_file(path2, 2 * DISK / 512, 0xc0);
     wr(0x70, 0); /* the driver resets the device and starts over */
     assert_int_equal(patch_drive(&d, path2, NULL, NULL, err, sizeof(err)), 0);
-    wr(0x70, 1);
-    wr(0x70, 3);
-    wr(0x24, 1);
-    wr(0x20, 1);
-    wr(0x70, 0xb);
+    driver_negotiate();
     assert_int_equal(patch_drive(&d, path, NULL, NULL, err, sizeof(err)), 0); /* mid-setup */
     assert_int_equal(rd(0x60) & 2, 0); /* not before DRIVER_OK */
-    wr(0x30, 0);
-    wr(0x38, QSIZE);
-    wr(0x80, DESC);
-    wr(0x90, AVAIL);
-    wr(0xa0, USED);
-    wr(0x44, 1);
-    wr(0x70, 0xf);
-    assert_int_equal(rd(0x70), 0xf);
+    driver_ready();
     assert_int_equal(rd(0x60) & 2, 2); /* at DRIVER_OK */
     wr(0x64, 2);
     /* A reset forgets a change made during a set-up that never reached DRIVER_OK. */
