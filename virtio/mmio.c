@@ -13,37 +13,7 @@
 #include <unistd.h>
 
 #include "mmio.h"
-
-/* Register offsets (spec 4.2.2). */
-enum {
-    REG_MAGIC = 0x000,
-    REG_VERSION = 0x004,
-    REG_DEVICE_ID = 0x008,
-    REG_VENDOR_ID = 0x00c,
-    REG_DEV_FEATURES = 0x010,
-    REG_DEV_FEATURES_SEL = 0x014,
-    REG_DRV_FEATURES = 0x020,
-    REG_DRV_FEATURES_SEL = 0x024,
-    REG_QUEUE_SEL = 0x030,
-    REG_QUEUE_NUM_MAX = 0x034,
-    REG_QUEUE_NUM = 0x038,
-    REG_QUEUE_READY = 0x044,
-    REG_QUEUE_NOTIFY = 0x050,
-    REG_INT_STATUS = 0x060,
-    REG_INT_ACK = 0x064,
-    REG_STATUS = 0x070,
-    REG_QUEUE_DESC_LO = 0x080,
-    REG_QUEUE_DESC_HI = 0x084,
-    REG_QUEUE_AVAIL_LO = 0x090,
-    REG_QUEUE_AVAIL_HI = 0x094,
-    REG_QUEUE_USED_LO = 0x0a0,
-    REG_QUEUE_USED_HI = 0x0a4,
-    REG_CONFIG_GEN = 0x0fc,
-    REG_CONFIG = 0x100,
-};
-
-#define MMIO_MAGIC   0x74726976 /* "virt" */
-#define MMIO_VERSION 2
+#include "mmio_regs.h"
 
 #define S_ACK VIRTIO_STATUS_ACKNOWLEDGE
 #define S_DRV VIRTIO_STATUS_DRIVER
@@ -66,20 +36,43 @@ int vmmio_init(struct vmmio_dev *t, const struct virtio_dev_ops *ops, void *dev,
 {
     memset(t, 0, sizeof(*t));
     if (index >= VIRTIO_MMIO_MAX_DEVS || ops->nqueues > VIRTIO_MAX_QUEUES ||
-        ops->queue_max > VQ_MAX_SIZE || !ops->features || !ops->destroy)
+        ops->queue_max > VQ_MAX_SIZE || !ops->features || !ops->destroy ||
+        ops->config_size > VIRTIO_MMIO_LEN - REG_CONFIG)
         return -EINVAL;
-    int ret = pthread_mutex_init(&t->lock, NULL);
+    t->regs_fd = -1;
+    int ret = vmmio_regs_init(t);
     if (ret)
+        return ret;
+    ret = pthread_mutex_init(&t->lock, NULL);
+    if (ret) {
+        vmmio_regs_free(t);
         return -ret;
+    }
     t->ops = ops;
     t->dev = dev;
     t->mem = mem;
     t->base = VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_LEN;
     t->gsi = VIRTIO_MMIO_GSI_BASE + index;
-    t->irq_fd = -1;
+    t->irq_fd = t->ack_fd = -1;
     for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
         t->notify_fd[i] = -1;
+    vmmio_regs_sync(t);
     return 0;
+}
+
+/* A new eventfd that KVM signals when the guest writes the 32-bit value v at addr: the write
+ * completes in KVM, without an exit to the VMM. Returns 0 or -errno. */
+static int ioeventfd(int vm_fd, uint64_t addr, uint32_t v, int *fd)
+{
+    *fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (*fd < 0)
+        return -errno;
+    struct kvm_ioeventfd io = {.datamatch = v,
+                               .addr = addr,
+                               .len = 4,
+                               .fd = *fd,
+                               .flags = KVM_IOEVENTFD_FLAG_DATAMATCH};
+    return ioctl(vm_fd, KVM_IOEVENTFD, &io) < 0 ? -errno : 0;
 }
 
 int vmmio_attach_kvm(struct vmmio_dev *t, int vm_fd)
@@ -90,20 +83,22 @@ int vmmio_attach_kvm(struct vmmio_dev *t, int vm_fd)
     struct kvm_irqfd irqfd = {.fd = (uint32_t)t->irq_fd, .gsi = t->gsi};
     if (ioctl(vm_fd, KVM_IRQFD, &irqfd) < 0)
         return -errno;
+    /* The guest's QueueNotify write of i wakes the event loop through notify_fd[i]. */
     for (unsigned i = 0; i < t->ops->nqueues; i++) {
-        t->notify_fd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (t->notify_fd[i] < 0)
-            return -errno;
-        /* The guest's QueueNotify write of i completes in KVM without a VM exit. */
-        struct kvm_ioeventfd io = {.datamatch = i,
-                                   .addr = t->base + REG_QUEUE_NOTIFY,
-                                   .len = 4,
-                                   .fd = t->notify_fd[i],
-                                   .flags = KVM_IOEVENTFD_FLAG_DATAMATCH};
-        if (ioctl(vm_fd, KVM_IOEVENTFD, &io) < 0)
-            return -errno;
+        int ret = ioeventfd(vm_fd, t->base + REG_QUEUE_NOTIFY, i, &t->notify_fd[i]);
+        if (ret)
+            return ret;
     }
-    return 0;
+    /* The interrupt handler's acknowledgement of a used buffer ends in KVM, unread: USED stays
+     * set until a reset (virtio/README.md, "The register page"). */
+    int ret = ioeventfd(vm_fd, t->base + REG_INT_ACK, VIRTIO_INT_USED, &t->ack_fd);
+    if (ret)
+        return ret;
+    t->ack_sticky = VIRTIO_INT_USED;
+    /* Register reads without an exit, where KVM can map a page read-only (all of x86 KVM). */
+    unsigned index = (unsigned)((t->base - VIRTIO_MMIO_BASE) / VIRTIO_MMIO_LEN);
+    ret = vmmio_regs_map(t, vm_fd, VIRTIO_MMIO_SLOT_BASE + index);
+    return ret == -ENOTSUP ? 0 : ret;
 }
 
 void vmmio_destroy(struct vmmio_dev *t)
@@ -115,6 +110,9 @@ void vmmio_destroy(struct vmmio_dev *t)
             close(t->notify_fd[i]);
     if (t->irq_fd >= 0)
         close(t->irq_fd);
+    if (t->ack_fd >= 0)
+        close(t->ack_fd);
+    vmmio_regs_free(t);
     pthread_mutex_destroy(&t->lock);
     t->ops = NULL;
 }
@@ -122,7 +120,7 @@ void vmmio_destroy(struct vmmio_dev *t)
 void vmmio_signal(struct vmmio_dev *t, unsigned bits)
 {
     static const uint64_t one = 1;
-    atomic_fetch_or(&t->st.interrupt_status, bits);
+    vmmio_regs_isr_set(t, bits);
     if (t->irq_fd >= 0 && write(t->irq_fd, &one, sizeof(one)) < 0)
         log_debug("virtio-mmio %#llx: irqfd: %s", (unsigned long long)t->base, strerror(errno));
 }
@@ -141,6 +139,7 @@ void vmmio_fail(struct vmmio_dev *t)
                  (unsigned long long)dropped);
     t->st.status |= VIRTIO_STATUS_NEEDS_RESET;
     t->st.config_generation++;
+    vmmio_regs_sync(t);
     vmmio_signal(t, VIRTIO_INT_CONFIG);
 }
 
@@ -193,6 +192,7 @@ void vmmio_watch(struct vmmio_dev *t, unsigned which, uint32_t events)
 void vmmio_config_changed(struct vmmio_dev *t)
 {
     t->st.config_generation++;
+    vmmio_regs_publish(t);
     if (t->st.activated)
         vmmio_signal(t, VIRTIO_INT_CONFIG);
     else if (t->st.status)
@@ -229,7 +229,7 @@ static void reset(struct vmmio_dev *t)
     t->st.drv_features = 0;
     t->st.activated = false;
     t->config_pending = false;
-    atomic_store(&t->st.interrupt_status, 0);
+    vmmio_regs_isr_store(t, 0);
     t->resets++;
 }
 
@@ -284,66 +284,11 @@ static void write_status(struct vmmio_dev *t, uint32_t v)
               t->st.status, v);
 }
 
+/* What the guest reads is the register page (mmio_regs.c), also when a read exits: no lock,
+ * so a vCPU never waits for the event loop's I/O. */
 void vmmio_read(void *opaque, uint64_t off, uint8_t *data, uint32_t len)
 {
-    struct vmmio_dev *t = opaque;
-    uint32_t v = 0;
-
-    /* The interrupt handler's register, read on every interrupt: lock-free, so a vCPU never
-     * waits for the event loop's I/O. */
-    if (off == REG_INT_STATUS && len == 4) {
-        v = atomic_load(&t->st.interrupt_status);
-        memcpy(data, &v, 4);
-        return;
-    }
-    pthread_mutex_lock(&t->lock);
-    if (off >= REG_CONFIG) {
-        memset(data, 0, len);
-        if (t->ops->config_read && in_config(t, off, len))
-            t->ops->config_read(t->dev, off - REG_CONFIG, data, len);
-        goto out;
-    }
-    if (len != 4 || (off & 3)) { /* spec 4.2.2.2: 32-bit aligned accesses only */
-        memset(data, 0xff, len);
-        goto out;
-    }
-    struct vq *q = selected(t);
-    switch (off) {
-    case REG_MAGIC:
-        v = MMIO_MAGIC;
-        break;
-    case REG_VERSION:
-        v = MMIO_VERSION;
-        break;
-    case REG_DEVICE_ID:
-        v = t->ops->device_id;
-        break;
-    case REG_VENDOR_ID:
-        v = 0;
-        break;
-    case REG_DEV_FEATURES:
-        v = t->st.dev_features_sel < 2
-                    ? (uint32_t)(t->ops->features(t->dev) >> (32 * t->st.dev_features_sel))
-                    : 0;
-        break;
-    case REG_QUEUE_NUM_MAX:
-        v = q ? t->ops->queue_max : 0;
-        break;
-    case REG_QUEUE_READY:
-        v = q ? q->st.ready : 0;
-        break;
-    case REG_STATUS:
-        v = t->st.status;
-        break;
-    case REG_CONFIG_GEN:
-        v = t->st.config_generation;
-        break;
-    default:
-        break;
-    }
-    memcpy(data, &v, 4);
-out:
-    pthread_mutex_unlock(&t->lock);
+    vmmio_regs_read(opaque, off, data, len);
 }
 
 /* Queue registers may change only while the queue is not ready and the driver has not
@@ -394,7 +339,7 @@ void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
 
     if (off == REG_INT_ACK && len == 4) { /* lock-free, as the status read */
         memcpy(&v, data, 4);
-        atomic_fetch_and(&t->st.interrupt_status, ~v);
+        vmmio_regs_isr_clear(t, v & ~t->ack_sticky);
         return;
     }
     pthread_mutex_lock(&t->lock);
@@ -443,6 +388,7 @@ void vmmio_write(void *opaque, uint64_t off, const uint8_t *data, uint32_t len)
         break;
     }
 out:
+    vmmio_regs_sync(t); /* before the vCPU goes on: its next read sees what it wrote */
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -488,6 +434,7 @@ int vmmio_update(struct vmmio_dev *t, const void *upd, char *err, size_t errlen)
         return errf(err, errlen, -ENOTSUP, "the %s device cannot be updated", t->ops->name);
     pthread_mutex_lock(&t->lock);
     int ret = t->ops->update(t->dev, t, upd, err, errlen);
+    vmmio_regs_sync(t);
     pthread_mutex_unlock(&t->lock);
     return ret;
 }

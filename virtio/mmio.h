@@ -12,6 +12,8 @@
 #define VIRTIO_MMIO_LEN      0x1000ULL
 #define VIRTIO_MMIO_GSI_BASE MMIO_GSI_BASE
 #define VIRTIO_MMIO_MAX_DEVS VM_DEVS_MAX /* GSI 5..23: see vmm.h */
+/* Device i's register page is KVM memory slot VIRTIO_MMIO_SLOT_BASE + i (guest RAM: 0, 1). */
+#define VIRTIO_MMIO_SLOT_BASE 16
 
 #define VMMIO_FAIL_LOG_NS (10 * 1000000000ULL)
 
@@ -21,9 +23,11 @@
 struct vmmio_state {
     uint64_t drv_features;
     uint32_t status, queue_sel, dev_features_sel, drv_features_sel, config_generation;
-    _Atomic uint32_t interrupt_status; /* VIRTIO_INT_*; INT_STATUS/INT_ACK take no lock */
-    uint8_t activated;                 /* 0 or 1 */
-    uint8_t pad[7];                    /* 0 */
+    /* VIRTIO_INT_*: filled in by vmmio_save, taken by vmmio_restore; while the device runs, the
+     * bits live in the register page (vmmio_regs_isr), where a guest reads them */
+    _Atomic uint32_t interrupt_status;
+    uint8_t activated; /* 0 or 1 */
+    uint8_t pad[7];    /* 0 */
 };
 _Static_assert(sizeof(struct vmmio_state) == 40, "vmmio_state layout");
 
@@ -37,10 +41,18 @@ struct vmmio_dev {
     unsigned gsi;
     int irq_fd;                       /* eventfd bound to the GSI by irqfd, or -1 */
     int notify_fd[VIRTIO_MAX_QUEUES]; /* ioeventfds on QueueNotify, or -1 */
-    uint64_t resets;                  /* device resets so far (vmmio_unlocked) */
-    bool config_pending;              /* config changed while the driver set the device up */
-    uint64_t fail_count;              /* NEEDS_RESET transitions */
-    struct ratelog fail_log;          /* their log line */
+    int ack_fd;                       /* ioeventfd on InterruptACK of VIRTIO_INT_USED, or -1 */
+    uint32_t ack_sticky;              /* VIRTIO_INT_USED while ack_fd swallows its ACKs, or 0 */
+    /* The register page (mmio_regs.c): what a driver reads, kept current under the lock. */
+    uint32_t *regs;       /* 4 KiB, the page the guest sees (a read-only memory slot if mapped) */
+    void *regs_bufs;      /* both pages of the memfd, for the swap */
+    int regs_fd;          /* the memfd */
+    unsigned regs_active; /* which of the two is mapped at regs */
+    bool regs_mapped;     /* the guest reads it without a VM exit */
+    uint64_t resets;      /* device resets so far (vmmio_unlocked) */
+    bool config_pending;  /* config changed while the driver set the device up */
+    uint64_t fail_count;  /* NEEDS_RESET transitions */
+    struct ratelog fail_log; /* their log line */
     struct vq queues[VIRTIO_MAX_QUEUES];
     /* vmmio_watch's way to the event loop (set by the device set when attached; NULL: none) */
     void (*watch)(void *opaque, unsigned which, uint32_t events);
@@ -74,6 +86,29 @@ int vmmio_update(struct vmmio_dev *t, const void *upd, char *err, size_t errlen)
 void vmmio_signal(struct vmmio_dev *t, unsigned bits);
 /* vmmio_cmdline(t, buf, len): Returns the snprintf count of " virtio_mmio.device=4K@0x…:N". */
 int vmmio_cmdline(const struct vmmio_dev *t, char *buf, size_t len);
+
+/* ---- the register page (mmio_regs.c) ------------------------------------------------------ */
+/* vmmio_regs_init(t): the page's memfd and mappings, all zero. Returns 0 or -errno. */
+int vmmio_regs_init(struct vmmio_dev *t);
+/* vmmio_regs_free(t): unmaps and closes them (the memory slot goes with the VM). */
+void vmmio_regs_free(struct vmmio_dev *t);
+/* vmmio_regs_sync(t): under the lock, the page brought up to the state, word by word. */
+void vmmio_regs_sync(struct vmmio_dev *t);
+/* vmmio_regs_publish(t): under the lock, the same, as one swap of the whole page: for changes
+ * that span words while a driver may read them. */
+void vmmio_regs_publish(struct vmmio_dev *t);
+/* vmmio_regs_read(t, off, data, len): what a driver reads at off (no lock). */
+void vmmio_regs_read(const struct vmmio_dev *t, uint64_t off, uint8_t *data, uint32_t len);
+/* vmmio_regs_current(t): under the lock, whether the page shows the state (tests, fuzzing). */
+bool vmmio_regs_current(const struct vmmio_dev *t);
+/* vmmio_regs_map(t, vm_fd, slot): the page as a read-only memory slot at t->base. Returns 0,
+ * -ENOTSUP without KVM_CAP_READONLY_MEM, or -errno. */
+int vmmio_regs_map(struct vmmio_dev *t, int vm_fd, unsigned slot);
+/* InterruptStatus in the page (atomic, no lock). */
+uint32_t vmmio_regs_isr(const struct vmmio_dev *t);
+void vmmio_regs_isr_set(struct vmmio_dev *t, uint32_t bits);
+void vmmio_regs_isr_clear(struct vmmio_dev *t, uint32_t bits);
+void vmmio_regs_isr_store(struct vmmio_dev *t, uint32_t v);
 
 /* ---- snapshots (mmio_state.c) ------------------------------------------------------------ */
 /* vmmio_save(t, st, q, dev_state): under the lock, the transport's state into st, each queue's

@@ -20,7 +20,7 @@ int vmmio_save(struct vmmio_dev *t, struct vmmio_state *st, struct vq_state q[VI
     int ret = t->ops->state_size && t->ops->save ? t->ops->save(t->dev, t, dev_state) : 0;
     if (!ret) {
         memcpy(st, &t->st, sizeof(*st));
-        atomic_store(&st->interrupt_status, atomic_load(&t->st.interrupt_status));
+        atomic_store(&st->interrupt_status, vmmio_regs_isr(t));
         for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
             q[i] = t->queues[i].st;
     }
@@ -93,6 +93,7 @@ static const char *check(const struct vmmio_dev *t, const struct vmmio_state *st
 static void reset_state(struct vmmio_dev *t)
 {
     memset(&t->st, 0, sizeof(t->st));
+    vmmio_regs_isr_store(t, 0);
     t->config_pending = false;
     for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
         vq_reset(&t->queues[i]);
@@ -120,7 +121,8 @@ int vmmio_restore(struct vmmio_dev *t, const struct vmmio_state *st,
     }
     if (!ret) {
         memcpy(&t->st, st, sizeof(t->st));
-        atomic_store(&t->st.interrupt_status, atomic_load(&st->interrupt_status));
+        atomic_store(&t->st.interrupt_status, 0); /* the live bits are the page's */
+        vmmio_regs_isr_store(t, atomic_load(&st->interrupt_status));
         /* Not in the state: a device saved while its driver set it up may have had a config
          * change pending; one interrupt too many at DRIVER_OK is harmless (mmio.c). */
         t->config_pending = st->status && !st->activated;
@@ -130,6 +132,7 @@ int vmmio_restore(struct vmmio_dev *t, const struct vmmio_state *st,
     }
     if (ret)
         reset_state(t);
+    vmmio_regs_sync(t);
     pthread_mutex_unlock(&t->lock);
     return ret;
 }

@@ -5,15 +5,15 @@ VBLK_SRCS := virtio/blk.c virtio/blk_io.c virtio/blk_hold.c virtio/blk_update.c 
 	virtio/blk_uring.c virtio/blk_sync.c
 UNIT_DEPS_test_virtio_queue := virtio/queue.c vmm/memory.c vmm/log.c
 FUZZ_DEPS_fuzz_virtio_queue := virtio/queue.c virtio/blk_req.c vmm/memory.c vmm/log.c
-FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c $(VBLK_SRCS) \
+FUZZ_DEPS_fuzz_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/mmio_regs.c virtio/queue.c $(VBLK_SRCS) \
 	virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c
 FUZZ_LIBS_fuzz_virtio_mmio  := -luring
-UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+UNIT_DEPS_test_virtio_mmio  := virtio/mmio.c virtio/mmio_state.c virtio/mmio_regs.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_mmio  := -lpthread
 # The device against the transport (tests/unit/blk_harness.c: fake RAM, a driver, temp files);
 # _update also through the registry.
 BLK_TEST_DEPS := tests/unit/blk_harness.c $(VBLK_SRCS) virtio/tbucket.c virtio/irqmod.c \
-	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+	virtio/mmio.c virtio/mmio_state.c virtio/mmio_regs.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_DEPS_test_virtio_blk := $(BLK_TEST_DEPS)
 UNIT_LIBS_test_virtio_blk := -luring -lpthread
 UNIT_DEPS_test_virtio_blk_state := $(BLK_TEST_DEPS)
@@ -41,14 +41,14 @@ TEST_PROGRAMS += $(BLKBENCH)
 $(BLKBENCH): tests/guest/blkbench.c virtio/module.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -fPIE -MMD -MP,$(CFLAGS)) -static -o $@ $<
-UNIT_DEPS_test_virtio_state := virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+UNIT_DEPS_test_virtio_state := virtio/mmio.c virtio/mmio_state.c virtio/mmio_regs.c virtio/queue.c vmm/memory.c vmm/log.c
 
 
 # virtio-net: the device against the transport with a socketpair for its TAP, and its headers.
 UNIT_DEPS_test_virtio_net := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
-	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+	virtio/mmio.c virtio/mmio_state.c virtio/mmio_regs.c virtio/queue.c vmm/memory.c vmm/log.c
 FUZZ_DEPS_fuzz_virtio_net := virtio/net.c virtio/net_io.c virtio/net_frame.c virtio/blk_req.c virtio/tbucket.c virtio/irqmod.c \
-	virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+	virtio/mmio.c virtio/mmio_state.c virtio/mmio_regs.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_LIBS_test_virtio_net := -lpthread
 FUZZ_LIBS_fuzz_virtio_net := -lpthread
 
@@ -62,7 +62,7 @@ $(NET_HOSTILE): tests/guest/net_hostile.c tests/guest/mmio_probe.h virtio/module
 
 # virtio-vsock: the device against the transport with real Unix sockets, and its packets.
 VSOCK_SRCS := virtio/vsock.c virtio/vsock_rx.c virtio/vsock_conn.c virtio/vsock_pkt.c virtio/net_frame.c virtio/blk_req.c \
-	virtio/tbucket.c virtio/mmio.c virtio/mmio_state.c virtio/queue.c vmm/memory.c vmm/log.c
+	virtio/tbucket.c virtio/mmio.c virtio/mmio_state.c virtio/mmio_regs.c virtio/queue.c vmm/memory.c vmm/log.c
 UNIT_DEPS_test_virtio_vsock := $(VSOCK_SRCS) tests/unit/vsock_harness.c
 UNIT_LIBS_test_virtio_vsock := -lpthread
 UNIT_DEPS_test_virtio_vsock_restore := $(UNIT_DEPS_test_virtio_vsock)
@@ -71,7 +71,7 @@ UNIT_DEPS_test_virtio_vsock_pkt := virtio/vsock_pkt.c
 FUZZ_DEPS_fuzz_virtio_vsock := $(VSOCK_SRCS)
 FUZZ_LIBS_fuzz_virtio_vsock := -lpthread
 # The restore fuzz target: the transport with virtio-blk and virtio-vsock, the UART, the i8042.
-FUZZ_DEPS_fuzz_state_restore := $(sort virtio/mmio.c virtio/mmio_state.c virtio/queue.c $(VBLK_SRCS) \
+FUZZ_DEPS_fuzz_state_restore := $(sort virtio/mmio.c virtio/mmio_state.c virtio/mmio_regs.c virtio/queue.c $(VBLK_SRCS) \
 	virtio/tbucket.c virtio/irqmod.c vmm/memory.c vmm/log.c vmm/serial.c vmm/i8042.c \
 	$(VSOCK_SRCS))
 FUZZ_LIBS_fuzz_state_restore := -luring -lpthread

@@ -246,6 +246,11 @@ static void run_virtio(struct input *in, const struct fdev *d)
         memset(&back, 0, sizeof(back));
         if (vmmio_save(&t, &back.t, back.q, &back.dev) || memcmp(&back, &v, vstate_len(d)))
             abort(); /* restored, but not what was given */
+        pthread_mutex_lock(&t.lock);
+        bool shown = vmmio_regs_current(&t); /* what the guest reads is the restored state */
+        pthread_mutex_unlock(&t.lock);
+        if (!shown)
+            abort();
         for (unsigned i = 0; i < MAX_OPS && in->left; i++) {
             uint8_t op = in8(in);
             uint16_t x = in16(in);

@@ -6,8 +6,9 @@
  * the notify eventfd, as KVM's ioeventfd); the device's timers and io_uring completions firing;
  * and PATCH /drives on the running device. The first byte picks the drive (Sync, read-only,
  * Async, rate-limited). Besides the sanitizers, the target checks that reads fill exactly the
- * bytes asked for and that the status register only ever holds a state of the driver's
- * sequence (spec 3.1.1). Guest RAM is two guarded regions with a gap between them. */
+ * bytes asked for, that the status register only ever holds a state of the driver's
+ * sequence (spec 3.1.1) and that the register page is never stale. Guest RAM is two guarded regions
+ * with a gap between them. */
 #define _GNU_SOURCE /* memfd_create */
 #include <fcntl.h>
 #include <stdint.h>
@@ -125,9 +126,15 @@ static void mmio_read(uint64_t off, uint32_t len)
 }
 
 /* Status holds a prefix of ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK, plus maybe FAILED and
- * NEEDS_RESET; the device runs only after DRIVER_OK. */
+ * NEEDS_RESET; the device runs only after DRIVER_OK. The register page, which a guest reads
+ * without an exit, shows the state after every operation. */
 static void check_status(void)
 {
+    pthread_mutex_lock(&t.lock);
+    bool current = vmmio_regs_current(&t);
+    pthread_mutex_unlock(&t.lock);
+    if (!current)
+        abort();
     uint32_t s = t.st.status & ~(uint32_t)(VIRTIO_STATUS_FAILED | VIRTIO_STATUS_NEEDS_RESET);
     if (s != 0 && s != 1 && s != 3 && s != 0xb && s != 0xf)
         abort();

@@ -216,7 +216,9 @@ def test_curl_boot_from_rootfs_drive(ember_bin, scratch, guest_assets, tmp_path)
         total = {sec: {k: sum(x[sec][k] for x in lines) for k in lines[0][sec]}
                  for sec in ("vcpu", "uart", "block", "i8042")}
         assert total["uart"]["write_count"] >= len("rootfs-guest-ok"), total
-        assert total["vcpu"]["exit_io_out"] > 0 and total["vcpu"]["exit_mmio_read"] > 0, total
+        # The virtio register pages are read-only memory slots (virtio/README.md): the guest's
+        # whole virtio probe reads them without one MMIO read exit; its writes still exit.
+        assert total["vcpu"]["exit_io_out"] > 0 and total["vcpu"]["exit_mmio_read"] == 0, total
         assert total["vcpu"]["exit_mmio_write"] > 0 and total["vcpu"]["failures"] == 0, total
         assert total["block"]["read_count"] > 0 and total["block"]["read_bytes"] > 0, total
         assert total["i8042"]["reset_count"] >= 1, total  # reboot=k (Linux may pulse it twice)

@@ -212,10 +212,15 @@ static void identification(void **state)
     char line[64];
     vmmio_cmdline(&t, line, sizeof(line));
     assert_string_equal(line, " virtio_mmio.device=4K@0xc0003000:7");
-    /* Registers are 32-bit: narrower reads see all-ones. */
+    /* Narrower reads see the register page's bytes, as a guest that has it mapped reads them;
+     * bytes past the window (an access that overruns it) read all-ones. */
     uint8_t b = 0;
-    vmmio_read(&t, 0, &b, 1);
-    assert_int_equal(b, 0xff);
+    vmmio_read(&t, 1, &b, 1);
+    assert_int_equal(b, 'i');
+    uint8_t w[8];
+    vmmio_read(&t, 0xffc, w, 8);
+    assert_memory_equal(w + 4, "\xff\xff\xff\xff", 4);
+    assert_true(vmmio_regs_current(&t));
 }
 
 static void status_state_machine(void **state)
@@ -274,6 +279,7 @@ static void config_space(void **state)
 {
     (void)state;
     memcpy(fake.config, "abcdefgh", 8);
+    vmmio_config_changed(&t); /* the page follows the device's config */
     uint8_t buf[4] = {0};
     vmmio_read(&t, 0x104, buf, 4);
     assert_memory_equal(buf, "efgh", 4);
@@ -283,11 +289,14 @@ static void config_space(void **state)
     wr(0x70, 3);
     wr(0x100, 0x31313131);
     assert_memory_equal(fake.config, "1111", 4);
-    assert_int_equal(rd(0xfc), 0);
-    /* The device's config_size bounds every access: past it reads 0 and writes are dropped,
-     * also one that starts inside and ends outside. */
+    assert_int_equal(rd(0xfc), 1);
+    /* The device's config_size bounds every access: past it reads 0 (a read that starts inside
+     * and ends outside sees the config's bytes, then zeros) and writes are dropped, also one
+     * that starts inside and ends outside. */
     memset(buf, 0xaa, sizeof(buf));
     vmmio_read(&t, 0x106, buf, 4);
+    assert_memory_equal(buf, "gh\0\0", 4);
+    vmmio_read(&t, 0x108, buf, 4);
     assert_memory_equal(buf, "\0\0\0\0", 4);
     vmmio_read(&t, 0x104, buf, 4);
     assert_memory_equal(buf, "efgh", 4);
@@ -445,6 +454,58 @@ static void used_interrupt_and_ack(void **state)
     assert_int_equal(rd(0x60), 0);
 }
 
+/* With its InterruptACK of USED taken by an ioeventfd (ack_sticky), the device leaves USED set
+ * until a reset: an acknowledgement that reaches it clears only the other bits. */
+static void sticky_used_bit(void **state)
+{
+    (void)state;
+    t.ack_sticky = VIRTIO_INT_USED;
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    setup_queue(8);
+    wr(0x70, 0xf);
+    vq_push(&t.queues[0], 0, 0);
+    vmmio_used(&t, 0);
+    vmmio_signal(&t, VIRTIO_INT_CONFIG);
+    assert_int_equal(rd(0x60), VIRTIO_INT_USED | VIRTIO_INT_CONFIG);
+    wr(0x64, VIRTIO_INT_USED | VIRTIO_INT_CONFIG);
+    assert_int_equal(rd(0x60), VIRTIO_INT_USED);
+    wr(0x70, 0);
+    assert_int_equal(rd(0x60), 0);
+}
+
+/* The register page follows every write before the writer goes on (a guest that has it mapped
+ * reads it next), and a host-side config change swaps the whole page in, interrupt bits kept. */
+static void register_page_follows_the_state(void **state)
+{
+    (void)state;
+    assert_true(vmmio_regs_current(&t));
+    wr(0x70, 1);
+    assert_int_equal(t.regs[0x70 / 4], 1);
+    wr(0x30, 0);
+    assert_int_equal(t.regs[0x34 / 4], 64);
+    wr(0x30, 5); /* no such queue: QueueNumMax reads 0 */
+    assert_int_equal(t.regs[0x34 / 4], 0);
+    assert_true(vmmio_regs_current(&t));
+    vmmio_signal(&t, VIRTIO_INT_USED);
+    unsigned active = t.regs_active;
+    memcpy(fake.config, "newcfg!!", 8);
+    assert_false(vmmio_regs_current(&t));
+    vmmio_config_changed(&t);
+    assert_int_not_equal(t.regs_active, active);
+    assert_true(vmmio_regs_current(&t));
+    assert_memory_equal((uint8_t *)t.regs + 0x100, "newcfg!!", 8);
+    assert_int_equal(rd(0xfc), 1);
+    assert_int_equal(rd(0x60), VIRTIO_INT_USED);
+    /* A failing device's NEEDS_RESET and generation show too. */
+    wr(0x70, 3);
+    wr(0x70, 0);
+    negotiate(1ULL << VIRTIO_F_VERSION_1);
+    setup_queue(3);
+    wr(0x70, 0xf);
+    assert_int_equal(t.regs[0x70 / 4], 0x4f);
+    assert_true(vmmio_regs_current(&t));
+}
+
 static void *notify_thread(void *arg)
 {
     (void)arg;
@@ -534,6 +595,8 @@ int main(void)
             T(bad_queue_at_driver_ok_needs_reset),
             T(malformed_ring_on_notify_needs_reset),
             T(used_interrupt_and_ack),
+            T(sticky_used_bit),
+            T(register_page_follows_the_state),
             T(vcpu_never_waits_for_io),
             T(reset_during_io_is_reported),
     };

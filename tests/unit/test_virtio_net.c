@@ -503,6 +503,7 @@ static void state_save_restore(void **state)
     assert_non_null(strstr(err, "malformed"));
     st.mac[5] = 9;
     assert_int_equal(vnet_ops.restore(net, &t, &st, err, sizeof(err)), 0);
+    vmmio_regs_sync(&t); /* as vmmio_restore does after the device's restore */
     uint8_t cfg[6];
     for (unsigned i = 0; i < 6; i++)
         vmmio_read(&t, 0x100 + i, cfg + i, 1);
