@@ -48,10 +48,12 @@ struct virtio_dev_ops {
     uint32_t device_id;
     unsigned nqueues;     /* at most VIRTIO_MAX_QUEUES */
     uint16_t queue_max;   /* QueueNumMax, at most VQ_MAX_SIZE */
-    uint32_t config_size; /* bytes of config space: reads past it are 0, writes dropped */
+    uint32_t config_size; /* bytes of config space: bytes past it read 0, writes are dropped */
     /* features(dev): Returns the offered feature bits. */
     uint64_t (*features)(void *dev);
-    /* config_read/config_write: [off, off + len) of config space, inside config_size. */
+    /* config_read/config_write: [off, off + len) of config space, inside config_size. What
+     * features and config_read return is copied into the register page (mmio_regs.c) that
+     * the guest reads: a change after creation goes through vmmio_config_changed. */
     void (*config_read)(void *dev, uint64_t off, uint8_t *data, uint32_t len);
     void (*config_write)(void *dev, uint64_t off, const uint8_t *data, uint32_t len);
     /* activate(dev, t): the driver set DRIVER_OK with valid queues (vCPU thread: no I/O).

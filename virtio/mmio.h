@@ -44,14 +44,13 @@ struct vmmio_dev {
     int ack_fd;                       /* ioeventfd on InterruptACK of VIRTIO_INT_USED, or -1 */
     uint32_t ack_sticky;              /* VIRTIO_INT_USED while ack_fd swallows its ACKs, or 0 */
     /* The register page (mmio_regs.c): what a driver reads, kept current under the lock. */
-    uint32_t *regs;       /* 4 KiB, the page the guest sees (a read-only memory slot if mapped) */
-    void *regs_bufs;      /* both pages of the memfd, for the swap */
-    int regs_fd;          /* the memfd */
-    unsigned regs_active; /* which of the two is mapped at regs */
-    bool regs_mapped;     /* the guest reads it without a VM exit */
-    uint64_t resets;      /* device resets so far (vmmio_unlocked) */
-    bool config_pending;  /* config changed while the driver set the device up */
-    uint64_t fail_count;  /* NEEDS_RESET transitions */
+    const uint32_t *regs;    /* 4 KiB, the page the guest sees, mapped read-only (and in KVM) */
+    void *regs_bufs;         /* both pages of the memfd, writable: ember writes through these */
+    int regs_fd;             /* the memfd */
+    unsigned regs_active;    /* which of the two is shown at regs */
+    uint64_t resets;         /* device resets so far (vmmio_unlocked) */
+    bool config_pending;     /* config changed while the driver set the device up */
+    uint64_t fail_count;     /* NEEDS_RESET transitions */
     struct ratelog fail_log; /* their log line */
     struct vq queues[VIRTIO_MAX_QUEUES];
     /* vmmio_watch's way to the event loop (set by the device set when attached; NULL: none) */
@@ -63,7 +62,8 @@ struct vmmio_dev {
  * GSI follow from it); no KVM resources yet. Returns 0 or -errno. */
 int vmmio_init(struct vmmio_dev *t, const struct virtio_dev_ops *ops, void *dev,
                const struct guest_mem *mem, unsigned index);
-/* vmmio_attach_kvm(t, vm_fd): creates the irqfd and one ioeventfd per queue.
+/* vmmio_attach_kvm(t, vm_fd): creates the irqfd, one ioeventfd per queue and one on
+ * InterruptACK of USED, and maps the register page into the guest (where KVM can).
  * Returns 0 or -errno. */
 int vmmio_attach_kvm(struct vmmio_dev *t, int vm_fd);
 /* vmmio_destroy(t): closes the fds and the lock (not the device). */

@@ -3,11 +3,13 @@
  * are copies from it, so they take no lock; mapped into the guest as a read-only memory slot,
  * they take no VM exit either (writes still exit: a read-only slot turns them into MMIO).
  *
- * The page lives in a memfd of two pages, one of them mapped at t->regs. A change the guest
- * made itself (a register write, in its own exit) is stored word by word into the mapped page.
+ * The page lives in a memfd of two pages. The one the guest sees is mapped read-only at
+ * t->regs (KVM's memory slot points there: nothing KVM does for the guest can write it); ember
+ * writes through a second, writable mapping of both pages (t->regs_bufs). A change the guest
+ * made itself (a register write, in its own exit) is stored word by word into the page shown.
  * A change from the host side while the guest may be reading (a drive swapped under a running
  * guest changes its 8-byte capacity, which a driver reads as two words) is written whole into
- * the other page, which then replaces the mapped one in one mmap: a driver that read a word
+ * the other page, which then replaces the shown one in one mmap: a driver that read a word
  * before the swap and one after sees two config generations and reads again. */
 #define _GNU_SOURCE /* memfd_create */
 #include <errno.h>
@@ -36,7 +38,7 @@ int vmmio_regs_init(struct vmmio_dev *t)
     t->regs_bufs = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->regs_fd, 0);
     if (t->regs_bufs == MAP_FAILED)
         goto fail;
-    void *p = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, t->regs_fd, 0);
+    void *p = mmap(NULL, PAGE, PROT_READ, MAP_SHARED, t->regs_fd, 0);
     if (p == MAP_FAILED) {
         munmap(t->regs_bufs, 2 * PAGE);
         goto fail;
@@ -55,13 +57,20 @@ fail:;
 void vmmio_regs_free(struct vmmio_dev *t)
 {
     if (t->regs)
-        munmap(t->regs, PAGE);
+        munmap((void *)(uintptr_t)t->regs, PAGE);
     if (t->regs_bufs)
         munmap(t->regs_bufs, 2 * PAGE);
     if (t->regs_fd >= 0)
         close(t->regs_fd);
     t->regs = t->regs_bufs = NULL;
     t->regs_fd = NO_MEMFD;
+}
+
+/* The page shown, writable (the transport's lock or an atomic: see the callers). */
+static uint32_t *shown(const struct vmmio_dev *t)
+{
+    unsigned active = __atomic_load_n(&t->regs_active, __ATOMIC_ACQUIRE);
+    return (uint32_t *)((uint8_t *)t->regs_bufs + active * PAGE);
 }
 
 /* The word a driver reads at off (4-byte aligned, below REG_CONFIG) in the state t is in. */
@@ -102,14 +111,21 @@ static void render(const struct vmmio_dev *t, uint32_t page[NWORDS])
         t->ops->config_read(t->dev, 0, (uint8_t *)page + REG_CONFIG, t->ops->config_size);
 }
 
+/* Stores the words of page that differ from w's, InterruptStatus aside, ConfigGeneration last:
+ * a driver that sees the new generation sees the config words stored before it. */
+static void store_changes(uint32_t *w, const uint32_t page[NWORDS])
+{
+    for (unsigned i = 0; i < NWORDS; i++)
+        if (i != ISR_WORD && i != GEN_WORD && __atomic_load_n(&w[i], __ATOMIC_RELAXED) != page[i])
+            __atomic_store_n(&w[i], page[i], __ATOMIC_RELEASE);
+    __atomic_store_n(&w[GEN_WORD], page[GEN_WORD], __ATOMIC_RELEASE);
+}
+
 void vmmio_regs_sync(struct vmmio_dev *t)
 {
     uint32_t page[NWORDS];
     render(t, page);
-    /* Only the words that changed, each in one store: a reader sees old or new, never half. */
-    for (unsigned i = 0; i < NWORDS; i++)
-        if (i != ISR_WORD && __atomic_load_n(&t->regs[i], __ATOMIC_RELAXED) != page[i])
-            __atomic_store_n(&t->regs[i], page[i], __ATOMIC_RELEASE);
+    store_changes(shown(t), page); /* each word in one store: a reader sees old or new */
 }
 
 void vmmio_regs_publish(struct vmmio_dev *t)
@@ -119,40 +135,46 @@ void vmmio_regs_publish(struct vmmio_dev *t)
     uint32_t page[NWORDS];
 
     render(t, page);
-    page[ISR_WORD] = __atomic_load_n(&t->regs[ISR_WORD], __ATOMIC_ACQUIRE);
+    page[ISR_WORD] = vmmio_regs_isr(t);
     memcpy(next, page, PAGE);
-    void *p = mmap(t->regs, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, t->regs_fd,
-                   (off_t)spare * PAGE);
-    if (p == MAP_FAILED) {
-        /* The old page stays: the change goes in word by word (generation last). */
+    void *at = (void *)(uintptr_t)t->regs;
+    if (mmap(at, PAGE, PROT_READ, MAP_SHARED | MAP_FIXED, t->regs_fd, (off_t)spare * PAGE) ==
+        MAP_FAILED) {
+        /* A failed MAP_FIXED may have unmapped the old page: map it again, then change it in
+         * place (generation last). */
+        int err = errno;
+        if (mmap(at, PAGE, PROT_READ, MAP_SHARED | MAP_FIXED, t->regs_fd,
+                 (off_t)t->regs_active * PAGE) == MAP_FAILED)
+            log_err("virtio-mmio %#llx: the register page is gone: %s", (unsigned long long)t->base,
+                    strerror(errno));
         log_warn("virtio-mmio %#llx: register page swap: %s", (unsigned long long)t->base,
-                 strerror(errno));
-        vmmio_regs_sync(t);
+                 strerror(err));
+        store_changes(shown(t), page);
         return;
     }
-    t->regs_active = spare;
-    /* Interrupt bits are set under the lock held here; an acknowledgement that went to the old
-     * page in between is lost, which leaves a bit set: one spurious look at the queues. */
+    /* Interrupt bits are set under the lock held here; an acknowledgement of CONFIG that went to
+     * the old page in between is lost, which leaves CONFIG set: one needless config read. */
+    __atomic_store_n(&t->regs_active, spare, __ATOMIC_RELEASE);
 }
 
 uint32_t vmmio_regs_isr(const struct vmmio_dev *t)
 {
-    return __atomic_load_n(&t->regs[ISR_WORD], __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&shown(t)[ISR_WORD], __ATOMIC_ACQUIRE);
 }
 
 void vmmio_regs_isr_set(struct vmmio_dev *t, uint32_t bits)
 {
-    __atomic_fetch_or(&t->regs[ISR_WORD], bits, __ATOMIC_SEQ_CST);
+    __atomic_fetch_or(&shown(t)[ISR_WORD], bits, __ATOMIC_SEQ_CST);
 }
 
 void vmmio_regs_isr_clear(struct vmmio_dev *t, uint32_t bits)
 {
-    __atomic_fetch_and(&t->regs[ISR_WORD], ~bits, __ATOMIC_SEQ_CST);
+    __atomic_fetch_and(&shown(t)[ISR_WORD], ~bits, __ATOMIC_SEQ_CST);
 }
 
 void vmmio_regs_isr_store(struct vmmio_dev *t, uint32_t v)
 {
-    __atomic_store_n(&t->regs[ISR_WORD], v, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&shown(t)[ISR_WORD], v, __ATOMIC_SEQ_CST);
 }
 
 void vmmio_regs_read(const struct vmmio_dev *t, uint64_t off, uint8_t *data, uint32_t len)
@@ -188,8 +210,5 @@ int vmmio_regs_map(struct vmmio_dev *t, int vm_fd, unsigned slot)
             .memory_size = PAGE,
             .userspace_addr = (uint64_t)(uintptr_t)t->regs,
     };
-    if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-        return -errno;
-    t->regs_mapped = true;
-    return 0;
+    return ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION, &r) < 0 ? -errno : 0;
 }

@@ -20,7 +20,9 @@ int vmmio_save(struct vmmio_dev *t, struct vmmio_state *st, struct vq_state q[VI
     int ret = t->ops->state_size && t->ops->save ? t->ops->save(t->dev, t, dev_state) : 0;
     if (!ret) {
         memcpy(st, &t->st, sizeof(*st));
-        atomic_store(&st->interrupt_status, vmmio_regs_isr(t));
+        /* the page is ember's alone, but a snapshot holds only bits a restore takes */
+        atomic_store(&st->interrupt_status,
+                     vmmio_regs_isr(t) & (uint32_t)(VIRTIO_INT_USED | VIRTIO_INT_CONFIG));
         for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++)
             q[i] = t->queues[i].st;
     }
