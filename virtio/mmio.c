@@ -39,7 +39,6 @@ int vmmio_init(struct vmmio_dev *t, const struct virtio_dev_ops *ops, void *dev,
         ops->queue_max > VQ_MAX_SIZE || !ops->features || !ops->destroy ||
         ops->config_size > VIRTIO_MMIO_LEN - REG_CONFIG)
         return -EINVAL;
-    t->regs_fd = -1;
     int ret = vmmio_regs_init(t);
     if (ret)
         return ret;

@@ -101,10 +101,17 @@ static uint32_t reg_word(const struct vmmio_dev *t, uint32_t off)
     }
 }
 
-/* The whole page as the state says, InterruptStatus aside (it lives in the page only). */
+/* The words a driver can find nonzero: registers and config space. The rest of both memfd
+ * pages stays as ftruncate left it, zero. */
+static unsigned nwords(const struct vmmio_dev *t)
+{
+    return (REG_CONFIG + t->ops->config_size + 3) / 4;
+}
+
+/* The page's first nwords as the state says, InterruptStatus aside (it lives in the page). */
 static void render(const struct vmmio_dev *t, uint32_t page[NWORDS])
 {
-    memset(page, 0, PAGE);
+    memset(page, 0, nwords(t) * 4);
     for (uint32_t off = 0; off < REG_CONFIG; off += 4)
         page[off / 4] = reg_word(t, off);
     if (t->ops->config_read && t->ops->config_size)
@@ -113,9 +120,9 @@ static void render(const struct vmmio_dev *t, uint32_t page[NWORDS])
 
 /* Stores the words of page that differ from w's, InterruptStatus aside, ConfigGeneration last:
  * a driver that sees the new generation sees the config words stored before it. */
-static void store_changes(uint32_t *w, const uint32_t page[NWORDS])
+static void store_changes(uint32_t *w, const uint32_t page[NWORDS], unsigned n)
 {
-    for (unsigned i = 0; i < NWORDS; i++)
+    for (unsigned i = 0; i < n; i++)
         if (i != ISR_WORD && i != GEN_WORD && __atomic_load_n(&w[i], __ATOMIC_RELAXED) != page[i])
             __atomic_store_n(&w[i], page[i], __ATOMIC_RELEASE);
     __atomic_store_n(&w[GEN_WORD], page[GEN_WORD], __ATOMIC_RELEASE);
@@ -125,7 +132,7 @@ void vmmio_regs_sync(struct vmmio_dev *t)
 {
     uint32_t page[NWORDS];
     render(t, page);
-    store_changes(shown(t), page); /* each word in one store: a reader sees old or new */
+    store_changes(shown(t), page, nwords(t)); /* each word in one store: old or new, never half */
 }
 
 void vmmio_regs_publish(struct vmmio_dev *t)
@@ -136,7 +143,7 @@ void vmmio_regs_publish(struct vmmio_dev *t)
 
     render(t, page);
     page[ISR_WORD] = vmmio_regs_isr(t);
-    memcpy(next, page, PAGE);
+    memcpy(next, page, nwords(t) * 4);
     void *at = (void *)(uintptr_t)t->regs;
     if (mmap(at, PAGE, PROT_READ, MAP_SHARED | MAP_FIXED, t->regs_fd, (off_t)spare * PAGE) ==
         MAP_FAILED) {
@@ -149,7 +156,7 @@ void vmmio_regs_publish(struct vmmio_dev *t)
                     strerror(errno));
         log_warn("virtio-mmio %#llx: register page swap: %s", (unsigned long long)t->base,
                  strerror(err));
-        store_changes(shown(t), page);
+        store_changes(shown(t), page, nwords(t));
         return;
     }
     /* Interrupt bits are set under the lock held here; an acknowledgement of CONFIG that went to
@@ -192,9 +199,11 @@ void vmmio_regs_read(const struct vmmio_dev *t, uint64_t off, uint8_t *data, uin
 bool vmmio_regs_current(const struct vmmio_dev *t)
 {
     uint32_t page[NWORDS];
+    unsigned n = nwords(t);
     render(t, page);
-    for (unsigned i = 0; i < NWORDS; i++)
-        if (i != ISR_WORD && __atomic_load_n(&t->regs[i], __ATOMIC_RELAXED) != page[i])
+    for (unsigned i = 0; i < NWORDS; i++) /* past nwords: zero */
+        if (i != ISR_WORD &&
+            __atomic_load_n(&t->regs[i], __ATOMIC_RELAXED) != (i < n ? page[i] : 0))
             return false;
     return true;
 }
